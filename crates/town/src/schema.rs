@@ -1,0 +1,599 @@
+//! The Town types. Field names are the NixOS option names (camelCase), so a
+//! `town.toml` reads as the Nix options written in TOML and the module's
+//! `town.json` has exactly this shape. Unknown keys are rejected everywhere.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+fn yes() -> bool {
+    true
+}
+
+/// A whole town: the humans, the agents, and where their homes live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Town {
+    /// Whether the town is applied at all.
+    #[serde(default = "yes")]
+    pub enable: bool,
+    /// Mail and identity domain; defaults to `<hostname>.local` when loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Where agent homes live.
+    #[serde(default = "default_agents_dir")]
+    pub agents_dir: PathBuf,
+    /// Where persisted paths live (`<persistDir>/agents/<name>/…`).
+    #[serde(default = "default_persist_dir")]
+    pub persist_dir: PathBuf,
+    /// Block device holding `agentsDir` as btrfs (NixOS boot rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub btrfs_device: Option<String>,
+    /// sops file with agent secrets (NixOS, sops-nix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sops_file: Option<PathBuf>,
+    /// Packages every agent gets (NixOS / home-manager).
+    #[serde(default)]
+    pub base_packages: Vec<String>,
+    /// Where projects are looked for, `~` being the user's home.
+    #[serde(default = "default_project_dirs")]
+    pub project_dirs: Vec<String>,
+    /// The human's Unix user: the approver and portal owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human_user: Option<String>,
+    /// The human's full name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human_name: Option<String>,
+    /// The human's e-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human_email: Option<String>,
+    /// Town hall settings (approvals).
+    #[serde(default)]
+    pub hall: Hall,
+    /// Rebuild coordinator settings.
+    #[serde(default)]
+    pub rebuild: Rebuild,
+    /// The agents, by Unix user name.
+    #[serde(default)]
+    pub agents: BTreeMap<String, Agent>,
+}
+
+fn default_agents_dir() -> PathBuf {
+    PathBuf::from("/agents")
+}
+fn default_persist_dir() -> PathBuf {
+    PathBuf::from("/persist")
+}
+fn default_project_dirs() -> Vec<String> {
+    vec!["~/dev".to_string()]
+}
+
+/// Town hall (approval broker) settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hall {
+    /// Unix users allowed to approve, added to group `nuketown-approvers`.
+    /// Empty means just `humanUser`.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// Where the entry point lives on this host (sudoers names it).
+    #[serde(default = "default_elevate_path")]
+    pub elevate_path: PathBuf,
+}
+
+fn default_elevate_path() -> PathBuf {
+    PathBuf::from("/usr/local/libexec/nuketown/nuketown-elevate")
+}
+
+impl Default for Hall {
+    fn default() -> Self {
+        Hall {
+            approvers: Vec::new(),
+            elevate_path: default_elevate_path(),
+        }
+    }
+}
+
+/// Rebuild coordinator settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rebuild {
+    /// The rebuild program and its leading arguments; the action
+    /// (`build`, `switch`, …) is appended.
+    #[serde(default = "default_rebuild_command")]
+    pub command: Vec<String>,
+    /// The configuration repository whose history is summarised before a build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_repo: Option<PathBuf>,
+}
+
+fn default_rebuild_command() -> Vec<String> {
+    vec!["nixos-rebuild".to_string()]
+}
+
+impl Default for Rebuild {
+    fn default() -> Self {
+        Rebuild {
+            command: default_rebuild_command(),
+            config_repo: None,
+        }
+    }
+}
+
+/// One agent: a Unix user with its own home, keys, tools and devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Agent {
+    /// Whether this agent exists on the host.
+    #[serde(default = "yes")]
+    pub enable: bool,
+    /// The agent's uid (and gid of its private group); 1100 and up.
+    pub uid: u32,
+    /// What the agent does: `software`, `research`, …
+    #[serde(default = "default_role")]
+    pub role: String,
+    /// A sentence about the agent, shown in prompts and status.
+    #[serde(default)]
+    pub description: String,
+    /// Git identity.
+    #[serde(default)]
+    pub git: Git,
+    /// Packages for this agent (NixOS / home-manager).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Extra home-manager configuration (NixOS only; other hosts ignore it).
+    #[serde(default, skip_serializing_if = "is_null")]
+    pub extra_home_config: serde_json::Value,
+    /// Paths under the home that survive rounds.
+    #[serde(default)]
+    pub persist: Persist,
+    /// Keys and other secrets.
+    #[serde(default)]
+    pub secrets: Secrets,
+    /// Devices the agent may use (udev ACLs).
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    /// Privilege escalation through the town hall.
+    #[serde(default)]
+    pub sudo: Sudo,
+    /// The tmux portal.
+    #[serde(default)]
+    pub portal: Portal,
+    /// Claude Code integration.
+    #[serde(default)]
+    pub claude_code: ClaudeCode,
+    /// Matrix chat bridge.
+    #[serde(default)]
+    pub chat: Chat,
+    /// Kubernetes deployment.
+    #[serde(default)]
+    pub cloud: Cloud,
+}
+
+fn is_null(v: &serde_json::Value) -> bool {
+    v.is_null()
+}
+
+fn default_role() -> String {
+    "software".to_string()
+}
+
+/// Git identity of an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Git {
+    /// Author name; defaults to the agent's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Author e-mail; defaults to `<name>@<domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Sign commits (GPG when a gpgKey is given, SSH otherwise).
+    #[serde(default = "yes")]
+    pub signing: bool,
+}
+
+impl Default for Git {
+    fn default() -> Self {
+        Git {
+            name: None,
+            email: None,
+            signing: true,
+        }
+    }
+}
+
+/// Paths (relative to the home) kept under `persistDir/agents/<name>/`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Persist {
+    /// Directories bind-mounted into the home.
+    #[serde(default)]
+    pub directories: Vec<String>,
+    /// Single files bind-mounted into the home.
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+/// Secrets of an agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Secrets {
+    /// A private SSH key file to install as `~/.ssh/id_ed25519`; generated when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<PathBuf>,
+    /// An armored private GPG key file to import for commit signing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpg_key: Option<PathBuf>,
+    /// Further secrets, by name.
+    #[serde(default)]
+    pub extra_secrets: BTreeMap<String, ExtraSecret>,
+}
+
+/// One further secret file placed in the agent's home.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtraSecret {
+    /// Where the secret comes from on this host (on NixOS the sops key of the same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// Where it goes, relative to the home.
+    pub path: String,
+    /// Octal file mode.
+    #[serde(default = "default_secret_mode")]
+    pub mode: String,
+}
+
+fn default_secret_mode() -> String {
+    "0400".to_string()
+}
+
+/// A device the agent may open, matched by udev.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Device {
+    /// udev subsystem: `tty`, `usb`, `hidraw`, …
+    pub subsystem: String,
+    /// Attributes to match, e.g. `idVendor = "0483"`.
+    #[serde(default)]
+    pub attrs: BTreeMap<String, String>,
+    /// udev ACTION match.
+    #[serde(default = "default_action")]
+    pub action: String,
+    /// ACL permission: any of `r`, `w`, `x`.
+    #[serde(default = "default_permission")]
+    pub permission: String,
+    /// Group the agent joins for the device.
+    #[serde(default = "default_group")]
+    pub group: String,
+}
+
+fn default_action() -> String {
+    "add|bind".to_string()
+}
+fn default_permission() -> String {
+    "rw".to_string()
+}
+fn default_group() -> String {
+    "plugdev".to_string()
+}
+
+/// A rule matching a command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommandRule {
+    /// The argv to match, program first.
+    pub argv: Vec<String>,
+    /// Match argv as a prefix (further arguments allowed) instead of exactly.
+    #[serde(default)]
+    pub prefix: bool,
+}
+
+impl CommandRule {
+    /// Whether `argv` matches this rule.
+    pub fn matches(&self, argv: &[String]) -> bool {
+        if self.prefix {
+            argv.len() >= self.argv.len() && argv[..self.argv.len()] == self.argv[..]
+        } else {
+            argv == &self.argv[..]
+        }
+    }
+}
+
+/// Privilege escalation policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sudo {
+    /// Let the agent ask for root through the town hall.
+    #[serde(default)]
+    pub enable: bool,
+    /// Commands approved without asking.
+    #[serde(default)]
+    pub auto_approve: Vec<CommandRule>,
+    /// Commands denied without asking (deny wins over autoApprove).
+    #[serde(default)]
+    pub deny: Vec<CommandRule>,
+    /// Seconds to wait for a human before denying.
+    #[serde(default = "default_sudo_timeout")]
+    pub timeout: u64,
+}
+
+fn default_sudo_timeout() -> u64 {
+    120
+}
+
+impl Default for Sudo {
+    fn default() -> Self {
+        Sudo {
+            enable: false,
+            auto_approve: Vec::new(),
+            deny: Vec::new(),
+            timeout: default_sudo_timeout(),
+        }
+    }
+}
+
+/// The tmux portal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Portal {
+    /// Whether the agent shows up in `nuketown portal`.
+    #[serde(default = "yes")]
+    pub enable: bool,
+    /// What runs in the agent pane; defaults to `claude` with claudeCode, else a login shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Agent pane / human pane height split, in percent: `"75/25"`.
+    #[serde(default = "default_layout")]
+    pub layout: String,
+}
+
+fn default_layout() -> String {
+    "75/25".to_string()
+}
+
+impl Default for Portal {
+    fn default() -> Self {
+        Portal {
+            enable: true,
+            command: None,
+            layout: default_layout(),
+        }
+    }
+}
+
+/// Claude Code integration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaudeCode {
+    /// Lay down Claude Code's settings, agent file and CLAUDE.md.
+    #[serde(default)]
+    pub enable: bool,
+    /// `~/.claude/settings.json` contents.
+    #[serde(default, skip_serializing_if = "is_null")]
+    pub settings: serde_json::Value,
+    /// Name of the agent file under `~/.claude/agents/`; defaults to the agent's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    /// Text appended to the generated prompt.
+    #[serde(default)]
+    pub extra_prompt: String,
+    /// Further agent files: name → markdown.
+    #[serde(default)]
+    pub extra_agents: BTreeMap<String, String>,
+}
+
+/// Matrix chat bridge for one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Chat {
+    /// Run the bridge.
+    #[serde(default)]
+    pub enable: bool,
+    /// Homeserver URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub homeserver: Option<String>,
+    /// The agent's Matrix user id, `@ada:example.org`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// File holding the account password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// File holding an access token (instead of a password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_file: Option<PathBuf>,
+    /// Matrix ids allowed to command this agent.
+    #[serde(default)]
+    pub allowed_humans: Vec<String>,
+    /// Rooms to join.
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    /// What answers messages.
+    #[serde(default)]
+    pub backend: ChatBackend,
+}
+
+impl Default for Chat {
+    fn default() -> Self {
+        Chat {
+            enable: false,
+            homeserver: None,
+            user_id: None,
+            password_file: None,
+            access_token_file: None,
+            allowed_humans: Vec::new(),
+            rooms: Vec::new(),
+            backend: ChatBackend::default(),
+        }
+    }
+}
+
+/// The program behind an agent's chat account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChatBackend {
+    /// `claude-code`, `codex`, `aider` or `command`.
+    #[serde(default = "default_backend_type", rename = "type")]
+    pub kind: String,
+    /// For `command`: the program and its arguments (message on stdin, reply on stdout).
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+fn default_backend_type() -> String {
+    "claude-code".to_string()
+}
+
+impl Default for ChatBackend {
+    fn default() -> Self {
+        ChatBackend {
+            kind: default_backend_type(),
+            command: Vec::new(),
+        }
+    }
+}
+
+/// Kubernetes deployment of an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cloud {
+    /// Render this agent to Kubernetes.
+    #[serde(default)]
+    pub enable: bool,
+    /// Resource tier: `small`, `standard`, `large` or `gpu`.
+    #[serde(default = "default_tier")]
+    pub resources: String,
+    /// Namespace; defaults to `nuketown`.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Container image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Volume sizes.
+    #[serde(default)]
+    pub persist: CloudPersist,
+    /// Workload identity.
+    #[serde(default)]
+    pub identity: CloudIdentity,
+    /// Egress allow-list; empty means all egress allowed.
+    #[serde(default)]
+    pub egress: Vec<EgressRule>,
+    /// GPU settings for the `gpu` tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<Gpu>,
+    /// Namespace limits.
+    #[serde(default)]
+    pub scaling: Scaling,
+}
+
+fn default_tier() -> String {
+    "standard".to_string()
+}
+fn default_namespace() -> String {
+    "nuketown".to_string()
+}
+
+impl Default for Cloud {
+    fn default() -> Self {
+        Cloud {
+            enable: false,
+            resources: default_tier(),
+            namespace: default_namespace(),
+            image: None,
+            persist: CloudPersist::default(),
+            identity: CloudIdentity::default(),
+            egress: Vec::new(),
+            gpu: None,
+            scaling: Scaling::default(),
+        }
+    }
+}
+
+/// Persistent volume sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloudPersist {
+    /// Size of each persisted directory's volume.
+    #[serde(default = "default_size")]
+    pub size: String,
+    /// Per-path overrides: persisted path → size.
+    #[serde(default)]
+    pub sizes: BTreeMap<String, String>,
+}
+
+fn default_size() -> String {
+    "10Gi".to_string()
+}
+
+impl Default for CloudPersist {
+    fn default() -> Self {
+        CloudPersist {
+            size: default_size(),
+            sizes: BTreeMap::new(),
+        }
+    }
+}
+
+/// Cloud workload identity bindings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloudIdentity {
+    /// GKE: Google service account e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp_service_account: Option<String>,
+    /// EKS: IAM role ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_role_arn: Option<String>,
+    /// AKS: managed identity client id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_client_id: Option<String>,
+}
+
+/// One allowed egress destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressRule {
+    /// Destination network, e.g. `10.0.0.0/8`.
+    pub cidr: String,
+    /// Destination ports; empty means all.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+/// GPU scheduling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gpu {
+    /// Number of GPUs.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Extended resource name.
+    #[serde(default = "default_gpu_resource")]
+    pub resource: String,
+    /// Node selector labels.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerated taint keys.
+    #[serde(default)]
+    pub tolerations: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_gpu_resource() -> String {
+    "nvidia.com/gpu".to_string()
+}
+
+/// Namespace-wide limits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scaling {
+    /// Namespace quota, e.g. `{ cpu = "8", memory = "16Gi" }`.
+    #[serde(default)]
+    pub max_resources: BTreeMap<String, String>,
+    /// Scale to zero after this idle time, e.g. `"30m"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+}

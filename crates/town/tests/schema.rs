@@ -1,0 +1,242 @@
+//! The schema contract: parsing, defaults, every validation error with its
+//! exact message, and TOML → Town → JSON → Town round trips.
+
+use nuketown_town::{parse, Format, Town, TownError};
+
+const EXAMPLE: &str = include_str!("../../../examples/town.toml");
+
+fn toml(text: &str) -> Result<Town, TownError> {
+    parse(text, Format::Toml, "town.toml", "forge")
+}
+
+fn err(text: &str) -> String {
+    toml(text).expect_err("must be rejected").to_string()
+}
+
+#[test]
+fn example_town_parses_with_defaults() {
+    let town = toml(EXAMPLE).unwrap();
+    assert_eq!(town.domain(), "forge.local");
+    assert_eq!(town.agents_dir.to_str(), Some("/agents"));
+    assert_eq!(town.persist_dir.to_str(), Some("/persist"));
+    assert_eq!(town.project_dirs, vec!["~/dev"]);
+    let ada = &town.agents["ada"];
+    assert_eq!(ada.uid, 1100);
+    assert_eq!(ada.role, "software");
+    assert!(ada.git.signing);
+    assert!(ada.sudo.enable);
+    assert_eq!(ada.sudo.timeout, 120);
+    assert_eq!(ada.devices[0].action, "add|bind");
+    assert_eq!(ada.devices[0].permission, "rw");
+    assert_eq!(ada.devices[0].group, "plugdev");
+    let vox = &town.agents["vox"];
+    assert_eq!(vox.uid, 1101);
+    assert_eq!(vox.role, "research");
+    assert!(!vox.sudo.enable);
+    assert_eq!(vox.portal.layout, "75/25");
+    assert_eq!(town.approvers(), vec!["josh"]);
+    let id = town.identity("ada");
+    assert_eq!(id.email, "ada@forge.local");
+    assert_eq!(id.git_name, "ada");
+    assert_eq!(id.home.to_str(), Some("/agents/ada"));
+}
+
+#[test]
+fn round_trip_toml_town_json_town() {
+    let town = toml(EXAMPLE).unwrap();
+    let json = serde_json::to_string_pretty(&town).unwrap();
+    let again = parse(&json, Format::Json, "town.json", "elsewhere").unwrap();
+    assert_eq!(town, again, "JSON projection must read back identically");
+    // and back to TOML
+    let text = toml::to_string(&again).unwrap();
+    assert_eq!(toml(&text).unwrap(), town);
+}
+
+#[test]
+fn minimal_town_is_valid() {
+    let town = toml("[agents.a]\nuid = 1100\n").unwrap();
+    assert_eq!(town.agents["a"].role, "software");
+    assert!(town.enable);
+}
+
+#[test]
+fn unknown_top_level_key() {
+    assert_eq!(
+        err("humanUsr = \"josh\"\n"),
+        "town.toml: humanUsr: unknown key `humanUsr`; remove it or use one of: enable, domain, agentsDir, persistDir, btrfsDevice, sopsFile, basePackages, projectDirs, humanUser, humanName, humanEmail, hall, rebuild, agents (line 1)"
+    );
+}
+
+#[test]
+fn unknown_nested_key_names_its_path() {
+    let e = err("[agents.ada]\nuid = 1100\nsudo.enabled = true\n");
+    assert!(
+        e.starts_with("town.toml: agents.ada.sudo.enabled: unknown key `enabled`; remove it or use one of: enable, autoApprove, deny, timeout"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_key_in_json_names_its_path() {
+    let e = parse(r#"{"agents":{"ada":{"uid":1100,"git":{"mail":"x@y"}}}}"#, Format::Json, "town.json", "h")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("town.json: agents.ada.git.mail: unknown key `mail`; remove it or use one of: name, email, signing"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_its_path() {
+    let e = err("[agents.ada]\nuid = \"eleven\"\n");
+    assert!(e.starts_with("town.toml: agents.ada.uid: invalid type: string \"eleven\""), "{e}");
+}
+
+#[test]
+fn missing_uid() {
+    let e = err("[agents.ada]\nrole = \"software\"\n");
+    assert!(e.starts_with("town.toml: agents.ada: missing required key `uid`; add it"), "{e}");
+}
+
+#[test]
+fn duplicate_uid() {
+    assert_eq!(
+        err("[agents.ada]\nuid = 1100\n[agents.vox]\nuid = 1100\n"),
+        "town.toml: the town is invalid:\n  agents.vox.uid: 1100 is already ada's uid; pick a free one"
+    );
+}
+
+#[test]
+fn uid_below_1000() {
+    assert_eq!(
+        err("[agents.ada]\nuid = 999\n"),
+        "town.toml: the town is invalid:\n  agents.ada.uid: 999 is outside the range for people (1000–59999); agents conventionally start at 1100"
+    );
+}
+
+#[test]
+fn bad_unix_names() {
+    for bad in ["Ada", "1ada", "ada.x", "a b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
+        let e = err(&format!("[agents.\"{bad}\"]\nuid = 1100\n"));
+        assert_eq!(
+            e,
+            format!("town.toml: the town is invalid:\n  agents.{bad}: {bad:?} is not a valid Unix user name; use at most 32 lowercase letters, digits, '_' or '-', starting with a letter")
+        );
+    }
+}
+
+#[test]
+fn persist_paths_must_stay_in_the_home() {
+    let e = err("[agents.ada]\nuid = 1100\npersist.directories = [\"../vox\", \"/etc\", \"~/x\", \"\", \".\"]\npersist.files = [\"a/../../b\"]\n");
+    assert_eq!(
+        e,
+        "town.toml: the town is invalid:\n  \
+agents.ada.persist.directories[0]: \"../vox\" contains '..' and would escape the home; write a path inside the home\n  \
+agents.ada.persist.directories[1]: \"/etc\" is absolute; write it relative to the home, e.g. \"dev\" for ~/dev\n  \
+agents.ada.persist.directories[2]: \"~/x\" is absolute; write it relative to the home, e.g. \"dev\" for ~/dev\n  \
+agents.ada.persist.directories[3]: \"\" is empty\n  \
+agents.ada.persist.directories[4]: \".\" is the home itself; name a directory or file inside it\n  \
+agents.ada.persist.files[0]: \"a/../../b\" contains '..' and would escape the home; write a path inside the home"
+    );
+}
+
+#[test]
+fn persist_paths_twice_or_nested() {
+    let e = err("[agents.ada]\nuid = 1100\npersist.directories = [\"dev\", \"./dev\", \"dev/x\"]\n");
+    assert_eq!(
+        e,
+        "town.toml: the town is invalid:\n  \
+agents.ada.persist.directories[1]: \"./dev\" is persisted twice; list it once\n  \
+agents.ada.persist: \"dev/x\" lies inside persisted \"dev\"; it is persisted already, remove \"dev/x\""
+    );
+}
+
+#[test]
+fn persist_dir_inside_agents_dir() {
+    let e = err("agentsDir = \"/srv/agents\"\npersistDir = \"/srv/agents/persist\"\n");
+    assert!(e.contains("persistDir: /srv/agents/persist and agentsDir /srv/agents must not contain each other"), "{e}");
+}
+
+#[test]
+fn relative_agents_dir() {
+    let e = err("agentsDir = \"agents\"\n");
+    assert!(e.contains("agentsDir: agents must be an absolute path without '..', e.g. \"/agents\""), "{e}");
+}
+
+#[test]
+fn sudo_needs_an_approver() {
+    assert_eq!(
+        err("[agents.ada]\nuid = 1100\nsudo.enable = true\n"),
+        "town.toml: the town is invalid:\n  humanUser: an agent has sudo.enable but nobody can approve; set humanUser (or hall.approvers)"
+    );
+}
+
+#[test]
+fn agent_cannot_approve() {
+    let e = err("humanUser = \"josh\"\nhall.approvers = [\"ada\"]\n[agents.ada]\nuid = 1100\n");
+    assert!(e.contains("hall.approvers[0]: \"ada\" is an agent; agents may never approve escalations, list humans only"), "{e}");
+}
+
+#[test]
+fn human_is_not_an_agent() {
+    let e = err("humanUser = \"ada\"\n[agents.ada]\nuid = 1100\n");
+    assert!(e.contains("humanUser: \"ada\" is also declared as an agent"), "{e}");
+}
+
+#[test]
+fn device_rules_cannot_inject_udev() {
+    let e = err("[agents.ada]\nuid = 1100\n[[agents.ada.devices]]\nsubsystem = \"tty\"\nattrs = { idVendor = \"0483\\\", RUN+=\\\"/bin/sh\" }\n");
+    assert!(e.contains("agents.ada.devices[0].attrs.idVendor: \"0483\\\", RUN+=\\\"/bin/sh\" must be non-empty and free of quotes"), "{e}");
+    let e = err("[agents.ada]\nuid = 1100\n[[agents.ada.devices]]\nsubsystem = \"tty\"\n");
+    assert!(e.contains("agents.ada.devices[0].attrs: is empty and would match every device"), "{e}");
+    let e = err("[agents.ada]\nuid = 1100\n[[agents.ada.devices]]\nsubsystem = \"tty\"\nattrs = { idVendor = \"1\" }\npermission = \"rwz\"\n");
+    assert!(e.contains("agents.ada.devices[0].permission: \"rwz\" must be made of r, w and x"), "{e}");
+}
+
+#[test]
+fn sudo_rules_and_timeout() {
+    let e = err("humanUser = \"j\"\n[agents.ada]\nuid = 1100\nsudo = { enable = true, timeout = 0, autoApprove = [{ argv = [] }] }\n");
+    assert!(e.contains("agents.ada.sudo.timeout: 0 must be between 1 and 86400 seconds"), "{e}");
+    assert!(e.contains("agents.ada.sudo.autoApprove[0].argv: is empty"), "{e}");
+}
+
+#[test]
+fn portal_layout() {
+    let e = err("[agents.ada]\nuid = 1100\nportal.layout = \"80/30\"\n");
+    assert!(e.contains("agents.ada.portal.layout: \"80/30\" must be agent/human percentages adding to 100, e.g. \"75/25\""), "{e}");
+}
+
+#[test]
+fn chat_needs_its_settings() {
+    let e = err("[agents.ada]\nuid = 1100\nchat = { enable = true, backend = { type = \"command\" } }\n");
+    assert!(e.contains("agents.ada.chat.homeserver: chat needs the homeserver URL"), "{e}");
+    assert!(e.contains("agents.ada.chat.userId: chat needs the agent's Matrix id, e.g. \"@ada:example.org\""), "{e}");
+    assert!(e.contains("agents.ada.chat.passwordFile: chat needs passwordFile or accessTokenFile"), "{e}");
+    assert!(e.contains("agents.ada.chat.backend.command: backend type \"command\" needs the program to run"), "{e}");
+}
+
+#[test]
+fn cloud_tiers_and_names() {
+    let e = err("[agents.ada]\nuid = 1100\ncloud = { enable = true, resources = \"huge\" }\n");
+    assert!(e.contains("agents.ada.cloud.resources: \"huge\" is not a tier; use \"small\", \"standard\", \"large\" or \"gpu\""), "{e}");
+    let e = err("[agents.ada]\nuid = 1100\ncloud = { enable = true, resources = \"gpu\" }\n");
+    assert!(e.contains("agents.ada.cloud.gpu: the gpu tier needs gpu settings"), "{e}");
+    let e = err("[agents.a_b]\nuid = 1100\ncloud = { enable = true }\n");
+    assert!(e.contains("agents.a_b.cloud: agent name \"a_b\" is not a valid Kubernetes name"), "{e}");
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let e = err("[agents.ada]\nuid = 5\npersist.files = [\"/x\"]\n[agents.Vox]\nuid = 1101\n");
+    assert_eq!(e.lines().count(), 4, "{e}");
+}
+
+#[test]
+fn bad_syntax_reports_the_line() {
+    let e = err("[agents.ada]\nuid = 1100\nrole = \n");
+    assert!(e.starts_with("town.toml: "), "{e}");
+    assert!(e.contains("line 3"), "{e}");
+}
+
+#[test]
+fn trailing_json_is_rejected() {
+    assert!(parse("{} {}", Format::Json, "t.json", "h").is_err());
+}
