@@ -1,1 +1,132 @@
-//! placeholder
+//! Applying a town to a Linux host.
+//!
+//! [`plan`] compares the town with the host and lists every [`Change`] that
+//! [`apply`] would make, without touching anything; [`apply`] makes them, in
+//! order, and a second run finds nothing to do. Users and groups come from the
+//! host's own tools (useradd, usermod, …); files are written atomically.
+
+pub mod change;
+pub mod plan;
+pub mod render;
+pub mod state;
+pub mod status;
+pub mod system;
+
+use std::path::PathBuf;
+
+pub use change::{Change, Source};
+pub use plan::{plan, Options, Plan, Privileged};
+pub use state::State;
+pub use status::{status, Status};
+
+/// Where apply writes outside the town's own directories. Each path can be
+/// overridden by an environment variable (for tests and unusual hosts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPaths {
+    /// udev rules file (`NUKETOWN_UDEV_RULES`).
+    pub udev_rules: PathBuf,
+    /// sudoers drop-in (`NUKETOWN_SUDOERS`).
+    pub sudoers: PathBuf,
+    /// State directory: what apply manages (`NUKETOWN_STATE_DIR`).
+    pub state_dir: PathBuf,
+    /// Where the applied town is published as `town.json` (`NUKETOWN_ETC_DIR`).
+    pub etc_dir: PathBuf,
+    /// Lock serialising user and group changes on this host.
+    pub lock: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        HostPaths {
+            udev_rules: "/etc/udev/rules.d/70-nuketown.rules".into(),
+            sudoers: "/etc/sudoers.d/nuketown".into(),
+            state_dir: "/var/lib/nuketown".into(),
+            etc_dir: "/etc/nuketown".into(),
+            lock: "/run/lock/nuketown-users.lock".into(),
+        }
+    }
+}
+
+impl HostPaths {
+    /// The defaults, with any `NUKETOWN_*` overrides from the environment.
+    pub fn from_env() -> Self {
+        let mut p = HostPaths::default();
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(v) = var("NUKETOWN_UDEV_RULES") {
+            p.udev_rules = v;
+        }
+        if let Some(v) = var("NUKETOWN_SUDOERS") {
+            p.sudoers = v;
+        }
+        if let Some(v) = var("NUKETOWN_STATE_DIR") {
+            p.state_dir = v;
+        }
+        if let Some(v) = var("NUKETOWN_ETC_DIR") {
+            p.etc_dir = v;
+        }
+        p
+    }
+}
+
+/// Why applying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A host tool failed.
+    #[error("`{command}` failed: {message}")]
+    Tool {
+        /// The command line.
+        command: String,
+        /// Exit status and stderr.
+        message: String,
+    },
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The host disagrees with the town in a way apply must not paper over.
+    #[error("{0}")]
+    Conflict(String),
+    /// Not root.
+    #[error("{0} needs root; run it as root (e.g. with sudo)")]
+    NeedsRoot(&'static str),
+}
+
+impl HostError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> HostError {
+        let path = path.into();
+        move |source| HostError::Io { path, source }
+    }
+}
+
+/// Plan and apply `town` under the host lock (so concurrent applies never
+/// race on users and groups). Returns the plan that was carried out.
+pub fn apply_town(
+    town: &nuketown_town::Town,
+    paths: &HostPaths,
+    opts: &Options,
+    report: impl FnMut(&Change),
+) -> Result<plan::Plan, HostError> {
+    if !system::is_root() {
+        return Err(HostError::NeedsRoot("nuketown apply"));
+    }
+    let _lock = state::HostLock::take(&paths.lock)?;
+    let plan = plan::plan(town, paths, opts)?;
+    make_all(&plan.changes, report)?;
+    Ok(plan)
+}
+
+fn make_all(changes: &[Change], mut report: impl FnMut(&Change)) -> Result<(), HostError> {
+    for c in changes {
+        report(c);
+        c.make()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Pure renderers for the host files apply writes: udev rules and the
+//! agent's shell start-up files.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use nuketown_town::Town;
+
+/// Where apply finds `setfacl` for udev's RUN (udev wants an absolute path).
+pub const SETFACL: &str = "/usr/bin/setfacl";
+
+/// `70-nuketown.rules`: one rule per declared device, giving the agent an ACL
+/// on the device node when it appears. `usb` devices match their own
+/// attributes (`ATTR`); others (`tty`, `hidraw`, …) match a parent's (`ATTRS`).
+pub fn udev_rules(town: &Town, setfacl: &str) -> String {
+    let mut s = String::from("# Written by nuketown from the town declaration; do not edit.\n");
+    for (name, agent) in town.enabled_agents() {
+        for (i, dev) in agent.devices.iter().enumerate() {
+            let attr = if dev.subsystem == "usb" {
+                "ATTR"
+            } else {
+                "ATTRS"
+            };
+            let _ = writeln!(s, "\n# {name}: devices[{i}]");
+            let _ = write!(
+                s,
+                "SUBSYSTEM==\"{}\", ACTION==\"{}\"",
+                dev.subsystem, dev.action
+            );
+            for (k, v) in &dev.attrs {
+                let _ = write!(s, ", {attr}{{{k}}}==\"{v}\"");
+            }
+            let _ = writeln!(
+                s,
+                ", RUN+=\"{setfacl} -m u:{name}:{} $env{{DEVNAME}}\"",
+                dev.permission
+            );
+        }
+    }
+    s
+}
+
+/// The exact command a device rule runs for `agent` on `devnode`.
+pub fn acl_command(setfacl: &str, agent: &str, permission: &str, devnode: &Path) -> Vec<String> {
+    vec![
+        setfacl.to_string(),
+        "-m".to_string(),
+        format!("u:{agent}:{permission}"),
+        devnode.display().to_string(),
+    ]
+}
+
+/// `~/.profile`: login shells read `~/.bashrc` too.
+pub fn profile() -> String {
+    "# Written by nuketown; rewritten every round.\n[ -n \"$BASH_VERSION\" ] && [ -f \"$HOME/.bashrc\" ] && . \"$HOME/.bashrc\"\n".to_string()
+}
+
+/// `~/.bashrc`: who the shell belongs to, and (with sudo) the `sudo` shim first on PATH.
+pub fn bashrc(agent: &str, shim_dir: Option<&Path>) -> String {
+    let mut s = String::from("# Written by nuketown; rewritten every round.\n");
+    let _ = writeln!(s, "export NUKETOWN_AGENT={agent}");
+    if let Some(dir) = shim_dir {
+        let d = dir.display();
+        let _ = writeln!(
+            s,
+            "# sudo asks the town hall: a human approves each exact command.\ncase \":$PATH:\" in *\":{d}:\"*) ;; *) PATH=\"{d}:$PATH\" ;; esac\nexport PATH"
+        );
+    }
+    s
+}

@@ -1,0 +1,228 @@
+//! What the town looks like on this host right now.
+
+use std::fmt;
+use std::fs;
+
+use serde::Serialize;
+
+use nuketown_town::Town;
+
+use crate::plan::GENERATED_KEY;
+use crate::system;
+
+/// The town as found on the host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The town's domain.
+    pub domain: String,
+    /// The humans.
+    pub humans: Vec<HumanStatus>,
+    /// The agents.
+    pub agents: Vec<AgentStatus>,
+}
+
+/// A human as found on the host.
+#[derive(Debug, Clone, Serialize)]
+pub struct HumanStatus {
+    /// User name.
+    pub user: String,
+    /// Full name.
+    pub name: Option<String>,
+    /// uid, if the account exists.
+    pub uid: Option<u32>,
+    /// Whether they may approve escalations.
+    pub approver: bool,
+}
+
+/// An agent as found on the host.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStatus {
+    /// User name.
+    pub name: String,
+    /// Declared uid.
+    pub uid: u32,
+    /// Role.
+    pub role: String,
+    /// Whether the agent is enabled in the town.
+    pub enabled: bool,
+    /// Whether the Unix user exists with the declared uid.
+    pub present: bool,
+    /// Home directory.
+    pub home: String,
+    /// Home mode, e.g. "0700".
+    pub home_mode: Option<String>,
+    /// Persisted paths and whether each is bind-mounted now.
+    pub persist: Vec<PersistStatus>,
+    /// The SSH public key.
+    pub ssh_public_key: Option<String>,
+    /// Whether sudo goes through the hall.
+    pub sudo: bool,
+    /// Declared devices.
+    pub devices: Vec<String>,
+    /// Supplementary groups.
+    pub groups: Vec<String>,
+}
+
+/// One persisted path.
+#[derive(Debug, Clone, Serialize)]
+pub struct PersistStatus {
+    /// Path relative to the home.
+    pub path: String,
+    /// Where it is kept.
+    pub source: String,
+    /// Whether it is mounted into the home now.
+    pub mounted: bool,
+}
+
+/// Read the town's state off the host.
+pub fn status(town: &Town) -> Status {
+    let approvers = town.approvers();
+    let mut humans = Vec::new();
+    if let Some(u) = &town.human_user {
+        humans.push(HumanStatus {
+            user: u.clone(),
+            name: town.human_name.clone(),
+            uid: system::user(u).map(|a| a.uid),
+            approver: approvers.contains(u),
+        });
+    }
+    for a in &approvers {
+        if Some(a) != town.human_user.as_ref() {
+            humans.push(HumanStatus {
+                user: a.clone(),
+                name: None,
+                uid: system::user(a).map(|x| x.uid),
+                approver: true,
+            });
+        }
+    }
+    let mounts = system::mount_points();
+    let agents = town
+        .agents
+        .iter()
+        .map(|(name, agent)| {
+            let home = town.home_of(name);
+            let persist_root = town.persist_of(name);
+            let key = agent
+                .secrets
+                .ssh_key
+                .clone()
+                .unwrap_or_else(|| persist_root.join(GENERATED_KEY));
+            let ssh_public_key = fs::read_to_string(home.join(".ssh/id_ed25519.pub"))
+                .or_else(|_| fs::read_to_string(format!("{}.pub", key.display())))
+                .ok()
+                .map(|s| s.trim().to_string());
+            AgentStatus {
+                name: name.clone(),
+                uid: agent.uid,
+                role: agent.role.clone(),
+                enabled: agent.enable,
+                present: system::user(name).is_some_and(|a| a.uid == agent.uid),
+                home: home.display().to_string(),
+                home_mode: system::owner_mode(&home).map(|(m, _, _)| format!("{m:04o}")),
+                persist: agent
+                    .persist
+                    .directories
+                    .iter()
+                    .chain(&agent.persist.files)
+                    .map(|p| PersistStatus {
+                        path: p.clone(),
+                        source: persist_root.join(p).display().to_string(),
+                        mounted: mounts.contains(&home.join(p)),
+                    })
+                    .collect(),
+                ssh_public_key,
+                sudo: agent.sudo.enable,
+                devices: agent
+                    .devices
+                    .iter()
+                    .map(|d| {
+                        let attrs: Vec<String> =
+                            d.attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        format!("{} {} ({})", d.subsystem, attrs.join(" "), d.permission)
+                    })
+                    .collect(),
+                groups: system::groups_of(name),
+            }
+        })
+        .collect();
+    Status {
+        domain: town.domain().to_string(),
+        humans,
+        agents,
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "town {}", self.domain)?;
+        for h in &self.humans {
+            let uid = h
+                .uid
+                .map_or("no account".to_string(), |u| format!("uid {u}"));
+            let name = h
+                .name
+                .as_deref()
+                .map(|n| format!(" — {n}"))
+                .unwrap_or_default();
+            writeln!(
+                f,
+                "human {} ({uid}){name}{}",
+                h.user,
+                if h.approver { ", approver" } else { "" }
+            )?;
+        }
+        for a in &self.agents {
+            let state = match (a.enabled, a.present) {
+                (false, _) => "disabled",
+                (true, true) => "present",
+                (true, false) => "not applied",
+            };
+            writeln!(
+                f,
+                "\nagent {} (uid {}, {}) — {state}",
+                a.name, a.uid, a.role
+            )?;
+            writeln!(
+                f,
+                "  home     {} {}",
+                a.home,
+                a.home_mode.as_deref().unwrap_or("(missing)")
+            )?;
+            for p in &a.persist {
+                writeln!(
+                    f,
+                    "  persist  ~/{} <- {} {}",
+                    p.path,
+                    p.source,
+                    if p.mounted {
+                        "(mounted)"
+                    } else {
+                        "(not mounted)"
+                    }
+                )?;
+            }
+            writeln!(
+                f,
+                "  ssh      {}",
+                a.ssh_public_key.as_deref().unwrap_or("(no key yet)")
+            )?;
+            writeln!(
+                f,
+                "  sudo     {}",
+                if a.sudo {
+                    "through the town hall"
+                } else {
+                    "none"
+                }
+            )?;
+            for d in &a.devices {
+                writeln!(f, "  device   {d}")?;
+            }
+            if !a.groups.is_empty() {
+                writeln!(f, "  groups   {}", a.groups.join(", "))?;
+            }
+        }
+        Ok(())
+    }
+}

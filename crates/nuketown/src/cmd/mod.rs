@@ -1,0 +1,31 @@
+//! One module per subcommand.
+
+pub mod apply;
+pub mod plan;
+pub mod status;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use nuketown_town::{Town, TownError};
+
+/// Which town file to read: the subcommand's argument, `--town`/`NUKETOWN_TOWN`,
+/// then `/etc/nuketown/town.json`, then `/etc/nuketown/town.toml`.
+pub fn town_path(positional: Option<&Path>, global: Option<&Path>) -> Result<PathBuf> {
+    positional
+        .or(global)
+        .map(Path::to_path_buf)
+        .or_else(nuketown_town::default_town_path)
+        .ok_or_else(|| TownError::NotFound.into())
+}
+
+/// Load and validate the town named by the arguments.
+pub fn load_town(positional: Option<&Path>, global: Option<&Path>) -> Result<Town> {
+    let path = town_path(positional, global)?;
+    Ok(nuketown_town::load(&path)?)
+}
+
+/// The privilege path (sudoers drop-in, sudo shim, entry point) rendered by the town hall.
+pub fn privileged(_town: &Town) -> Option<nuketown_host::Privileged> {
+    None
+}

@@ -1,0 +1,56 @@
+//! `nuketown`: the command line. Thin: one module per subcommand under
+//! `cmd/`, the work done by the library crates.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// AI agents as real Unix users on real machines.
+///
+/// A town declares one human and its agents; `nuketown apply` makes each agent
+/// a Unix user with a private home, its own keys and tools, only the devices
+/// declared for it, and root only through a human's yes for one exact command.
+#[derive(Debug, Parser)]
+#[command(name = "nuketown", version, propagate_version = true)]
+struct Cli {
+    /// The town file (TOML or JSON). Defaults to /etc/nuketown/town.json, then /etc/nuketown/town.toml.
+    #[arg(long, global = true, env = "NUKETOWN_TOWN", value_name = "TOWN")]
+    town: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Apply(cmd::apply::Args),
+    Plan(cmd::plan::Args),
+    Status(cmd::status::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NUKETOWN_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let town = cli.town.as_deref();
+    let result = match cli.command {
+        Command::Apply(args) => cmd::apply::run(town, args),
+        Command::Plan(args) => cmd::plan::run(town, args),
+        Command::Status(args) => cmd::status::run(town, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nuketown: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
