@@ -186,7 +186,10 @@ pub fn as_user(user: &str, program: &str) -> Command {
             .env("HOME", &acct.home)
             .env("USER", user)
             .env("LOGNAME", user)
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
     }
     c
 }

@@ -77,12 +77,22 @@ impl Town {
             Some(n) => format!("{n} ({u})"),
             None => u.clone(),
         });
-        let mut persist: Vec<String> = agent.persist.directories.iter().chain(&agent.persist.files).cloned().collect();
+        let mut persist: Vec<String> = agent
+            .persist
+            .directories
+            .iter()
+            .chain(&agent.persist.files)
+            .cloned()
+            .collect();
         persist.sort();
         Identity {
             name: name.to_string(),
             role: agent.role.clone(),
-            email: agent.git.email.clone().unwrap_or_else(|| format!("{name}@{domain}")),
+            email: agent
+                .git
+                .email
+                .clone()
+                .unwrap_or_else(|| format!("{name}@{domain}")),
             domain,
             home: self.home_of(name),
             uid: agent.uid,
@@ -93,7 +103,11 @@ impl Town {
             persist,
             sudo: agent.sudo.enable,
             extra_prompt: agent.claude_code.extra_prompt.clone(),
-            claude_agent_name: agent.claude_code.agent_name.clone().unwrap_or_else(|| name.to_string()),
+            claude_agent_name: agent
+                .claude_code
+                .agent_name
+                .clone()
+                .unwrap_or_else(|| name.to_string()),
         }
     }
 }
@@ -101,7 +115,9 @@ impl Town {
 impl Identity {
     /// `~/.config/nuketown/identity.toml`: runtime-agnostic, machine-readable.
     pub fn identity_toml(&self) -> String {
-        let mut s = String::from("# Written by nuketown from the town declaration; rewritten every round.\n");
+        let mut s = String::from(
+            "# Written by nuketown from the town declaration; rewritten every round.\n",
+        );
         s.push_str(&toml::to_string(self).expect("identity serialises"));
         s
     }
@@ -110,7 +126,11 @@ impl Identity {
     pub fn prompt(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# You are {}\n", self.name);
-        let _ = write!(s, "You are **{}**, a {} agent in the Nuketown at {}.", self.name, self.role, self.domain);
+        let _ = write!(
+            s,
+            "You are **{}**, a {} agent in the Nuketown at {}.",
+            self.name, self.role, self.domain
+        );
         if !self.description.is_empty() {
             let _ = write!(s, " {}", self.description.trim());
         }
@@ -176,13 +196,24 @@ Ask for the smallest command that does the job, wait for the answer, and treat a
 
     /// `~/.gitconfig` for this identity, given how the host set up signing.
     pub fn gitconfig(&self, signing: Option<&Signing>) -> String {
-        let mut s = String::from("# Written by nuketown from the town declaration; rewritten every round.\n");
-        let _ = writeln!(s, "[user]\n\tname = {}\n\temail = {}", quote_git(&self.git_name), quote_git(&self.email));
+        let mut s = String::from(
+            "# Written by nuketown from the town declaration; rewritten every round.\n",
+        );
+        let _ = writeln!(
+            s,
+            "[user]\n\tname = {}\n\temail = {}",
+            quote_git(&self.git_name),
+            quote_git(&self.email)
+        );
         match (self.signing, signing) {
             (true, Some(Signing::Ssh(pubkey))) => {
                 let _ = writeln!(s, "\tsigningkey = {}/{pubkey}", self.home.display());
                 s.push_str("[gpg]\n\tformat = ssh\n");
-                let _ = writeln!(s, "[gpg \"ssh\"]\n\tallowedSignersFile = {}/.config/git/allowed_signers", self.home.display());
+                let _ = writeln!(
+                    s,
+                    "[gpg \"ssh\"]\n\tallowedSignersFile = {}/.config/git/allowed_signers",
+                    self.home.display()
+                );
                 s.push_str("[commit]\n\tgpgsign = true\n[tag]\n\tgpgsign = true\n");
             }
             (true, Some(Signing::Gpg(id))) => {
@@ -207,15 +238,31 @@ pub fn projections(town: &Town, name: &str) -> Vec<Projection> {
     let agent = &town.agents[name];
     let prompt = id.prompt();
     let mut files = vec![
-        Projection { path: ".config/nuketown/identity.toml".into(), contents: id.identity_toml(), mode: 0o644 },
-        Projection { path: ".claude/CLAUDE.md".into(), contents: prompt.clone(), mode: 0o644 },
+        Projection {
+            path: ".config/nuketown/identity.toml".into(),
+            contents: id.identity_toml(),
+            mode: 0o644,
+        },
+        Projection {
+            path: ".claude/CLAUDE.md".into(),
+            contents: prompt.clone(),
+            mode: 0o644,
+        },
         Projection {
             path: format!(".claude/agents/{}.md", id.claude_agent_name),
             contents: id.claude_agent_file(),
             mode: 0o644,
         },
-        Projection { path: "AGENTS.md".into(), contents: prompt.clone(), mode: 0o644 },
-        Projection { path: ".codex/AGENTS.md".into(), contents: prompt, mode: 0o644 },
+        Projection {
+            path: "AGENTS.md".into(),
+            contents: prompt.clone(),
+            mode: 0o644,
+        },
+        Projection {
+            path: ".codex/AGENTS.md".into(),
+            contents: prompt,
+            mode: 0o644,
+        },
     ];
     if agent.claude_code.enable {
         let settings = if agent.claude_code.settings.is_null() {
@@ -229,7 +276,11 @@ pub fn projections(town: &Town, name: &str) -> Vec<Projection> {
             mode: 0o644,
         });
         for (extra, text) in &agent.claude_code.extra_agents {
-            files.push(Projection { path: format!(".claude/agents/{extra}.md"), contents: text.clone(), mode: 0o644 });
+            files.push(Projection {
+                path: format!(".claude/agents/{extra}.md"),
+                contents: text.clone(),
+                mode: 0o644,
+            });
         }
     }
     files

@@ -97,7 +97,12 @@ pub fn load(path: &Path) -> Result<Town, TownError> {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, Format::of(path), &path.display().to_string(), &hostname())
+    parse(
+        &text,
+        Format::of(path),
+        &path.display().to_string(),
+        &hostname(),
+    )
 }
 
 /// Parse `text`, fill host defaults from `hostname`, and validate.
@@ -119,7 +124,11 @@ pub fn parse(text: &str, format: Format, origin: &str, hostname: &str) -> Result
 fn deserialize(text: &str, format: Format, origin: &str) -> Result<Town, TownError> {
     let syntax = |key: String, message: String| TownError::Syntax {
         origin: origin.to_string(),
-        key: if key.is_empty() || key == "." { "(top level)".to_string() } else { key },
+        key: if key.is_empty() || key == "." {
+            "(top level)".to_string()
+        } else {
+            key
+        },
         message,
     };
     match format {
@@ -127,8 +136,7 @@ fn deserialize(text: &str, format: Format, origin: &str) -> Result<Town, TownErr
             let mut de = serde_json::Deserializer::from_str(text);
             let town: Town = serde_path_to_error::deserialize(&mut de)
                 .map_err(|e| syntax(e.path().to_string(), explain(&e.inner().to_string())))?;
-            de.end()
-                .map_err(|e| syntax(String::new(), e.to_string()))?;
+            de.end().map_err(|e| syntax(String::new(), e.to_string()))?;
             Ok(town)
         }
         Format::Toml => {

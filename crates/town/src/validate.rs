@@ -50,7 +50,9 @@ pub fn is_unix_name(name: &str) -> bool {
 
 /// Check every rule of the town; an empty list means it is valid.
 pub fn validate(town: &Town) -> Vec<Problem> {
-    let mut c = Check { problems: Vec::new() };
+    let mut c = Check {
+        problems: Vec::new(),
+    };
 
     if let Some(domain) = &town.domain {
         let ok = !domain.is_empty()
@@ -61,12 +63,24 @@ pub fn validate(town: &Town) -> Vec<Problem> {
             c.fail("domain", format!("{domain:?} is not a domain name; use letters, digits, '-' and dots, e.g. \"example.org\""));
         }
     }
-    for (key, dir) in [("agentsDir", &town.agents_dir), ("persistDir", &town.persist_dir)] {
+    for (key, dir) in [
+        ("agentsDir", &town.agents_dir),
+        ("persistDir", &town.persist_dir),
+    ] {
         if !dir.is_absolute() || dir.components().any(|c| c == Component::ParentDir) {
-            c.fail(key, format!("{} must be an absolute path without '..', e.g. \"/{}\"", dir.display(), key.trim_end_matches("Dir")));
+            c.fail(
+                key,
+                format!(
+                    "{} must be an absolute path without '..', e.g. \"/{}\"",
+                    dir.display(),
+                    key.trim_end_matches("Dir")
+                ),
+            );
         }
     }
-    if town.persist_dir.starts_with(&town.agents_dir) || town.agents_dir.starts_with(&town.persist_dir) {
+    if town.persist_dir.starts_with(&town.agents_dir)
+        || town.agents_dir.starts_with(&town.persist_dir)
+    {
         c.fail(
             "persistDir",
             format!(
@@ -78,7 +92,10 @@ pub fn validate(town: &Town) -> Vec<Problem> {
     }
     for (i, dir) in town.project_dirs.iter().enumerate() {
         if !(dir == "~" || dir.starts_with("~/") || dir.starts_with('/')) {
-            c.fail(format!("projectDirs[{i}]"), format!("{dir:?} must start with \"~/\" or \"/\", e.g. \"~/dev\""));
+            c.fail(
+                format!("projectDirs[{i}]"),
+                format!("{dir:?} must start with \"~/\" or \"/\", e.g. \"~/dev\""),
+            );
         }
     }
     if let Some(human) = &town.human_user {
@@ -96,19 +113,39 @@ pub fn validate(town: &Town) -> Vec<Problem> {
     }
     for (i, who) in town.hall.approvers.iter().enumerate() {
         if !is_unix_name(who) {
-            c.fail(format!("hall.approvers[{i}]"), format!("{who:?} is not a valid Unix user name"));
+            c.fail(
+                format!("hall.approvers[{i}]"),
+                format!("{who:?} is not a valid Unix user name"),
+            );
         } else if town.agents.contains_key(who) {
-            c.fail(format!("hall.approvers[{i}]"), format!("{who:?} is an agent; agents may never approve escalations, list humans only"));
+            c.fail(
+                format!("hall.approvers[{i}]"),
+                format!(
+                    "{who:?} is an agent; agents may never approve escalations, list humans only"
+                ),
+            );
         }
     }
     if !town.hall.elevate_path.is_absolute() {
-        c.fail("hall.elevatePath", format!("{} must be an absolute path", town.hall.elevate_path.display()));
+        c.fail(
+            "hall.elevatePath",
+            format!(
+                "{} must be an absolute path",
+                town.hall.elevate_path.display()
+            ),
+        );
     }
     if town.rebuild.command.is_empty() || town.rebuild.command[0].is_empty() {
-        c.fail("rebuild.command", "must name a program, e.g. [\"nixos-rebuild\"]");
+        c.fail(
+            "rebuild.command",
+            "must name a program, e.g. [\"nixos-rebuild\"]",
+        );
     }
     if town.enabled_agents().any(|(_, a)| a.sudo.enable) && town.approvers().is_empty() {
-        c.fail("humanUser", "an agent has sudo.enable but nobody can approve; set humanUser (or hall.approvers)");
+        c.fail(
+            "humanUser",
+            "an agent has sudo.enable but nobody can approve; set humanUser (or hall.approvers)",
+        );
     }
 
     let mut uids: BTreeMap<u32, &str> = BTreeMap::new();
@@ -120,7 +157,10 @@ pub fn validate(town: &Town) -> Vec<Problem> {
         if agent.uid < MIN_UID || agent.uid > MAX_UID {
             c.fail(format!("{key}.uid"), format!("{} is outside the range for people ({MIN_UID}–{MAX_UID}); agents conventionally start at 1100", agent.uid));
         } else if let Some(other) = uids.get(&agent.uid) {
-            c.fail(format!("{key}.uid"), format!("{} is already {other}'s uid; pick a free one", agent.uid));
+            c.fail(
+                format!("{key}.uid"),
+                format!("{} is already {other}'s uid; pick a free one", agent.uid),
+            );
         } else {
             uids.insert(agent.uid, name);
         }
@@ -165,22 +205,34 @@ fn normal(path: &str) -> String {
 fn check_rules(c: &mut Check, key: &str, rules: &[CommandRule]) {
     for (i, rule) in rules.iter().enumerate() {
         if rule.argv.is_empty() || rule.argv[0].is_empty() {
-            c.fail(format!("{key}[{i}].argv"), "is empty; name the program, e.g. [\"systemctl\", \"status\"]");
+            c.fail(
+                format!("{key}[{i}].argv"),
+                "is empty; name the program, e.g. [\"systemctl\", \"status\"]",
+            );
         }
     }
 }
 
 fn udev_safe(s: &str) -> bool {
-    !s.is_empty() && !s.chars().any(|c| c == '"' || c == '\\' || c == '$' || c.is_control())
+    !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c == '$' || c.is_control())
 }
 
 fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
     if agent.role.trim().is_empty() || agent.role.contains('\n') {
-        c.fail(format!("{key}.role"), "must be one line of text, e.g. \"software\"");
+        c.fail(
+            format!("{key}.role"),
+            "must be one line of text, e.g. \"software\"",
+        );
     }
     if let Some(email) = &agent.git.email {
         if !email.contains('@') || email.contains(char::is_whitespace) {
-            c.fail(format!("{key}.git.email"), format!("{email:?} is not an e-mail address"));
+            c.fail(
+                format!("{key}.git.email"),
+                format!("{email:?} is not an e-mail address"),
+            );
         }
     }
     if let Some(gn) = &agent.git.name {
@@ -190,7 +242,10 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
     }
 
     let mut seen = BTreeSet::new();
-    for (kind, list) in [("directories", &agent.persist.directories), ("files", &agent.persist.files)] {
+    for (kind, list) in [
+        ("directories", &agent.persist.directories),
+        ("files", &agent.persist.files),
+    ] {
         for (i, path) in list.iter().enumerate() {
             let k = format!("{key}.persist.{kind}[{i}]");
             if check_home_path(c, &k, path) {
@@ -207,63 +262,123 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             if b.starts_with(&format!("{a}/")) {
                 c.fail(
                     format!("{key}.persist"),
-                    format!("{b:?} lies inside persisted {a:?}; it is persisted already, remove {b:?}"),
+                    format!(
+                        "{b:?} lies inside persisted {a:?}; it is persisted already, remove {b:?}"
+                    ),
                 );
             }
         }
     }
 
-    for (path, key2) in [(&agent.secrets.ssh_key, "sshKey"), (&agent.secrets.gpg_key, "gpgKey")] {
+    for (path, key2) in [
+        (&agent.secrets.ssh_key, "sshKey"),
+        (&agent.secrets.gpg_key, "gpgKey"),
+    ] {
         if let Some(p) = path {
             if !p.is_absolute() {
-                c.fail(format!("{key}.secrets.{key2}"), format!("{} must be an absolute path to the key file", p.display()));
+                c.fail(
+                    format!("{key}.secrets.{key2}"),
+                    format!("{} must be an absolute path to the key file", p.display()),
+                );
             }
         }
     }
     for (sname, secret) in &agent.secrets.extra_secrets {
         let k = format!("{key}.secrets.extraSecrets.{sname}");
         check_home_path(c, &format!("{k}.path"), &secret.path);
-        if secret.mode.len() < 3 || secret.mode.len() > 4 || u32::from_str_radix(&secret.mode, 8).is_err() {
-            c.fail(format!("{k}.mode"), format!("{:?} is not an octal mode like \"0400\"", secret.mode));
+        if secret.mode.len() < 3
+            || secret.mode.len() > 4
+            || u32::from_str_radix(&secret.mode, 8).is_err()
+        {
+            c.fail(
+                format!("{k}.mode"),
+                format!("{:?} is not an octal mode like \"0400\"", secret.mode),
+            );
         }
         if let Some(src) = &secret.source {
             if !src.is_absolute() {
-                c.fail(format!("{k}.source"), format!("{} must be an absolute path", src.display()));
+                c.fail(
+                    format!("{k}.source"),
+                    format!("{} must be an absolute path", src.display()),
+                );
             }
         }
     }
 
     for (i, dev) in agent.devices.iter().enumerate() {
         let k = format!("{key}.devices[{i}]");
-        if dev.subsystem.is_empty() || !dev.subsystem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            c.fail(format!("{k}.subsystem"), format!("{:?} is not a udev subsystem such as \"tty\" or \"usb\"", dev.subsystem));
+        if dev.subsystem.is_empty()
+            || !dev
+                .subsystem
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            c.fail(
+                format!("{k}.subsystem"),
+                format!(
+                    "{:?} is not a udev subsystem such as \"tty\" or \"usb\"",
+                    dev.subsystem
+                ),
+            );
         }
         if dev.attrs.is_empty() {
             c.fail(format!("{k}.attrs"), "is empty and would match every device of the subsystem; name the device, e.g. { idVendor = \"0483\", idProduct = \"3748\" }");
         }
         for (a, v) in &dev.attrs {
             if !a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || a.is_empty() {
-                c.fail(format!("{k}.attrs.{a}"), "attribute names are letters, digits and '_'");
+                c.fail(
+                    format!("{k}.attrs.{a}"),
+                    "attribute names are letters, digits and '_'",
+                );
             }
             if !udev_safe(v) {
                 c.fail(format!("{k}.attrs.{a}"), format!("{v:?} must be non-empty and free of quotes, backslashes, '$' and control characters"));
             }
         }
-        if dev.action.is_empty() || !dev.action.chars().all(|c| c.is_ascii_lowercase() || c == '|') {
-            c.fail(format!("{k}.action"), format!("{:?} is not a udev action pattern like \"add|bind\"", dev.action));
+        if dev.action.is_empty()
+            || !dev
+                .action
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '|')
+        {
+            c.fail(
+                format!("{k}.action"),
+                format!(
+                    "{:?} is not a udev action pattern like \"add|bind\"",
+                    dev.action
+                ),
+            );
         }
-        if dev.permission.is_empty() || !dev.permission.chars().all(|c| matches!(c, 'r' | 'w' | 'x')) {
-            c.fail(format!("{k}.permission"), format!("{:?} must be made of r, w and x, e.g. \"rw\"", dev.permission));
+        if dev.permission.is_empty()
+            || !dev.permission.chars().all(|c| matches!(c, 'r' | 'w' | 'x'))
+        {
+            c.fail(
+                format!("{k}.permission"),
+                format!(
+                    "{:?} must be made of r, w and x, e.g. \"rw\"",
+                    dev.permission
+                ),
+            );
         }
         if !is_unix_name(&dev.group) {
-            c.fail(format!("{k}.group"), format!("{:?} is not a valid group name", dev.group));
+            c.fail(
+                format!("{k}.group"),
+                format!("{:?} is not a valid group name", dev.group),
+            );
         }
     }
 
     if agent.sudo.timeout == 0 || agent.sudo.timeout > 86_400 {
-        c.fail(format!("{key}.sudo.timeout"), format!("{} must be between 1 and 86400 seconds", agent.sudo.timeout));
+        c.fail(
+            format!("{key}.sudo.timeout"),
+            format!("{} must be between 1 and 86400 seconds", agent.sudo.timeout),
+        );
     }
-    check_rules(c, &format!("{key}.sudo.autoApprove"), &agent.sudo.auto_approve);
+    check_rules(
+        c,
+        &format!("{key}.sudo.autoApprove"),
+        &agent.sudo.auto_approve,
+    );
     check_rules(c, &format!("{key}.sudo.deny"), &agent.sudo.deny);
 
     let layout_ok = agent
@@ -273,21 +388,36 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
         .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
         .is_some_and(|(a, b)| a + b == 100 && (10..=90).contains(&a));
     if !layout_ok {
-        c.fail(format!("{key}.portal.layout"), format!("{:?} must be agent/human percentages adding to 100, e.g. \"75/25\"", agent.portal.layout));
+        c.fail(
+            format!("{key}.portal.layout"),
+            format!(
+                "{:?} must be agent/human percentages adding to 100, e.g. \"75/25\"",
+                agent.portal.layout
+            ),
+        );
     }
 
     if let Some(an) = &agent.claude_code.agent_name {
         if an.is_empty() || an.contains('/') || an.starts_with('.') {
-            c.fail(format!("{key}.claudeCode.agentName"), format!("{an:?} must be a plain file name"));
+            c.fail(
+                format!("{key}.claudeCode.agentName"),
+                format!("{an:?} must be a plain file name"),
+            );
         }
     }
     for extra in agent.claude_code.extra_agents.keys() {
         if extra.is_empty() || extra.contains('/') || extra.starts_with('.') {
-            c.fail(format!("{key}.claudeCode.extraAgents.{extra}"), "agent names must be plain file names");
+            c.fail(
+                format!("{key}.claudeCode.extraAgents.{extra}"),
+                "agent names must be plain file names",
+            );
         }
     }
     if !agent.claude_code.settings.is_null() && !agent.claude_code.settings.is_object() {
-        c.fail(format!("{key}.claudeCode.settings"), "must be a table of Claude Code settings");
+        c.fail(
+            format!("{key}.claudeCode.settings"),
+            "must be a table of Claude Code settings",
+        );
     }
 
     let chat = &agent.chat;
@@ -295,18 +425,30 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
         let k = format!("{key}.chat");
         match &chat.homeserver {
             Some(h) if h.starts_with("http://") || h.starts_with("https://") => {}
-            _ => c.fail(format!("{k}.homeserver"), "chat needs the homeserver URL, e.g. \"https://matrix.example.org\""),
+            _ => c.fail(
+                format!("{k}.homeserver"),
+                "chat needs the homeserver URL, e.g. \"https://matrix.example.org\"",
+            ),
         }
         match &chat.user_id {
             Some(u) if u.starts_with('@') && u.contains(':') => {}
-            _ => c.fail(format!("{k}.userId"), format!("chat needs the agent's Matrix id, e.g. \"@{name}:example.org\"")),
+            _ => c.fail(
+                format!("{k}.userId"),
+                format!("chat needs the agent's Matrix id, e.g. \"@{name}:example.org\""),
+            ),
         }
         if chat.password_file.is_none() && chat.access_token_file.is_none() {
-            c.fail(format!("{k}.passwordFile"), "chat needs passwordFile or accessTokenFile");
+            c.fail(
+                format!("{k}.passwordFile"),
+                "chat needs passwordFile or accessTokenFile",
+            );
         }
         for (i, h) in chat.allowed_humans.iter().enumerate() {
             if !(h.starts_with('@') && h.contains(':')) {
-                c.fail(format!("{k}.allowedHumans[{i}]"), format!("{h:?} is not a Matrix id like \"@josh:example.org\""));
+                c.fail(
+                    format!("{k}.allowedHumans[{i}]"),
+                    format!("{h:?} is not a Matrix id like \"@josh:example.org\""),
+                );
             }
         }
         match chat.backend.kind.as_str() {
@@ -324,7 +466,10 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             c.fail(&k, format!("agent name {name:?} is not a valid Kubernetes name (lowercase letters, digits and '-', at most 63); rename the agent or leave cloud.enable off"));
         }
         if !is_dns_label(&cloud.namespace) {
-            c.fail(format!("{k}.namespace"), format!("{:?} is not a valid Kubernetes namespace", cloud.namespace));
+            c.fail(
+                format!("{k}.namespace"),
+                format!("{:?} is not a valid Kubernetes namespace", cloud.namespace),
+            );
         }
         match cloud.resources.as_str() {
             "small" | "standard" | "large" => {}
@@ -333,8 +478,17 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             other => c.fail(format!("{k}.resources"), format!("{other:?} is not a tier; use \"small\", \"standard\", \"large\" or \"gpu\"")),
         }
         for p in cloud.persist.sizes.keys() {
-            if !agent.persist.directories.iter().chain(&agent.persist.files).any(|d| normal(d) == normal(p)) {
-                c.fail(format!("{k}.persist.sizes.{p}"), "is not a persisted path of this agent; list it in persist.directories first");
+            if !agent
+                .persist
+                .directories
+                .iter()
+                .chain(&agent.persist.files)
+                .any(|d| normal(d) == normal(p))
+            {
+                c.fail(
+                    format!("{k}.persist.sizes.{p}"),
+                    "is not a persisted path of this agent; list it in persist.directories first",
+                );
             }
         }
     }
@@ -344,7 +498,8 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

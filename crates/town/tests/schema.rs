@@ -78,22 +78,33 @@ fn unknown_nested_key_names_its_path() {
 
 #[test]
 fn unknown_key_in_json_names_its_path() {
-    let e = parse(r#"{"agents":{"ada":{"uid":1100,"git":{"mail":"x@y"}}}}"#, Format::Json, "town.json", "h")
-        .unwrap_err()
-        .to_string();
+    let e = parse(
+        r#"{"agents":{"ada":{"uid":1100,"git":{"mail":"x@y"}}}}"#,
+        Format::Json,
+        "town.json",
+        "h",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.starts_with("town.json: agents.ada.git.mail: unknown key `mail`; remove it or use one of: name, email, signing"), "{e}");
 }
 
 #[test]
 fn wrong_type_names_its_path() {
     let e = err("[agents.ada]\nuid = \"eleven\"\n");
-    assert!(e.starts_with("town.toml: agents.ada.uid: invalid type: string \"eleven\""), "{e}");
+    assert!(
+        e.starts_with("town.toml: agents.ada.uid: invalid type: string \"eleven\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_uid() {
     let e = err("[agents.ada]\nrole = \"software\"\n");
-    assert!(e.starts_with("town.toml: agents.ada: missing required key `uid`; add it"), "{e}");
+    assert!(
+        e.starts_with("town.toml: agents.ada: missing required key `uid`; add it"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -114,7 +125,13 @@ fn uid_below_1000() {
 
 #[test]
 fn bad_unix_names() {
-    for bad in ["Ada", "1ada", "ada.x", "a b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
+    for bad in [
+        "Ada",
+        "1ada",
+        "ada.x",
+        "a b",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
         let e = err(&format!("[agents.\"{bad}\"]\nuid = 1100\n"));
         assert_eq!(
             e,
@@ -140,7 +157,8 @@ agents.ada.persist.files[0]: \"a/../../b\" contains '..' and would escape the ho
 
 #[test]
 fn persist_paths_twice_or_nested() {
-    let e = err("[agents.ada]\nuid = 1100\npersist.directories = [\"dev\", \"./dev\", \"dev/x\"]\n");
+    let e =
+        err("[agents.ada]\nuid = 1100\npersist.directories = [\"dev\", \"./dev\", \"dev/x\"]\n");
     assert_eq!(
         e,
         "town.toml: the town is invalid:\n  \
@@ -152,13 +170,21 @@ agents.ada.persist: \"dev/x\" lies inside persisted \"dev\"; it is persisted alr
 #[test]
 fn persist_dir_inside_agents_dir() {
     let e = err("agentsDir = \"/srv/agents\"\npersistDir = \"/srv/agents/persist\"\n");
-    assert!(e.contains("persistDir: /srv/agents/persist and agentsDir /srv/agents must not contain each other"), "{e}");
+    assert!(
+        e.contains(
+            "persistDir: /srv/agents/persist and agentsDir /srv/agents must not contain each other"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
 fn relative_agents_dir() {
     let e = err("agentsDir = \"agents\"\n");
-    assert!(e.contains("agentsDir: agents must be an absolute path without '..', e.g. \"/agents\""), "{e}");
+    assert!(
+        e.contains("agentsDir: agents must be an absolute path without '..', e.g. \"/agents\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -178,7 +204,10 @@ fn agent_cannot_approve() {
 #[test]
 fn human_is_not_an_agent() {
     let e = err("humanUser = \"ada\"\n[agents.ada]\nuid = 1100\n");
-    assert!(e.contains("humanUser: \"ada\" is also declared as an agent"), "{e}");
+    assert!(
+        e.contains("humanUser: \"ada\" is also declared as an agent"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -186,16 +215,28 @@ fn device_rules_cannot_inject_udev() {
     let e = err("[agents.ada]\nuid = 1100\n[[agents.ada.devices]]\nsubsystem = \"tty\"\nattrs = { idVendor = \"0483\\\", RUN+=\\\"/bin/sh\" }\n");
     assert!(e.contains("agents.ada.devices[0].attrs.idVendor: \"0483\\\", RUN+=\\\"/bin/sh\" must be non-empty and free of quotes"), "{e}");
     let e = err("[agents.ada]\nuid = 1100\n[[agents.ada.devices]]\nsubsystem = \"tty\"\n");
-    assert!(e.contains("agents.ada.devices[0].attrs: is empty and would match every device"), "{e}");
+    assert!(
+        e.contains("agents.ada.devices[0].attrs: is empty and would match every device"),
+        "{e}"
+    );
     let e = err("[agents.ada]\nuid = 1100\n[[agents.ada.devices]]\nsubsystem = \"tty\"\nattrs = { idVendor = \"1\" }\npermission = \"rwz\"\n");
-    assert!(e.contains("agents.ada.devices[0].permission: \"rwz\" must be made of r, w and x"), "{e}");
+    assert!(
+        e.contains("agents.ada.devices[0].permission: \"rwz\" must be made of r, w and x"),
+        "{e}"
+    );
 }
 
 #[test]
 fn sudo_rules_and_timeout() {
     let e = err("humanUser = \"j\"\n[agents.ada]\nuid = 1100\nsudo = { enable = true, timeout = 0, autoApprove = [{ argv = [] }] }\n");
-    assert!(e.contains("agents.ada.sudo.timeout: 0 must be between 1 and 86400 seconds"), "{e}");
-    assert!(e.contains("agents.ada.sudo.autoApprove[0].argv: is empty"), "{e}");
+    assert!(
+        e.contains("agents.ada.sudo.timeout: 0 must be between 1 and 86400 seconds"),
+        "{e}"
+    );
+    assert!(
+        e.contains("agents.ada.sudo.autoApprove[0].argv: is empty"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -206,11 +247,29 @@ fn portal_layout() {
 
 #[test]
 fn chat_needs_its_settings() {
-    let e = err("[agents.ada]\nuid = 1100\nchat = { enable = true, backend = { type = \"command\" } }\n");
-    assert!(e.contains("agents.ada.chat.homeserver: chat needs the homeserver URL"), "{e}");
-    assert!(e.contains("agents.ada.chat.userId: chat needs the agent's Matrix id, e.g. \"@ada:example.org\""), "{e}");
-    assert!(e.contains("agents.ada.chat.passwordFile: chat needs passwordFile or accessTokenFile"), "{e}");
-    assert!(e.contains("agents.ada.chat.backend.command: backend type \"command\" needs the program to run"), "{e}");
+    let e = err(
+        "[agents.ada]\nuid = 1100\nchat = { enable = true, backend = { type = \"command\" } }\n",
+    );
+    assert!(
+        e.contains("agents.ada.chat.homeserver: chat needs the homeserver URL"),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "agents.ada.chat.userId: chat needs the agent's Matrix id, e.g. \"@ada:example.org\""
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("agents.ada.chat.passwordFile: chat needs passwordFile or accessTokenFile"),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "agents.ada.chat.backend.command: backend type \"command\" needs the program to run"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -218,9 +277,15 @@ fn cloud_tiers_and_names() {
     let e = err("[agents.ada]\nuid = 1100\ncloud = { enable = true, resources = \"huge\" }\n");
     assert!(e.contains("agents.ada.cloud.resources: \"huge\" is not a tier; use \"small\", \"standard\", \"large\" or \"gpu\""), "{e}");
     let e = err("[agents.ada]\nuid = 1100\ncloud = { enable = true, resources = \"gpu\" }\n");
-    assert!(e.contains("agents.ada.cloud.gpu: the gpu tier needs gpu settings"), "{e}");
+    assert!(
+        e.contains("agents.ada.cloud.gpu: the gpu tier needs gpu settings"),
+        "{e}"
+    );
     let e = err("[agents.a_b]\nuid = 1100\ncloud = { enable = true }\n");
-    assert!(e.contains("agents.a_b.cloud: agent name \"a_b\" is not a valid Kubernetes name"), "{e}");
+    assert!(
+        e.contains("agents.a_b.cloud: agent name \"a_b\" is not a valid Kubernetes name"),
+        "{e}"
+    );
 }
 
 #[test]

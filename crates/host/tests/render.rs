@@ -1,0 +1,44 @@
+//! Snapshot tests of the host files apply renders.
+
+use std::path::Path;
+
+use nuketown_host::render;
+use nuketown_town::{parse, Format};
+
+#[test]
+fn udev_rules_for_the_example_town() {
+    let town = parse(
+        include_str!("../../../examples/town.toml"),
+        Format::Toml,
+        "town.toml",
+        "forge",
+    )
+    .unwrap();
+    insta::assert_snapshot!(render::udev_rules(&town, render::SETFACL));
+}
+
+#[test]
+fn acl_command_matches_the_rule() {
+    let town = parse(
+        include_str!("../../../examples/town.toml"),
+        Format::Toml,
+        "town.toml",
+        "forge",
+    )
+    .unwrap();
+    let rules = render::udev_rules(&town, render::SETFACL);
+    let cmd = render::acl_command(render::SETFACL, "ada", "rw", Path::new("/dev/ttyACM0"));
+    // The rule runs the same command, with udev's DEVNAME for the node.
+    let expected = cmd.join(" ").replace("/dev/ttyACM0", "$env{DEVNAME}");
+    assert!(rules.contains(&format!("RUN+=\"{expected}\"")), "{rules}");
+}
+
+#[test]
+fn bashrc_puts_the_shim_first() {
+    insta::assert_snapshot!(render::bashrc(
+        "ada",
+        Some(Path::new("/usr/local/libexec/nuketown/bin"))
+    ));
+    let plain = render::bashrc("vox", None);
+    assert!(!plain.contains("PATH"), "{plain}");
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the host tools nuketown and its tests use (Debian/Ubuntu, as root).
+# Only what is missing is installed; safe to run again.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "scripts/deps.sh: run as root (it installs packages)" >&2; exit 1; }
+want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux btrfs-progs nix-bin
+      xvfb zenity xdotool libnotify-bin fzf ca-certificates)
+[ "${1:-}" = "--runtime" ] && want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux)
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
