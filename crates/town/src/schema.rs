@@ -385,7 +385,7 @@ pub struct ClaudeCode {
 }
 
 /// Matrix chat bridge for one agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Chat {
     /// Run the bridge.
@@ -412,21 +412,6 @@ pub struct Chat {
     /// What answers messages.
     #[serde(default)]
     pub backend: ChatBackend,
-}
-
-impl Default for Chat {
-    fn default() -> Self {
-        Chat {
-            enable: false,
-            homeserver: None,
-            user_id: None,
-            password_file: None,
-            access_token_file: None,
-            allowed_humans: Vec::new(),
-            rooms: Vec::new(),
-            backend: ChatBackend::default(),
-        }
-    }
 }
 
 /// The program behind an agent's chat account.
