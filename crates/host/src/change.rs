@@ -87,6 +87,15 @@ pub enum Change {
     AddToGroup { user: String, group: String },
     /// `gpasswd -d`: agents never sit in sudo/wheel/admin.
     RemoveFromGroup { user: String, group: String },
+    /// Create an agent's home: a btrfs subvolume when `subvolume`, else a
+    /// directory; made under a temporary name and renamed into place, so a
+    /// home never exists with the wrong owner or mode.
+    Home {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        subvolume: bool,
+    },
     /// Create or fix a directory's mode and owner.
     Dir {
         path: PathBuf,
@@ -120,6 +129,12 @@ pub enum Change {
     },
     /// Import an armored private key into the agent's GnuPG home.
     ImportGpgKey { user: String, key: PathBuf },
+    /// Give an agent its ACL on a device present now (the rule's exact command).
+    DeviceAcl {
+        agent: String,
+        node: PathBuf,
+        argv: Vec<String>,
+    },
     /// Tell udev to re-read its rules (a no-op where udevd is not running).
     ReloadUdev,
     /// Check a sudoers file with `visudo -cf`, then put it in place.
@@ -158,6 +173,12 @@ impl fmt::Display for Change {
             Change::ModifyUser { name, what, .. } => write!(f, "~ user {name}: {what}"),
             Change::AddToGroup { user, group } => write!(f, "+ {user} joins group {group}"),
             Change::RemoveFromGroup { user, group } => write!(f, "- {user} leaves group {group}"),
+            Change::Home {
+                path,
+                subvolume: true,
+                ..
+            } => write!(f, "+ home {} (btrfs subvolume, 0700)", path.display()),
+            Change::Home { path, .. } => write!(f, "+ home {} (0700)", path.display()),
             Change::Dir { path, mode, .. } if !path.exists() => {
                 write!(f, "+ dir {} ({mode:04o})", path.display())
             }
@@ -180,6 +201,9 @@ impl fmt::Display for Change {
                 write!(f, "+ gpg key {} for {user}", key.display())
             }
             Change::ReloadUdev => write!(f, "~ udev: reload rules"),
+            Change::DeviceAcl { agent, node, .. } => {
+                write!(f, "+ acl {agent} on {}", node.display())
+            }
             Change::Sudoers { path, .. } if !path.exists() => {
                 write!(f, "+ sudoers {}", path.display())
             }
@@ -234,7 +258,7 @@ pub fn write_file(
     result
 }
 
-fn make_dir(path: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), HostError> {
+pub(crate) fn make_dir(path: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), HostError> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => {
             return Err(HostError::Conflict(format!(
@@ -314,6 +338,12 @@ impl Change {
             Change::RemoveFromGroup { user, group } => {
                 run("gpasswd", ["-d", user, group])?;
             }
+            Change::Home {
+                path,
+                uid,
+                gid,
+                subvolume,
+            } => crate::round::create_home(path, *uid, *gid, *subvolume)?,
             Change::Dir {
                 path,
                 mode,
@@ -405,6 +435,9 @@ impl Change {
                         message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
                     });
                 }
+            }
+            Change::DeviceAcl { argv, .. } => {
+                run(&argv[0], &argv[1..])?;
             }
             Change::ReloadUdev => {
                 // udevd may not run (containers, CI): the rules still apply at next boot.

@@ -6,8 +6,10 @@
 //! host's own tools (useradd, usermod, …); files are written atomically.
 
 pub mod change;
+pub mod devices;
 pub mod plan;
 pub mod render;
+pub mod round;
 pub mod state;
 pub mod status;
 pub mod system;

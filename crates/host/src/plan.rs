@@ -140,6 +140,19 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
     if p.file(&paths.udev_rules, Source::Text(rules), 0o644, 0, 0) {
         p.push(Change::ReloadUdev);
     }
+    // Devices plugged in now get their ACL at once, as the rule would on plug-in.
+    for d in crate::devices::devices(town) {
+        let perm = &town.agents[&d.agent].devices[d.index].permission;
+        for node in d.present.iter().filter(|n| !n.acl) {
+            if let Some(dev) = node.devnode.as_ref().filter(|d| d.exists()) {
+                p.push(Change::DeviceAcl {
+                    agent: d.agent.clone(),
+                    node: dev.clone(),
+                    argv: render::acl_command(render::SETFACL, &d.agent, perm, dev),
+                });
+            }
+        }
+    }
 
     // The privilege path.
     let any_sudo = town.enabled_agents().any(|(_, a)| a.sudo.enable);
@@ -232,6 +245,24 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
             text: new_state.to_text(),
         });
     }
+    Ok(p.plan)
+}
+
+/// The changes that lay down one agent (user, home, persist binds, keys,
+/// identity files) and nothing else: what a new round re-applies.
+pub fn plan_agent(town: &Town, name: &str, paths: &HostPaths) -> Result<Plan, HostError> {
+    let mut p = Planner {
+        plan: Plan::default(),
+        made: BTreeSet::new(),
+    };
+    let state = State::load(&paths.state_dir)?;
+    let agent = town
+        .agents
+        .get(name)
+        .ok_or_else(|| HostError::Conflict(format!("{name} is not an agent of this town")))?;
+    p.dir(&town.agents_dir, 0o755, 0, 0, true);
+    p.dir_chain(&town.persist_dir.join("agents"), 0o755, 0, 0);
+    p.agent(town, name, agent, &state)?;
     Ok(p.plan)
 }
 
@@ -433,7 +464,18 @@ impl Planner {
         }
 
         // Home and persist root.
-        self.dir(&home, 0o700, uid, gid, true);
+        if fs::symlink_metadata(&home).is_err() {
+            let subvolume = crate::round::on_btrfs(&town.agents_dir);
+            self.made.insert(home.clone());
+            self.push(Change::Home {
+                path: home.clone(),
+                uid,
+                gid,
+                subvolume,
+            });
+        } else {
+            self.dir(&home, 0o700, uid, gid, true);
+        }
         self.dir(&persist, 0o700, uid, gid, true);
         let mounts = system::mount_points();
         let persisted = agent

@@ -29,6 +29,8 @@ enum Command {
     Apply(cmd::apply::Args),
     Plan(cmd::plan::Args),
     Status(cmd::status::Args),
+    Reset(cmd::reset::Args),
+    Devices(cmd::devices::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,8 @@ fn main() -> ExitCode {
         Command::Apply(args) => cmd::apply::run(town, args),
         Command::Plan(args) => cmd::plan::run(town, args),
         Command::Status(args) => cmd::status::run(town, args),
+        Command::Reset(args) => cmd::reset::run(town, args),
+        Command::Devices(args) => cmd::devices::run(town, args),
     };
     match result {
         Ok(code) => code,

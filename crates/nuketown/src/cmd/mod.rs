@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod apply;
+pub mod devices;
 pub mod plan;
+pub mod reset;
 pub mod status;
 
 use std::path::{Path, PathBuf};
