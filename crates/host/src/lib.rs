@@ -8,6 +8,7 @@
 pub mod change;
 pub mod devices;
 pub mod plan;
+pub mod portal;
 pub mod render;
 pub mod round;
 pub mod state;

@@ -31,6 +31,7 @@ enum Command {
     Status(cmd::status::Args),
     Reset(cmd::reset::Args),
     Devices(cmd::devices::Args),
+    Portal(cmd::portal::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cmd::status::run(town, args),
         Command::Reset(args) => cmd::reset::run(town, args),
         Command::Devices(args) => cmd::devices::run(town, args),
+        Command::Portal(args) => cmd::portal::run(town, args),
     };
     match result {
         Ok(code) => code,

@@ -193,7 +193,7 @@ fn a_reset_killed_at_any_step_is_repaired_and_never_exposes_a_home() {
     {
         work_in("nkhiada", i);
         let before = tree_sum(&persist);
-        let child = t
+        let mut child = t
             .cmd(&["reset", "nkhiada", "--town", town])
             .env("NUKETOWN_TEST_STOP_AFTER", step)
             .spawn()
@@ -204,10 +204,8 @@ fn a_reset_killed_at_any_step_is_repaired_and_never_exposes_a_home() {
             other => panic!("reset did not pause after {step}: {other:?}"),
         }
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-        assert!(matches!(
-            waitpid(pid, None).unwrap(),
-            WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)
-        ));
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "reset killed after {step}");
 
         // Whatever is there now exposes nothing: a home is 0700 and the agent's own.
         if home.exists() {

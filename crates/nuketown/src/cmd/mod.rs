@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod devices;
 pub mod plan;
+pub mod portal;
 pub mod reset;
 pub mod status;
 

@@ -1,0 +1,240 @@
+//! The portal: a tmux window with the agent on top and the human below, in
+//! the same project. Everything handed to tmux is an argv (tmux ≥ 3.0 runs a
+//! multi-argument command directly, without a shell), and the only shell
+//! script is built with quoting, so directory names cannot inject commands.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nuketown_town::{Agent, Town};
+
+use crate::system;
+
+/// Quote `s` for a POSIX shell: one single-quoted word.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Expand a `projectDirs` entry (`~/dev`, `/srv/src`) for a user's home.
+pub fn expand(dir: &str, home: &Path) -> PathBuf {
+    if dir == "~" {
+        home.to_path_buf()
+    } else if let Some(rest) = dir.strip_prefix("~/") {
+        home.join(rest)
+    } else {
+        PathBuf::from(dir)
+    }
+}
+
+/// Projects under `roots`: directories holding `.git`, at depth 1 or 2,
+/// hidden directories skipped. Returned relative to their root, sorted.
+pub fn find_projects(roots: &[PathBuf]) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let visible_dirs = |d: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(d)
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    for root in roots {
+        for one in visible_dirs(root) {
+            if one.join(".git").exists() {
+                out.push((root.clone(), rel(root, &one)));
+                continue;
+            }
+            for two in visible_dirs(&one) {
+                if two.join(".git").exists() {
+                    out.push((root.clone(), rel(root, &two)));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// How the agent is reached from the human's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// `machinectl shell` (systemd is PID 1).
+    Machinectl,
+    /// `runuser -l` (we are root).
+    Runuser,
+    /// `sudo -u AGENT -i` (the human's own sudo).
+    Sudo,
+}
+
+impl Reach {
+    /// The way that works on this host for this caller.
+    pub fn detect() -> Reach {
+        let machinectl = [
+            "/usr/bin/machinectl",
+            "/bin/machinectl",
+            "/run/current-system/sw/bin/machinectl",
+        ]
+        .iter()
+        .any(|p| Path::new(p).exists());
+        if Path::new("/run/systemd/system").is_dir() && machinectl {
+            Reach::Machinectl
+        } else if system::is_root() {
+            Reach::Runuser
+        } else {
+            Reach::Sudo
+        }
+    }
+}
+
+/// The argv that runs `script` (a shell script) as `user` in a login shell.
+pub fn as_user_argv(reach: Reach, user: &str, script: &str) -> Vec<String> {
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match reach {
+        Reach::Machinectl => v(&[
+            "machinectl",
+            "shell",
+            &format!("{user}@"),
+            "/bin/bash",
+            "-lc",
+            script,
+        ]),
+        Reach::Runuser => v(&["runuser", "-l", user, "-c", script]),
+        Reach::Sudo => v(&["sudo", "-u", user, "-i", "--", "/bin/bash", "-lc", script]),
+    }
+}
+
+/// The command in the agent's pane: `portal.command`, or `claude` with
+/// claudeCode, or a login shell.
+pub fn agent_command(agent: &Agent) -> String {
+    match &agent.portal.command {
+        Some(c) => c.clone(),
+        None if agent.claude_code.enable => "claude".to_string(),
+        None => "exec bash -l".to_string(),
+    }
+}
+
+/// A portal to open: who, where, and the tmux argv that opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Portal {
+    /// The agent.
+    pub agent: String,
+    /// The agent pane's directory (its own clone, or its home).
+    pub agent_dir: PathBuf,
+    /// The human pane's directory.
+    pub human_dir: PathBuf,
+    /// tmux invocations, each an argv (after `tmux`).
+    pub tmux: Vec<Vec<String>>,
+}
+
+/// The human side of a portal.
+#[derive(Debug, Clone, Copy)]
+pub struct Human<'a> {
+    /// Their user name.
+    pub user: &'a str,
+    /// Their home.
+    pub home: &'a Path,
+    /// Whether the lower pane must switch to them (the portal runs as root).
+    pub switch_user: bool,
+}
+
+/// Plan a portal for `agent_name` in `project` (a name under a project dir,
+/// or none for the homes), reaching the agent by `reach`; outside tmux the
+/// window goes to `session`.
+pub fn portal(
+    town: &Town,
+    agent_name: &str,
+    project: Option<&str>,
+    human: Human<'_>,
+    reach: Reach,
+    session: Option<&str>,
+) -> Result<Portal, String> {
+    let agent = town
+        .agents
+        .get(agent_name)
+        .filter(|a| a.enable)
+        .ok_or_else(|| format!("{agent_name} is not an enabled agent of this town"))?;
+    if !agent.portal.enable {
+        return Err(format!(
+            "agents.{agent_name}.portal.enable is false; enable it to open a portal"
+        ));
+    }
+    if let Some(p) = project {
+        if p.is_empty() || p.split('/').any(|c| c == ".." || c.is_empty()) || p.starts_with('/') {
+            return Err(format!("project {p:?} must be a name under a project dir (e.g. \"nuketown\" or \"org/repo\")"));
+        }
+    }
+    let agent_home = town.home_of(agent_name);
+    let find = |home: &Path| -> Option<PathBuf> {
+        let p = project?;
+        town.project_dirs
+            .iter()
+            .map(|d| expand(d, home).join(p))
+            .find(|d| d.is_dir())
+    };
+    let agent_dir = find(&agent_home)
+        .or_else(|| project.and_then(|_| town.project_dirs.first().map(|d| expand(d, &agent_home))))
+        .unwrap_or_else(|| agent_home.clone());
+    let human_dir = find(human.home).unwrap_or_else(|| human.home.to_path_buf());
+
+    let (agent_pct, _) = agent.portal.layout.split_once('/').unwrap_or(("75", "25"));
+    let human_pct = 100 - agent_pct.parse::<u32>().unwrap_or(75);
+    let script = format!(
+        "cd -- {} 2>/dev/null || cd; {}",
+        sh_quote(&agent_dir.display().to_string()),
+        agent_command(agent)
+    );
+    let top = as_user_argv(reach, agent_name, &script);
+    let bottom: Vec<String> = if human.switch_user {
+        as_user_argv(
+            Reach::Runuser,
+            human.user,
+            &format!(
+                "cd -- {} && exec bash -l",
+                sh_quote(&human_dir.display().to_string())
+            ),
+        )
+    } else {
+        Vec::new()
+    };
+    let s = |x: &str| x.to_string();
+    let mut new_window = vec![
+        s("new-window"),
+        s("-P"),
+        s("-F"),
+        s("#{pane_id}"),
+        s("-n"),
+        s(agent_name),
+    ];
+    if let Some(sess) = session {
+        new_window.extend([s("-t"), format!("{sess}:")]);
+    }
+    new_window.extend(top);
+    let mut split = vec![
+        s("split-window"),
+        s("-v"),
+        s("-l"),
+        format!("{human_pct}%"),
+        s("-c"),
+        human_dir.display().to_string(),
+        s("-t"),
+        s("{pane}"),
+    ];
+    split.extend(bottom);
+    Ok(Portal {
+        agent: agent_name.to_string(),
+        agent_dir,
+        human_dir,
+        tmux: vec![new_window, split],
+    })
+}

@@ -1,0 +1,255 @@
+//! `nuketown portal` against a real tmux server: the agent's pane runs as the
+//! agent in its clone, the human's pane below in theirs, and hostile directory
+//! names neither break nor inject. Needs root (CI runs as root).
+
+mod fixture;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fixture::{stderr, stdout, TestTown};
+
+/// A directory name with spaces, quotes, `$()` and `;`.
+const HOSTILE: &str = "it's a \"$(touch pwned)\"; echo PWNED; x";
+
+/// Nothing was injected: no `pwned` file anywhere the panes ran, no PWNED line.
+fn assert_not_injected(dirs: &[&Path], panes: &[&str]) {
+    for d in dirs {
+        assert!(
+            !d.join("pwned").exists(),
+            "a directory name ran a command in {}",
+            d.display()
+        );
+    }
+    for text in panes {
+        assert!(
+            !text.lines().any(|l| l.trim() == "PWNED"),
+            "a directory name ran a command:\n{text}"
+        );
+    }
+}
+
+struct Tmux<'a> {
+    t: &'a TestTown,
+}
+
+impl Tmux<'_> {
+    fn env(&self, c: &mut Command) {
+        c.env("TMUX_TMPDIR", self.t.path("tmux")).env_remove("TMUX");
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = Command::new("tmux");
+        c.args(args);
+        self.env(&mut c);
+        c.output().unwrap()
+    }
+    /// Wait (bounded) until the pane shows `needle`; returns the pane text.
+    fn wait_for(&self, pane: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = stdout(&self.run(&["capture-pane", "-p", "-J", "-t", pane]));
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pane {pane} never showed {needle:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux<'_> {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn setup(t: &TestTown, human: &str, agent: &str, uid: u32) -> String {
+    let town = t.write(
+        "town.toml",
+        &format!(
+            "{}projectDirs = [\"~/dev\"]\n[agents.{agent}]\nuid = {uid}\nportal.layout = \"70/30\"\nportal.command = \"echo AGENT=$(whoami) AT=$(pwd); exec sleep 600\"\n",
+            t.header(human)
+        ),
+    );
+    let town = town.to_str().unwrap().to_string();
+    t.ok(&["apply", &town]);
+    fs::create_dir_all(t.path("tmux")).unwrap();
+    // The agent's own clone and the human's checkout of the same project.
+    let mk = format!(
+        "mkdir -p ~/dev/{q}/.git ~/dev/plain/.git",
+        q = nuketown_host::portal::sh_quote(HOSTILE)
+    );
+    for user in [agent, human] {
+        let o = fixture::as_user(user, &mk);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    town
+}
+
+fn panes(tmux: &Tmux, window: &str) -> Vec<(String, u32)> {
+    let out = stdout(&tmux.run(&[
+        "list-panes",
+        "-t",
+        window,
+        "-F",
+        "#{pane_id} #{pane_top} #{pane_height}",
+    ]));
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].to_string(), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn portal_puts_the_agent_on_top_and_the_human_below_in_one_project() {
+    let t = TestTown::new(&["nkhoh", "nkhoada"], &[]);
+    let town = setup(&t, "nkhoh", "nkhoada", 1947);
+    let tmux = Tmux { t: &t };
+    let mut c = t.cmd(&[
+        "portal",
+        "nkhoada",
+        HOSTILE,
+        "--detach",
+        "--session",
+        "nkt",
+        "--town",
+        &town,
+    ]);
+    tmux.env(&mut c);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let panes = panes(&tmux, "nkt:nkhoada");
+    assert_eq!(panes.len(), 2, "{panes:?}");
+    let (top, top_h) = &panes[0];
+    let (bottom, bottom_h) = &panes[1];
+    assert!(top_h > bottom_h, "agent pane larger (70/30): {panes:?}");
+
+    let agent_dir = t.agents_dir().join("nkhoada/dev").join(HOSTILE);
+    let top_text = tmux.wait_for(top, "AGENT=nkhoada");
+    let seen = top_text.clone();
+    assert!(
+        seen.contains(&format!("AGENT=nkhoada AT={}", agent_dir.display())),
+        "{seen}"
+    );
+
+    let r = tmux.run(&[
+        "send-keys",
+        "-t",
+        bottom,
+        "echo HUMAN=$(whoami) AT=\"$(pwd)\"",
+        "Enter",
+    ]);
+    assert!(r.status.success());
+    let seen = tmux.wait_for(bottom, "HUMAN=nkhoh AT=");
+    assert!(
+        seen.contains(&format!("HUMAN=nkhoh AT=/home/nkhoh/dev/{HOSTILE}")),
+        "{seen}"
+    );
+
+    let human_dir = Path::new("/home/nkhoh/dev").join(HOSTILE);
+    let agent_home = t.agents_dir().join("nkhoada");
+    assert_not_injected(
+        &[
+            &agent_dir,
+            &human_dir,
+            &agent_home,
+            Path::new("/home/nkhoh"),
+        ],
+        &[&top_text, &seen],
+    );
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-u", "nkhoh"])
+        .output();
+}
+
+#[test]
+fn portal_without_arguments_picks_agent_then_project() {
+    let t = TestTown::new(&["nkhqh", "nkhqada"], &[]);
+    let town = setup(&t, "nkhqh", "nkhqada", 1948);
+    let tmux = Tmux { t: &t };
+    let mut c = t.cmd(&[
+        "portal",
+        "--detach",
+        "--no-fzf",
+        "--session",
+        "nkq",
+        "--town",
+        &town,
+    ]);
+    tmux.env(&mut c);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Agent 1 (the only one); projects: (home), the hostile one, plain — sorted.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"1\nplain\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let menu = stderr(&out);
+    assert!(menu.contains("  1) nkhqada"), "{menu}");
+    assert!(
+        menu.contains("  1) (home)")
+            && menu.contains(&format!(") {HOSTILE}"))
+            && menu.contains(") plain"),
+        "{menu}"
+    );
+    let panes = panes(&tmux, "nkq:nkhqada");
+    let seen = tmux.wait_for(&panes[0].0, "AGENT=nkhqada");
+    assert!(
+        seen.contains(&format!(
+            "AT={}/nkhqada/dev/plain",
+            t.agents_dir().display()
+        )),
+        "{seen}"
+    );
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-u", "nkhqh"])
+        .output();
+}
+
+#[test]
+fn unknown_agent_or_escaping_project_is_refused() {
+    let t = TestTown::new(&["nkhuh", "nkhuada"], &[]);
+    let town = setup(&t, "nkhuh", "nkhuada", 1949);
+    let tmux = Tmux { t: &t };
+    let mut c = t.cmd(&["portal", "nobody", "--detach", "--town", &town]);
+    tmux.env(&mut c);
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("nobody is not an enabled agent of this town"),
+        "{}",
+        stderr(&out)
+    );
+    let mut c = t.cmd(&[
+        "portal",
+        "nkhuada",
+        "../../etc",
+        "--detach",
+        "--town",
+        &town,
+    ]);
+    tmux.env(&mut c);
+    let out = c.output().unwrap();
+    assert!(
+        stderr(&out).contains("must be a name under a project dir"),
+        "{}",
+        stderr(&out)
+    );
+}
