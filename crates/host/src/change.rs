@@ -96,6 +96,12 @@ pub enum Change {
         gid: u32,
         subvolume: bool,
     },
+    /// Create or replace a symbolic link (enabling a unit).
+    Symlink { link: PathBuf, target: PathBuf },
+    /// `systemctl daemon-reload`.
+    DaemonReload,
+    /// Delete levelled homes left in the trash.
+    EmptyTrash { agents_dir: PathBuf },
     /// Create or fix a directory's mode and owner.
     Dir {
         path: PathBuf,
@@ -201,6 +207,15 @@ impl fmt::Display for Change {
                 write!(f, "+ gpg key {} for {user}", key.display())
             }
             Change::ReloadUdev => write!(f, "~ udev: reload rules"),
+            Change::Symlink { link, target } => {
+                write!(f, "+ link {} -> {}", link.display(), target.display())
+            }
+            Change::DaemonReload => write!(f, "~ systemd: daemon-reload"),
+            Change::EmptyTrash { agents_dir } => write!(
+                f,
+                "- levelled homes in {}",
+                crate::round::trash_dir(agents_dir).display()
+            ),
             Change::DeviceAcl { agent, node, .. } => {
                 write!(f, "+ acl {agent} on {}", node.display())
             }
@@ -438,6 +453,14 @@ impl Change {
             }
             Change::DeviceAcl { argv, .. } => {
                 run(&argv[0], &argv[1..])?;
+            }
+            Change::EmptyTrash { agents_dir } => crate::round::empty_trash(agents_dir)?,
+            Change::Symlink { link, target } => {
+                let _ = fs::remove_file(link);
+                std::os::unix::fs::symlink(target, link).map_err(HostError::io(link))?;
+            }
+            Change::DaemonReload => {
+                run("systemctl", ["daemon-reload"])?;
             }
             Change::ReloadUdev => {
                 // udevd may not run (containers, CI): the rules still apply at next boot.

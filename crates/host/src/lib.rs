@@ -18,7 +18,7 @@ pub mod system;
 use std::path::PathBuf;
 
 pub use change::{Change, Source};
-pub use plan::{plan, Options, Plan, Privileged};
+pub use plan::{plan, Options, Plan, Privileged, Unit};
 pub use state::State;
 pub use status::{status, Status};
 
@@ -34,6 +34,10 @@ pub struct HostPaths {
     pub state_dir: PathBuf,
     /// Where the applied town is published as `town.json` (`NUKETOWN_ETC_DIR`).
     pub etc_dir: PathBuf,
+    /// Where system units go (`NUKETOWN_SYSTEMD_DIR`).
+    pub systemd_dir: PathBuf,
+    /// Where the `nuketown` binary is installed for the units (`NUKETOWN_BIN_DIR`).
+    pub bin_dir: PathBuf,
     /// Lock serialising user and group changes on this host.
     pub lock: PathBuf,
 }
@@ -45,6 +49,8 @@ impl Default for HostPaths {
             sudoers: "/etc/sudoers.d/nuketown".into(),
             state_dir: "/var/lib/nuketown".into(),
             etc_dir: "/etc/nuketown".into(),
+            systemd_dir: "/etc/systemd/system".into(),
+            bin_dir: "/usr/local/bin".into(),
             lock: "/run/lock/nuketown-users.lock".into(),
         }
     }
@@ -70,6 +76,12 @@ impl HostPaths {
         }
         if let Some(v) = var("NUKETOWN_ETC_DIR") {
             p.etc_dir = v;
+        }
+        if let Some(v) = var("NUKETOWN_SYSTEMD_DIR") {
+            p.systemd_dir = v;
+        }
+        if let Some(v) = var("NUKETOWN_BIN_DIR") {
+            p.bin_dir = v;
         }
         p
     }
@@ -132,4 +144,16 @@ fn make_all(changes: &[Change], mut report: impl FnMut(&Change)) -> Result<(), H
         c.make()?;
     }
     Ok(())
+}
+
+impl HostPaths {
+    /// Where the running `nuketown` binary is (or will be) installed for units:
+    /// itself when it already lives in the Nix store or `bin_dir`, else `bin_dir/nuketown`.
+    pub fn installed_binary(&self, running: &std::path::Path) -> PathBuf {
+        if running.starts_with("/nix/store") || running.parent() == Some(self.bin_dir.as_path()) {
+            running.to_path_buf()
+        } else {
+            self.bin_dir.join("nuketown")
+        }
+    }
 }

@@ -34,9 +34,24 @@ pub struct Privileged {
     pub elevate_binary: Option<PathBuf>,
 }
 
+/// A systemd unit apply installs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// File name, e.g. `nuketown-reset.service`.
+    pub name: String,
+    /// Its text.
+    pub text: String,
+    /// Target that wants it (enabled with a `.wants/` link), if any.
+    pub wanted_by: Option<String>,
+}
+
 /// How apply may change the host.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// The running nuketown binary, installed where the units expect it.
+    pub binary: Option<PathBuf>,
+    /// System units to install and enable.
+    pub units: Vec<Unit>,
     /// Remove agents that are no longer in the town.
     pub prune: bool,
     /// With `prune`, delete their persist dirs too.
@@ -116,8 +131,19 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
         }
     }
 
+    for top in [&town.agents_dir, &town.persist_dir] {
+        if let Some(parent) = top.parent() {
+            p.dir_chain(parent, 0o755, 0, 0);
+        }
+    }
     p.dir(&town.agents_dir, 0o755, 0, 0, true);
     p.dir(&town.persist_dir, 0o755, 0, 0, false);
+    let trash = crate::round::trash_dir(&town.agents_dir);
+    if fs::read_dir(&trash).is_ok_and(|mut d| d.next().is_some()) {
+        p.push(Change::EmptyTrash {
+            agents_dir: town.agents_dir.clone(),
+        });
+    }
     p.dir(&town.persist_dir.join("agents"), 0o755, 0, 0, true);
 
     for (name, agent) in town.enabled_agents() {
@@ -196,6 +222,41 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
                 .into(),
         ),
         _ => {}
+    }
+
+    // The binary the units run, and the units.
+    if let Some(bin) = &opts.binary {
+        let installed = paths.installed_binary(bin);
+        if &installed != bin {
+            p.dir_chain(&paths.bin_dir, 0o755, 0, 0);
+            p.file(&installed, Source::CopyOf(bin.clone()), 0o755, 0, 0);
+        }
+    }
+    if !opts.units.is_empty() && paths.systemd_dir.parent().is_some_and(|d| d.is_dir()) {
+        p.dir(&paths.systemd_dir, 0o755, 0, 0, false);
+        let mut changed = false;
+        for unit in &opts.units {
+            changed |= p.file(
+                &paths.systemd_dir.join(&unit.name),
+                Source::Text(unit.text.clone()),
+                0o644,
+                0,
+                0,
+            );
+            if let Some(target) = &unit.wanted_by {
+                let wants = paths.systemd_dir.join(format!("{target}.wants"));
+                p.dir(&wants, 0o755, 0, 0, false);
+                let link = wants.join(&unit.name);
+                let want = PathBuf::from("..").join(&unit.name);
+                if fs::read_link(&link).ok().as_ref() != Some(&want) {
+                    p.push(Change::Symlink { link, target: want });
+                    changed = true;
+                }
+            }
+        }
+        if changed && Path::new("/run/systemd/system").is_dir() {
+            p.push(Change::DaemonReload);
+        }
     }
 
     // Publish the town for the other binaries (the hall reads its policies here).

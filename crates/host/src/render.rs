@@ -68,3 +68,16 @@ pub fn bashrc(agent: &str, shim_dir: Option<&Path>) -> String {
     }
     s
 }
+
+/// `nuketown-reset.service`: a new round for every agent at boot, before
+/// agent services and the town hall start.
+pub fn reset_unit(nuketown: &Path) -> String {
+    format!(
+        "# Written by nuketown apply.\n[Unit]\nDescription=Nuketown: a new round for every agent\n\
+DefaultDependencies=no\nRequires=local-fs.target\nAfter=local-fs.target systemd-sysusers.service\n\
+Before=multi-user.target nuketown-hall.service\nConditionPathExists=/etc/nuketown/town.json\n\n\
+[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={} reset --all --town /etc/nuketown/town.json\n\n\
+[Install]\nWantedBy=multi-user.target\n",
+        nuketown.display()
+    )
+}

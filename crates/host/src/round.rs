@@ -43,6 +43,66 @@ fn temp_home(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.new-round"))
 }
 
+/// Where levelled btrfs homes wait for their (background) deletion: root-only.
+pub fn trash_dir(agents_dir: &Path) -> PathBuf {
+    agents_dir.join(".nuketown-trash")
+}
+
+/// Level a home now. A btrfs subvolume is renamed into the root-only trash
+/// (O(1): the agent can never reach it again) and deleted in the background,
+/// because deleting a subvolume costs the kernel time in proportion to its
+/// cached inodes; a directory is removed before returning.
+pub fn level_home(path: &Path) -> Result<(), HostError> {
+    if !is_subvolume(path) {
+        return remove_home(path);
+    }
+    system::unmount_under(path)?;
+    let trash = trash_dir(path.parent().unwrap_or(Path::new("/")));
+    make_dir(&trash, 0o700, 0, 0)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let gone = trash.join(format!("{name}.{stamp}"));
+    fs::rename(path, &gone).map_err(HostError::io(path))?;
+    let spawned = std::process::Command::new("btrfs")
+        .args(["subvolume", "delete"])
+        .arg(&gone)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        tracing::warn!(
+            "{} left in the trash: cannot start btrfs: {e}; nuketown apply deletes it",
+            gone.display()
+        );
+    }
+    Ok(())
+}
+
+/// Delete whatever levelled homes are still in the trash (apply does this).
+pub fn empty_trash(agents_dir: &Path) -> Result<(), HostError> {
+    let trash = trash_dir(agents_dir);
+    let Ok(entries) = fs::read_dir(&trash) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        // A background delete may finish first: gone is as good as deleted.
+        if let Err(err) = remove_home(&path) {
+            if fs::symlink_metadata(&path).is_ok() {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Remove a home (subvolume or directory) after unmounting everything under it.
 pub fn remove_home(path: &Path) -> Result<(), HostError> {
     if fs::symlink_metadata(path).is_err() {
@@ -228,7 +288,7 @@ pub fn reset(
     test_pause(Step::Unmounted);
 
     let was_subvolume = is_subvolume(&home);
-    remove_home(&home)?;
+    level_home(&home)?;
     report(&format!(
         "{name}: levelled {}{}",
         home.display(),

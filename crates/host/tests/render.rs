@@ -42,3 +42,8 @@ fn bashrc_puts_the_shim_first() {
     let plain = render::bashrc("vox", None);
     assert!(!plain.contains("PATH"), "{plain}");
 }
+
+#[test]
+fn reset_unit_runs_before_agents_and_the_hall() {
+    insta::assert_snapshot!(render::reset_unit(Path::new("/usr/local/bin/nuketown")));
+}

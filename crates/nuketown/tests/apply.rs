@@ -4,6 +4,7 @@
 mod fixture;
 
 use std::fs;
+use std::path::Path;
 
 use fixture::{as_user, id, stat, stderr, stdout, TestTown};
 
@@ -167,6 +168,20 @@ fn apply_creates_private_agents_and_is_idempotent() {
     // udev rules and town.json were written where the town said.
     let rules = fs::read_to_string(t.path("udev/70-nuketown.rules")).unwrap();
     assert!(rules.contains("SUBSYSTEM==\"tty\", ACTION==\"add|bind\", ATTRS{idProduct}==\"374b\", ATTRS{idVendor}==\"0483\", RUN+=\"/usr/bin/setfacl -m u:nkhada:rw $env{DEVNAME}\""), "{rules}");
+    // The binary the units run, and the boot-time reset unit, enabled.
+    assert_eq!(stat("%a %U", &t.path("bin/nuketown")), "755 root");
+    let unit = fs::read_to_string(t.path("systemd/nuketown-reset.service")).unwrap();
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={} reset --all",
+            t.path("bin/nuketown").display()
+        )),
+        "{unit}"
+    );
+    assert_eq!(
+        fs::read_link(t.path("systemd/multi-user.target.wants/nuketown-reset.service")).unwrap(),
+        Path::new("../nuketown-reset.service")
+    );
     let json = fs::read_to_string(t.path("etc/town.json")).unwrap();
     assert!(json.contains("\"agentsDir\""), "{json}");
 

@@ -118,6 +118,7 @@ fn hundred_rounds_on_btrfs_keep_every_persisted_byte() {
         vox_before,
         "vox's home is not touched by ada's rounds"
     );
+    fixture::wait_trash_empty(&t.agents_dir());
     assert!(
         t.ok(&["apply", town]).contains("nothing to change"),
         "a reset leaves exactly what apply lays down"
@@ -250,6 +251,7 @@ fn a_reset_killed_at_any_step_is_repaired_and_never_exposes_a_home() {
             format!("{i}\n"),
             "persist not re-bound after {step}"
         );
+        fixture::wait_trash_empty(&t.agents_dir());
         assert!(
             t.ok(&["plan", town]).contains("nothing to change"),
             "after repairing a kill at {step}"

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use nuketown_host::{HostPaths, Options};
+use nuketown_host::HostPaths;
 
 /// Make the host match the town: users, homes, persist binds, identity files,
 /// keys, udev rules, sudoers. Safe to run again: a second run changes nothing.
@@ -25,11 +25,7 @@ pub struct Args {
 pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let town = super::load_town(args.town.as_deref(), global)?;
     let paths = HostPaths::from_env();
-    let opts = Options {
-        prune: args.prune,
-        purge: args.purge,
-        privileged: super::privileged(&town),
-    };
+    let opts = super::options(&town, &paths, args.prune, args.purge);
     let mut n = 0;
     let plan = nuketown_host::apply_town(&town, &paths, &opts, |c| {
         n += 1;

@@ -32,3 +32,30 @@ pub fn load_town(positional: Option<&Path>, global: Option<&Path>) -> Result<Tow
 pub fn privileged(_town: &Town) -> Option<nuketown_host::Privileged> {
     None
 }
+
+/// How apply/plan change this host: prune flags, the privilege path, the
+/// binary and the system units.
+pub fn options(
+    town: &Town,
+    paths: &nuketown_host::HostPaths,
+    prune: bool,
+    purge: bool,
+) -> nuketown_host::Options {
+    let running = std::env::current_exe().ok();
+    let installed = running.as_deref().map(|r| paths.installed_binary(r));
+    let mut units = Vec::new();
+    if let Some(bin) = &installed {
+        units.push(nuketown_host::Unit {
+            name: "nuketown-reset.service".into(),
+            text: nuketown_host::render::reset_unit(bin),
+            wanted_by: Some("multi-user.target".into()),
+        });
+    }
+    nuketown_host::Options {
+        prune,
+        purge,
+        privileged: privileged(town),
+        binary: running,
+        units,
+    }
+}

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use nuketown_host::{HostPaths, Options};
+use nuketown_host::HostPaths;
 
 /// Show what `apply` would change (users, files, mounts) without changing anything.
 #[derive(Debug, clap::Args)]
@@ -27,11 +27,7 @@ pub struct Args {
 pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let town = super::load_town(args.town.as_deref(), global)?;
     let paths = HostPaths::from_env();
-    let opts = Options {
-        prune: args.prune,
-        purge: args.purge,
-        privileged: super::privileged(&town),
-    };
+    let opts = super::options(&town, &paths, args.prune, args.purge);
     let plan = nuketown_host::plan(&town, &paths, &opts)?;
     for c in &plan.changes {
         println!("{c}");
