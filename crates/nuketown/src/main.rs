@@ -32,6 +32,7 @@ enum Command {
     Reset(cmd::reset::Args),
     Devices(cmd::devices::Args),
     Portal(cmd::portal::Args),
+    Render(cmd::render::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         Command::Reset(args) => cmd::reset::run(town, args),
         Command::Devices(args) => cmd::devices::run(town, args),
         Command::Portal(args) => cmd::portal::run(town, args),
+        Command::Render(args) => cmd::render::run(town, args),
     };
     match result {
         Ok(code) => code,

@@ -53,5 +53,11 @@ impl Town {
         if self.domain.is_none() {
             self.domain = Some(format!("{hostname}.local"));
         }
+        // The NixOS module's default for settings is `{ }`: one normal form for both producers.
+        for agent in self.agents.values_mut() {
+            if agent.claude_code.settings.is_null() {
+                agent.claude_code.settings = serde_json::json!({});
+            }
+        }
     }
 }

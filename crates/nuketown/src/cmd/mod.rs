@@ -4,6 +4,7 @@ pub mod apply;
 pub mod devices;
 pub mod plan;
 pub mod portal;
+pub mod render;
 pub mod reset;
 pub mod status;
 

@@ -1,0 +1,61 @@
+{
+  description = "Nuketown: AI agents as real Unix users on real machines";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+    home-manager = { url = "github:nix-community/home-manager"; inputs.nixpkgs.follows = "nixpkgs"; };
+    sops-nix = { url = "github:Mic92/sops-nix"; inputs.nixpkgs.follows = "nixpkgs"; };
+    impermanence.url = "github:nix-community/impermanence";
+  };
+
+  outputs = { self, nixpkgs, home-manager, sops-nix, impermanence }:
+    let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAll = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+    in
+    {
+      nixosModules.nuketown = { pkgs, lib, ... }: {
+        imports = [
+          ./nix/modules/nixos.nix
+          home-manager.nixosModules.home-manager
+          sops-nix.nixosModules.sops
+          impermanence.nixosModules.impermanence
+        ];
+        nuketown.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+      };
+      nixosModules.default = self.nixosModules.nuketown;
+
+      homeManagerModules.nuketown = { pkgs, lib, ... }: {
+        imports = [ ./nix/modules/home-manager.nix ];
+        services.nuketown-approver.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+      };
+      homeManagerModules.default = self.homeManagerModules.nuketown;
+
+      packages = forAll (pkgs: rec {
+        nuketown = pkgs.callPackage ./nix/packages/nuketown.nix { };
+        default = nuketown;
+      });
+
+      apps = forAll (pkgs: {
+        default = { type = "app"; program = "${self.packages.${pkgs.system}.default}/bin/nuketown"; };
+      });
+
+      devShells = forAll (pkgs: {
+        default = pkgs.mkShell {
+          inputsFrom = [ self.packages.${pkgs.system}.default ];
+          packages = with pkgs; [ cargo rustc clippy rustfmt rust-analyzer acl tmux btrfs-progs fzf ];
+        };
+      });
+
+      # The town of a NixOS configuration, as Kubernetes manifests (nuketown cloud render).
+      lib.toKubeManifests = { pkgs, town }: import ./nix/lib/cloud.nix {
+        inherit pkgs town;
+        nuketown = self.packages.${pkgs.system}.default;
+      };
+      lib.toTown = import ./nix/lib/town.nix;
+
+      checks = forAll (pkgs: import ./nix/checks.nix {
+        inherit pkgs self home-manager sops-nix impermanence;
+      });
+    };
+}

@@ -1,0 +1,37 @@
+# The Town projection: `nuketown.*` option values -> the Town JSON shape every
+# Rust binary reads (crates/town). Plain Nix (builtins only), so it evaluates
+# without nixpkgs: CI checks its output with the Rust parser.
+#
+# The keys are already the schema's; this only drops what is Nix-only
+# (`package`, `extraHomeConfig`, null values) and turns packages into names.
+let
+  dropKeys = [ "package" "extraHomeConfig" "_module" ];
+
+  packageName = p:
+    if builtins.isString p then p
+    else if builtins.isAttrs p then (p.pname or p.name or "package")
+    else toString p;
+
+  clean = v:
+    if builtins.isAttrs v && !(v ? outPath) then
+      builtins.listToAttrs (builtins.concatMap
+        (k:
+          let x = v.${k}; in
+          if builtins.elem k dropKeys || x == null then [ ]
+          else [{ name = k; value = clean x; }])
+        (builtins.attrNames v))
+    else if builtins.isList v then map clean v
+    else if builtins.isAttrs v then packageName v
+    else if builtins.isPath v then toString v
+    else v;
+
+  agent = a:
+    clean a // {
+      packages = map packageName (a.packages or [ ]);
+    };
+in
+cfg:
+clean cfg // {
+  basePackages = map packageName (cfg.basePackages or [ ]);
+  agents = builtins.mapAttrs (_: agent) (cfg.agents or { });
+}
