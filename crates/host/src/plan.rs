@@ -70,6 +70,8 @@ pub struct Plan {
 }
 
 struct Planner {
+    /// home-manager lays down this agent's dotfiles (NixOS): leave them to it.
+    home_manager: bool,
     plan: Plan,
     /// Directories this plan already creates or fixes.
     made: BTreeSet<PathBuf>,
@@ -87,6 +89,7 @@ pub fn shim_dir(town: &Town) -> PathBuf {
 /// Compute what apply would change. Reads the host; changes nothing.
 pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, HostError> {
     let mut p = Planner {
+        home_manager: false,
         plan: Plan::default(),
         made: BTreeSet::new(),
     };
@@ -309,10 +312,18 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
     Ok(p.plan)
 }
 
+/// Whether home-manager (the NixOS module) lays down `name`'s dotfiles.
+pub fn home_manager_manages(name: &str) -> bool {
+    Path::new("/etc/systemd/system")
+        .join(format!("home-manager-{name}.service"))
+        .exists()
+}
+
 /// The changes that lay down one agent (user, home, persist binds, keys,
 /// identity files) and nothing else: what a new round re-applies.
 pub fn plan_agent(town: &Town, name: &str, paths: &HostPaths) -> Result<Plan, HostError> {
     let mut p = Planner {
+        home_manager: home_manager_manages(name),
         plan: Plan::default(),
         made: BTreeSet::new(),
     };
@@ -643,18 +654,22 @@ impl Planner {
         let git_dir = home.join(".config/git");
         self.parents_within(&home, &git_dir.join("x"), 0o755, uid, gid);
         self.file(
-            &home.join(".gitconfig"),
-            Source::Text(identity.gitconfig(Some(&signing))),
-            0o644,
-            uid,
-            gid,
-        );
-        self.file(
             &git_dir.join("allowed_signers"),
             Source::AllowedSigner {
                 email: identity.email.clone(),
                 key: key.clone(),
             },
+            0o644,
+            uid,
+            gid,
+        );
+        if self.home_manager {
+            // NixOS: home-manager's activation (restarted by reset) writes the rest.
+            return Ok(());
+        }
+        self.file(
+            &home.join(".gitconfig"),
+            Source::Text(identity.gitconfig(Some(&signing))),
             0o644,
             uid,
             gid,
