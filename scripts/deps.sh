@@ -16,3 +16,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# A real Matrix homeserver for the chat tests (not needed to run nuketown).
+if [ "${1:-}" != "--runtime" ]; then
+  venv=${NUKETOWN_SYNAPSE_VENV:-/opt/synapse-venv}
+  if [ ! -x "$venv/bin/register_new_matrix_user" ]; then
+    echo "installing matrix-synapse into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q matrix-synapse
+  fi
+fi

@@ -61,6 +61,8 @@ pub struct AgentStatus {
     pub devices: Vec<String>,
     /// Supplementary groups.
     pub groups: Vec<String>,
+    /// The chat bridge's last status (connected, rooms, last message), if it runs.
+    pub chat: Option<serde_json::Value>,
 }
 
 /// One persisted path.
@@ -143,6 +145,9 @@ pub fn status(town: &Town) -> Status {
                     })
                     .collect(),
                 groups: system::groups_of(name),
+                chat: fs::read_to_string(persist_root.join(".nuketown/matrix/status.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok()),
             }
         })
         .collect();
@@ -218,6 +223,19 @@ impl fmt::Display for Status {
             )?;
             for d in &a.devices {
                 writeln!(f, "  device   {d}")?;
+            }
+            if let Some(chat) = &a.chat {
+                let rooms = chat["rooms"].as_array().map_or(0, |r| r.len());
+                let state = if chat["connected"] == true {
+                    "connected"
+                } else {
+                    "disconnected"
+                };
+                writeln!(
+                    f,
+                    "  chat     {state}, {rooms} room{}",
+                    if rooms == 1 { "" } else { "s" }
+                )?;
             }
             if !a.groups.is_empty() {
                 writeln!(f, "  groups   {}", a.groups.join(", "))?;

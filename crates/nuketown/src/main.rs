@@ -33,6 +33,7 @@ enum Command {
     Devices(cmd::devices::Args),
     Portal(cmd::portal::Args),
     Render(cmd::render::Args),
+    Chat(cmd::chat::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         Command::Devices(args) => cmd::devices::run(town, args),
         Command::Portal(args) => cmd::portal::run(town, args),
         Command::Render(args) => cmd::render::run(town, args),
+        Command::Chat(args) => cmd::chat::run(town, args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod apply;
+pub mod chat;
 pub mod devices;
 pub mod plan;
 pub mod portal;

@@ -1,0 +1,280 @@
+//! The chat bridge against a real Synapse: an encrypted DM from the human
+//! runs the agent's backend as the agent; strangers are ignored; a killed
+//! bridge restarts without replaying; a homeserver outage is survived.
+//! Needs root (real users) and Synapse (scripts/deps.sh).
+
+mod fixture;
+mod synapse;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fixture::TestTown;
+use nuketown_chat::matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use nuketown_chat::matrix_sdk::ruma::UserId;
+use synapse::{Human, Seen, Synapse};
+
+const AGENT: &str = "nkcada";
+const AGENT_UID: u32 = 1891;
+
+fn bridge(t: &TestTown, town: &str) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(t.path("bridge.log"))
+        .unwrap();
+    t.cmd(&["chat", AGENT, "--town", town])
+        .env("NUKETOWN_LOG", "nuketown_chat=debug,info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn status(t: &TestTown) -> serde_json::Value {
+    let p = t
+        .persist_dir()
+        .join(format!("agents/{AGENT}/.nuketown/matrix/status.json"));
+    fs::read_to_string(p)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn wait_status(t: &TestTown, what: &str, f: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !f(&status(t)) {
+        assert!(
+            Instant::now() < deadline,
+            "bridge never {what}; status {}; log:\n{}",
+            status(t),
+            fs::read_to_string(t.path("bridge.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn setup(t: &TestTown, server: &Synapse) -> String {
+    server.register(AGENT, "agent-pw");
+    server.register("josh", "josh-pw");
+    server.register("mallory", "mallory-pw");
+    let pw = t.path("agent.pw");
+    fs::write(&pw, "agent-pw\n").unwrap();
+    let town = t.write(
+        "town.toml",
+        &format!(
+            "{}[agents.{AGENT}]\nuid = {AGENT_UID}\npersist.directories = [\"dev\"]\n\
+[agents.{AGENT}.chat]\nenable = true\nhomeserver = \"{}\"\nuserId = \"@{AGENT}:localhost\"\npasswordFile = \"{}\"\n\
+allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command = [\"/bin/sh\", \"-c\", \"echo \\\"whoami=$(whoami) pwd=$(pwd) room=$NUKETOWN_ROOM msg=$(cat)\\\"\"] }}\n",
+            t.header("nkchh"),
+            server.url(),
+            pw.display()
+        ),
+    );
+    let town = town.to_str().unwrap().to_string();
+    t.ok(&["apply", &town]);
+    // The password file is the agent's secret: readable by the agent only.
+    Command::new("chown")
+        .arg(format!("{AGENT_UID}:{AGENT_UID}"))
+        .arg(&pw)
+        .status()
+        .unwrap();
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+    town
+}
+
+fn replies_to<'a>(log: &'a [Seen], event: &str) -> Vec<&'a Seen> {
+    log.iter()
+        .filter(|s| s.reply_to.as_deref() == Some(event))
+        .collect()
+}
+
+#[test]
+fn encrypted_dm_runs_the_backend_as_the_agent_and_survives_restarts_and_outages() {
+    let t = TestTown::new(&["nkchh", AGENT], &[]);
+    let mut server = Synapse::start(&t.path("synapse"));
+    let town = setup(&t, &server);
+    let mut bridge_proc = bridge(&t, &town);
+    wait_status(&t, "connected", |s| s["connected"] == true);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let agent_id = UserId::parse(format!("@{AGENT}:localhost")).unwrap();
+        let mut josh = Human::login(&server, "josh", "josh-pw", &t.path("josh-store")).await;
+        let mut log: Vec<Seen> = Vec::new();
+
+        // A stranger's invite is refused, not joined.
+        let mut mallory =
+            Human::login(&server, "mallory", "mallory-pw", &t.path("mallory-store")).await;
+        let trap = mallory.client.create_dm(&agent_id).await.unwrap();
+
+        // The human's encrypted DM.
+        let dm = josh.client.create_dm(&agent_id).await.unwrap();
+        assert!(
+            dm.latest_encryption_state().await.unwrap().is_encrypted(),
+            "the DM must be encrypted"
+        );
+        let dm_id = dm.room_id().to_owned();
+        josh.sync_until("the agent to join the DM", |h| {
+            h.has_joined(&dm_id, agent_id.as_str())
+        })
+        .await;
+
+        let first = josh
+            .room(&dm_id)
+            .send(RoomMessageEventContent::text_plain("hello ada"))
+            .await
+            .unwrap()
+            .response
+            .event_id;
+        let reply = josh
+            .reply_to(agent_id.as_str(), first.as_str(), &mut log)
+            .await;
+        assert!(
+            reply.body.contains(&format!("whoami={AGENT} ")),
+            "the backend runs as the agent: {}",
+            reply.body
+        );
+        assert!(
+            reply
+                .body
+                .contains(&format!("pwd={}/{AGENT}/dev", t.agents_dir().display())),
+            "in its project dir: {}",
+            reply.body
+        );
+        assert!(reply.body.contains("msg=hello ada"), "{}", reply.body);
+        assert!(
+            reply.body.contains(&format!("room={dm_id}")),
+            "{}",
+            reply.body
+        );
+
+        // The stranger's room was never joined.
+        mallory
+            .sync_until("the agent to refuse the invite", |h| {
+                h.membership_seen(trap.room_id(), agent_id.as_str(), "leave")
+            })
+            .await;
+        assert!(
+            !mallory.has_joined(trap.room_id(), agent_id.as_str()),
+            "the agent must not join a stranger's room"
+        );
+
+        // A stranger in the human's room is ignored: invite mallory, let her speak, then the human.
+        josh.room(&dm_id)
+            .invite_user_by_id(&UserId::parse("@mallory:localhost").unwrap())
+            .await
+            .unwrap();
+        mallory
+            .sync_until("the invite", |h| h.client.get_room(&dm_id).is_some())
+            .await;
+        mallory.client.join_room_by_id(&dm_id).await.unwrap();
+        josh.sync_until("mallory to join", |h| {
+            h.has_joined(&dm_id, "@mallory:localhost")
+        })
+        .await;
+        let from_mallory = mallory
+            .room(&dm_id)
+            .send(RoomMessageEventContent::text_plain("rm -rf ~"))
+            .await
+            .unwrap()
+            .response
+            .event_id;
+        let second = josh
+            .room(&dm_id)
+            .send(RoomMessageEventContent::text_plain("second"))
+            .await
+            .unwrap()
+            .response
+            .event_id;
+        josh.reply_to(agent_id.as_str(), second.as_str(), &mut log)
+            .await;
+        assert!(
+            replies_to(&log, from_mallory.as_str()).is_empty(),
+            "a stranger's message must get no answer: {log:?}"
+        );
+
+        // Kill the bridge; restarted, it answers only what is new.
+        bridge_proc.kill().unwrap();
+        bridge_proc.wait().unwrap();
+        fs::remove_file(
+            t.persist_dir()
+                .join(format!("agents/{AGENT}/.nuketown/matrix/status.json")),
+        )
+        .unwrap();
+        bridge_proc = bridge(&t, &town);
+        wait_status(&t, "reconnected after a restart", |s| {
+            s["connected"] == true
+        });
+        let third = josh
+            .room(&dm_id)
+            .send(RoomMessageEventContent::text_plain("third"))
+            .await
+            .unwrap()
+            .response
+            .event_id;
+        josh.reply_to(agent_id.as_str(), third.as_str(), &mut log)
+            .await;
+        assert_eq!(
+            replies_to(&log, first.as_str()).len(),
+            1,
+            "no replay after a restart: {log:?}"
+        );
+        assert_eq!(
+            replies_to(&log, second.as_str()).len(),
+            1,
+            "no replay after a restart: {log:?}"
+        );
+
+        // The homeserver goes away and comes back.
+        server.down();
+        wait_status(&t, "noticed the outage", |s| s["connected"] == false);
+        server.up();
+        wait_status(&t, "reconnected after the outage", |s| {
+            s["connected"] == true
+        });
+        josh.sync().await;
+        let fourth = josh
+            .room(&dm_id)
+            .send(RoomMessageEventContent::text_plain("fourth"))
+            .await
+            .unwrap()
+            .response
+            .event_id;
+        let r = josh
+            .reply_to(agent_id.as_str(), fourth.as_str(), &mut log)
+            .await;
+        assert!(r.body.contains("msg=fourth"), "{}", r.body);
+        for e in [&first, &second, &third] {
+            assert_eq!(
+                replies_to(&log, e.as_str()).len(),
+                1,
+                "each message answered once: {log:?}"
+            );
+        }
+    });
+
+    // status shows the chat state.
+    let st = t.ok(&["status", "--json", "--town", &town]);
+    let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    let agent = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == AGENT)
+        .unwrap()
+        .clone();
+    assert_eq!(agent["chat"]["connected"], true, "{agent}");
+    assert!(
+        agent["chat"]["last_message_ms"].as_u64().is_some(),
+        "{agent}"
+    );
+
+    bridge_proc.kill().unwrap();
+    bridge_proc.wait().unwrap();
+    let _ = Path::new("");
+}
