@@ -260,6 +260,27 @@ in
         (attrNames agents);
     }
 
+    {
+      # Each agent with chat: its Matrix bridge, run as the agent.
+      systemd.services = mapAttrs'
+        (name: _: nameValuePair "nuketown-chat-${name}" {
+          description = "Nuketown: ${name}'s Matrix bridge";
+          wantedBy = [ "multi-user.target" ];
+          wants = [ "network-online.target" ];
+          after = [ "network-online.target" "nuketown-reset.service" ];
+          restartTriggers = [ townJson ];
+          serviceConfig = {
+            User = name;
+            ExecStart = "${nuketown} chat ${name} --town /etc/nuketown/town.json";
+            Restart = "always";
+            RestartSec = 5;
+            NoNewPrivileges = true;
+            PrivateTmp = true;
+          };
+        })
+        (filterAttrs (_: a: a.chat.enable or false) agents);
+    }
+
     (mkIf (cfg.btrfsDevice != null) {
       fileSystems.${cfg.agentsDir} = { device = cfg.btrfsDevice; fsType = "btrfs"; options = [ "subvol=agents" ]; };
       # A new round at boot: every home is a subvolume, recreated empty before the homes mount.

@@ -43,6 +43,8 @@ pub struct Unit {
     pub text: String,
     /// Target that wants it (enabled with a `.wants/` link), if any.
     pub wanted_by: Option<String>,
+    /// For a template (`name@.service`): the instances to enable.
+    pub instances: Vec<String>,
 }
 
 /// How apply may change the host.
@@ -249,11 +251,24 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
             if let Some(target) = &unit.wanted_by {
                 let wants = paths.systemd_dir.join(format!("{target}.wants"));
                 p.dir(&wants, 0o755, 0, 0, false);
-                let link = wants.join(&unit.name);
+                let links: Vec<String> = if unit.instances.is_empty() {
+                    vec![unit.name.clone()]
+                } else {
+                    unit.instances
+                        .iter()
+                        .map(|i| unit.name.replacen("@.", &format!("@{i}."), 1))
+                        .collect()
+                };
                 let want = PathBuf::from("..").join(&unit.name);
-                if fs::read_link(&link).ok().as_ref() != Some(&want) {
-                    p.push(Change::Symlink { link, target: want });
-                    changed = true;
+                for l in links {
+                    let link = wants.join(&l);
+                    if fs::read_link(&link).ok().as_ref() != Some(&want) {
+                        p.push(Change::Symlink {
+                            link,
+                            target: want.clone(),
+                        });
+                        changed = true;
+                    }
                 }
             }
         }

@@ -81,3 +81,14 @@ Before=multi-user.target nuketown-hall.service\nConditionPathExists=/etc/nuketow
         nuketown.display()
     )
 }
+
+/// `nuketown-chat@.service`: an agent's Matrix bridge, run as the agent.
+pub fn chat_unit(nuketown: &Path) -> String {
+    format!(
+        "# Written by nuketown apply.\n[Unit]\nDescription=Nuketown: %i's Matrix bridge\n\
+Wants=network-online.target\nAfter=network-online.target nuketown-reset.service\n\n\
+[Service]\nUser=%i\nExecStart={} chat %i --town /etc/nuketown/town.json\nRestart=always\nRestartSec=5\n\
+NoNewPrivileges=yes\nPrivateTmp=yes\n\n[Install]\nWantedBy=multi-user.target\n",
+        nuketown.display()
+    )
+}

@@ -207,6 +207,7 @@ fn systemd_running() -> bool {
 pub fn agent_units(name: &str, uid: u32) -> Vec<String> {
     vec![
         format!("nuketown-chat@{name}.service"),
+        format!("nuketown-chat-{name}.service"),
         format!("user@{uid}.service"),
     ]
 }

@@ -47,3 +47,8 @@ fn bashrc_puts_the_shim_first() {
 fn reset_unit_runs_before_agents_and_the_hall() {
     insta::assert_snapshot!(render::reset_unit(Path::new("/usr/local/bin/nuketown")));
 }
+
+#[test]
+fn chat_unit_runs_the_bridge_as_the_agent() {
+    insta::assert_snapshot!(render::chat_unit(Path::new("/usr/local/bin/nuketown")));
+}

@@ -77,6 +77,14 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
     );
     let town = town.to_str().unwrap().to_string();
     t.ok(&["apply", &town]);
+    // apply enables the agent's bridge unit.
+    let link = t.path(&format!(
+        "systemd/multi-user.target.wants/nuketown-chat@{AGENT}.service"
+    ));
+    assert_eq!(
+        fs::read_link(&link).unwrap(),
+        Path::new("../nuketown-chat@.service")
+    );
     // The password file is the agent's secret: readable by the agent only.
     Command::new("chown")
         .arg(format!("{AGENT_UID}:{AGENT_UID}"))
@@ -276,5 +284,88 @@ fn encrypted_dm_runs_the_backend_as_the_agent_and_survives_restarts_and_outages(
 
     bridge_proc.kill().unwrap();
     bridge_proc.wait().unwrap();
-    let _ = Path::new("");
+}
+
+/// Benchmark, not a test (run by bench/chat.sh): idle RSS of one bridge and
+/// message -> backend-start latency over 30 messages.
+#[test]
+#[ignore]
+fn chat_bridge_benchmark() {
+    let t = TestTown::new(&["nkchh", AGENT], &[]);
+    let server = Synapse::start(&t.path("synapse"));
+    let town = setup(&t, &server);
+    // The backend notes when it starts (ns since the epoch), then answers.
+    let stamp = t.path("started");
+    fs::write(&stamp, "").unwrap();
+    Command::new("chown")
+        .arg(format!("{AGENT_UID}:{AGENT_UID}"))
+        .arg(&stamp)
+        .status()
+        .unwrap();
+    let text = fs::read_to_string(&town).unwrap().replace(
+        "command = [\"/bin/sh\", \"-c\", \"echo \\\"whoami=$(whoami) pwd=$(pwd) room=$NUKETOWN_ROOM msg=$(cat)\\\"\"]",
+        &format!("command = [\"/bin/sh\", \"-c\", \"date +%s%N >> {}; cat\"]", stamp.display()),
+    );
+    fs::write(&town, text).unwrap();
+    t.ok(&["apply", &town]);
+    let mut bridge_proc = bridge(&t, &town);
+    wait_status(&t, "connected", |s| s["connected"] == true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut latencies = rt.block_on(async {
+        let agent_id = UserId::parse(format!("@{AGENT}:localhost")).unwrap();
+        let mut josh = Human::login(&server, "josh", "josh-pw", &t.path("josh-store")).await;
+        let dm = josh.client.create_dm(&agent_id).await.unwrap();
+        let dm_id = dm.room_id().to_owned();
+        josh.sync_until("the agent to join", |h| {
+            h.has_joined(&dm_id, agent_id.as_str())
+        })
+        .await;
+        let mut log = Vec::new();
+        let mut lat = Vec::new();
+        for i in 0..30 {
+            let before = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let ev = josh
+                .room(&dm_id)
+                .send(RoomMessageEventContent::text_plain(format!("m{i}")))
+                .await
+                .unwrap()
+                .response
+                .event_id;
+            josh.reply_to(agent_id.as_str(), ev.as_str(), &mut log)
+                .await;
+            let started: u128 = fs::read_to_string(&stamp)
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            lat.push((started - before) as f64 / 1e6);
+        }
+        lat
+    });
+    // Idle: nothing to do for 10 s, then read the bridge's resident memory.
+    std::thread::sleep(Duration::from_secs(10));
+    let rss = fs::read_to_string(format!("/proc/{}/status", bridge_proc.id()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .to_string();
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    println!("BENCH chat idle {rss}");
+    println!(
+        "BENCH chat message->backend start over {} messages: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        pct(0.5),
+        pct(0.95),
+        latencies[latencies.len() - 1]
+    );
+    bridge_proc.kill().unwrap();
+    bridge_proc.wait().unwrap();
 }

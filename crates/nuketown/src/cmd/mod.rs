@@ -51,6 +51,17 @@ pub fn options(
             name: "nuketown-reset.service".into(),
             text: nuketown_host::render::reset_unit(bin),
             wanted_by: Some("multi-user.target".into()),
+            instances: Vec::new(),
+        });
+        units.push(nuketown_host::Unit {
+            name: "nuketown-chat@.service".into(),
+            text: nuketown_host::render::chat_unit(bin),
+            wanted_by: Some("multi-user.target".into()),
+            instances: town
+                .enabled_agents()
+                .filter(|(_, a)| a.chat.enable)
+                .map(|(n, _)| n.clone())
+                .collect(),
         });
     }
     nuketown_host::Options {
