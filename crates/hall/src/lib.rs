@@ -1,1 +1,26 @@
-//! placeholder
+//! The town hall: a human approves every privilege escalation.
+//!
+//! An agent's `sudo` reaches root only through the entry point
+//! (`nuketown-elevate`), which sends the exact argv to the hall over a
+//! root-only socket and runs it only on an approval. The hall applies the
+//! agent's policy (deny, auto-approve, time-boxed grants, mock mode), asks the
+//! approvers otherwise, denies on every failure, and writes an audit log.
+
+pub mod audit;
+pub mod client;
+pub mod daemon;
+pub mod policy;
+pub mod protocol;
+pub mod render;
+pub mod time;
+
+/// The requester socket (root only).
+pub const REQUESTER_SOCKET: &str = "/run/nuketown/hall.sock";
+/// The approver socket (group [`APPROVERS_GROUP`]).
+pub const APPROVER_SOCKET: &str = "/run/nuketown/approvers.sock";
+/// The mock mode file.
+pub const MODE_FILE: &str = "/run/nuketown/mode";
+/// The audit log.
+pub const AUDIT_LOG: &str = "/var/lib/nuketown/audit.jsonl";
+/// The group whose members may connect to the approver socket.
+pub const APPROVERS_GROUP: &str = "nuketown-approvers";
