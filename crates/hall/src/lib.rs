@@ -24,3 +24,20 @@ pub const MODE_FILE: &str = "/run/nuketown/mode";
 pub const AUDIT_LOG: &str = "/var/lib/nuketown/audit.jsonl";
 /// The group whose members may connect to the approver socket.
 pub const APPROVERS_GROUP: &str = "nuketown-approvers";
+
+/// The PATH the entry point looks commands up in, and runs them with.
+pub const SAFE_PATH: &str = "/run/wrappers/bin:/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The executable `program` names: itself when it holds a `/` (relative to
+/// `cwd`), else the first executable file of that name in [`SAFE_PATH`].
+pub fn resolve_program(program: &str, cwd: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        let p = cwd.join(program);
+        return p.is_file().then_some(p);
+    }
+    SAFE_PATH
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(program))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}

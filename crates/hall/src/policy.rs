@@ -53,6 +53,19 @@ fn policy(approved: bool, reason: String) -> Automatic {
     }
 }
 
+/// Whether a rule matches the (resolved) argv. A rule naming its program
+/// without a `/` means the program `sudo NAME` would run: the same lookup in
+/// the safe PATH, never "any file called NAME".
+pub fn rule_matches(rule: &nuketown_town::CommandRule, argv: &[String]) -> bool {
+    if rule.argv.first().is_some_and(|p| !p.contains('/')) {
+        let Some(resolved) = crate::resolve_program(&rule.argv[0], Path::new("/")) else { return false };
+        let mut r = rule.clone();
+        r.argv[0] = resolved.to_string_lossy().into_owned();
+        return r.matches(argv);
+    }
+    rule.matches(argv)
+}
+
 /// Rules and grants: `Some` when they decide.
 pub fn by_rules(
     name: &str,
@@ -65,7 +78,7 @@ pub fn by_rules(
     if !agent.sudo.enable {
         return Some(policy(false, format!("agents.{name}.sudo.enable is false")));
     }
-    if let Some(i) = agent.sudo.deny.iter().position(|r| r.matches(argv)) {
+    if let Some(i) = agent.sudo.deny.iter().position(|r| rule_matches(r, argv)) {
         return Some(policy(
             false,
             format!("matches agents.{name}.sudo.deny[{i}]"),
@@ -73,7 +86,7 @@ pub fn by_rules(
     }
     // Rules are about commands as root; another target user always asks a human.
     if user == "root" {
-        if let Some(i) = agent.sudo.auto_approve.iter().position(|r| r.matches(argv)) {
+        if let Some(i) = agent.sudo.auto_approve.iter().position(|r| rule_matches(r, argv)) {
             return Some(policy(
                 true,
                 format!("matches agents.{name}.sudo.autoApprove[{i}]"),

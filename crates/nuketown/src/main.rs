@@ -34,6 +34,9 @@ enum Command {
     Portal(cmd::portal::Args),
     Render(cmd::render::Args),
     Chat(cmd::chat::Args),
+    Hall(cmd::hall::Args),
+    Approvals(cmd::approvals::Args),
+    Audit(cmd::audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,9 @@ fn main() -> ExitCode {
         Command::Portal(args) => cmd::portal::run(town, args),
         Command::Render(args) => cmd::render::run(town, args),
         Command::Chat(args) => cmd::chat::run(town, args),
+        Command::Hall(args) => cmd::hall::run(town, args),
+        Command::Approvals(args) => cmd::approvals::run(town, args),
+        Command::Audit(args) => cmd::audit::run(town, args),
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
 pub mod apply;
+pub mod approvals;
+pub mod audit;
 pub mod chat;
 pub mod devices;
+pub mod hall;
 pub mod plan;
 pub mod portal;
 pub mod render;
@@ -31,8 +34,17 @@ pub fn load_town(positional: Option<&Path>, global: Option<&Path>) -> Result<Tow
 }
 
 /// The privilege path (sudoers drop-in, sudo shim, entry point) rendered by the town hall.
-pub fn privileged(_town: &Town) -> Option<nuketown_host::Privileged> {
-    None
+pub fn privileged(town: &Town) -> Option<nuketown_host::Privileged> {
+    // The entry point is built next to this binary.
+    let elevate_binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("nuketown-elevate")))
+        .filter(|p| p.is_file());
+    Some(nuketown_host::Privileged {
+        sudoers: nuketown_hall::render::sudoers(town),
+        shim: nuketown_hall::render::shim(&town.hall.elevate_path),
+        elevate_binary,
+    })
 }
 
 /// How apply/plan change this host: prune flags, the privilege path, the
@@ -53,6 +65,13 @@ pub fn options(
             wanted_by: Some("multi-user.target".into()),
             instances: Vec::new(),
         });
+        for (name, text, target) in [
+            ("nuketown-hall.service", nuketown_hall::render::hall_service(bin), "multi-user.target"),
+            ("nuketown-hall.socket", nuketown_hall::render::hall_socket(), "sockets.target"),
+            ("nuketown-approvers.socket", nuketown_hall::render::approvers_socket(), "sockets.target"),
+        ] {
+            units.push(nuketown_host::Unit { name: name.into(), text, wanted_by: Some(target.into()), instances: Vec::new() });
+        }
         units.push(nuketown_host::Unit {
             name: "nuketown-chat@.service".into(),
             text: nuketown_host::render::chat_unit(bin),

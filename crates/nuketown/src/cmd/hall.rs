@@ -1,0 +1,40 @@
+//! `nuketown hall`: the town hall daemon.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+/// Run the town hall: hold agents' privilege requests, apply their policies,
+/// ask the approvers, and record every decision. Run it as root (the
+/// `nuketown-hall` service does, with socket activation).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Requester socket (the entry point's; root only).
+    #[arg(long, env = "NUKETOWN_HALL_SOCKET", default_value = nuketown_hall::REQUESTER_SOCKET)]
+    socket: PathBuf,
+    /// Approver socket (group nuketown-approvers).
+    #[arg(long, env = "NUKETOWN_APPROVER_SOCKET", default_value = nuketown_hall::APPROVER_SOCKET)]
+    approver_socket: PathBuf,
+    /// Mock mode file (MOCK_APPROVED / MOCK_DENIED, honoured only from an approver's own file).
+    #[arg(long, env = "NUKETOWN_MODE_FILE", default_value = nuketown_hall::MODE_FILE)]
+    mode_file: PathBuf,
+    /// Audit log (JSON lines).
+    #[arg(long, env = "NUKETOWN_AUDIT_LOG", default_value = nuketown_hall::AUDIT_LOG)]
+    audit_log: PathBuf,
+}
+
+/// Run the daemon.
+pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
+    let town = super::town_path(None, global)?;
+    let cfg = nuketown_hall::daemon::Config {
+        requester_socket: args.socket,
+        approver_socket: args.approver_socket,
+        mode_file: args.mode_file,
+        audit_log: args.audit_log,
+        town,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(nuketown_hall::daemon::run(cfg)).context("the town hall stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
