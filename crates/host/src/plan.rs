@@ -252,7 +252,10 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
                 let wants = paths.systemd_dir.join(format!("{target}.wants"));
                 p.dir(&wants, 0o755, 0, 0, false);
                 let links: Vec<String> = if unit.name.contains("@.") {
-                    unit.instances.iter().map(|i| unit.name.replacen("@.", &format!("@{i}."), 1)).collect()
+                    unit.instances
+                        .iter()
+                        .map(|i| unit.name.replacen("@.", &format!("@{i}."), 1))
+                        .collect()
                 } else if unit.instances.is_empty() {
                     vec![unit.name.clone()]
                 } else {

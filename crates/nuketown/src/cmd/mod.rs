@@ -66,11 +66,28 @@ pub fn options(
             instances: Vec::new(),
         });
         for (name, text, target) in [
-            ("nuketown-hall.service", nuketown_hall::render::hall_service(bin), "multi-user.target"),
-            ("nuketown-hall.socket", nuketown_hall::render::hall_socket(), "sockets.target"),
-            ("nuketown-approvers.socket", nuketown_hall::render::approvers_socket(), "sockets.target"),
+            (
+                "nuketown-hall.service",
+                nuketown_hall::render::hall_service(bin),
+                "multi-user.target",
+            ),
+            (
+                "nuketown-hall.socket",
+                nuketown_hall::render::hall_socket(),
+                "sockets.target",
+            ),
+            (
+                "nuketown-approvers.socket",
+                nuketown_hall::render::approvers_socket(),
+                "sockets.target",
+            ),
         ] {
-            units.push(nuketown_host::Unit { name: name.into(), text, wanted_by: Some(target.into()), instances: Vec::new() });
+            units.push(nuketown_host::Unit {
+                name: name.into(),
+                text,
+                wanted_by: Some(target.into()),
+                instances: Vec::new(),
+            });
         }
         units.push(nuketown_host::Unit {
             name: "nuketown-chat@.service".into(),
