@@ -1,6 +1,8 @@
-//! The audit log: every request, decision and exit status appended as one
-//! JSON line (and logged through tracing, hence the journal).
+//! The audit log: every decision, and later the approved command's exit
+//! status, appended as one JSON line each (and logged through tracing, hence
+//! the journal). `nuketown audit` joins the two by request id.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use crate::protocol::DecidedBy;
 use crate::time::{now_ms, rfc3339};
 
 /// One line of the audit log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// Request id.
     pub id: String,
@@ -19,11 +21,11 @@ pub struct Record {
     pub time: String,
     /// `decision` or `exit`.
     pub event: String,
-    /// The agent (or the uid's name when not an agent).
+    /// The agent (or the uid's user name when it is not an agent).
     pub agent: String,
-    /// The agent's uid.
+    /// The agent's uid, from sudo's `SUDO_UID`.
     pub uid: u32,
-    /// Exact argv (decision records).
+    /// Exact argv.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub argv: Vec<String>,
     /// Working directory.
@@ -32,7 +34,13 @@ pub struct Record {
     /// Target user.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target: String,
-    /// approved, denied, cancelled.
+    /// Target group, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Whether the agent could change the executable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent_can_write: bool,
+    /// `approved`, `denied` or `cancelled` (decision records).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub decision: String,
     /// Why.
@@ -44,16 +52,16 @@ pub struct Record {
     /// A mock-mode decision.
     #[serde(default)]
     pub mock: bool,
-    /// From request to decision, in ms.
+    /// From the request's arrival to its decision, in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
-    /// The command's exit status (exit records).
+    /// The command's exit status: exit code, or 128 + signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_status: Option<i32>,
 }
 
 impl Record {
-    /// A record stamped now.
+    /// An empty record stamped now.
     pub fn new(id: &str, event: &str, agent: &str, uid: u32) -> Record {
         Record {
             id: id.to_string(),
@@ -64,6 +72,8 @@ impl Record {
             argv: Vec::new(),
             cwd: String::new(),
             target: String::new(),
+            group: None,
+            agent_can_write: false,
             decision: String::new(),
             reason: String::new(),
             decided_by: None,
@@ -81,19 +91,30 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// The log at `path` (created 0600 on first write).
+    /// The log at `path`: created 0640, group `nuketown-approvers` so approvers can read it.
     pub fn new(path: &Path) -> AuditLog {
         AuditLog {
             path: path.to_path_buf(),
         }
     }
 
-    /// Append a record (one write, O_APPEND) and log it.
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append a record (one `write` on an `O_APPEND` file) and log it.
     pub fn append(&self, r: &Record) -> std::io::Result<()> {
-        tracing::info!(
-            id = %r.id, event = %r.event, agent = %r.agent, uid = r.uid, argv = ?r.argv, decision = %r.decision,
-            by = ?r.decided_by, mock = r.mock, exit = ?r.exit_status, "{}", r.reason
-        );
+        if r.event == "exit" {
+            tracing::info!(id = %r.id, agent = %r.agent, uid = r.uid, exit = ?r.exit_status, "command ended");
+        } else {
+            tracing::info!(
+                id = %r.id, agent = %r.agent, uid = r.uid, argv = ?r.argv, cwd = %r.cwd, target = %r.target,
+                decision = %r.decision, who = r.decided_by.as_ref().map(|b| b.who.as_str()),
+                channel = r.decided_by.as_ref().map(|b| b.channel.as_str()), mock = r.mock,
+                latency_ms = r.latency_ms, "{}", r.reason
+            );
+        }
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -102,12 +123,17 @@ impl AuditLog {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .mode(0o600)
+            .mode(0o640)
             .open(&self.path)?;
+        if f.metadata()?.len() == 0 {
+            if let Ok(Some(g)) = nix::unistd::Group::from_name(crate::APPROVERS_GROUP) {
+                let _ = nix::unistd::fchown(std::os::fd::AsRawFd::as_raw_fd(&f), None, Some(g.gid));
+            }
+        }
         f.write_all(&line)
     }
 
-    /// Every record, oldest first (unparsable lines are skipped with a warning).
+    /// Every record, oldest first (lines that are not records are skipped with a warning).
     pub fn read(path: &Path) -> std::io::Result<Vec<Record>> {
         let text = std::fs::read_to_string(path)?;
         Ok(text
@@ -125,4 +151,22 @@ impl AuditLog {
             })
             .collect())
     }
+}
+
+/// Decision records with their command's exit status filled in from the
+/// matching exit record, oldest first.
+pub fn joined(records: Vec<Record>) -> Vec<Record> {
+    let exits: HashMap<String, i32> = records
+        .iter()
+        .filter(|r| r.event == "exit")
+        .filter_map(|r| Some((r.id.clone(), r.exit_status?)))
+        .collect();
+    records
+        .into_iter()
+        .filter(|r| r.event == "decision")
+        .map(|mut r| {
+            r.exit_status = r.exit_status.or_else(|| exits.get(&r.id).copied());
+            r
+        })
+        .collect()
 }

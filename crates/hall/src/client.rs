@@ -1,12 +1,15 @@
 //! Blocking clients of the hall's two sockets: the approver side (for
-//! `nuketown approvals` and the desktop and Matrix approvers) and the
-//! requester side (for the entry point).
+//! `nuketown approvals`, the desktop and Matrix approvers) and the requester
+//! side (for the entry point).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::Duration;
 
-use crate::protocol::{self, FromApprover, FromRequester, ToApprover, ToRequester, VERSION};
+use crate::protocol::{
+    self, FromApprover, FromRequester, RequestView, ToApprover, ToRequester, MAX_LINE, VERSION,
+};
 
 /// Why talking to the hall failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,110 +22,191 @@ pub enum ClientError {
         /// Why.
         source: std::io::Error,
     },
+    /// No answer in time.
+    #[error("the town hall did not answer in time")]
+    TimedOut,
     /// The connection broke.
-    #[error("the town hall went away: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("the connection to the town hall broke: {0}")]
+    Io(std::io::Error),
     /// The hall closed the connection.
-    #[error("the town hall closed the connection (are you an approver? members of group nuketown-approvers listed in the town)")]
+    #[error("the town hall closed the connection")]
     Closed,
-    /// The hall said something unexpected.
+    /// The hall said something that is not protocol v1.
     #[error("unexpected answer from the town hall: {0}")]
     Protocol(String),
-    /// The hall refused.
+    /// The hall refused the last message.
     #[error("{0}")]
     Refused(String),
 }
 
-/// A connection to the approver socket.
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ClientError::TimedOut,
+            _ => ClientError::Io(e),
+        }
+    }
+}
+
+fn connect(path: &Path) -> Result<UnixStream, ClientError> {
+    UnixStream::connect(path).map_err(|source| ClientError::Connect {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Read one line (at most [`MAX_LINE`] bytes); `Closed` at the end.
+fn read_line(rd: &mut BufReader<UnixStream>) -> Result<Vec<u8>, ClientError> {
+    let mut line = Vec::new();
+    let n = rd
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Err(ClientError::Closed);
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(if line.len() > MAX_LINE {
+            ClientError::Protocol("an answer longer than the protocol allows".into())
+        } else {
+            ClientError::Closed
+        });
+    }
+    Ok(line)
+}
+
+/// A connection to the approver socket. The hall knows who we are from the
+/// socket itself (SO_PEERCRED).
 pub struct Approver {
     rd: BufReader<UnixStream>,
     wr: UnixStream,
 }
 
+/// The sending half of an [`Approver`] connection, for answering from
+/// another thread while one reads events.
+pub struct ApproverSender {
+    wr: UnixStream,
+}
+
+impl ApproverSender {
+    /// Send a decision for exactly this request (id, agent and argv as shown);
+    /// the hall answers `ok` or `error` on the connection.
+    pub fn send_decision(
+        &mut self,
+        r: &RequestView,
+        approve: bool,
+        grant_secs: Option<u64>,
+        channel: &str,
+    ) -> Result<(), ClientError> {
+        send(&mut self.wr, &decision(r, approve, grant_secs, channel))
+    }
+}
+
+fn send(wr: &mut UnixStream, m: &impl serde::Serialize) -> Result<(), ClientError> {
+    wr.write_all(&protocol::encode(m))?;
+    Ok(())
+}
+
+fn decision(
+    r: &RequestView,
+    approve: bool,
+    grant_secs: Option<u64>,
+    channel: &str,
+) -> FromApprover {
+    FromApprover::Decide {
+        v: VERSION,
+        id: r.id.clone(),
+        agent: r.agent.clone(),
+        argv: r.argv.clone(),
+        approve,
+        grant_secs,
+        channel: channel.to_string(),
+    }
+}
+
 impl Approver {
-    /// Connect (as the calling user; the hall identifies us by SO_PEERCRED).
+    /// Connect as the calling user.
     pub fn connect(path: &Path) -> Result<Approver, ClientError> {
-        let s = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let s = connect(path)?;
         Ok(Approver {
             rd: BufReader::new(s.try_clone()?),
             wr: s,
         })
     }
 
-    fn send(&mut self, m: &FromApprover) -> Result<(), ClientError> {
-        self.wr.write_all(&protocol::encode(m))?;
+    /// Give up reading after `t` (`None`: wait forever).
+    pub fn set_timeout(&self, t: Option<Duration>) -> Result<(), ClientError> {
+        self.wr.set_read_timeout(t)?;
+        Ok(())
+    }
+
+    /// A second handle for sending on this connection.
+    pub fn sender(&self) -> Result<ApproverSender, ClientError> {
+        Ok(ApproverSender {
+            wr: self.wr.try_clone()?,
+        })
+    }
+
+    /// Send any message (tools and tests that speak the protocol by hand).
+    pub fn send(&mut self, m: &FromApprover) -> Result<(), ClientError> {
+        send(&mut self.wr, m)
+    }
+
+    /// Send raw bytes (tests of what the hall does with bad input).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.wr.write_all(bytes)?;
         Ok(())
     }
 
     /// The next message from the hall.
-    pub fn next(&mut self) -> Result<ToApprover, ClientError> {
-        let mut line = Vec::new();
-        if self.rd.read_until(b'\n', &mut line)? == 0 {
-            return Err(ClientError::Closed);
-        }
+    pub fn recv(&mut self) -> Result<ToApprover, ClientError> {
+        let line = read_line(&mut self.rd)?;
         protocol::parse_to_approver(&line).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    fn requests(&mut self) -> Result<Vec<RequestView>, ClientError> {
+        match self.recv()? {
+            ToApprover::Requests { requests } => Ok(requests),
+            ToApprover::Error { message, .. } => Err(ClientError::Refused(message)),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
     /// The pending requests.
-    pub fn list(&mut self) -> Result<Vec<protocol::RequestView>, ClientError> {
+    pub fn list(&mut self) -> Result<Vec<RequestView>, ClientError> {
         self.send(&FromApprover::List { v: VERSION })?;
-        match self.next()? {
-            ToApprover::Requests { requests } => Ok(requests),
-            ToApprover::Error { message } => Err(ClientError::Refused(message)),
-            other => Err(ClientError::Protocol(format!("{other:?}"))),
-        }
+        self.requests()
     }
 
-    /// Start streaming; returns what is pending now. Then call [`Approver::next`].
-    pub fn watch(&mut self) -> Result<Vec<protocol::RequestView>, ClientError> {
-        self.send(&FromApprover::Watch { v: VERSION })?;
-        match self.next()? {
-            ToApprover::Requests { requests } => Ok(requests),
-            ToApprover::Error { message } => Err(ClientError::Refused(message)),
-            other => Err(ClientError::Protocol(format!("{other:?}"))),
-        }
-    }
-
-    /// Send a decision for exactly this request (id, agent and argv must match).
-    pub fn send_decision(
-        &mut self,
-        r: &protocol::RequestView,
-        approve: bool,
-        grant_secs: Option<u64>,
-        channel: &str,
-    ) -> Result<(), ClientError> {
-        self.send(&FromApprover::Decide {
+    /// Start streaming on `channel`; returns what is pending now. Then call
+    /// [`Approver::recv`] for each new request and resolution.
+    pub fn watch(&mut self, channel: &str) -> Result<Vec<RequestView>, ClientError> {
+        self.send(&FromApprover::Watch {
             v: VERSION,
-            id: r.id.clone(),
-            agent: r.agent.clone(),
-            argv: r.argv.clone(),
-            approve,
-            grant_secs,
-            channel: channel.to_string(),
-        })
+            channel: Some(channel.to_string()),
+        })?;
+        self.requests()
     }
 
-    /// Decide and wait for the hall's answer (not for use while watching).
+    /// Decide and wait for the hall's answer (not while watching: events
+    /// would come first).
     pub fn decide(
         &mut self,
-        r: &protocol::RequestView,
+        r: &RequestView,
         approve: bool,
         grant_secs: Option<u64>,
         channel: &str,
     ) -> Result<(), ClientError> {
-        self.send_decision(r, approve, grant_secs, channel)?;
-        match self.next()? {
+        self.send(&decision(r, approve, grant_secs, channel))?;
+        match self.recv()? {
             ToApprover::Ok { .. } => Ok(()),
-            ToApprover::Error { message } => Err(ClientError::Refused(message)),
+            ToApprover::Error { message, .. } => Err(ClientError::Refused(message)),
             other => Err(ClientError::Protocol(format!("{other:?}"))),
         }
     }
 }
 
-/// The entry point's conversation: send the request, read until the decision.
+/// The entry point's conversation: one request, its decision, the exit status.
 pub struct Requester {
     rd: BufReader<UnixStream>,
     wr: UnixStream,
@@ -131,41 +215,45 @@ pub struct Requester {
 impl Requester {
     /// Connect to the requester socket.
     pub fn connect(path: &Path) -> Result<Requester, ClientError> {
-        let s = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let s = connect(path)?;
         Ok(Requester {
             rd: BufReader::new(s.try_clone()?),
             wr: s,
         })
     }
 
-    /// Send the request.
-    pub fn ask(&mut self, ask: protocol::Ask) -> Result<(), ClientError> {
-        self.wr
-            .write_all(&protocol::encode(&FromRequester::Request {
-                v: VERSION,
-                ask,
-            }))?;
+    /// Give up reading after `t` (`None`: wait forever).
+    pub fn set_timeout(&self, t: Option<Duration>) -> Result<(), ClientError> {
+        self.wr.set_read_timeout(t)?;
         Ok(())
     }
 
-    /// The next message (pending or decision).
-    pub fn next(&mut self) -> Result<ToRequester, ClientError> {
-        let mut line = Vec::new();
-        if self.rd.read_until(b'\n', &mut line)? == 0 {
-            return Err(ClientError::Closed);
-        }
+    /// Send the request.
+    pub fn ask(&mut self, ask: protocol::Ask) -> Result<(), ClientError> {
+        send(&mut self.wr, &FromRequester::Request { v: VERSION, ask })
+    }
+
+    /// Send raw bytes (tests of what the hall does with bad input).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.wr.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// The next message: pending, or the decision.
+    pub fn recv(&mut self) -> Result<ToRequester, ClientError> {
+        let line = read_line(&mut self.rd)?;
         protocol::parse_to_requester(&line).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Report the approved command's exit status (for the audit log).
     pub fn exit(&mut self, id: &str, status: i32) -> Result<(), ClientError> {
-        self.wr.write_all(&protocol::encode(&FromRequester::Exit {
-            id: id.to_string(),
-            status,
-        }))?;
-        Ok(())
+        send(
+            &mut self.wr,
+            &FromRequester::Exit {
+                v: VERSION,
+                id: id.to_string(),
+                status,
+            },
+        )
     }
 }

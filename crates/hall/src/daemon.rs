@@ -1,29 +1,35 @@
-//! The town hall daemon: two sockets, one state.
+//! The town hall daemon: two sockets over one [`State`].
 //!
 //! The requester socket (root only) takes requests from the entry point; the
 //! approver socket (group `nuketown-approvers`) serves approvers. Peers are
-//! identified by SO_PEERCRED only. Every path that is not an explicit
-//! approval ends in a denial: timeout, malformed message, requester gone.
+//! identified by SO_PEERCRED, never by what they say. Every path that is not
+//! an explicit approval ends in a denial: timeout, malformed or oversized
+//! message, unknown agent, unreadable town, approvers gone, hall stopping.
 
 use std::collections::HashMap;
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nuketown_town::Town;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, oneshot, Mutex};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::audit::{AuditLog, Record};
-use crate::policy::{self, Automatic, Grant};
+use crate::policy::{self, Automatic, Identity, MockRefusal};
 use crate::protocol::{
-    self, DecidedBy, FromApprover, FromRequester, RequestView, ToApprover, ToRequester, MAX_LINE,
-    VERSION,
+    self, Ask, DecidedBy, FromApprover, FromRequester, RequestView, ToApprover, ToRequester,
+    MAX_LINE, VERSION,
 };
+use crate::state::{Outcome, State};
 use crate::time::now_ms;
+
+/// How long a requester has to send its request after connecting.
+const REQUEST_WITHIN: Duration = Duration::from_secs(10);
 
 /// Where the hall listens and writes.
 #[derive(Debug, Clone)]
@@ -36,7 +42,7 @@ pub struct Config {
     pub mode_file: PathBuf,
     /// Audit log.
     pub audit_log: PathBuf,
-    /// The town file (re-read on every request, so policy changes apply at once).
+    /// The town file, re-read whenever it changes, so policy changes apply at once.
     pub town: PathBuf,
 }
 
@@ -52,48 +58,74 @@ impl Default for Config {
     }
 }
 
-/// How a pending request ended.
-#[derive(Debug, Clone)]
-struct Outcome {
-    approved: bool,
-    by: DecidedBy,
-    reason: String,
+/// The town as last read, with its approvers' uids.
+struct Loaded {
+    town: Town,
+    approvers: Vec<(u32, String)>,
 }
 
-struct Pending {
-    view: RequestView,
-    decide: oneshot::Sender<Outcome>,
+/// Identity of the files a [`Loaded`] came from: town file and /etc/passwd.
+type Stamp = [(u64, u64, u64, i64, i64); 2];
+
+fn stamp_of(path: &Path) -> (u64, u64, u64, i64, i64) {
+    std::fs::metadata(path).map_or((0, 0, 0, 0, 0), |m| {
+        (
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime_nsec() + m.mtime() * 1_000_000_000,
+            m.ctime_nsec() + m.ctime() * 1_000_000_000,
+        )
+    })
 }
 
-struct State {
-    cfg: Config,
-    audit: AuditLog,
-    pending: Mutex<HashMap<String, Pending>>,
-    grants: Mutex<Vec<Grant>>,
-    events: broadcast::Sender<ToApprover>,
+/// Reads the town only when it (or the user database) changed.
+struct TownCache {
+    path: PathBuf,
+    last: Mutex<Option<(Stamp, Arc<Loaded>)>>,
 }
 
-/// An unguessable request id: 128 random bits, hex.
-fn new_id() -> String {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut b);
+impl TownCache {
+    fn get(&self) -> Result<Arc<Loaded>, String> {
+        let stamp = [stamp_of(&self.path), stamp_of(Path::new("/etc/passwd"))];
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, l)) = last.as_ref() {
+            if *s == stamp {
+                return Ok(l.clone());
+            }
+        }
+        let town = nuketown_town::load(&self.path).map_err(|e| {
+            format!("the town cannot be read ({e}); every request is denied until it is fixed")
+        })?;
+        let approvers = town
+            .approvers()
+            .into_iter()
+            .filter_map(|n| {
+                nix::unistd::User::from_name(&n)
+                    .ok()
+                    .flatten()
+                    .map(|u| (u.uid.as_raw(), n))
+            })
+            .collect();
+        let loaded = Arc::new(Loaded { town, approvers });
+        *last = Some((stamp, loaded.clone()));
+        Ok(loaded)
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn load_town(path: &Path) -> Result<Town, String> {
-    nuketown_town::load(path)
-        .map_err(|e| format!("the town cannot be read ({e}); denying everything until it is fixed"))
+/// An unguessable request id: 128 bits from the kernel's random source, hex.
+fn new_id() -> std::io::Result<String> {
+    let mut b = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// Read one line of at most MAX_LINE bytes; None at EOF, Err when too long or broken.
-async fn read_line<R: tokio::io::AsyncRead + Unpin>(
-    r: &mut BufReader<R>,
-) -> Result<Option<Vec<u8>>, String> {
+/// Read one line of at most [`MAX_LINE`] bytes: `None` at a clean end,
+/// an error when it is too long or cut off.
+async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<Option<Vec<u8>>, String> {
     let mut buf = Vec::new();
-    let mut limited = (&mut *r).take(MAX_LINE as u64 + 1);
-    let n = limited
+    let n = (&mut *r)
+        .take(MAX_LINE as u64 + 1)
         .read_until(b'\n', &mut buf)
         .await
         .map_err(|e| e.to_string())?;
@@ -101,13 +133,19 @@ async fn read_line<R: tokio::io::AsyncRead + Unpin>(
         return Ok(None);
     }
     if buf.last() != Some(&b'\n') {
-        if buf.len() > MAX_LINE {
-            return Err(format!("message longer than {MAX_LINE} bytes"));
-        }
-        return Err("connection closed mid-message".into());
+        return Err(if buf.len() > MAX_LINE {
+            protocol::ProtocolError::TooLong.to_string()
+        } else {
+            "the connection closed in the middle of a message".into()
+        });
     }
     buf.pop();
     Ok(Some(buf))
+}
+
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, m: &impl serde::Serialize) -> std::io::Result<()> {
+    w.write_all(&protocol::encode(m)).await?;
+    w.flush().await
 }
 
 fn user_name(uid: u32) -> Option<String> {
@@ -117,461 +155,463 @@ fn user_name(uid: u32) -> Option<String> {
         .map(|u| u.name)
 }
 
-fn user_gids(name: &str, gid: u32) -> Vec<u32> {
-    let mut gids = vec![gid];
-    if let Ok(text) = std::fs::read_to_string("/etc/group") {
-        for l in text.lines() {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
-                if let Ok(g) = f[2].parse() {
-                    gids.push(g);
-                }
-            }
-        }
+fn by_hall(channel: &str) -> DecidedBy {
+    DecidedBy {
+        who: "hall".into(),
+        channel: channel.into(),
     }
-    gids
 }
 
-/// Approvers as (uid, name), for peer checks and the mock file.
-fn approver_uids(town: &Town) -> Vec<(u32, String)> {
-    town.approvers()
-        .into_iter()
-        .filter_map(|n| {
-            nix::unistd::User::from_name(&n)
-                .ok()
-                .flatten()
-                .map(|u| (u.uid.as_raw(), n))
+/// The daemon: state, configuration, the town, the audit log.
+pub struct Hall {
+    cfg: Config,
+    state: State,
+    town: TownCache,
+    audit: AuditLog,
+    /// Requester connections still open, so a stopping hall can let them hear their denial.
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// What the audit log needs to know about a request.
+struct Asked<'a> {
+    id: &'a str,
+    agent: &'a str,
+    uid: u32,
+    ask: Option<&'a Ask>,
+    agent_can_write: bool,
+    arrived: Instant,
+}
+
+impl Hall {
+    /// A hall with this configuration (nothing bound yet).
+    pub fn new(cfg: Config) -> Arc<Hall> {
+        Arc::new(Hall {
+            town: TownCache {
+                path: cfg.town.clone(),
+                last: Mutex::new(None),
+            },
+            audit: AuditLog::new(&cfg.audit_log),
+            state: State::new(),
+            cfg,
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
         })
-        .collect()
-}
+    }
 
-async fn send<W: tokio::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    m: &impl serde::Serialize,
-) -> std::io::Result<()> {
-    w.write_all(&protocol::encode(m)).await
-}
+    /// The shared state (pending requests, grants, watchers).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
 
-impl State {
-    fn record_decision(
+    fn record(
         &self,
-        id: &str,
-        agent: &str,
-        uid: u32,
-        ask: Option<&protocol::Ask>,
+        a: &Asked<'_>,
         approved: Option<bool>,
         by: &DecidedBy,
         reason: &str,
         mock: bool,
-        asked: Instant,
     ) {
-        let mut r = Record::new(id, "decision", agent, uid);
-        if let Some(a) = ask {
-            r.argv = a.argv.clone();
-            r.cwd = a.cwd.clone();
-            r.target = a.user.clone();
+        let mut r = Record::new(a.id, "decision", a.agent, a.uid);
+        if let Some(ask) = a.ask {
+            r.argv = ask.argv.clone();
+            r.cwd = ask.cwd.clone();
+            r.target = ask.user.clone();
+            r.group = ask.group.clone();
         }
+        r.agent_can_write = a.agent_can_write;
         r.decision = match approved {
             Some(true) => "approved",
             Some(false) => "denied",
             None => "cancelled",
         }
-        .to_string();
-        r.reason = reason.to_string();
+        .into();
+        r.reason = reason.into();
         r.decided_by = Some(by.clone());
         r.mock = mock;
-        r.latency_ms = Some(asked.elapsed().as_millis() as u64);
+        r.latency_ms = Some(a.arrived.elapsed().as_millis() as u64);
         if let Err(e) = self.audit.append(&r) {
             tracing::error!(
                 "cannot write the audit log {}: {e}",
-                self.cfg.audit_log.display()
+                self.audit.path().display()
             );
         }
     }
 
     /// One requester connection: a request, its decision, the exit status.
     async fn serve_requester(self: Arc<Self>, stream: UnixStream) {
-        let asked = Instant::now();
-        let peer = stream.peer_cred().ok();
-        if peer.map(|p| p.uid()) != Some(0) {
-            tracing::warn!(peer = ?peer.map(|p| p.uid()), "refused a requester that is not root");
-            return; // not even a denial: nothing for non-root peers
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.clone().requester(stream).await;
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    async fn requester(self: Arc<Self>, stream: UnixStream) {
+        let arrived = Instant::now();
+        let peer = stream.peer_cred().map(|p| p.uid()).ok();
+        if peer != Some(0) {
+            // Nothing at all for a peer that is not root: not even a denial.
+            tracing::warn!(peer_uid = ?peer, "closed a requester connection from a peer that is not root");
+            return;
         }
         let (rd, mut wr) = stream.into_split();
         let mut rd = BufReader::new(rd);
-        let id = new_id();
-        let hall = DecidedBy {
-            who: "hall".into(),
-            channel: "hall".into(),
+        let id = match new_id() {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!("no randomness for a request id ({e}); denying");
+                return;
+            }
         };
-        let deny = |reason: String| ToRequester::Decision {
+        let deny = |reason: &str, by: DecidedBy| ToRequester::Decision {
             id: id.clone(),
             approved: false,
-            by: hall.clone(),
-            reason,
+            by,
+            reason: reason.to_string(),
             mock: false,
         };
+        let unknown = Asked {
+            id: &id,
+            agent: "?",
+            uid: 0,
+            ask: None,
+            agent_can_write: false,
+            arrived,
+        };
 
-        let line = match tokio::time::timeout(Duration::from_secs(10), read_line(&mut rd)).await {
+        let line = match tokio::time::timeout(REQUEST_WITHIN, read_line(&mut rd)).await {
             Ok(Ok(Some(l))) => l,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
-                self.record_decision(&id, "?", 0, None, Some(false), &hall, &e, false, asked);
-                let _ = send(&mut wr, &deny(e)).await;
+                self.record(&unknown, Some(false), &by_hall("hall"), &e, false);
+                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
                 return;
             }
             Err(_) => {
-                let _ = send(&mut wr, &deny("no request within 10 s".into())).await;
+                let e = format!("no request within {} s", REQUEST_WITHIN.as_secs());
+                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
                 return;
             }
         };
         let ask = match protocol::parse_requester(&line) {
             Ok(FromRequester::Request { ask, .. }) => ask,
             Ok(FromRequester::Exit { .. }) => {
-                let _ = send(&mut wr, &deny("an exit status without a request".into())).await;
+                let e = "an exit status without a request";
+                self.record(&unknown, Some(false), &by_hall("hall"), e, false);
+                let _ = send(&mut wr, &deny(e, by_hall("hall"))).await;
                 return;
             }
             Err(e) => {
-                let reason = e.to_string();
-                self.record_decision(&id, "?", 0, None, Some(false), &hall, &reason, false, asked);
-                let _ = send(&mut wr, &deny(reason)).await;
+                let e = e.to_string();
+                self.record(&unknown, Some(false), &by_hall("hall"), &e, false);
+                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
                 return;
             }
         };
         let uid = ask.sudo_uid;
-        let town = match load_town(&self.cfg.town) {
-            Ok(t) => t,
-            Err(reason) => {
-                self.record_decision(
-                    &id,
-                    &user_name(uid).unwrap_or_default(),
-                    uid,
-                    Some(&ask),
-                    Some(false),
-                    &hall,
-                    &reason,
-                    false,
-                    asked,
-                );
-                let _ = send(&mut wr, &deny(reason)).await;
+        let who = user_name(uid).unwrap_or_else(|| format!("uid {uid}"));
+        let mut asked = Asked {
+            id: &id,
+            agent: &who,
+            uid,
+            ask: Some(&ask),
+            agent_can_write: false,
+            arrived,
+        };
+        let loaded = match self.town.get() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("{e}");
+                self.record(&asked, Some(false), &by_hall("hall"), &e, false);
+                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
                 return;
             }
         };
-        let Some((name, agent)) = policy::agent_by_uid(&town, uid) else {
-            let who = user_name(uid).unwrap_or_else(|| format!("uid {uid}"));
-            let reason = format!("{who} is not an agent of this town");
-            self.record_decision(
-                &id,
-                &who,
-                uid,
-                Some(&ask),
-                Some(false),
-                &hall,
-                &reason,
-                false,
-                asked,
-            );
-            let _ = send(&mut wr, &deny(reason)).await;
+        let Some((name, agent)) = policy::agent_by_uid(&loaded.town, uid) else {
+            let e = format!("{who} is not an enabled agent of this town");
+            self.record(&asked, Some(false), &by_hall("hall"), &e, false);
+            let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
             return;
         };
-        let name = name.clone();
+        asked.agent = name;
+        let identity = Identity::of_uid(uid);
+        let (agent_can_write, agent_writable_args) = policy::writable_by(&identity, &ask);
+        asked.agent_can_write = agent_can_write;
 
         let now = now_ms();
-        self.grants.lock().await.retain(|g| g.until_ms > now);
-        let automatic: Option<Automatic> = {
-            let grants = self.grants.lock().await;
-            policy::by_rules(&name, agent, &ask.argv, &ask.user, &grants, now)
-        }
-        .or_else(|| policy::mock(&self.cfg.mode_file, &approver_uids(&town)));
+        let automatic: Option<Automatic> = policy::by_rules(
+            name,
+            agent,
+            &ask,
+            agent_can_write,
+            &self.state.grants(),
+            now,
+        )
+        .or_else(
+            || match policy::mock(&self.cfg.mode_file, &loaded.approvers) {
+                Ok(a) => Some(a),
+                Err(MockRefusal::Absent) => None,
+                Err(MockRefusal::Untrusted(why)) => {
+                    tracing::warn!("{why}");
+                    None
+                }
+            },
+        );
 
-        let (approved, by, reason, mock) = if let Some(a) = automatic {
-            (a.approved, a.by, a.reason, a.mock)
-        } else {
-            // Ask the humans.
-            let timeout = Duration::from_secs(agent.sudo.timeout);
-            let gids = user_gids(&name, uid);
-            let view = RequestView {
-                id: id.clone(),
-                agent: name.clone(),
-                uid,
-                argv: ask.argv.clone(),
-                cwd: ask.cwd.clone(),
-                user: ask.user.clone(),
-                group: ask.group.clone(),
-                agent_can_write: policy::agent_can_write(Path::new(&ask.argv[0]), uid, &gids),
-                asked_ms: now,
-                deadline_ms: now + timeout.as_millis() as u64,
-            };
-            let (tx, rx) = oneshot::channel();
-            self.pending.lock().await.insert(
-                id.clone(),
-                Pending {
-                    view: view.clone(),
-                    decide: tx,
+        let (outcome, mock) = match automatic {
+            Some(a) => (
+                Outcome {
+                    approved: a.approved,
+                    by: a.by,
+                    reason: a.reason,
                 },
-            );
-            let _ = self.events.send(ToApprover::Request { request: view });
-            if send(
-                &mut wr,
-                &ToRequester::Pending {
+                a.mock,
+            ),
+            None => {
+                let timeout = agent.sudo.timeout;
+                let view = RequestView {
                     id: id.clone(),
-                    timeout_secs: agent.sudo.timeout,
-                },
-            )
-            .await
-            .is_err()
-            {
-                self.pending.lock().await.remove(&id);
-                return;
-            }
-            // Decision, timeout, or the requester going away — whichever comes first.
-            let mut probe = [0u8; 1];
-            let outcome = tokio::select! {
-                o = rx => o.ok(),
-                _ = tokio::time::sleep(timeout) => Some(Outcome {
-                    approved: false,
-                    by: DecidedBy { who: "hall".into(), channel: "timeout".into() },
-                    reason: format!("timed out after {} s", agent.sudo.timeout),
-                }),
-                _ = rd.read(&mut probe) => None,
-            };
-            self.pending.lock().await.remove(&id);
-            match outcome {
-                Some(o) => (o.approved, o.by, o.reason, false),
-                None => {
-                    let by = DecidedBy {
-                        who: "hall".into(),
-                        channel: "requester".into(),
-                    };
-                    self.record_decision(
-                        &id,
-                        &name,
-                        uid,
-                        Some(&ask),
-                        None,
-                        &by,
-                        "the requester went away",
-                        false,
-                        asked,
-                    );
-                    let _ = self.events.send(ToApprover::Resolved {
+                    agent: name.clone(),
+                    uid,
+                    argv: ask.argv.clone(),
+                    cwd: ask.cwd.clone(),
+                    user: ask.user.clone(),
+                    group: ask.group.clone(),
+                    agent_can_write,
+                    agent_writable_args,
+                    asked_ms: now,
+                    deadline_ms: now + timeout * 1000,
+                };
+                let mut decided = self.state.submit(view);
+                if send(
+                    &mut wr,
+                    &ToRequester::Pending {
                         id: id.clone(),
-                        outcome: "cancelled".into(),
-                        by,
-                    });
+                        timeout_secs: timeout,
+                    },
+                )
+                .await
+                .is_err()
+                {
+                    self.state.resolve(
+                        &id,
+                        Outcome {
+                            approved: false,
+                            by: by_hall("requester"),
+                            reason: "the requester went away".into(),
+                        },
+                    );
+                }
+                // A decision, the deadline, or the requester going away: whichever comes first.
+                let mut probe = [0u8; 1];
+                let local = tokio::select! {
+                    o = &mut decided => Err(o.ok()),
+                    _ = tokio::time::sleep(Duration::from_secs(timeout)) => Ok(Outcome {
+                        approved: false,
+                        by: by_hall("timeout"),
+                        reason: format!("timed out after {timeout} s"),
+                    }),
+                    _ = rd.read(&mut probe) => Ok(Outcome {
+                        approved: false,
+                        by: by_hall("requester"),
+                        reason: "the requester went away".into(),
+                    }),
+                };
+                let outcome = match local {
+                    Err(Some(o)) => o,
+                    // Whoever takes the request out of the pending set decides it; if an
+                    // approver got there first (at the last moment), theirs stands.
+                    Ok(o) if self.state.resolve(&id, o.clone()) => o,
+                    _ => match decided.try_recv() {
+                        Ok(o) => o,
+                        Err(_) => Outcome {
+                            approved: false,
+                            by: by_hall("hall"),
+                            reason: "the request was lost; denied".into(),
+                        },
+                    },
+                };
+                if outcome.by.channel == "requester" {
+                    self.record(&asked, None, &outcome.by, &outcome.reason, false);
                     return;
                 }
+                (outcome, false)
             }
         };
-        self.record_decision(
-            &id,
-            &name,
-            uid,
-            Some(&ask),
-            Some(approved),
-            &by,
-            &reason,
+        self.record(
+            &asked,
+            Some(outcome.approved),
+            &outcome.by,
+            &outcome.reason,
             mock,
-            asked,
         );
-        let _ = self.events.send(ToApprover::Resolved {
-            id: id.clone(),
-            outcome: if approved { "approved" } else { "denied" }.into(),
-            by: by.clone(),
-        });
+        let approved = outcome.approved;
         let decision = ToRequester::Decision {
             id: id.clone(),
             approved,
-            by,
-            reason,
+            by: outcome.by,
+            reason: outcome.reason,
             mock,
         };
         if send(&mut wr, &decision).await.is_err() || !approved {
             return;
         }
         // The command runs now; its exit status comes back on this connection.
-        if let Ok(Some(line)) = read_line(&mut rd).await {
-            if let Ok(FromRequester::Exit { id: eid, status }) = protocol::parse_requester(&line) {
-                if eid == id {
-                    let mut r = Record::new(&id, "exit", &name, uid);
+        let mut r = Record::new(&id, "exit", name, uid);
+        match read_line(&mut rd).await {
+            Ok(Some(line)) => match protocol::parse_requester(&line) {
+                Ok(FromRequester::Exit {
+                    id: eid, status, ..
+                }) if eid == id => {
                     r.exit_status = Some(status);
-                    if let Err(e) = self.audit.append(&r) {
-                        tracing::error!("cannot write the audit log: {e}");
-                    }
                 }
+                Ok(_) => r.reason = "the entry point reported an exit for another request".into(),
+                Err(e) => r.reason = format!("the entry point's exit report was refused: {e}"),
+            },
+            Ok(None) => r.reason = "the entry point ended without reporting the exit status".into(),
+            Err(e) => r.reason = format!("the entry point's exit report was refused: {e}"),
+        }
+        if let Err(e) = self.audit.append(&r) {
+            tracing::error!(
+                "cannot write the audit log {}: {e}",
+                self.audit.path().display()
+            );
+        }
+    }
+
+    /// Who an approver peer is: root, or a listed approver; `None` closes the connection.
+    fn approver_name(&self, uid: u32) -> Option<String> {
+        if uid == 0 {
+            return Some("root".into());
+        }
+        match self.town.get() {
+            Ok(l) => l
+                .approvers
+                .iter()
+                .find(|(u, _)| *u == uid)
+                .map(|(_, n)| n.clone()),
+            Err(e) => {
+                tracing::error!("{e}");
+                None
             }
         }
     }
 
     /// One approver connection.
     async fn serve_approver(self: Arc<Self>, stream: UnixStream) {
-        let Ok(peer) = stream.peer_cred() else { return };
-        let town = match load_town(&self.cfg.town) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!("{e}");
-                return;
-            }
-        };
-        let who = if peer.uid() == 0 {
-            "root".to_string()
-        } else if let Some((_, n)) = approver_uids(&town)
-            .into_iter()
-            .find(|(u, _)| *u == peer.uid())
-        {
-            n
-        } else {
-            tracing::warn!(
-                uid = peer.uid(),
-                "refused an approver connection from a user who is not an approver"
-            );
+        let peer = stream.peer_cred().map(|p| p.uid()).ok();
+        let Some(who) = peer.and_then(|uid| self.approver_name(uid)) else {
+            tracing::warn!(peer_uid = ?peer, "closed an approver connection from a user who is not an approver");
             return;
         };
-        let (rd, mut wr) = stream.into_split();
-        let mut rd = BufReader::new(rd);
-        let mut events: Option<broadcast::Receiver<ToApprover>> = None;
-        loop {
-            let line = tokio::select! {
-                l = read_line(&mut rd) => l,
-                ev = async { events.as_mut().expect("guarded").recv().await }, if events.is_some() => {
-                    match ev {
-                        Ok(m) => {
-                            if send(&mut wr, &m).await.is_err() { return; }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!("approver {who} lagged {n} events");
-                        }
-                        Err(_) => return,
-                    }
-                    continue;
-                }
-            };
-            let line = match line {
-                Ok(Some(l)) => l,
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = send(&mut wr, &ToApprover::Error { message: e }).await;
+        let (rd, wr) = stream.into_split();
+        let mut wr = tokio::io::BufWriter::new(wr);
+        // Lines are read on their own task, so waiting for events never cuts a line in half.
+        let (lines_tx, mut lines) = mpsc::channel::<Result<Option<Vec<u8>>, String>>(8);
+        let reader = tokio::spawn(async move {
+            let mut rd = BufReader::new(rd);
+            loop {
+                let l = read_line(&mut rd).await;
+                let last = !matches!(l, Ok(Some(_)));
+                if lines_tx.send(l).await.is_err() || last {
                     return;
                 }
-            };
-            let reply = match protocol::parse_approver(&line) {
-                Err(e) => ToApprover::Error {
-                    message: e.to_string(),
-                },
-                Ok(FromApprover::List { .. }) => ToApprover::Requests {
-                    requests: self.pending_views().await,
-                },
-                Ok(FromApprover::Watch { .. }) => {
-                    // Subscribe first, then send what is already pending: nothing falls between.
-                    events = Some(self.events.subscribe());
-                    ToApprover::Requests {
-                        requests: self.pending_views().await,
+            }
+        });
+        let mut events: Option<broadcast::Receiver<ToApprover>> = None;
+        let mut watch_channel = String::from("approver");
+        loop {
+            tokio::select! {
+                l = lines.recv() => {
+                    let line = match l {
+                        Some(Ok(Some(line))) => line,
+                        Some(Ok(None)) | None => break,
+                        Some(Err(e)) => {
+                            let _ = send(&mut wr, &ToApprover::Error { id: None, message: e }).await;
+                            break;
+                        }
+                    };
+                    let reply = match protocol::parse_approver(&line) {
+                        Err(e) => ToApprover::Error { id: None, message: e.to_string() },
+                        Ok(FromApprover::List { .. }) => ToApprover::Requests { requests: self.state.pending() },
+                        Ok(FromApprover::Watch { channel, .. }) => {
+                            if let Some(c) = channel {
+                                watch_channel = c;
+                            }
+                            if events.is_some() {
+                                ToApprover::Requests { requests: self.state.pending() }
+                            } else {
+                                let (now, rx) = self.state.watch();
+                                events = Some(rx);
+                                ToApprover::Requests { requests: now }
+                            }
+                        }
+                        Ok(FromApprover::Decide { id, agent, argv, approve, grant_secs, channel, .. }) => {
+                            match self.state.decide(&who, &id, &agent, &argv, approve, grant_secs, &channel) {
+                                Ok(()) => ToApprover::Ok { id },
+                                Err(e) => {
+                                    tracing::warn!(approver = %who, "refused a decision: {e}");
+                                    ToApprover::Error { id: Some(id), message: e.to_string() }
+                                }
+                            }
+                        }
+                    };
+                    if send(&mut wr, &reply).await.is_err() {
+                        break;
                     }
                 }
-                Ok(FromApprover::Decide {
-                    id,
-                    agent,
-                    argv,
-                    approve,
-                    grant_secs,
-                    channel,
-                    ..
-                }) => {
-                    self.decide(&who, &id, &agent, &argv, approve, grant_secs, &channel)
-                        .await
+                ev = async { events.as_mut().expect("guarded by the if").recv().await }, if events.is_some() => {
+                    let mut next = Some(ev);
+                    let mut broken = false;
+                    // Write everything already waiting, then flush once.
+                    while let Some(ev) = next.take() {
+                        match ev {
+                            Ok(m) => {
+                                if wr.write_all(&protocol::encode(&m)).await.is_err() {
+                                    broken = true;
+                                    break;
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                let m = ToApprover::Error { id: None, message: format!("missed {n} events; list again") };
+                                if wr.write_all(&protocol::encode(&m)).await.is_err() {
+                                    broken = true;
+                                    break;
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Closed) => {
+                                broken = true;
+                                break;
+                            }
+                        }
+                        next = match events.as_mut().expect("watching").try_recv() {
+                            Ok(m) => Some(Ok(m)),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
+                            Err(_) => None,
+                        };
+                    }
+                    if broken || wr.flush().await.is_err() {
+                        break;
+                    }
                 }
-            };
-            if send(&mut wr, &reply).await.is_err() {
-                return;
             }
         }
-    }
-
-    async fn pending_views(&self) -> Vec<RequestView> {
-        let mut v: Vec<RequestView> = self
-            .pending
-            .lock()
-            .await
-            .values()
-            .map(|p| p.view.clone())
-            .collect();
-        v.sort_by_key(|r| r.asked_ms);
-        v
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn decide(
-        &self,
-        who: &str,
-        id: &str,
-        agent: &str,
-        argv: &[String],
-        approve: bool,
-        grant_secs: Option<u64>,
-        channel: &str,
-    ) -> ToApprover {
-        let channel_ok = matches!(channel, "terminal" | "desktop")
-            || channel
-                .strip_prefix("matrix:")
-                .is_some_and(|m| m.starts_with('@'))
-            || channel == "matrix";
-        if !channel_ok {
-            return ToApprover::Error {
-                message: format!(
-                    "unknown channel {channel:?}; use terminal, desktop or matrix:@user:server"
-                ),
-            };
-        }
-        let mut pending = self.pending.lock().await;
-        let Some(p) = pending.get(id) else {
-            return ToApprover::Error {
-                message: format!("no pending request {id} (decided, withdrawn or timed out)"),
-            };
-        };
-        if p.view.agent != agent || p.view.argv != argv {
-            return ToApprover::Error {
-                message: format!(
-                    "request {id} is not {agent}'s {}; nothing decided",
-                    protocol::show_argv(argv)
-                ),
-            };
-        }
-        let p = pending.remove(id).expect("present");
-        drop(pending);
-        if approve {
-            if let Some(secs) = grant_secs.filter(|s| *s > 0) {
-                self.grants.lock().await.push(Grant {
-                    agent: agent.to_string(),
-                    argv: argv.to_vec(),
-                    user: p.view.user.clone(),
-                    until_ms: now_ms() + secs.min(86_400) * 1000,
-                    by: who.to_string(),
-                });
+        reader.abort();
+        if events.is_some() {
+            let denied = self.state.unwatch(&who, &watch_channel);
+            if denied > 0 {
+                tracing::warn!("{who}'s {watch_channel} approver went away: denied {denied} pending request(s)");
             }
         }
-        let reason = match (approve, grant_secs) {
-            (true, Some(s)) if s > 0 => {
-                format!("approved by {who} via {channel}, and granted for {s} s")
-            }
-            (true, _) => format!("approved by {who} via {channel}"),
-            (false, _) => format!("denied by {who} via {channel}"),
-        };
-        let _ = p.decide.send(Outcome {
-            approved: approve,
-            by: DecidedBy {
-                who: who.to_string(),
-                channel: channel.to_string(),
-            },
-            reason,
-        });
-        ToApprover::Ok { id: id.to_string() }
     }
 }
 
-/// Sockets handed over by systemd (LISTEN_FDS), by name.
+/// Sockets handed over by systemd (`LISTEN_FDS`), by `FileDescriptorName`
+/// (`requester`, `approvers`), or in that order when unnamed.
 fn activated_sockets() -> HashMap<String, std::os::unix::net::UnixListener> {
     let mut out = HashMap::new();
-    let pid_ok = std::env::var("LISTEN_PID")
+    let for_us = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
         == Some(std::process::id());
@@ -579,54 +619,74 @@ fn activated_sockets() -> HashMap<String, std::os::unix::net::UnixListener> {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    if !pid_ok || n <= 0 {
-        return out;
-    }
     let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
         .unwrap_or_default()
         .split(':')
         .map(str::to_string)
         .collect();
-    for i in 0..n {
-        let fd = 3 + i;
-        // Safety: systemd passes these descriptors to us, open, starting at 3.
-        let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
-        let _ = l.set_nonblocking(true);
-        out.insert(names.get(i as usize).cloned().unwrap_or_default(), l);
-    }
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_PID");
     std::env::remove_var("LISTEN_FDNAMES");
+    if !for_us || n <= 0 {
+        return out;
+    }
+    for i in 0..n.min(2) {
+        let fd = 3 + i;
+        // Safety: systemd passes these descriptors open, starting at 3, for this process only.
+        let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        if l.set_nonblocking(true).is_err() {
+            continue;
+        }
+        let name = match names.get(i as usize).map(String::as_str) {
+            Some(n @ ("requester" | "approvers")) => n.to_string(),
+            _ if i == 0 => "requester".into(),
+            _ => "approvers".into(),
+        };
+        out.insert(name, l);
+    }
     out
 }
 
+/// Bind a socket at `path` with `mode` (and `group`); refuse if a hall answers there already.
 fn bind(path: &Path, mode: u32, group: Option<&str>) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("a town hall is already listening on {}", path.display()),
+        ));
     }
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path)?;
-    if let Some(g) = group {
-        match nix::unistd::Group::from_name(g).ok().flatten() {
-            Some(grp) => {
-                nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(grp.gid))?
+    let gid = match group {
+        Some(g) => {
+            match nix::unistd::Group::from_name(g).ok().flatten() {
+                Some(grp) => Some(grp.gid),
+                None => {
+                    tracing::warn!("group {g} does not exist: only root can approve (nuketown apply creates it)");
+                    None
+                }
             }
-            None => tracing::warn!(
-                "group {g} does not exist: only root can approve (run nuketown apply)"
-            ),
         }
-    }
+        None => None,
+    };
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), gid)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(l)
 }
 
-fn sd_notify(msg: &str) {
+/// Tell systemd (`NOTIFY_SOCKET`) about our state; nothing when not under systemd.
+pub fn sd_notify(msg: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(_) => return,
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
     };
     let p = path.to_string_lossy().into_owned();
     let r = if let Some(abs) = p.strip_prefix('@') {
@@ -637,48 +697,120 @@ fn sd_notify(msg: &str) {
         sock.send_to(msg.as_bytes(), &p)
     };
     if let Err(e) = r {
-        tracing::warn!("sd_notify failed: {e}");
+        tracing::warn!("sd_notify to {p}: {e}");
     }
 }
 
-/// Run the hall until the process is stopped.
-pub async fn run(cfg: Config) -> std::io::Result<()> {
+/// A hall with its sockets bound (or handed over by systemd), not yet serving.
+pub struct Listening {
+    hall: Arc<Hall>,
+    requester: UnixListener,
+    approver: UnixListener,
+    /// Socket files we made (and remove when we stop).
+    bound: Vec<PathBuf>,
+}
+
+/// Bind the sockets (or take systemd's). Call inside a tokio runtime.
+pub fn listen(cfg: Config) -> std::io::Result<Listening> {
+    // Sockets and files are born private; modes are opened up explicitly.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut activated = activated_sockets();
+    let mut bound = Vec::new();
     let requester = match activated.remove("requester") {
         Some(l) => UnixListener::from_std(l)?,
-        None => bind(&cfg.requester_socket, 0o600, None)?,
+        None => {
+            let l = bind(&cfg.requester_socket, 0o600, None)?;
+            bound.push(cfg.requester_socket.clone());
+            l
+        }
     };
     let approver = match activated.remove("approvers") {
         Some(l) => UnixListener::from_std(l)?,
-        None => bind(&cfg.approver_socket, 0o660, Some(crate::APPROVERS_GROUP))?,
+        None => {
+            let l = bind(&cfg.approver_socket, 0o660, Some(crate::APPROVERS_GROUP))?;
+            bound.push(cfg.approver_socket.clone());
+            l
+        }
     };
-    if let Err(e) = load_town(&cfg.town) {
+    let hall = Hall::new(cfg);
+    if let Err(e) = hall.town.get() {
         tracing::error!("{e}");
     }
-    let (events, _) = broadcast::channel(4096);
-    let state = Arc::new(State {
-        audit: AuditLog::new(&cfg.audit_log),
-        cfg: cfg.clone(),
-        pending: Mutex::new(HashMap::new()),
-        grants: Mutex::new(Vec::new()),
-        events,
-    });
-    tracing::info!(
-        "town hall v{VERSION} listening: requests on {}, approvers on {}",
-        cfg.requester_socket.display(),
-        cfg.approver_socket.display()
-    );
-    sd_notify("READY=1\nSTATUS=accepting requests");
-    loop {
-        tokio::select! {
-            r = requester.accept() => match r {
-                Ok((s, _)) => { tokio::spawn(state.clone().serve_requester(s)); }
-                Err(e) => tracing::warn!("accept on the requester socket: {e}"),
-            },
-            r = approver.accept() => match r {
-                Ok((s, _)) => { tokio::spawn(state.clone().serve_approver(s)); }
-                Err(e) => tracing::warn!("accept on the approver socket: {e}"),
-            },
-        }
+    Ok(Listening {
+        hall,
+        requester,
+        approver,
+        bound,
+    })
+}
+
+impl Listening {
+    /// The hall behind the sockets.
+    pub fn hall(&self) -> Arc<Hall> {
+        self.hall.clone()
     }
+
+    /// Serve until `stop` completes; then deny whatever is pending.
+    pub async fn serve(self, stop: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+        let Listening {
+            hall,
+            requester,
+            approver,
+            bound,
+        } = self;
+        tracing::info!(
+            "town hall (protocol v{VERSION}) listening: requests on {}, approvers on {}",
+            hall.cfg.requester_socket.display(),
+            hall.cfg.approver_socket.display()
+        );
+        sd_notify("READY=1\nSTATUS=accepting requests");
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                r = requester.accept() => match r {
+                    Ok((s, _)) => { tokio::spawn(hall.clone().serve_requester(s)); }
+                    Err(e) => tracing::warn!("accept on the requester socket: {e}"),
+                },
+                r = approver.accept() => match r {
+                    Ok((s, _)) => { tokio::spawn(hall.clone().serve_approver(s)); }
+                    Err(e) => tracing::warn!("accept on the approver socket: {e}"),
+                },
+                _ = &mut stop => break,
+            }
+        }
+        sd_notify("STOPPING=1");
+        tracing::info!("the town hall is stopping; denying what is pending");
+        drop(requester);
+        drop(approver);
+        for p in &bound {
+            let _ = std::fs::remove_file(p);
+        }
+        hall.state.deny_all("the town hall is stopping, denied");
+        // Let the requesters hear their denial (they would deny on the closed connection anyway).
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while hall.in_flight.load(Ordering::SeqCst) > 0 {
+                let idle = hall.idle.notified();
+                if hall.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                idle.await;
+            }
+        })
+        .await;
+        Ok(())
+    }
+}
+
+/// Run the hall until SIGTERM or SIGINT; then deny whatever is pending.
+pub async fn run(cfg: Config) -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    listen(cfg)?
+        .serve(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+        .await
 }

@@ -5,18 +5,29 @@
 //! root-only socket and runs it only on an approval. The hall applies the
 //! agent's policy (deny, auto-approve, time-boxed grants, mock mode), asks the
 //! approvers otherwise, denies on every failure, and writes an audit log.
+//!
+//! Layout, like a small tokio daemon: [`protocol`] turns lines into messages,
+//! [`state`] holds pending requests and grants, [`daemon`] owns the sockets
+//! and connections, [`policy`] decides what needs no human, [`audit`] records.
+//! [`sudoers`], [`shim`] and [`units`] render the files `nuketown apply`
+//! installs.
 
 pub mod audit;
 pub mod client;
 pub mod daemon;
+pub mod entry;
 pub mod policy;
 pub mod protocol;
 pub mod render;
+pub mod shim;
+pub mod state;
+pub mod sudoers;
 pub mod time;
+pub mod units;
 
-/// The requester socket (root only).
+/// The requester socket (root only, 0600).
 pub const REQUESTER_SOCKET: &str = "/run/nuketown/hall.sock";
-/// The approver socket (group [`APPROVERS_GROUP`]).
+/// The approver socket (group [`APPROVERS_GROUP`], 0660).
 pub const APPROVER_SOCKET: &str = "/run/nuketown/approvers.sock";
 /// The mock mode file.
 pub const MODE_FILE: &str = "/run/nuketown/mode";
@@ -24,20 +35,3 @@ pub const MODE_FILE: &str = "/run/nuketown/mode";
 pub const AUDIT_LOG: &str = "/var/lib/nuketown/audit.jsonl";
 /// The group whose members may connect to the approver socket.
 pub const APPROVERS_GROUP: &str = "nuketown-approvers";
-
-/// The PATH the entry point looks commands up in, and runs them with.
-pub const SAFE_PATH: &str = "/run/wrappers/bin:/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The executable `program` names: itself when it holds a `/` (relative to
-/// `cwd`), else the first executable file of that name in [`SAFE_PATH`].
-pub fn resolve_program(program: &str, cwd: &std::path::Path) -> Option<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if program.contains('/') {
-        let p = cwd.join(program);
-        return p.is_file().then_some(p);
-    }
-    SAFE_PATH
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(program))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-}

@@ -1,7 +1,7 @@
 //! The hall's line protocol, version 1: one JSON object per line, at most
-//! [`MAX_LINE`] bytes. Parsing is separate from connections and state, and
-//! every malformed or oversized line is an error (which the hall answers with
-//! a denial). See docs/protocol.md.
+//! [`MAX_LINE`] bytes. This module only turns bytes into messages and back;
+//! connections and state live elsewhere. Every malformed or oversized line is
+//! an error, which the hall answers with a denial. See docs/protocol.md.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,21 +11,23 @@ pub const VERSION: u32 = 1;
 pub const MAX_LINE: usize = 64 * 1024;
 /// Longest argv accepted, in elements.
 pub const MAX_ARGS: usize = 4096;
+/// Longest approver channel name accepted, in bytes.
+pub const MAX_CHANNEL: usize = 128;
 
 /// What the entry point asks (requester socket, root only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ask {
-    /// The exact argv to run, program resolved to an absolute path.
+    /// The exact argv to run; `argv[0]` is the absolute path that will be executed.
     pub argv: Vec<String>,
-    /// Working directory.
+    /// Working directory the command runs in.
     pub cwd: String,
     /// Target user.
     pub user: String,
-    /// Target group, if asked for.
+    /// Target group, when `-g` was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// The agent's uid, from sudo's SUDO_UID (trusted only from a root peer).
+    /// The agent's uid, from sudo's `SUDO_UID` (believed only from a root peer).
     pub sudo_uid: u32,
 }
 
@@ -33,7 +35,7 @@ pub struct Ask {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FromRequester {
-    /// A privilege request.
+    /// A privilege request: the first and only request on a connection.
     Request {
         /// Protocol version.
         v: u32,
@@ -41,11 +43,13 @@ pub enum FromRequester {
         #[serde(flatten)]
         ask: Ask,
     },
-    /// The approved command ended with this status.
+    /// The approved command ended with this status (for the audit log).
     Exit {
-        /// Request id.
+        /// Protocol version.
+        v: u32,
+        /// Request id, as the decision named it.
         id: String,
-        /// Exit code (or 128 + signal).
+        /// Exit code, or 128 + the signal that ended it.
         status: i32,
     },
 }
@@ -54,9 +58,9 @@ pub enum FromRequester {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecidedBy {
-    /// A user name, or `policy`, or `hall`.
+    /// An approver's user name, `policy`, or `hall`.
     pub who: String,
-    /// `terminal`, `desktop`, `matrix`, `policy`, `grant`, `mock`, `timeout`, …
+    /// `terminal`, `desktop`, `matrix:…`, `policy`, `grant`, `mock`, `timeout`, `approver-gone`, `hall`.
     pub channel: String,
 }
 
@@ -71,7 +75,7 @@ pub enum ToRequester {
         /// Seconds until it is denied.
         timeout_secs: u64,
     },
-    /// The decision.
+    /// The decision; the connection carries nothing else afterwards but the exit status.
     Decision {
         /// Request id.
         id: String,
@@ -91,13 +95,13 @@ pub enum ToRequester {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestView {
-    /// Request id (unguessable).
+    /// Request id (128 random bits, hex).
     pub id: String,
-    /// The agent.
+    /// The agent, from the uid sudo reported.
     pub agent: String,
     /// The agent's uid.
     pub uid: u32,
-    /// Exact argv.
+    /// Exact argv; `argv[0]` is the file that will be executed.
     pub argv: Vec<String>,
     /// Working directory.
     pub cwd: String,
@@ -106,8 +110,11 @@ pub struct RequestView {
     /// Target group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Whether the agent can write the executable or its directory.
+    /// Whether the agent can change the executable: the file, or any directory or link on its path.
     pub agent_can_write: bool,
+    /// Other arguments naming files the agent can change (scripts, configs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_writable_args: Vec<String>,
     /// When asked (ms since the epoch).
     pub asked_ms: u64,
     /// When it will be denied (ms since the epoch).
@@ -123,12 +130,15 @@ pub enum FromApprover {
         /// Protocol version.
         v: u32,
     },
-    /// Stream requests as they come (and resolutions).
+    /// Stream new requests and resolutions on this connection from now on.
     Watch {
         /// Protocol version.
         v: u32,
+        /// The channel this watcher shows requests on (`terminal`, `desktop`, `matrix:…`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
     },
-    /// Decide one request; it must match id, agent and argv exactly.
+    /// Decide one request. It must name the request's id, agent and argv exactly.
     Decide {
         /// Protocol version.
         v: u32,
@@ -140,10 +150,10 @@ pub enum FromApprover {
         argv: Vec<String>,
         /// Approve or deny.
         approve: bool,
-        /// With approve: also approve this exact argv for this agent for so many seconds.
+        /// With `approve`: also approve this exact argv, for this agent and target, for so many seconds.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         grant_secs: Option<u64>,
-        /// Which channel the approver used (`terminal`, `desktop`, `matrix`).
+        /// The channel the approver used: `terminal`, `desktop`, or `matrix:@user:server`.
         channel: String,
     },
 }
@@ -152,21 +162,21 @@ pub enum FromApprover {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ToApprover {
-    /// Answer to `list`.
+    /// Answer to `list` and `watch`: what is pending now.
     Requests {
-        /// Pending requests.
+        /// Pending requests, oldest first.
         requests: Vec<RequestView>,
     },
-    /// A new pending request (with `watch`).
+    /// A new pending request (after `watch`).
     Request {
         /// The request.
         request: RequestView,
     },
-    /// A request was decided or withdrawn.
+    /// A request was decided, timed out or withdrawn (after `watch`).
     Resolved {
         /// Request id.
         id: String,
-        /// approved / denied / cancelled.
+        /// `approved`, `denied` or `cancelled`.
         outcome: String,
         /// Who decided.
         by: DecidedBy,
@@ -176,9 +186,12 @@ pub enum ToApprover {
         /// Request id.
         id: String,
     },
-    /// Something was wrong with the last message.
+    /// The last message was refused; nothing changed.
     Error {
-        /// What.
+        /// The request id it was about, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// What was wrong.
         message: String,
     },
 }
@@ -201,63 +214,127 @@ pub enum ProtocolError {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, ProtocolError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
     if line.len() > MAX_LINE {
         return Err(ProtocolError::TooLong);
     }
+    if line.contains(&b'\n') {
+        return Err(ProtocolError::Malformed("more than one line".into()));
+    }
     let text = std::str::from_utf8(line).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-    serde_json::from_str(text.trim_end_matches(['\n', '\r']))
-        .map_err(|e| ProtocolError::Malformed(e.to_string()))
+    serde_json::from_str(text).map_err(|e| ProtocolError::Malformed(e.to_string()))
+}
+
+fn check_version(v: u32) -> Result<(), ProtocolError> {
+    if v == VERSION {
+        Ok(())
+    } else {
+        Err(ProtocolError::Version(v))
+    }
 }
 
 fn check_strings<'a>(items: impl IntoIterator<Item = &'a String>) -> Result<(), ProtocolError> {
-    for s in items {
-        if s.contains('\0') {
-            return Err(ProtocolError::Invalid("strings may not contain NUL".into()));
-        }
+    if items.into_iter().any(|s| s.contains('\0')) {
+        return Err(ProtocolError::Invalid("strings may not contain NUL".into()));
     }
     Ok(())
 }
 
-/// Parse a requester line.
+fn check_argv(argv: &[String]) -> Result<(), ProtocolError> {
+    if argv.is_empty() || argv.len() > MAX_ARGS {
+        return Err(ProtocolError::Invalid(format!(
+            "argv must have 1 to {MAX_ARGS} elements"
+        )));
+    }
+    check_strings(argv)
+}
+
+/// A request id: 32 lowercase hex digits.
+pub fn is_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn check_id(id: &str) -> Result<(), ProtocolError> {
+    if is_id(id) {
+        Ok(())
+    } else {
+        Err(ProtocolError::Invalid(
+            "a request id is 32 lowercase hex digits".into(),
+        ))
+    }
+}
+
+/// Parse a line from the entry point.
 pub fn parse_requester(line: &[u8]) -> Result<FromRequester, ProtocolError> {
     let m: FromRequester = decode(line)?;
-    if let FromRequester::Request { v, ask } = &m {
-        if *v != VERSION {
-            return Err(ProtocolError::Version(*v));
+    match &m {
+        FromRequester::Request { v, ask } => {
+            check_version(*v)?;
+            check_argv(&ask.argv)?;
+            if !ask.argv[0].starts_with('/') {
+                return Err(ProtocolError::Invalid(
+                    "argv[0] must be an absolute path".into(),
+                ));
+            }
+            if !ask.cwd.starts_with('/') {
+                return Err(ProtocolError::Invalid(
+                    "cwd must be an absolute path".into(),
+                ));
+            }
+            if ask.user.is_empty() || ask.group.as_deref() == Some("") {
+                return Err(ProtocolError::Invalid(
+                    "user and group may not be empty".into(),
+                ));
+            }
+            check_strings([&ask.cwd, &ask.user].into_iter().chain(ask.group.iter()))?;
         }
-        if ask.argv.is_empty() || ask.argv.len() > MAX_ARGS {
-            return Err(ProtocolError::Invalid(format!(
-                "argv must have 1 to {MAX_ARGS} elements"
-            )));
+        FromRequester::Exit { v, id, .. } => {
+            check_version(*v)?;
+            check_id(id)?;
         }
-        if !ask.argv[0].starts_with('/') {
-            return Err(ProtocolError::Invalid(
-                "argv[0] must be an absolute path".into(),
-            ));
-        }
-        check_strings(
-            ask.argv
-                .iter()
-                .chain([&ask.cwd, &ask.user])
-                .chain(ask.group.iter()),
-        )?;
     }
     Ok(m)
 }
 
-/// Parse an approver line.
+fn check_channel(channel: &str) -> Result<(), ProtocolError> {
+    if channel.is_empty() || channel.len() > MAX_CHANNEL || channel.chars().any(char::is_control) {
+        return Err(ProtocolError::Invalid(
+            "channel must be a short name without control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Parse a line from an approver.
 pub fn parse_approver(line: &[u8]) -> Result<FromApprover, ProtocolError> {
     let m: FromApprover = decode(line)?;
-    let v = match &m {
-        FromApprover::List { v } | FromApprover::Watch { v } | FromApprover::Decide { v, .. } => *v,
-    };
-    if v != VERSION {
-        return Err(ProtocolError::Version(v));
+    match &m {
+        FromApprover::List { v } => check_version(*v)?,
+        FromApprover::Watch { v, channel } => {
+            check_version(*v)?;
+            if let Some(c) = channel {
+                check_channel(c)?;
+            }
+        }
+        FromApprover::Decide {
+            v,
+            id,
+            agent,
+            argv,
+            channel,
+            ..
+        } => {
+            check_version(*v)?;
+            check_id(id)?;
+            check_argv(argv)?;
+            check_strings([agent])?;
+            check_channel(channel)?;
+        }
     }
     Ok(m)
 }
 
-/// Parse a line the hall sent to a requester.
+/// Parse a line the hall sent to the entry point.
 pub fn parse_to_requester(line: &[u8]) -> Result<ToRequester, ProtocolError> {
     decode(line)
 }
@@ -267,16 +344,18 @@ pub fn parse_to_approver(line: &[u8]) -> Result<ToApprover, ProtocolError> {
     decode(line)
 }
 
-/// One message as a line (JSON + newline).
+/// One message as a line: compact JSON (which never contains a raw newline) and `\n`.
 pub fn encode(m: &impl Serialize) -> Vec<u8> {
-    let mut v = serde_json::to_vec(m).expect("messages serialise");
+    let mut v = serde_json::to_vec(m).expect("protocol messages always serialise");
     v.push(b'\n');
     v
 }
 
-/// An argv shown unambiguously: each element quoted, control characters,
-/// newlines, quotes and backslashes escaped, no markup; elements separated by
-/// spaces. Two different argvs never show the same.
+/// An argv shown unambiguously on one line: each element in double quotes,
+/// with `"` and `\` escaped and everything outside printable ASCII (newlines,
+/// terminal escapes, bidi controls, look-alike letters) written as `\n`,
+/// `\t`, `\r` or `\u{…}`. Two different argvs never show the same, and no
+/// argv shows as two lines.
 pub fn show_argv(argv: &[String]) -> String {
     argv.iter()
         .map(|a| show_str(a))
@@ -295,20 +374,39 @@ pub fn show_str(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            '<' => out.push_str("\\u{3c}"),
-            '>' => out.push_str("\\u{3e}"),
-            '&' => out.push_str("\\u{26}"),
-            c if c.is_control() || is_invisible(c) => {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32))
-            }
-            c => out.push(c),
+            ' '..='~' => out.push(c),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
         }
     }
     out.push('"');
     out
 }
 
-/// Characters that render as nothing or reorder text (bidi controls, zero-width).
-fn is_invisible(c: char) -> bool {
-    matches!(c as u32, 0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x2069 | 0xfeff | 0x00ad)
+/// Undo [`show_str`] for one quoted element (for tests and tools that read the display back).
+pub fn unshow_str(shown: &str) -> Option<String> {
+    let inner = shown.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                '"' => out.push('"'),
+                '\\' => out.push('\\'),
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                't' => out.push('\t'),
+                'u' => {
+                    if chars.next()? != '{' {
+                        return None;
+                    }
+                    let hex: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                }
+                _ => return None,
+            },
+            '"' => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }

@@ -1,22 +1,25 @@
 //! `nuketown approvals [list|approve ID|deny ID|watch|desktop]`: the human's side.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use nuketown_hall::client::Approver;
+use nuketown_hall::client::{Approver, ApproverSender};
 use nuketown_hall::protocol::{show_argv, show_str, RequestView, ToApprover};
 use nuketown_hall::time::now_ms;
 
-/// Approve or deny agents' privilege requests. You must be an approver: root,
-/// or a member of group nuketown-approvers listed in the town (humanUser or
-/// hall.approvers); the hall knows you by your Unix identity.
+/// Approve or deny agents' privilege requests.
+///
+/// You must be an approver: root, or a user the town lists (humanUser, or
+/// hall.approvers) who is in group nuketown-approvers. The hall knows you by
+/// your Unix identity on its socket, never by what you type.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The approver socket.
+    /// The hall's approver socket.
     #[arg(long, env = "NUKETOWN_APPROVER_SOCKET", default_value = nuketown_hall::APPROVER_SOCKET, global = true)]
     socket: PathBuf,
     #[command(subcommand)]
@@ -26,12 +29,16 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 enum Action {
     /// List pending requests (the default).
-    List,
-    /// Approve one request (an id or a unique prefix of at least 6 characters).
+    List {
+        /// One JSON object per request, as the hall sent it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve one request (its id, or a unique prefix of at least 6 characters).
     Approve {
         /// Request id.
         id: String,
-        /// Also approve this exact command for this agent for a while, e.g. 10m.
+        /// Also approve this exact command, for this agent, for a while: 30s, 10m, 1h.
         #[arg(long = "for", value_name = "DURATION")]
         grant: Option<String>,
     },
@@ -40,39 +47,69 @@ enum Action {
         /// Request id.
         id: String,
     },
-    /// Answer requests as they come, in this terminal: y, n, or a grant like 10m.
+    /// Answer requests as they come, in this terminal: y, n, or a duration like 10m.
     Watch,
-    /// Answer requests with desktop dialogs (zenity) in your graphical session.
+    /// Answer requests with dialogs in your graphical session (zenity).
     Desktop,
 }
 
-/// Parse `30s`, `10m`, `1h` or plain seconds.
+/// Parse `30s`, `10m`, `1h` or plain seconds (more than zero).
 pub fn parse_duration(s: &str) -> Option<u64> {
     let s = s.trim();
-    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "s" | "sec" => 1,
+    let mult = match unit.trim() {
+        "" | "s" | "sec" => 1,
         "m" | "min" => 60,
         "h" => 3600,
         _ => return None,
     };
-    (n > 0).then_some(n * mult)
+    n.checked_mul(mult).filter(|s| *s > 0)
 }
 
-fn describe(r: &RequestView) -> String {
-    let left = r.deadline_ms.saturating_sub(now_ms()) / 1000;
-    let mut s = format!("── request {} from {} (uid {}) ──\n", &r.id[..8], r.agent, r.uid);
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+/// A request as the human reads it: every string quoted and escaped, one per line.
+pub fn describe(r: &RequestView) -> String {
+    let left = r.deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
+    let mut s = format!(
+        "request {} from {} (uid {})\n",
+        short(&r.id),
+        show_str(&r.agent),
+        r.uid
+    );
     s.push_str(&format!("  run      {}\n", show_argv(&r.argv)));
-    s.push_str(&format!("  as       {}{}\n", r.user, r.group.as_ref().map(|g| format!(" (group {g})")).unwrap_or_default()));
+    s.push_str(&format!(
+        "  as       {}{}\n",
+        show_str(&r.user),
+        r.group
+            .as_ref()
+            .map(|g| format!(", group {}", show_str(g)))
+            .unwrap_or_default()
+    ));
     s.push_str(&format!("  in       {}\n", show_str(&r.cwd)));
     if r.agent_can_write {
-        s.push_str(&format!("  WARNING  {} can write {} or its directory: what runs may not be what you think\n", r.agent, show_str(&r.argv[0])));
+        s.push_str(&format!(
+            "  program  {}\n  WARNING  {} can change this program (the file, or a directory or link on its path): what runs may not be what you read\n",
+            show_str(&r.argv[0]),
+            r.agent
+        ));
     } else {
-        s.push_str(&format!("  program  {} ({} cannot change it)\n", show_str(&r.argv[0]), r.agent));
+        s.push_str(&format!(
+            "  program  {} ({} cannot change it)\n",
+            show_str(&r.argv[0]),
+            r.agent
+        ));
+    }
+    for a in &r.agent_writable_args {
+        s.push_str(&format!(
+            "  WARNING  {} can change the file {}, named in the arguments\n",
+            r.agent,
+            show_str(a)
+        ));
     }
     s.push_str(&format!("  expires  in {left} s\n"));
     s
@@ -82,43 +119,92 @@ fn find(approver: &mut Approver, id: &str) -> Result<RequestView> {
     if id.len() < 6 {
         bail!("give at least 6 characters of the request id");
     }
-    let matches: Vec<RequestView> = approver.list()?.into_iter().filter(|r| r.id.starts_with(id)).collect();
+    let matches: Vec<RequestView> = approver
+        .list()?
+        .into_iter()
+        .filter(|r| r.id.starts_with(id))
+        .collect();
     match matches.len() {
-        0 => bail!("no pending request {id} (decided, withdrawn or timed out); see nuketown approvals list"),
+        0 => bail!("no pending request {id} (decided, withdrawn or timed out); see `nuketown approvals list`"),
         1 => Ok(matches.into_iter().next().expect("one")),
         _ => bail!("{id} matches several requests; give more of the id"),
+    }
+}
+
+fn connect(socket: &Path) -> Result<Approver> {
+    Approver::connect(socket).map_err(|e| {
+        anyhow!("{e}\n(approvers are root or a user the town lists who is in group {}; is the hall running?)", nuketown_hall::APPROVERS_GROUP)
+    })
+}
+
+fn closed_hint(e: nuketown_hall::client::ClientError) -> anyhow::Error {
+    match e {
+        nuketown_hall::client::ClientError::Closed => anyhow!(
+            "the town hall closed the connection: you are not one of this town's approvers (humanUser or hall.approvers)"
+        ),
+        e => e.into(),
     }
 }
 
 /// Run the approvals command.
 pub fn run(_global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let socket = args.socket;
-    match args.action.unwrap_or(Action::List) {
-        Action::List => {
-            let requests = Approver::connect(&socket)?.list()?;
-            if requests.is_empty() {
+    match args.action.unwrap_or(Action::List { json: false }) {
+        Action::List { json } => {
+            let requests = connect(&socket)?.list().map_err(closed_hint)?;
+            if json {
+                for r in &requests {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else if requests.is_empty() {
                 println!("no pending requests");
-            }
-            for r in &requests {
-                print!("{}", describe(r));
-                println!("  id       {}", r.id);
+            } else {
+                for r in &requests {
+                    print!("{}", describe(r));
+                    println!("  id       {}\n", r.id);
+                }
             }
         }
         Action::Approve { id, grant } => {
             let secs = match &grant {
-                Some(g) => Some(parse_duration(g).ok_or_else(|| anyhow!("--for {g}: give a duration like 30s, 10m or 1h"))?),
+                Some(g) => Some(
+                    parse_duration(g)
+                        .ok_or_else(|| anyhow!("--for {g}: give a duration like 30s, 10m or 1h"))?,
+                ),
                 None => None,
             };
-            let mut a = Approver::connect(&socket)?;
-            let r = find(&mut a, &id)?;
+            let mut a = connect(&socket)?;
+            let r = find(&mut a, &id).map_err(|e| {
+                match e.downcast::<nuketown_hall::client::ClientError>() {
+                    Ok(c) => closed_hint(c),
+                    Err(e) => e,
+                }
+            })?;
             a.decide(&r, true, secs, "terminal")?;
-            println!("approved {} for {}: {}", &r.id[..8], r.agent, show_argv(&r.argv));
+            println!(
+                "approved {} for {}: {}{}",
+                short(&r.id),
+                r.agent,
+                show_argv(&r.argv),
+                secs.map(|s| format!(" (and for the next {s} s)"))
+                    .unwrap_or_default()
+            );
         }
         Action::Deny { id } => {
-            let mut a = Approver::connect(&socket)?;
-            let r = find(&mut a, &id)?;
+            let mut a = connect(&socket)?;
+            let r = find(&mut a, &id).map_err(|e| {
+                match e.downcast::<nuketown_hall::client::ClientError>() {
+                    Ok(c) => closed_hint(c),
+                    Err(e) => e,
+                }
+            })?;
             a.decide(&r, false, None, "terminal")?;
-            println!("denied {} for {}: {}", &r.id[..8], r.agent, show_argv(&r.argv));
+            println!(
+                "denied {} for {}: {}",
+                short(&r.id),
+                r.agent,
+                show_argv(&r.argv)
+            );
         }
         Action::Watch => watch(&socket, Channel::Terminal)?,
         Action::Desktop => watch(&socket, Channel::Desktop)?,
@@ -132,110 +218,269 @@ enum Channel {
     Desktop,
 }
 
-/// Stream requests on one connection; answer each on a second one.
+impl Channel {
+    fn name(self) -> &'static str {
+        match self {
+            Channel::Terminal => "terminal",
+            Channel::Desktop => "desktop",
+        }
+    }
+}
+
+/// What the watch loop waits for.
+enum Event {
+    Hall(Result<ToApprover, String>),
+    /// A line typed in the terminal; `None` when stdin ended.
+    Typed(Option<String>),
+    /// A dialog closed: for which request, with what answer.
+    Dialog(String, Option<(bool, Option<u64>)>),
+}
+
+/// The request being asked about now.
+struct Asking {
+    request: RequestView,
+    /// The dialog's process (desktop).
+    dialog: Option<u32>,
+}
+
+/// Stream requests and ask about each in turn, on one connection: when it
+/// closes (this program ends), the hall denies what it showed us, unless
+/// another approver is watching.
 fn watch(socket: &Path, channel: Channel) -> Result<()> {
-    let mut stream = Approver::connect(socket)?;
-    let mut queue: Vec<RequestView> = stream.watch()?;
-    let (tx, rx) = mpsc::channel::<Result<ToApprover, String>>();
+    let mut conn = connect(socket)?;
+    let initial = conn.watch(channel.name()).map_err(closed_hint)?;
+    let mut answers: ApproverSender = conn.sender()?;
+    let (tx, rx) = mpsc::channel::<Event>();
+    let hall_tx = tx.clone();
     std::thread::spawn(move || loop {
-        let m = stream.next().map_err(|e| e.to_string());
+        let m = conn.recv().map_err(|e| e.to_string());
         let stop = m.is_err();
-        if tx.send(m).is_err() || stop {
+        if hall_tx.send(Event::Hall(m)).is_err() || stop {
             return;
         }
     });
-    let mut answers = Approver::connect(socket)?;
-    let stdin = std::io::stdin();
     if channel == Channel::Terminal {
-        println!("watching for requests (Ctrl-C to stop)");
-    }
-    loop {
-        // Take in everything that happened meanwhile.
-        let mut block = queue.is_empty();
-        loop {
-            let m = if block { rx.recv().map_err(|_| ()) } else { rx.try_recv().map_err(|_| ()) };
-            block = false;
-            match m {
-                Ok(Ok(ToApprover::Request { request })) => queue.push(request),
-                Ok(Ok(ToApprover::Resolved { id, outcome, by })) => {
-                    if queue.iter().any(|r| r.id == id) && channel == Channel::Terminal {
-                        println!("request {} was {outcome} by {} via {}", &id[..8], by.who, by.channel);
-                    }
-                    queue.retain(|r| r.id != id);
+        let typed = tx.clone();
+        std::thread::spawn(move || {
+            let stdin = std::io::stdin();
+            for line in stdin.lock().lines() {
+                if typed.send(Event::Typed(line.ok())).is_err() {
+                    return;
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => bail!("{e}"),
-                Err(()) => break,
             }
-            if queue.is_empty() {
-                block = true;
+            let _ = typed.send(Event::Typed(None));
+        });
+        println!(
+            "watching for requests as the {} approver (Ctrl-C to stop)",
+            channel.name()
+        );
+    }
+    let mut queue: VecDeque<RequestView> = initial.into();
+    let mut asking: Option<Asking> = None;
+    let mut decided: Vec<(String, bool)> = Vec::new();
+    loop {
+        if asking.is_none() {
+            if let Some(r) = queue.pop_front() {
+                asking = Some(ask(channel, r, &tx)?);
             }
         }
-        let Some(r) = queue.first().cloned() else { continue };
-        let decision = match channel {
-            Channel::Terminal => {
-                print!("{}", describe(&r));
-                print!("approve? [y]es, [n]o, or a grant like 10m: ");
-                std::io::stdout().flush()?;
-                let mut line = String::new();
-                if stdin.lock().read_line(&mut line)? == 0 {
-                    return Ok(()); // stdin closed: leave the rest to the timeout
-                }
-                match line.trim() {
-                    "y" | "yes" => Some((true, None)),
-                    "n" | "no" => Some((false, None)),
-                    other => match parse_duration(other) {
-                        Some(secs) => Some((true, Some(secs))),
-                        None => {
-                            println!("answer y, n, or a duration like 10m");
-                            None
-                        }
-                    },
+        let Ok(event) = rx.recv() else { return Ok(()) };
+        match event {
+            Event::Hall(Ok(ToApprover::Request { request })) => {
+                let known = queue.iter().any(|q| q.id == request.id)
+                    || asking.as_ref().is_some_and(|a| a.request.id == request.id);
+                if !known {
+                    queue.push_back(request);
                 }
             }
-            Channel::Desktop => dialog(&r)?,
-        };
-        queue.retain(|q| q.id != r.id);
-        if let Some((approve, grant)) = decision {
-            let ch = if channel == Channel::Desktop { "desktop" } else { "terminal" };
-            match answers.decide(&r, approve, grant, ch) {
-                Ok(()) => {
-                    if channel == Channel::Terminal {
-                        println!("{} {}", if approve { "approved" } else { "denied" }, &r.id[..8]);
+            Event::Hall(Ok(ToApprover::Resolved { id, outcome, by })) => {
+                queue.retain(|r| r.id != id);
+                if asking.as_ref().is_some_and(|a| a.request.id == id) {
+                    let a = asking.take().expect("checked");
+                    if let Some(pid) = a.dialog {
+                        // Our own zenity: the question is moot.
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                    if channel == Channel::Terminal && !decided.iter().any(|(d, _)| *d == id) {
+                        println!(
+                            "\nrequest {} was {outcome} by {} via {}",
+                            short(&id),
+                            by.who,
+                            by.channel
+                        );
                     }
                 }
-                Err(e) => println!("not decided: {e}"),
+            }
+            Event::Hall(Ok(ToApprover::Ok { id })) => {
+                if let Some((_, approve)) = decided.iter().find(|(d, _)| *d == id) {
+                    if channel == Channel::Terminal {
+                        println!(
+                            "{} {}",
+                            if *approve { "approved" } else { "denied" },
+                            short(&id)
+                        );
+                    }
+                }
+            }
+            Event::Hall(Ok(ToApprover::Error { id, message })) => {
+                eprintln!(
+                    "not decided{}: {message}",
+                    id.map(|i| format!(" {}", short(&i))).unwrap_or_default()
+                );
+            }
+            Event::Hall(Ok(ToApprover::Requests { .. })) => {}
+            Event::Hall(Err(e)) => bail!("{e}"),
+            Event::Typed(None) => return Ok(()),
+            Event::Typed(Some(line)) => {
+                let Some(a) = &asking else { continue };
+                let answer = match line.trim() {
+                    "y" | "yes" => Some((true, None)),
+                    "n" | "no" => Some((false, None)),
+                    other => parse_duration(other).map(|s| (true, Some(s))),
+                };
+                match answer {
+                    Some((approve, grant)) => {
+                        answers.send_decision(&a.request, approve, grant, channel.name())?;
+                        decided.push((a.request.id.clone(), approve));
+                        asking = None;
+                    }
+                    None => {
+                        print!("answer y, n, or a duration like 10m (approve it for that long): ");
+                        std::io::stdout().flush()?;
+                    }
+                }
+            }
+            Event::Dialog(id, answer) => {
+                let Some(a) = &asking else { continue };
+                if a.request.id != id {
+                    continue;
+                }
+                if let Some((approve, grant)) = answer {
+                    answers.send_decision(&a.request, approve, grant, channel.name())?;
+                    decided.push((id, approve));
+                }
+                asking = None;
             }
         }
     }
 }
 
-/// Ask with a zenity dialog; None when it timed out or was closed.
-fn dialog(r: &RequestView) -> Result<Option<(bool, Option<u64>)>> {
+/// Put the question: a prompt in the terminal, or a dialog on the desktop.
+fn ask(channel: Channel, r: RequestView, tx: &mpsc::Sender<Event>) -> Result<Asking> {
+    match channel {
+        Channel::Terminal => {
+            print!("\n{}", describe(&r));
+            print!("approve? [y]es, [n]o, or a duration like 10m (approve it for that long): ");
+            std::io::stdout().flush()?;
+            Ok(Asking {
+                request: r,
+                dialog: None,
+            })
+        }
+        Channel::Desktop => {
+            let pid = dialog(&r, tx.clone())?;
+            Ok(Asking {
+                request: r,
+                dialog: Some(pid),
+            })
+        }
+    }
+}
+
+/// The label of the dialog's grant button.
+const GRANT_LABEL: &str = "Approve for 10 minutes";
+
+/// Show a zenity dialog for `r`; its answer comes back as an [`Event::Dialog`].
+/// Deny is the default button; closing the dialog denies; its timeout leaves
+/// the request to the hall's.
+fn dialog(r: &RequestView, tx: mpsc::Sender<Event>) -> Result<u32> {
     let left = (r.deadline_ms.saturating_sub(now_ms()) / 1000).max(1);
-    // --no-markup: the text is shown as is, whatever the argv contains.
-    let status = Command::new("zenity")
-        .args(["--question", "--no-markup", "--width", "640", "--ok-label", "Approve", "--cancel-label", "Deny"])
-        .arg(format!("--title=Nuketown: {} asks for root", r.agent))
+    let mut child = Command::new("zenity")
+        .args([
+            "--question",
+            // The text is shown as it is: no markup, whatever the argv holds.
+            "--no-markup",
+            "--default-cancel",
+            "--width=720",
+            "--ok-label=_Approve",
+            "--cancel-label=_Deny",
+        ])
+        .arg(format!("--extra-button={GRANT_LABEL}"))
+        .arg(format!(
+            "--title=Nuketown: {} asks to run a command as {}",
+            r.agent, r.user
+        ))
         .arg(format!("--text={}", describe(r)))
         .arg(format!("--timeout={left}"))
-        .status()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
         .context("cannot run zenity (install it for desktop approvals)")?;
-    Ok(match status.code() {
-        Some(0) => Some((true, None)),
-        Some(1) => Some((false, None)),
-        _ => None,
-    })
+    let pid = child.id();
+    let id = r.id.clone();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        if let Some(mut o) = child.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut o, &mut out);
+        }
+        let answer = match child.wait().ok().and_then(|s| s.code()) {
+            Some(0) => Some((true, None)),
+            Some(1) if out.trim() == GRANT_LABEL => Some((true, Some(600))),
+            Some(1) => Some((false, None)),
+            // 5: zenity's own timeout; killed: decided elsewhere.
+            _ => None,
+        };
+        let _ = tx.send(Event::Dialog(id, answer));
+    });
+    Ok(pid)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn durations() {
-        assert_eq!(super::parse_duration("10m"), Some(600));
-        assert_eq!(super::parse_duration("45"), Some(45));
-        assert_eq!(super::parse_duration("1h"), Some(3600));
-        assert_eq!(super::parse_duration("0m"), None);
-        assert_eq!(super::parse_duration("10x"), None);
+        assert_eq!(parse_duration("10m"), Some(600));
+        assert_eq!(parse_duration("45"), Some(45));
+        assert_eq!(parse_duration("45s"), Some(45));
+        assert_eq!(parse_duration("1h"), Some(3600));
+        assert_eq!(parse_duration("0m"), None);
+        assert_eq!(parse_duration("10x"), None);
+        assert_eq!(parse_duration("y"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("99999999999999999999h"), None);
+    }
+
+    #[test]
+    fn a_request_reads_as_one_request() {
+        let r = RequestView {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            agent: "ada".into(),
+            uid: 1100,
+            argv: vec![
+                "/bin/echo".into(),
+                "ok\nrequest 2 from vox\n  run \"/bin/true\"".into(),
+            ],
+            cwd: "/agents/ada".into(),
+            user: "root".into(),
+            group: None,
+            agent_can_write: true,
+            agent_writable_args: vec!["./x\u{1b}[2J".into()],
+            asked_ms: now_ms(),
+            deadline_ms: now_ms() + 60_000,
+        };
+        let d = describe(&r);
+        assert_eq!(d.matches("request ").count(), 1, "{d}");
+        assert!(
+            d.contains(r#"run      "/bin/echo" "ok\nrequest 2 from vox\n  run \"/bin/true\"""#),
+            "{d}"
+        );
+        assert!(d.contains("WARNING  ada can change this program"), "{d}");
+        assert!(d.contains(r#"the file "./x\u{1b}[2J""#), "{d}");
+        assert!(!d.chars().any(|c| c.is_control() && c != '\n'), "{d:?}");
     }
 }

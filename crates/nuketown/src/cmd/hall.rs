@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 /// Run the town hall: hold agents' privilege requests, apply their policies,
-/// ask the approvers, and record every decision. Run it as root (the
-/// `nuketown-hall` service does, with socket activation).
+/// ask the approvers, and record every decision.
+///
+/// Run it as root; the nuketown-hall service does, with its two sockets
+/// activated by systemd. The paths below are for tests and unusual hosts: the
+/// entry point always asks at /run/nuketown/hall.sock.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Requester socket (the entry point's; root only).
@@ -16,7 +19,7 @@ pub struct Args {
     /// Approver socket (group nuketown-approvers).
     #[arg(long, env = "NUKETOWN_APPROVER_SOCKET", default_value = nuketown_hall::APPROVER_SOCKET)]
     approver_socket: PathBuf,
-    /// Mock mode file (MOCK_APPROVED / MOCK_DENIED, honoured only from an approver's own file).
+    /// Mock mode file: MOCK_APPROVED or MOCK_DENIED, honoured only when root or an approver owns it and nobody else can write it.
     #[arg(long, env = "NUKETOWN_MODE_FILE", default_value = nuketown_hall::MODE_FILE)]
     mode_file: PathBuf,
     /// Audit log (JSON lines).
@@ -24,8 +27,11 @@ pub struct Args {
     audit_log: PathBuf,
 }
 
-/// Run the daemon.
+/// Run the daemon until SIGTERM.
 pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
+    if !nix::unistd::geteuid().is_root() {
+        tracing::warn!("the town hall is not running as root: the entry point (root) is its only requester, and peers are checked by uid");
+    }
     let town = super::town_path(None, global)?;
     let cfg = nuketown_hall::daemon::Config {
         requester_socket: args.socket,
@@ -34,7 +40,11 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         audit_log: args.audit_log,
         town,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(nuketown_hall::daemon::run(cfg)).context("the town hall stopped")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(nuketown_hall::daemon::run(cfg))
+        .context("the town hall stopped")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,301 @@
+//! The hall's state, apart from any socket: pending requests, grants and the
+//! approvers watching. A request leaves the pending set exactly once — decided
+//! by an approver, timed out, withdrawn, or denied because its approvers went
+//! away — and whoever takes it out delivers its one outcome.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::{broadcast, oneshot};
+
+use crate::policy::Grant;
+use crate::protocol::{self, DecidedBy, RequestView, ToApprover};
+use crate::time::now_ms;
+
+/// How a pending request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether the command may run.
+    pub approved: bool,
+    /// Who decided.
+    pub by: DecidedBy,
+    /// Why, in words for the agent.
+    pub reason: String,
+}
+
+/// Longest time-boxed grant, in seconds (a day).
+pub const MAX_GRANT_SECS: u64 = 86_400;
+
+/// Why an approver's decision was refused. Nothing changes when it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// No such pending request.
+    #[error("no pending request {0} (already decided, withdrawn or timed out)")]
+    NotPending(String),
+    /// The decision names another agent or argv than the request.
+    #[error("request {id} is not {agent}'s {argv}; nothing was decided")]
+    Mismatch {
+        /// Request id.
+        id: String,
+        /// The agent the decision named.
+        agent: String,
+        /// The argv the decision named, shown.
+        argv: String,
+    },
+    /// A channel the hall does not know.
+    #[error("unknown channel {0:?}: use terminal, desktop or matrix:@user:server")]
+    Channel(String),
+    /// A grant that is too long or comes with a denial.
+    #[error("a grant must come with an approval and last 1 to {MAX_GRANT_SECS} s")]
+    Grant,
+}
+
+struct Pending {
+    view: RequestView,
+    /// Shown to at least one watching approver.
+    shown: bool,
+    decide: oneshot::Sender<Outcome>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pending: HashMap<String, Pending>,
+    grants: Vec<Grant>,
+    watchers: usize,
+}
+
+/// Pending requests, grants and watchers, shared by every connection.
+pub struct State {
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<ToApprover>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::new()
+    }
+}
+
+fn sort(v: &mut [RequestView]) {
+    v.sort_by(|a, b| a.asked_ms.cmp(&b.asked_ms).then(a.id.cmp(&b.id)));
+}
+
+/// Whether `channel` is one an approver may name.
+pub fn channel_ok(channel: &str) -> bool {
+    matches!(channel, "terminal" | "desktop")
+        || channel
+            .strip_prefix("matrix:@")
+            .is_some_and(|rest| rest.contains(':') && !rest.contains(char::is_whitespace))
+}
+
+impl State {
+    /// An empty hall.
+    pub fn new() -> State {
+        // Enough room for every pending request's event plus its resolution.
+        let (events, _) = broadcast::channel(16 * 1024);
+        State {
+            inner: Mutex::new(Inner::default()),
+            events,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hold a request for a human; the receiver gets its one outcome.
+    pub fn submit(&self, view: RequestView) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.lock();
+        let shown = inner.watchers > 0;
+        // Sent under the lock, so a new watcher sees it either in its snapshot or as an event, once.
+        let _ = self.events.send(ToApprover::Request {
+            request: view.clone(),
+        });
+        inner.pending.insert(
+            view.id.clone(),
+            Pending {
+                view,
+                shown,
+                decide: tx,
+            },
+        );
+        rx
+    }
+
+    /// Take a request out with this outcome (timeout, withdrawal); false when
+    /// it was already gone — then its receiver holds the outcome that won.
+    pub fn resolve(&self, id: &str, outcome: Outcome) -> bool {
+        let mut inner = self.lock();
+        match inner.pending.remove(id) {
+            Some(p) => {
+                self.finish(p, outcome);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn finish(&self, p: Pending, outcome: Outcome) {
+        let _ = self.events.send(ToApprover::Resolved {
+            id: p.view.id.clone(),
+            outcome: if outcome.approved {
+                "approved"
+            } else if outcome.by.channel == "requester" {
+                "cancelled"
+            } else {
+                "denied"
+            }
+            .into(),
+            by: outcome.by.clone(),
+        });
+        let _ = p.decide.send(outcome);
+    }
+
+    /// An approver's decision: it must name a pending request by id, with the
+    /// same agent and argv, and a known channel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &self,
+        approver: &str,
+        id: &str,
+        agent: &str,
+        argv: &[String],
+        approve: bool,
+        grant_secs: Option<u64>,
+        channel: &str,
+    ) -> Result<(), Refused> {
+        if !channel_ok(channel) {
+            return Err(Refused::Channel(channel.to_string()));
+        }
+        if grant_secs.is_some_and(|s| !approve || s == 0 || s > MAX_GRANT_SECS) {
+            return Err(Refused::Grant);
+        }
+        let mut inner = self.lock();
+        let Some(p) = inner.pending.get(id) else {
+            return Err(Refused::NotPending(id.to_string()));
+        };
+        if p.view.agent != agent || p.view.argv != argv {
+            return Err(Refused::Mismatch {
+                id: id.to_string(),
+                agent: agent.to_string(),
+                argv: protocol::show_argv(argv),
+            });
+        }
+        let p = inner.pending.remove(id).expect("checked above");
+        let reason = match (approve, grant_secs) {
+            (true, Some(s)) => {
+                inner.grants.retain(|g| g.until_ms > now_ms());
+                inner.grants.push(Grant {
+                    agent: agent.to_string(),
+                    argv: argv.to_vec(),
+                    user: p.view.user.clone(),
+                    group: p.view.group.clone(),
+                    until_ms: now_ms() + s * 1000,
+                    by: approver.to_string(),
+                });
+                format!("approved by {approver} via {channel}, and for the next {s} s")
+            }
+            (true, None) => format!("approved by {approver} via {channel}"),
+            (false, _) => format!("denied by {approver} via {channel}"),
+        };
+        self.finish(
+            p,
+            Outcome {
+                approved: approve,
+                by: DecidedBy {
+                    who: approver.to_string(),
+                    channel: channel.to_string(),
+                },
+                reason,
+            },
+        );
+        Ok(())
+    }
+
+    /// The live grants.
+    pub fn grants(&self) -> Vec<Grant> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        inner.grants.retain(|g| g.until_ms > now);
+        inner.grants.clone()
+    }
+
+    /// What is pending, oldest first.
+    pub fn pending(&self) -> Vec<RequestView> {
+        let mut v: Vec<RequestView> = self
+            .lock()
+            .pending
+            .values()
+            .map(|p| p.view.clone())
+            .collect();
+        sort(&mut v);
+        v
+    }
+
+    /// Start watching: what is pending now, and every event after it.
+    /// Call [`State::unwatch`] when the watcher goes.
+    pub fn watch(&self) -> (Vec<RequestView>, broadcast::Receiver<ToApprover>) {
+        let mut inner = self.lock();
+        let rx = self.events.subscribe();
+        inner.watchers += 1;
+        for p in inner.pending.values_mut() {
+            p.shown = true;
+        }
+        let mut now: Vec<RequestView> = inner.pending.values().map(|p| p.view.clone()).collect();
+        sort(&mut now);
+        (now, rx)
+    }
+
+    /// A watcher went away. When it was the last, every request that approvers
+    /// were shown is denied: nobody is left to decide it.
+    pub fn unwatch(&self, approver: &str, channel: &str) -> usize {
+        let mut inner = self.lock();
+        inner.watchers = inner.watchers.saturating_sub(1);
+        if inner.watchers > 0 {
+            return 0;
+        }
+        let orphans: Vec<String> = inner
+            .pending
+            .iter()
+            .filter(|(_, p)| p.shown)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &orphans {
+            let p = inner.pending.remove(id).expect("listed above");
+            self.finish(
+                p,
+                Outcome {
+                    approved: false,
+                    by: DecidedBy {
+                        who: approver.to_string(),
+                        channel: "approver-gone".into(),
+                    },
+                    reason: format!(
+                        "the approver went away ({approver}'s {channel} approver disconnected), denied"
+                    ),
+                },
+            );
+        }
+        orphans.len()
+    }
+
+    /// Deny everything pending (the hall is stopping).
+    pub fn deny_all(&self, reason: &str) {
+        let mut inner = self.lock();
+        let all: Vec<Pending> = inner.pending.drain().map(|(_, p)| p).collect();
+        for p in all {
+            self.finish(
+                p,
+                Outcome {
+                    approved: false,
+                    by: DecidedBy {
+                        who: "hall".into(),
+                        channel: "hall".into(),
+                    },
+                    reason: reason.to_string(),
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The sudoers drop-in (`/etc/sudoers.d/nuketown`): each agent with
+//! `sudo.enable` may run exactly the entry point, as root, without a password
+//! and without setting environment variables. Never `ALL`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use nuketown_town::Town;
+
+/// The sudoers alias naming the agents that may ask.
+pub const ALIAS: &str = "NUKETOWN_AGENTS";
+
+/// A path written for sudoers: backslash before the characters sudoers gives
+/// a meaning (`,` `:` `=` `\` space and friends). `None` for a path sudoers
+/// cannot name (relative, or holding control characters).
+pub fn escape_path(path: &Path) -> Option<String> {
+    let s = path.to_str()?;
+    if !s.starts_with('/') || s.chars().any(char::is_control) {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(
+            c,
+            ',' | ':' | '=' | '\\' | ' ' | '(' | ')' | '!' | '#' | '"' | '*' | '?' | '[' | ']'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    Some(out)
+}
+
+/// The drop-in for `town`. It passes `visudo -cf`; with no agent allowed to
+/// ask (or an entry point path sudoers cannot name) it grants nothing.
+pub fn render(town: &Town) -> String {
+    let mut s = String::from(
+        "# Written by nuketown apply; do not edit: apply rewrites it.\n\
+         # Agents reach root only through the town hall: each may run exactly the\n\
+         # entry point, as root, without a password and without setting environment\n\
+         # variables. The entry point asks a human about the exact command.\n",
+    );
+    let agents: Vec<&str> = town
+        .enabled_agents()
+        .filter(|(_, a)| a.sudo.enable)
+        .map(|(n, _)| n.as_str())
+        .filter(|n| nuketown_town::is_unix_name(n))
+        .collect();
+    let Some(elevate) = escape_path(&town.hall.elevate_path) else {
+        s.push_str("# hall.elevatePath cannot be named in sudoers: nothing is granted.\n");
+        return s;
+    };
+    if agents.is_empty() {
+        s.push_str("# No agent has sudo.enable: nothing is granted.\n");
+        return s;
+    }
+    let _ = writeln!(s, "User_Alias {ALIAS} = {}", agents.join(", "));
+    let _ = writeln!(s, "Defaults!{elevate} env_reset, !setenv");
+    let _ = writeln!(s, "Defaults:{ALIAS} !setenv");
+    let _ = writeln!(s, "{ALIAS} ALL = (root) NOPASSWD: NOSETENV: {elevate}");
+    s
+}

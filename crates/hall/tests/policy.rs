@@ -1,0 +1,350 @@
+//! Policies on their own: deny wins, rules name programs the way sudo does,
+//! nothing automatic covers a program the agent can change, the mock mode
+//! file is believed only from its rightful owner. Files are made with real
+//! owners and modes, so these run as root (CI does).
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use nuketown_hall::policy::{self, Identity, MockRefusal};
+use nuketown_hall::protocol::Ask;
+use nuketown_town::{Agent, CommandRule};
+
+const AGENT_UID: u32 = 1997;
+const HUMAN_UID: u32 = 1998;
+
+fn root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests chown files to other users: run them as root (CI does)"
+    );
+}
+
+fn agent(auto: &[(&[&str], bool)], deny: &[(&[&str], bool)]) -> Agent {
+    let rules = |r: &[(&[&str], bool)]| -> Vec<CommandRule> {
+        r.iter()
+            .map(|(a, prefix)| CommandRule {
+                argv: a.iter().map(|s| s.to_string()).collect(),
+                prefix: *prefix,
+            })
+            .collect()
+    };
+    let mut a: Agent = serde_json::from_value(serde_json::json!({ "uid": 1100 })).unwrap();
+    a.sudo.enable = true;
+    a.sudo.auto_approve = rules(auto);
+    a.sudo.deny = rules(deny);
+    a
+}
+
+fn ask(argv: &[&str]) -> Ask {
+    Ask {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        cwd: "/".into(),
+        user: "root".into(),
+        group: None,
+        sudo_uid: 1100,
+    }
+}
+
+fn decided(a: &Agent, argv: &[&str]) -> Option<bool> {
+    policy::by_rules("ada", a, &ask(argv), false, &[], 0).map(|d| d.approved)
+}
+
+#[test]
+fn deny_wins_over_auto_approve() {
+    let a = agent(
+        &[(&["/usr/bin/systemctl"], true)],
+        &[(&["/usr/bin/systemctl", "poweroff"], true)],
+    );
+    assert_eq!(
+        decided(&a, &["/usr/bin/systemctl", "restart", "nginx"]),
+        Some(true)
+    );
+    assert_eq!(
+        decided(&a, &["/usr/bin/systemctl", "poweroff"]),
+        Some(false)
+    );
+    assert_eq!(
+        decided(&a, &["/usr/bin/systemctl", "poweroff", "--force"]),
+        Some(false)
+    );
+    assert_eq!(
+        decided(&a, &["/usr/bin/id"]),
+        None,
+        "nothing matches: a human decides"
+    );
+    let d = policy::by_rules(
+        "ada",
+        &a,
+        &ask(&["/usr/bin/systemctl", "poweroff"]),
+        false,
+        &[],
+        0,
+    )
+    .unwrap();
+    assert_eq!(
+        d.reason,
+        "denied by policy: matches agents.ada.sudo.deny[0]"
+    );
+    assert_eq!(
+        (d.by.who.as_str(), d.by.channel.as_str(), d.mock),
+        ("policy", "policy", false)
+    );
+}
+
+#[test]
+fn exact_rules_match_exactly_and_prefix_rules_as_a_prefix() {
+    let a = agent(&[(&["/usr/bin/apt", "update"], false)], &[]);
+    assert_eq!(decided(&a, &["/usr/bin/apt", "update"]), Some(true));
+    assert_eq!(
+        decided(
+            &a,
+            &[
+                "/usr/bin/apt",
+                "update",
+                "-o",
+                "APT::Update::Post-Invoke=sh"
+            ]
+        ),
+        None
+    );
+    assert_eq!(decided(&a, &["/usr/bin/apt"]), None);
+}
+
+#[test]
+fn a_bare_program_name_means_what_sudo_would_run() {
+    let a = agent(&[(&["true"], false)], &[(&["rm"], true)]);
+    let real_true =
+        nuketown_hall::entry::resolve("true", Path::new("/"), nuketown_hall::entry::SAFE_PATH)
+            .unwrap();
+    assert_eq!(decided(&a, &[real_true.to_str().unwrap()]), Some(true));
+    // Not any file called `true`.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("true");
+    std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(decided(&a, &[fake.to_str().unwrap()]), None);
+    // A deny rule's bare name catches every program of that name, wherever it is.
+    let fake_rm = dir.path().join("rm");
+    std::fs::copy(&fake, &fake_rm).unwrap();
+    assert_eq!(
+        decided(&a, &[fake_rm.to_str().unwrap(), "-rf", "/"]),
+        Some(false)
+    );
+    assert_eq!(decided(&a, &["/bin/rm", "-rf", "/"]), Some(false));
+    assert_eq!(decided(&a, &["/usr/bin/rm", "-rf", "/"]), Some(false));
+}
+
+#[test]
+fn a_path_rule_matches_other_paths_to_the_same_file() {
+    // On a merged /usr, /bin/true is /usr/bin/true.
+    let same = std::fs::canonicalize("/bin/true").unwrap()
+        == std::fs::canonicalize("/usr/bin/true").unwrap();
+    let a = agent(&[(&["/usr/bin/true"], false)], &[(&["/usr/bin/id"], true)]);
+    assert_eq!(
+        decided(&a, &["/bin/true"]),
+        if same { Some(true) } else { None }
+    );
+    if std::fs::canonicalize("/bin/id")
+        .is_ok_and(|p| p == std::fs::canonicalize("/usr/bin/id").unwrap())
+    {
+        assert_eq!(
+            decided(&a, &["/bin/id"]),
+            Some(false),
+            "a deny rule is not dodged by another path to the file"
+        );
+    }
+}
+
+#[test]
+fn nothing_automatic_covers_a_program_the_agent_can_change() {
+    let a = agent(&[(&["/usr/bin/true"], false)], &[]);
+    assert!(policy::by_rules("ada", &a, &ask(&["/usr/bin/true"]), true, &[], 0).is_none());
+    let grant = policy::Grant {
+        agent: "ada".into(),
+        argv: vec!["/usr/bin/id".into()],
+        user: "root".into(),
+        group: None,
+        until_ms: 10_000,
+        by: "josh".into(),
+    };
+    assert!(policy::by_rules(
+        "ada",
+        &a,
+        &ask(&["/usr/bin/id"]),
+        false,
+        std::slice::from_ref(&grant),
+        1_000
+    )
+    .is_some_and(|d| d.approved && d.by.channel == "grant"));
+    assert!(policy::by_rules("ada", &a, &ask(&["/usr/bin/id"]), true, &[grant], 1_000).is_none());
+    // But a deny rule still denies.
+    let d = agent(&[], &[(&["/usr/bin/id"], false)]);
+    assert_eq!(
+        policy::by_rules("ada", &d, &ask(&["/usr/bin/id"]), true, &[], 0).map(|d| d.approved),
+        Some(false)
+    );
+}
+
+#[test]
+fn auto_approve_is_for_root_only_and_sudo_disabled_denies() {
+    let a = agent(&[(&["/usr/bin/true"], false)], &[]);
+    let mut as_vox = ask(&["/usr/bin/true"]);
+    as_vox.user = "vox".into();
+    assert!(policy::by_rules("ada", &a, &as_vox, false, &[], 0).is_none());
+    let mut with_group = ask(&["/usr/bin/true"]);
+    with_group.group = Some("disk".into());
+    assert!(policy::by_rules("ada", &a, &with_group, false, &[], 0).is_none());
+    let mut off = a.clone();
+    off.sudo.enable = false;
+    assert_eq!(decided(&off, &["/usr/bin/true"]), Some(false));
+}
+
+fn chown(p: &Path, uid: u32) {
+    nix::unistd::chown(p, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
+}
+
+fn mode(p: &Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+}
+
+#[test]
+fn the_mock_file_is_believed_only_from_root_or_an_approver_and_only_when_nobody_else_can_write_it()
+{
+    root();
+    let approvers = vec![(HUMAN_UID, "nkthuman".to_string())];
+    let dir = tempfile::tempdir().unwrap();
+    mode(dir.path(), 0o755);
+    let f = dir.path().join("mode");
+    assert_eq!(policy::mock(&f, &approvers), Err(MockRefusal::Absent));
+
+    std::fs::write(&f, "MOCK_APPROVED\n").unwrap();
+    chown(&f, HUMAN_UID);
+    mode(&f, 0o644);
+    let m = policy::mock(&f, &approvers).unwrap();
+    assert!(m.approved && m.mock);
+    assert_eq!(
+        (m.by.who.as_str(), m.by.channel.as_str()),
+        ("nkthuman", "mock")
+    );
+    assert_eq!(m.reason, "[MOCK] approved by nkthuman's mock mode file");
+
+    std::fs::write(&f, "MOCK_DENIED").unwrap();
+    let m = policy::mock(&f, &approvers).unwrap();
+    assert!(!m.approved && m.reason.starts_with("[MOCK] denied"));
+
+    chown(&f, 0);
+    assert_eq!(policy::mock(&f, &approvers).unwrap().by.who, "root");
+
+    let refused = |why: &str| match policy::mock(&f, &approvers) {
+        Err(MockRefusal::Untrusted(m)) => assert!(m.contains(why), "{m} (wanted {why})"),
+        other => panic!("{other:?} (wanted {why})"),
+    };
+    std::fs::write(&f, "MOCK_APPROVED").unwrap();
+    chown(&f, AGENT_UID);
+    refused("neither root nor an approver");
+    chown(&f, HUMAN_UID);
+    mode(&f, 0o664);
+    refused("group or others");
+    mode(&f, 0o646);
+    refused("group or others");
+    mode(&f, 0o600);
+    std::fs::write(&f, "MOCK_APPROVED please").unwrap();
+    refused("not MOCK_APPROVED or MOCK_DENIED");
+    std::fs::write(&f, "MOCK_APPROVED").unwrap();
+    // A directory others can write: the file could be swapped.
+    mode(dir.path(), 0o777);
+    refused("writable by group or others");
+    mode(dir.path(), 0o755);
+    // A link is never followed, even to a good file.
+    let link = dir.path().join("link");
+    symlink(&f, &link).unwrap();
+    assert!(matches!(
+        policy::mock(&link, &approvers),
+        Err(MockRefusal::Untrusted(_))
+    ));
+    // Not a regular file.
+    let d = dir.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    assert!(matches!(
+        policy::mock(&d, &approvers),
+        Err(MockRefusal::Untrusted(_))
+    ));
+    // Sanity: the good file is still believed.
+    assert!(policy::mock(&f, &approvers).unwrap().approved);
+}
+
+#[test]
+fn what_an_agent_can_change_is_found_along_the_whole_path() {
+    root();
+    let agent = Identity {
+        uid: AGENT_UID,
+        gids: vec![AGENT_UID],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path();
+    mode(top, 0o755);
+    // root-owned program in root-owned directories: safe.
+    let bin = top.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let prog = bin.join("prog");
+    std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+    mode(&prog, 0o755);
+    assert!(!agent.can_change(&prog));
+    assert!(!agent.can_change(Path::new("/usr/bin/id")));
+    // The file itself writable by the agent.
+    chown(&prog, AGENT_UID);
+    assert!(agent.can_change(&prog));
+    chown(&prog, 0);
+    // Group-writable, agent in the group.
+    nix::unistd::chown(&prog, None, Some(nix::unistd::Gid::from_raw(AGENT_UID))).unwrap();
+    mode(&prog, 0o775);
+    assert!(agent.can_change(&prog));
+    mode(&prog, 0o755);
+    // A directory on the way that the agent owns: it can rename things.
+    chown(&bin, AGENT_UID);
+    assert!(agent.can_change(&prog));
+    chown(&bin, 0);
+    // A link the agent controls, pointing at a safe program.
+    let home = top.join("home");
+    std::fs::create_dir(&home).unwrap();
+    chown(&home, AGENT_UID);
+    let link = home.join("tool");
+    symlink(&prog, &link).unwrap();
+    assert!(agent.can_change(&link));
+    // A root-owned link to a file in an agent directory.
+    let theirs = home.join("script");
+    std::fs::write(&theirs, "").unwrap();
+    let link2 = bin.join("via");
+    symlink(&theirs, &link2).unwrap();
+    assert!(agent.can_change(&link2));
+    // Sticky, world-writable directory (like /tmp): others' files are safe, the agent's are not.
+    let tmp = top.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    mode(&tmp, 0o1777);
+    let roots = tmp.join("roots");
+    std::fs::write(&roots, "").unwrap();
+    mode(&roots, 0o755);
+    assert!(!agent.can_change(&roots));
+    let own = tmp.join("own");
+    std::fs::write(&own, "").unwrap();
+    mode(&own, 0o755);
+    chown(&own, AGENT_UID);
+    assert!(agent.can_change(&own));
+    // And writable_by reports the arguments too.
+    let a = Ask {
+        argv: vec![
+            "/bin/sh".into(),
+            theirs.to_str().unwrap().into(),
+            "-c".into(),
+            roots.to_str().unwrap().into(),
+        ],
+        cwd: "/".into(),
+        user: "root".into(),
+        group: None,
+        sudo_uid: AGENT_UID,
+    };
+    let (exe, args) = policy::writable_by(&agent, &a);
+    assert!(!exe);
+    assert_eq!(args, [theirs.to_str().unwrap()]);
+}

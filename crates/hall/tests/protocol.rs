@@ -1,0 +1,231 @@
+//! The line protocol on its own: what parses, what is refused, and (with
+//! proptest) that no input makes the parsers panic and that what approvers
+//! are shown is unambiguous. A longer run: see docs/protocol.md.
+
+use nuketown_hall::protocol::*;
+use proptest::prelude::*;
+
+fn ask_line(argv: &[&str]) -> Vec<u8> {
+    encode(&FromRequester::Request {
+        v: VERSION,
+        ask: Ask {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cwd: "/agents/ada".into(),
+            user: "root".into(),
+            group: None,
+            sudo_uid: 1100,
+        },
+    })
+}
+
+#[test]
+fn a_request_round_trips() {
+    let line = ask_line(&["/usr/bin/apt", "install", "ripgrep"]);
+    assert_eq!(
+        String::from_utf8(line.clone()).unwrap(),
+        "{\"type\":\"request\",\"v\":1,\"argv\":[\"/usr/bin/apt\",\"install\",\"ripgrep\"],\"cwd\":\"/agents/ada\",\"user\":\"root\",\"sudo_uid\":1100}\n"
+    );
+    match parse_requester(&line).unwrap() {
+        FromRequester::Request { v, ask } => {
+            assert_eq!(v, 1);
+            assert_eq!(ask.argv, ["/usr/bin/apt", "install", "ripgrep"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn malformed_requests_are_refused() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"", "malformed"),
+        (b"{not json}", "malformed"),
+        (b"\xff\xfe", "malformed"),
+        (b"{\"type\":\"request\",\"v\":2,\"argv\":[\"/bin/true\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}", "version 2"),
+        (b"{\"type\":\"request\",\"v\":1,\"argv\":[],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}", "argv must have"),
+        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"true\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}", "absolute"),
+        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/echo\",\"a\\u0000b\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}", "NUL"),
+        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/true\"],\"cwd\":\"rel\",\"user\":\"root\",\"sudo_uid\":1}", "cwd"),
+        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/true\"],\"cwd\":\"/\",\"user\":\"\",\"sudo_uid\":1}", "empty"),
+        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/true\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1,\"admin\":true}", "unknown field"),
+        (b"{\"type\":\"request\",\"v\":1,\"argv\":\"/bin/true\",\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}", "malformed"),
+        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/true\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":-1}", "malformed"),
+        (b"{\"type\":\"exit\",\"v\":1,\"id\":\"../../x\",\"status\":0}", "request id"),
+        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/true\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}\n{\"type\":\"exit\"}", "more than one line"),
+    ];
+    for (line, why) in cases {
+        let e = parse_requester(line).expect_err(&String::from_utf8_lossy(line));
+        assert!(
+            e.to_string().contains(why),
+            "{:?}: {e} (wanted {why})",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+#[test]
+fn an_oversized_line_is_refused_before_it_is_parsed() {
+    let mut big = ask_line(&["/bin/echo", &"x".repeat(MAX_LINE)]);
+    assert!(big.len() > MAX_LINE);
+    assert_eq!(parse_requester(&big), Err(ProtocolError::TooLong));
+    big.truncate(MAX_LINE);
+    assert!(parse_requester(&big).is_err());
+}
+
+#[test]
+fn approver_messages_parse_and_are_checked() {
+    let id = "0123456789abcdef0123456789abcdef";
+    let ok = format!("{{\"type\":\"decide\",\"v\":1,\"id\":\"{id}\",\"agent\":\"ada\",\"argv\":[\"/usr/bin/id\"],\"approve\":true,\"grant_secs\":600,\"channel\":\"terminal\"}}");
+    match parse_approver(ok.as_bytes()).unwrap() {
+        FromApprover::Decide {
+            grant_secs,
+            approve,
+            ..
+        } => {
+            assert_eq!(grant_secs, Some(600));
+            assert!(approve);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        parse_approver(b"{\"type\":\"watch\",\"v\":1}"),
+        Ok(FromApprover::Watch { channel: None, .. })
+    ));
+    assert!(matches!(
+        parse_approver(b"{\"type\":\"list\",\"v\":1}"),
+        Ok(FromApprover::List { .. })
+    ));
+    for bad in [
+        ok.replace(id, "0123"),
+        ok.replace(id, &id.to_uppercase()),
+        ok.replace("\"terminal\"", "\"\""),
+        ok.replace("\"terminal\"", "\"term\\ninal\""),
+        ok.replace("\"v\":1", "\"v\":0"),
+        ok.replace("\"approve\":true", "\"approve\":\"yes\""),
+        ok.replace("\"argv\":[\"/usr/bin/id\"]", "\"argv\":[]"),
+        "{\"type\":\"approve_all\",\"v\":1}".into(),
+    ] {
+        assert!(parse_approver(bad.as_bytes()).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn hall_messages_round_trip() {
+    let m = ToApprover::Error {
+        id: Some("0123456789abcdef0123456789abcdef".into()),
+        message: "no".into(),
+    };
+    assert_eq!(parse_to_approver(&encode(&m)).unwrap(), m);
+    let d = ToRequester::Decision {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        approved: false,
+        by: DecidedBy {
+            who: "josh".into(),
+            channel: "terminal".into(),
+        },
+        reason: "denied by josh via terminal".into(),
+        mock: false,
+    };
+    assert_eq!(parse_to_requester(&encode(&d)).unwrap(), d);
+}
+
+#[test]
+fn display_escapes_what_could_mislead() {
+    let argv: Vec<String> = vec![
+        "/bin/echo".into(),
+        "two\nlines".into(),
+        "say \"hi\" \\ bye".into(),
+        "\x1b[2Jcleared".into(),
+        "rev\u{202e}ersed".into(),
+        "p\u{0430}ypal".into(),
+        "<b>bold</b> & more".into(),
+        "".into(),
+    ];
+    let shown = show_argv(&argv);
+    assert_eq!(
+        shown,
+        r#""/bin/echo" "two\nlines" "say \"hi\" \\ bye" "\u{1b}[2Jcleared" "rev\u{202e}ersed" "p\u{430}ypal" "<b>bold</b> & more" """#
+    );
+    assert!(!shown.contains('\n') && !shown.chars().any(|c| !(' '..='~').contains(&c)));
+}
+
+/// Split a shown argv back into its quoted elements (the inverse of join).
+fn split_shown(shown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for c in shown.chars() {
+        cur.push(c);
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            in_quotes = !in_quotes;
+            if !in_quotes {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else if c == ' ' && !in_quotes {
+            cur.pop();
+        }
+    }
+    out
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(512)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes never panic a parser.
+    #[test]
+    fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = parse_requester(&bytes);
+        let _ = parse_approver(&bytes);
+        let _ = parse_to_requester(&bytes);
+        let _ = parse_to_approver(&bytes);
+    }
+
+    /// Near-miss JSON (a valid message with one byte changed) never panics, and what parses is checked.
+    #[test]
+    fn mutated_messages_are_parsed_or_refused(pos in any::<prop::sample::Index>(), byte in any::<u8>(),
+                                              argv in proptest::collection::vec(".*", 1..6)) {
+        let mut argv = argv;
+        argv[0] = format!("/{}", argv[0]);
+        let mut line = encode(&FromRequester::Request { v: VERSION, ask: Ask { argv, cwd: "/".into(), user: "root".into(), group: None, sudo_uid: 1 } });
+        let i = pos.index(line.len());
+        line[i] = byte;
+        if let Ok(FromRequester::Request { ask, v }) = parse_requester(&line) {
+            prop_assert_eq!(v, VERSION);
+            prop_assert!(ask.argv[0].starts_with('/'));
+            prop_assert!(ask.argv.iter().all(|a| !a.contains('\0')));
+        }
+    }
+
+    /// Every valid request survives encode → parse unchanged, whatever its strings hold.
+    #[test]
+    fn requests_round_trip(argv in proptest::collection::vec("[^\u{0}]*", 1..8), cwd in "/[^\u{0}]*", user in "[^\u{0}]+", uid in any::<u32>()) {
+        let mut argv = argv;
+        argv[0] = format!("/{}", argv[0]);
+        let ask = Ask { argv, cwd, user, group: None, sudo_uid: uid };
+        let line = encode(&FromRequester::Request { v: VERSION, ask: ask.clone() });
+        prop_assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "one message is one line");
+        if line.len() <= MAX_LINE {
+            prop_assert_eq!(parse_requester(&line).unwrap(), FromRequester::Request { v: VERSION, ask });
+        }
+    }
+
+    /// What approvers see is one line of printable ASCII, and reads back as exactly the argv.
+    #[test]
+    fn display_is_one_line_and_unambiguous(argv in proptest::collection::vec(any::<String>(), 1..6)) {
+        let shown = show_argv(&argv);
+        prop_assert!(shown.chars().all(|c| (' '..='~').contains(&c)), "{shown:?}");
+        let back: Vec<String> = split_shown(&shown).iter().map(|e| unshow_str(e).unwrap()).collect();
+        prop_assert_eq!(back, argv);
+    }
+}

@@ -1,0 +1,172 @@
+//! The files `nuketown apply` installs for the privilege path, as snapshots,
+//! and checked by the tools that will read them: `visudo -cf` for the
+//! sudoers drop-in, `sh -n` for the shim, `systemd-analyze verify` for units.
+
+use std::path::Path;
+use std::process::Command;
+
+use nuketown_hall::{shim, sudoers, units};
+use nuketown_town::{parse, Format, Town};
+
+fn town(extra: &str) -> Town {
+    let text = format!(
+        "humanUser = \"josh\"\n{extra}\n\
+         [agents.ada]\nuid = 1100\nsudo.enable = true\n\
+         [agents.vox]\nuid = 1101\nsudo.enable = true\n\
+         [agents.eve]\nuid = 1102\n\
+         [agents.old]\nuid = 1103\nenable = false\nsudo.enable = true\n"
+    );
+    parse(&text, Format::Toml, "town.toml", "testhost").unwrap()
+}
+
+fn visudo(text: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("nuketown");
+    std::fs::write(&f, text).unwrap();
+    let o = Command::new("visudo")
+        .arg("-cf")
+        .arg(&f)
+        .output()
+        .map_err(|e| format!("visudo: {e} (apt install sudo)"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    }
+}
+
+#[test]
+fn sudoers_grants_each_sudo_agent_exactly_the_entry_point() {
+    let text = sudoers::render(&town(""));
+    insta::assert_snapshot!(text);
+    visudo(&text).unwrap();
+    // Only enabled agents with sudo.enable; never ALL as a command, never SETENV.
+    assert!(
+        text.contains("User_Alias NUKETOWN_AGENTS = ada, vox\n"),
+        "{text}"
+    );
+    assert!(!text.contains("eve") && !text.contains("old"), "{text}");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            !line.trim_end().ends_with("ALL") && !line.contains(" SETENV"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn sudoers_escapes_an_unusual_entry_point_path_and_refuses_an_impossible_one() {
+    let mut t = town("");
+    t.hall.elevate_path = "/opt/nuke town/a,b:c=d/nuketown-elevate".into();
+    let text = sudoers::render(&t);
+    assert!(
+        text.contains(r"/opt/nuke\ town/a\,b\:c\=d/nuketown-elevate"),
+        "{text}"
+    );
+    visudo(&text).unwrap();
+    t.hall.elevate_path = "/opt/x\nALL ALL=(ALL) NOPASSWD: ALL".into();
+    let text = sudoers::render(&t);
+    assert!(
+        !text.contains("NUKETOWN_AGENTS ALL") && !text.contains("\nALL ALL"),
+        "{text}"
+    );
+    visudo(&text).unwrap();
+}
+
+#[test]
+fn sudoers_with_nobody_allowed_grants_nothing() {
+    let text = sudoers::render(
+        &parse(
+            "humanUser = \"josh\"\n[agents.eve]\nuid = 1102\n",
+            Format::Toml,
+            "t",
+            "h",
+        )
+        .unwrap(),
+    );
+    assert!(
+        !text.lines().any(|l| !l.starts_with('#') && !l.is_empty()),
+        "{text}"
+    );
+    visudo(&text).unwrap();
+}
+
+#[test]
+fn the_shim_hands_everything_to_the_entry_point_through_real_sudo() {
+    let text = shim::render(Path::new("/usr/local/libexec/nuketown/nuketown-elevate"));
+    insta::assert_snapshot!(text);
+    let odd = shim::render(Path::new("/opt/it's here/$(reboot)/nuketown-elevate"));
+    assert!(
+        odd.contains(r#"exec /usr/bin/sudo '/opt/it'\''s here/$(reboot)/nuketown-elevate' "$@""#),
+        "{odd}"
+    );
+    // The shell reads it as one word: run it with a stand-in for sudo.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("sudo");
+    std::fs::write(&script, odd.replace("/usr/bin/sudo", "printf '[%s]'")).unwrap();
+    let o = Command::new("sh")
+        .arg(&script)
+        .args(["-u", "root", "a b"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "[/opt/it's here/$(reboot)/nuketown-elevate][-u][root][a b]"
+    );
+}
+
+#[test]
+fn units_render() {
+    let bin = Path::new("/usr/local/bin/nuketown");
+    insta::assert_snapshot!("hall_service", units::hall_service(bin));
+    insta::assert_snapshot!("hall_socket", units::hall_socket());
+    insta::assert_snapshot!("approvers_socket", units::approvers_socket());
+    insta::assert_snapshot!(
+        "desktop_approver_service",
+        units::desktop_approver_service(bin)
+    );
+    assert!(units::hall_service(Path::new("/opt/my tools/nuketown"))
+        .contains("ExecStart=\"/opt/my tools/nuketown\" hall"));
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPING: systemd-analyze is not installed (apt install systemd)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // ExecStart must name an existing executable for verify.
+    let bin = dir.path().join("nuketown");
+    std::fs::copy("/bin/true", &bin).unwrap();
+    let files = [
+        ("nuketown-hall.service", units::hall_service(&bin)),
+        ("nuketown-hall.socket", units::hall_socket()),
+        ("nuketown-approvers.socket", units::approvers_socket()),
+        (
+            "nuketown-approver.service",
+            units::desktop_approver_service(&bin),
+        ),
+    ];
+    for (name, text) in &files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let o = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(files.iter().map(|(n, _)| dir.path().join(n)))
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    // verify also reports on the host's own units it had to load; judge only ours.
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("nuketown")).collect();
+    assert!(ours.is_empty(), "{err}");
+}
