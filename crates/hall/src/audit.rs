@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -116,7 +116,10 @@ impl AuditLog {
             );
         }
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            if !dir.exists() {
+                std::fs::create_dir_all(dir)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+            }
         }
         let mut line = serde_json::to_vec(r).expect("records serialise");
         line.push(b'\n');
@@ -126,6 +129,8 @@ impl AuditLog {
             .mode(0o640)
             .open(&self.path)?;
         if f.metadata()?.len() == 0 {
+            // New: readable by approvers (`nuketown audit`), whatever the umask.
+            f.set_permissions(std::fs::Permissions::from_mode(0o640))?;
             if let Ok(Some(g)) = nix::unistd::Group::from_name(crate::APPROVERS_GROUP) {
                 let _ = nix::unistd::fchown(std::os::fd::AsRawFd::as_raw_fd(&f), None, Some(g.gid));
             }
