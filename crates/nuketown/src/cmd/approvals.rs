@@ -8,7 +8,7 @@ use std::sync::mpsc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use nuketown_hall::client::{Approver, ApproverSender};
+use nuketown_hall::client::{Approver, ApproverSender, ClientError};
 use nuketown_hall::protocol::{show_argv, show_str, RequestView, ToApprover};
 use nuketown_hall::time::now_ms;
 
@@ -137,12 +137,19 @@ fn connect(socket: &Path) -> Result<Approver> {
     })
 }
 
-fn closed_hint(e: nuketown_hall::client::ClientError) -> anyhow::Error {
-    match e {
-        nuketown_hall::client::ClientError::Closed => anyhow!(
-            "the town hall closed the connection: you are not one of this town's approvers (humanUser or hall.approvers)"
+fn closed_hint(e: ClientError) -> anyhow::Error {
+    let hung_up = match &e {
+        ClientError::Closed => true,
+        ClientError::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
         ),
-        e => e.into(),
+        _ => false,
+    };
+    if hung_up {
+        anyhow!("the town hall closed the connection: you are not one of this town's approvers (humanUser or hall.approvers)")
+    } else {
+        e.into()
     }
 }
 
@@ -174,11 +181,9 @@ pub fn run(_global: Option<&Path>, args: Args) -> Result<ExitCode> {
                 None => None,
             };
             let mut a = connect(&socket)?;
-            let r = find(&mut a, &id).map_err(|e| {
-                match e.downcast::<nuketown_hall::client::ClientError>() {
-                    Ok(c) => closed_hint(c),
-                    Err(e) => e,
-                }
+            let r = find(&mut a, &id).map_err(|e| match e.downcast::<ClientError>() {
+                Ok(c) => closed_hint(c),
+                Err(e) => e,
             })?;
             a.decide(&r, true, secs, "terminal")?;
             println!(
@@ -192,11 +197,9 @@ pub fn run(_global: Option<&Path>, args: Args) -> Result<ExitCode> {
         }
         Action::Deny { id } => {
             let mut a = connect(&socket)?;
-            let r = find(&mut a, &id).map_err(|e| {
-                match e.downcast::<nuketown_hall::client::ClientError>() {
-                    Ok(c) => closed_hint(c),
-                    Err(e) => e,
-                }
+            let r = find(&mut a, &id).map_err(|e| match e.downcast::<ClientError>() {
+                Ok(c) => closed_hint(c),
+                Err(e) => e,
             })?;
             a.decide(&r, false, None, "terminal")?;
             println!(
@@ -390,8 +393,8 @@ fn ask(channel: Channel, r: RequestView, tx: &mpsc::Sender<Event>) -> Result<Ask
     }
 }
 
-/// The label of the dialog's grant button.
-const GRANT_LABEL: &str = "Approve for 10 minutes";
+/// The label of the dialog's grant button (Alt+1); zenity prints it when pressed.
+const GRANT_LABEL: &str = "Approve for _10 minutes";
 
 /// Show a zenity dialog for `r`; its answer comes back as an [`Event::Dialog`].
 /// Deny is the default button; closing the dialog denies; its timeout leaves

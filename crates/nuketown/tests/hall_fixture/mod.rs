@@ -272,20 +272,25 @@ impl TestTown {
         self.path("mode")
     }
 
-    /// Start `nuketown hall` on the fixed requester socket; returns once it told us READY=1 (sd_notify).
-    pub fn start_hall(&mut self) {
-        assert!(self.hall.is_none(), "the hall is already running");
+    /// Make sure nothing answers on the fixed requester socket: a stale file
+    /// goes, a hall outside the tests is moved out of the way (and put back on drop).
+    pub fn clear_fixed_socket(&mut self) {
         let fixed = Path::new(nuketown_hall::REQUESTER_SOCKET);
         fs::create_dir_all(fixed.parent().unwrap()).unwrap();
         if fixed.exists() {
             if UnixStream::connect(fixed).is_ok() && !self.saved_socket {
-                // A hall outside the tests: keep it reachable afterwards, out of the way meanwhile.
                 fs::rename(fixed, SAVED_SOCKET).unwrap();
                 self.saved_socket = true;
             } else {
                 fs::remove_file(fixed).unwrap();
             }
         }
+    }
+
+    /// Start `nuketown hall` on the fixed requester socket; returns once it told us READY=1 (sd_notify).
+    pub fn start_hall(&mut self) {
+        assert!(self.hall.is_none(), "the hall is already running");
+        self.clear_fixed_socket();
         let notify_path = self.path("notify.sock");
         let _ = fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).unwrap();
