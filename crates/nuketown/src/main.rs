@@ -37,6 +37,7 @@ enum Command {
     Hall(cmd::hall::Args),
     Approvals(cmd::approvals::Args),
     Audit(cmd::audit::Args),
+    Cloud(cmd::cloud::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
         Command::Hall(args) => cmd::hall::run(town, args),
         Command::Approvals(args) => cmd::approvals::run(town, args),
         Command::Audit(args) => cmd::audit::run(town, args),
+        Command::Cloud(args) => cmd::cloud::run(town, args),
     };
     match result {
         Ok(code) => code,

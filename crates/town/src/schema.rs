@@ -452,9 +452,12 @@ pub struct Cloud {
     /// Namespace; defaults to `nuketown`.
     #[serde(default = "default_namespace")]
     pub namespace: String,
-    /// Container image.
+    /// Container image: a nix-snapshotter reference built by the flake, or any image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// What the pod runs, program first; empty means the image's entrypoint.
+    #[serde(default)]
+    pub command: Vec<String>,
     /// Volume sizes.
     #[serde(default)]
     pub persist: CloudPersist,
@@ -486,6 +489,7 @@ impl Default for Cloud {
             resources: default_tier(),
             namespace: default_namespace(),
             image: None,
+            command: Vec::new(),
             persist: CloudPersist::default(),
             identity: CloudIdentity::default(),
             egress: Vec::new(),
@@ -505,6 +509,9 @@ pub struct CloudPersist {
     /// Per-path overrides: persisted path → size.
     #[serde(default)]
     pub sizes: BTreeMap<String, String>,
+    /// StorageClass of the volumes; unset means the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
 }
 
 fn default_size() -> String {
@@ -516,6 +523,7 @@ impl Default for CloudPersist {
         CloudPersist {
             size: default_size(),
             sizes: BTreeMap::new(),
+            storage_class: None,
         }
     }
 }

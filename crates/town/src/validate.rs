@@ -477,6 +477,20 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             "gpu" => {}
             other => c.fail(format!("{k}.resources"), format!("{other:?} is not a tier; use \"small\", \"standard\", \"large\" or \"gpu\"")),
         }
+        if !cloud.command.is_empty() && cloud.command[0].trim().is_empty() {
+            c.fail(
+                format!("{k}.command"),
+                "starts with an empty program; name it, e.g. [\"claude\"], or leave command empty for the image's entrypoint",
+            );
+        }
+        if let Some(class) = &cloud.persist.storage_class {
+            if !is_dns_subdomain(class) {
+                c.fail(
+                    format!("{k}.persist.storageClass"),
+                    format!("{class:?} is not a Kubernetes StorageClass name (lowercase letters, digits, '-' and '.'); e.g. \"standard-rwo\", or leave it unset for the cluster's default class"),
+                );
+            }
+        }
         for p in cloud.persist.sizes.keys() {
             if !agent
                 .persist
@@ -502,4 +516,10 @@ pub fn is_dns_label(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// Whether `s` is a DNS-1123 subdomain (dot-separated labels, at most 253), as
+/// most Kubernetes object names must be.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
 }

@@ -289,6 +289,27 @@ fn cloud_tiers_and_names() {
 }
 
 #[test]
+fn cloud_command_and_storage_class() {
+    let town = toml("[agents.ada]\nuid = 1100\ncloud = { enable = true }\n").unwrap();
+    let cloud = &town.agents["ada"].cloud;
+    assert!(cloud.command.is_empty());
+    assert_eq!(cloud.persist.storage_class, None);
+    let town = toml("[agents.ada]\nuid = 1100\ncloud = { enable = true, command = [\"claude\"], persist.storageClass = \"standard-rwo\" }\n").unwrap();
+    assert_eq!(town.agents["ada"].cloud.command, vec!["claude"]);
+    assert_eq!(town.agents["ada"].cloud.persist.storage_class.as_deref(), Some("standard-rwo"));
+    let e = err("[agents.ada]\nuid = 1100\ncloud = { enable = true, command = [\"\"] }\n");
+    assert_eq!(
+        e,
+        "town.toml: the town is invalid:\n  agents.ada.cloud.command: starts with an empty program; name it, e.g. [\"claude\"], or leave command empty for the image's entrypoint"
+    );
+    let e = err("[agents.ada]\nuid = 1100\ncloud = { enable = true, persist.storageClass = \"Fast_SSD\" }\n");
+    assert_eq!(
+        e,
+        "town.toml: the town is invalid:\n  agents.ada.cloud.persist.storageClass: \"Fast_SSD\" is not a Kubernetes StorageClass name (lowercase letters, digits, '-' and '.'); e.g. \"standard-rwo\", or leave it unset for the cluster's default class"
+    );
+}
+
+#[test]
 fn all_problems_are_reported_at_once() {
     let e = err("[agents.ada]\nuid = 5\npersist.files = [\"/x\"]\n[agents.Vox]\nuid = 1101\n");
     assert_eq!(e.lines().count(), 4, "{e}");

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod approvals;
 pub mod audit;
 pub mod chat;
+pub mod cloud;
 pub mod devices;
 pub mod hall;
 pub mod plan;

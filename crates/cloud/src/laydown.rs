@@ -1,0 +1,149 @@
+//! The lay-down script: the init container that starts each round, doing in
+//! the pod what `nuketown reset` does on a host. It runs as the agent, so
+//! everything it makes in the (empty) home is the agent's own: the parents of
+//! every volume mount (Kubernetes would make them as root), the identity
+//! files, the SSH key and git config, and the extra secrets.
+//!
+//! It reads its inputs from `$NUKETOWN_IDENTITY` (the ConfigMap),
+//! `$NUKETOWN_KEYS` (the optional Secret) and `$NUKETOWN_PERSIST` (the file
+//! volumes), and writes under `$HOME`, so it can be run outside a cluster too.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::plan::{AgentPlan, SSH_KEY, SSH_PUB};
+
+/// One file the script copies from the ConfigMap into the home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// ConfigMap key.
+    pub key: String,
+    /// Path relative to the home.
+    pub path: String,
+    /// File mode.
+    pub mode: u32,
+}
+
+/// Quote `s` for a POSIX shell.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The script for agent `a`: `identity` are the ConfigMap files, `signed`
+/// whether the ConfigMap has a signing git config, `email` the agent's address.
+pub fn script(a: &AgentPlan<'_>, identity: &[Placed], signed: bool, email: &str) -> String {
+    let mut s = String::new();
+    s.push_str("# A new round: lay the agent's home down (nuketown; docs/cloud.md).\n");
+    s.push_str("set -eu\numask 022\n");
+    s.push_str("put() { mkdir -p \"$(dirname \"$HOME/$2\")\"; cp \"$1\" \"$HOME/$2\"; chmod \"$3\" \"$HOME/$2\"; }\n");
+    s.push_str(
+        "id=\"$NUKETOWN_IDENTITY\"; keys=\"$NUKETOWN_KEYS\"; persist=\"$NUKETOWN_PERSIST\"\n",
+    );
+
+    if !a.volumes.is_empty() {
+        s.push_str("# Mount points of the persisted paths, made by the agent.\n");
+        for v in &a.volumes {
+            if v.file {
+                let parent = Path::new(&v.path)
+                    .parent()
+                    .and_then(|p| p.to_str())
+                    .unwrap_or("");
+                if !parent.is_empty() {
+                    let _ = writeln!(s, "mkdir -p \"$HOME\"/{}", quote(parent));
+                }
+                let _ = writeln!(
+                    s,
+                    "[ -e \"$HOME\"/{p} ] || : > \"$HOME\"/{p}",
+                    p = quote(&v.path)
+                );
+                // Mounted by subPath, the file must exist in its volume first,
+                // or the kubelet would make a directory in its place.
+                let _ = writeln!(
+                    s,
+                    "[ -e \"$persist\"/{c}/{f} ] || : > \"$persist\"/{c}/{f}",
+                    c = quote(&v.claim),
+                    f = quote(&file_name(&v.path))
+                );
+            } else {
+                let _ = writeln!(s, "mkdir -p \"$HOME\"/{}", quote(&v.path));
+            }
+        }
+    }
+
+    s.push_str("# Identity, projected from the town.\n");
+    for p in identity {
+        let _ = writeln!(
+            s,
+            "put \"$id\"/{} {} {:o}",
+            quote(&p.key),
+            quote(&p.path),
+            p.mode
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "# Keys and secrets, when Secret {} carries them.",
+        quote(a.name)
+    );
+    let _ = writeln!(
+        s,
+        "if [ -f \"$keys\"/{SSH_KEY} ] && [ -f \"$keys\"/{SSH_PUB} ]; then"
+    );
+    s.push_str("  mkdir -p \"$HOME/.ssh\"; chmod 700 \"$HOME/.ssh\"\n");
+    let _ = writeln!(s, "  put \"$keys\"/{SSH_KEY} .ssh/{SSH_KEY} 600");
+    let _ = writeln!(s, "  put \"$keys\"/{SSH_PUB} .ssh/{SSH_PUB} 644");
+    s.push_str("  mkdir -p \"$HOME/.config/git\"\n");
+    let _ = writeln!(
+        s,
+        "  printf '%s namespaces=\"git\" %s\\n' {} \"$(cat \"$keys\"/{SSH_PUB})\" > \"$HOME/.config/git/allowed_signers\"",
+        quote(email)
+    );
+    let _ = writeln!(
+        s,
+        "  put \"$id\"/{} .gitconfig 644",
+        if signed {
+            "gitconfig-signed"
+        } else {
+            "gitconfig"
+        }
+    );
+    s.push_str("else\n  put \"$id\"/gitconfig .gitconfig 644\nfi\n");
+    for (name, secret) in &a.agent.secrets.extra_secrets {
+        let _ = writeln!(
+            s,
+            "if [ -f \"$keys\"/{n} ]; then put \"$keys\"/{n} {p} {m}; fi",
+            n = quote(name),
+            p = quote(&crate::plan::normal(&secret.path)),
+            m = quote(&secret.mode),
+        );
+    }
+    s
+}
+
+/// The last component of a home-relative path.
+pub fn file_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("dev"), "dev");
+        assert_eq!(quote(".local/share"), ".local/share");
+        assert_eq!(quote("my file"), "'my file'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("$(x)"), "'$(x)'");
+    }
+}

@@ -1,0 +1,658 @@
+//! The typed Kubernetes objects of a checked town.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use nuketown_town::{Signing, Town};
+
+use crate::laydown::{self, Placed};
+use crate::names::{config_key, fnv1a};
+use crate::plan::{AgentPlan, NamespacePlan, Plan, Tier, INIT, SSH_PUB, TIERS};
+use crate::quantity::Milli;
+use crate::Manifest;
+
+/// Label naming the agent an object belongs to; also the pod selector.
+pub const AGENT_LABEL: &str = "nuketown.dev/agent";
+/// Annotation carrying the town revision (`--revision`) on every object.
+pub const REVISION_ANNOTATION: &str = "nuketown.dev/town-revision";
+/// Pod-template annotation: a hash of everything the pod is made of, so a pod
+/// starts a new round exactly when its agent's declaration changed.
+pub const DECLARATION_ANNOTATION: &str = "nuketown.dev/declaration";
+/// Annotation on a volume claim naming its home-relative path.
+pub const PATH_ANNOTATION: &str = "nuketown.dev/persist-path";
+/// Annotation carrying `scaling.idleTimeout`.
+pub const IDLE_ANNOTATION: &str = "nuketown.dev/idle-timeout";
+/// Argo CD: never prune or delete persisted data with the application.
+const KEEP: (&str, &str) = (
+    "argocd.argoproj.io/sync-options",
+    "Prune=false,Delete=false",
+);
+
+/// Where the lay-down container finds the ConfigMap, the Secret and the file volumes.
+pub const IDENTITY_DIR: &str = "/run/nuketown/identity";
+/// See [`IDENTITY_DIR`].
+pub const KEYS_DIR: &str = "/run/nuketown/keys";
+/// See [`IDENTITY_DIR`].
+pub const PERSIST_DIR: &str = "/run/nuketown/persist";
+
+fn labels(agent: Option<&str>, component: &str) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "nuketown".to_string(),
+        ),
+        (
+            "app.kubernetes.io/part-of".to_string(),
+            "nuketown".to_string(),
+        ),
+    ]);
+    if let Some(a) = agent {
+        l.insert(AGENT_LABEL.into(), a.into());
+    }
+    l
+}
+
+fn selector(agent: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(AGENT_LABEL.to_string(), agent.to_string())])
+}
+
+struct Meta<'a> {
+    revision: Option<&'a str>,
+}
+
+impl Meta<'_> {
+    fn object(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+        labels: BTreeMap<String, String>,
+        mut annotations: BTreeMap<String, String>,
+    ) -> ObjectMeta {
+        if let Some(rev) = self.revision {
+            annotations.insert(REVISION_ANNOTATION.into(), rev.into());
+        }
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: namespace.map(str::to_string),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            ..Default::default()
+        }
+    }
+}
+
+fn q(s: String) -> Quantity {
+    Quantity(s)
+}
+
+/// Every manifest of the plan, in a stable order: namespaces, then per
+/// namespace its quota and limits and, agent by agent, the ServiceAccount,
+/// ConfigMap, volume claims, NetworkPolicy and Deployment.
+pub fn manifests(town: &Town, plan: &Plan<'_>, revision: Option<&str>) -> Vec<Manifest> {
+    let meta = Meta { revision };
+    let mut out = Vec::with_capacity(plan.namespaces.len() * 3 + plan.agents.len() * 6);
+    for ns in &plan.namespaces {
+        out.push(Manifest::Namespace(namespace(&meta, ns)));
+    }
+    // A town without its agents: each agent's identity is projected from a
+    // copy holding only that agent, so a thousand agents cost a thousand small copies.
+    let base = Town {
+        agents: BTreeMap::new(),
+        ..town_shell(town)
+    };
+    for ns in &plan.namespaces {
+        out.push(Manifest::ResourceQuota(quota(&meta, ns)));
+        out.push(Manifest::LimitRange(limit_range(&meta, ns)));
+        for &i in &ns.agents {
+            agent(&mut out, &meta, &base, &plan.agents[i]);
+        }
+    }
+    out
+}
+
+fn town_shell(town: &Town) -> Town {
+    Town {
+        enable: town.enable,
+        domain: town.domain.clone(),
+        agents_dir: town.agents_dir.clone(),
+        persist_dir: town.persist_dir.clone(),
+        btrfs_device: town.btrfs_device.clone(),
+        sops_file: town.sops_file.clone(),
+        base_packages: town.base_packages.clone(),
+        project_dirs: town.project_dirs.clone(),
+        human_user: town.human_user.clone(),
+        human_name: town.human_name.clone(),
+        human_email: town.human_email.clone(),
+        hall: town.hall.clone(),
+        rebuild: town.rebuild.clone(),
+        agents: BTreeMap::new(),
+    }
+}
+
+fn namespace(meta: &Meta<'_>, ns: &NamespacePlan) -> Namespace {
+    let mut l = labels(None, "namespace");
+    // The agents' pods meet the restricted Pod Security Standard; hold the namespace to it.
+    l.insert(
+        "pod-security.kubernetes.io/enforce".into(),
+        "restricted".into(),
+    );
+    l.insert(
+        "pod-security.kubernetes.io/enforce-version".into(),
+        "latest".into(),
+    );
+    // Deleting the namespace would delete the persisted volumes in it.
+    let a = BTreeMap::from([(KEEP.0.to_string(), KEEP.1.to_string())]);
+    Namespace {
+        metadata: meta.object(&ns.name, None, l, a),
+        ..Default::default()
+    }
+}
+
+fn quota(meta: &Meta<'_>, ns: &NamespacePlan) -> ResourceQuota {
+    ResourceQuota {
+        metadata: meta.object(
+            "nuketown",
+            Some(&ns.name),
+            labels(None, "namespace"),
+            BTreeMap::new(),
+        ),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(
+                ns.quota
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn limit_range(meta: &Meta<'_>, ns: &NamespacePlan) -> LimitRange {
+    let small = TIERS[0];
+    let cpu_mem = |cpu: Milli, memory: Milli| {
+        Some(BTreeMap::from([
+            ("cpu".to_string(), q(cpu.cpu())),
+            ("memory".to_string(), q(memory.bytes())),
+        ]))
+    };
+    let mut limits = vec![LimitRangeItem {
+        type_: "Container".into(),
+        max: cpu_mem(ns.max_cpu, ns.max_memory),
+        default: cpu_mem(small.cpu, small.memory),
+        default_request: cpu_mem(small.cpu, small.memory),
+        ..Default::default()
+    }];
+    if ns.max_volume > Milli(0) {
+        limits.push(LimitRangeItem {
+            type_: "PersistentVolumeClaim".into(),
+            max: Some(BTreeMap::from([(
+                "storage".to_string(),
+                q(ns.max_volume.bytes()),
+            )])),
+            ..Default::default()
+        });
+    }
+    LimitRange {
+        metadata: meta.object(
+            "nuketown",
+            Some(&ns.name),
+            labels(None, "namespace"),
+            BTreeMap::new(),
+        ),
+        spec: Some(LimitRangeSpec { limits }),
+    }
+}
+
+fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_>) {
+    let name = a.name;
+    let ns = Some(a.agent.cloud.namespace.as_str());
+    let cloud = &a.agent.cloud;
+
+    // ServiceAccount: the agent's own, carrying its workload identity.
+    let mut sa_labels = labels(Some(name), "agent");
+    let mut sa_ann = BTreeMap::new();
+    if let Some(gsa) = &cloud.identity.gcp_service_account {
+        sa_ann.insert("iam.gke.io/gcp-service-account".to_string(), gsa.clone());
+    }
+    if let Some(arn) = &cloud.identity.aws_role_arn {
+        sa_ann.insert("eks.amazonaws.com/role-arn".to_string(), arn.clone());
+    }
+    if let Some(client) = &cloud.identity.azure_client_id {
+        sa_ann.insert(
+            "azure.workload.identity/client-id".to_string(),
+            client.clone(),
+        );
+        sa_labels.insert(
+            "azure.workload.identity/use".to_string(),
+            "true".to_string(),
+        );
+    }
+    out.push(Manifest::ServiceAccount(ServiceAccount {
+        metadata: meta.object(name, ns, sa_labels, sa_ann),
+        // Agents get no Kubernetes API token; the identity webhooks mount their own.
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    }));
+
+    // ConfigMap: the identity projections. Inside the cluster there is no town
+    // hall, so the prompt must say the agent has no root.
+    let mut town = base.clone();
+    let mut declared = a.agent.clone();
+    declared.sudo.enable = false;
+    town.agents.insert(name.to_string(), declared);
+    let identity = town.identity(name);
+    let mut data = BTreeMap::new();
+    let mut placed = Vec::new();
+    for p in town.projections(name) {
+        let mut key = config_key(&p.path);
+        let mut n = 2;
+        while data.contains_key(&key) {
+            key = format!("{}-{n}", config_key(&p.path));
+            n += 1;
+        }
+        data.insert(key.clone(), p.contents);
+        placed.push(Placed {
+            key,
+            path: p.path,
+            mode: p.mode,
+        });
+    }
+    data.insert("gitconfig".into(), identity.gitconfig(None));
+    let signed = identity.signing;
+    if signed {
+        data.insert(
+            "gitconfig-signed".into(),
+            identity.gitconfig(Some(&Signing::Ssh(format!(".ssh/{SSH_PUB}")))),
+        );
+    }
+    let script = laydown::script(a, &placed, signed, &identity.email);
+    out.push(Manifest::ConfigMap(ConfigMap {
+        metadata: meta.object(name, ns, labels(Some(name), "identity"), BTreeMap::new()),
+        data: Some(data.clone()),
+        ..Default::default()
+    }));
+
+    // Volume claims, one per persisted path.
+    for v in &a.volumes {
+        let ann = BTreeMap::from([
+            (PATH_ANNOTATION.to_string(), v.path.clone()),
+            (KEEP.0.to_string(), KEEP.1.to_string()),
+        ]);
+        out.push(Manifest::PersistentVolumeClaim(Box::new(
+            PersistentVolumeClaim {
+                metadata: meta.object(&v.claim, ns, labels(Some(name), "persist"), ann),
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: cloud.persist.storage_class.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_string(),
+                            q(v.size.bytes()),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )));
+    }
+
+    out.push(Manifest::NetworkPolicy(network_policy(meta, a)));
+
+    // The pod.
+    let home = identity.home.to_string_lossy().into_owned();
+    let restricted = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..Default::default()
+    };
+    let env = |pairs: &[(&str, &str)]| -> Option<Vec<EnvVar>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| EnvVar {
+                    name: k.to_string(),
+                    value: Some(v.to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+        )
+    };
+    let mount = |volume: &str, path: String, sub: Option<String>, ro: bool| VolumeMount {
+        name: volume.into(),
+        mount_path: path,
+        sub_path: sub,
+        read_only: ro.then_some(true),
+        ..Default::default()
+    };
+    let pull = (a.image.starts_with("nix:") || a.image.contains("@sha256:"))
+        .then(|| "IfNotPresent".to_string());
+
+    let mut init_mounts = vec![
+        mount("home", home.clone(), None, false),
+        mount("identity", IDENTITY_DIR.into(), None, true),
+        mount("keys", KEYS_DIR.into(), None, true),
+    ];
+    let mut mounts = vec![
+        mount("home", home.clone(), None, false),
+        mount("tmp", "/tmp".into(), None, false),
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "home".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(q(a.tier.scratch.bytes())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "identity".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.into(),
+                default_mode: Some(0o444),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "keys".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(name.into()),
+                optional: Some(true),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    for v in &a.volumes {
+        // Claim names are DNS labels, so they serve as the pod's volume names too.
+        let vol = v.claim.clone();
+        let target = format!("{home}/{}", v.path);
+        if v.file {
+            init_mounts.push(mount(
+                &vol,
+                format!("{PERSIST_DIR}/{}", v.claim),
+                None,
+                false,
+            ));
+            mounts.push(mount(
+                &vol,
+                target,
+                Some(laydown::file_name(&v.path)),
+                false,
+            ));
+        } else {
+            mounts.push(mount(&vol, target, None, false));
+        }
+        volumes.push(Volume {
+            name: vol,
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: v.claim.clone(),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+    }
+    // Parents before children: the home before what is mounted into it.
+    mounts.sort_by(|x, y| x.mount_path.cmp(&y.mount_path));
+    init_mounts.sort_by(|x, y| x.mount_path.cmp(&y.mount_path));
+
+    let mut main_resources = tier_resources(&a.tier);
+    let mut node_selector = None;
+    let mut tolerations = None;
+    if let Some(gpu) = &cloud.gpu {
+        for side in [&mut main_resources.requests, &mut main_resources.limits] {
+            side.get_or_insert_with(BTreeMap::new)
+                .insert(gpu.resource.clone(), q(gpu.count.to_string()));
+        }
+        node_selector = (!gpu.node_selector.is_empty()).then(|| gpu.node_selector.clone());
+        let mut keys: Vec<&String> = gpu.tolerations.iter().chain([&gpu.resource]).collect();
+        keys.sort();
+        keys.dedup();
+        tolerations = Some(
+            keys.into_iter()
+                .map(|k| Toleration {
+                    key: Some(k.clone()),
+                    operator: Some("Exists".into()),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+    }
+
+    let user = name;
+    let mut agent_env = vec![
+        ("HOME", home.as_str()),
+        ("USER", user),
+        ("LOGNAME", user),
+        ("NUKETOWN_AGENT", user),
+    ];
+    if let Some(t) = &cloud.scaling.idle_timeout {
+        agent_env.push(("NUKETOWN_IDLE_TIMEOUT", t));
+    }
+    let uid = i64::from(a.agent.uid);
+    let mut spec = PodSpec {
+        service_account_name: Some(name.into()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        hostname: Some(name.into()),
+        security_context: Some(PodSecurityContext {
+            run_as_user: Some(uid),
+            run_as_group: Some(uid),
+            fs_group: Some(uid),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        node_selector,
+        tolerations,
+        init_containers: Some(vec![Container {
+            name: "home".into(),
+            image: Some(a.image.into()),
+            image_pull_policy: pull.clone(),
+            command: Some(vec!["/bin/sh".into(), "-c".into(), script]),
+            env: env(&[
+                ("HOME", home.as_str()),
+                ("NUKETOWN_IDENTITY", IDENTITY_DIR),
+                ("NUKETOWN_KEYS", KEYS_DIR),
+                ("NUKETOWN_PERSIST", PERSIST_DIR),
+            ]),
+            resources: Some(tier_resources(&INIT)),
+            security_context: Some(restricted.clone()),
+            volume_mounts: Some(init_mounts),
+            ..Default::default()
+        }]),
+        containers: vec![Container {
+            name: "agent".into(),
+            image: Some(a.image.into()),
+            image_pull_policy: pull,
+            command: (!cloud.command.is_empty()).then(|| cloud.command.clone()),
+            working_dir: Some(home.clone()),
+            env: env(&agent_env),
+            resources: Some(main_resources),
+            security_context: Some(restricted),
+            // `kubectl attach -it deploy/NAME` is the cloud's portal.
+            stdin: Some(true),
+            tty: Some(true),
+            volume_mounts: Some(mounts),
+            ..Default::default()
+        }],
+        volumes: Some(volumes),
+        ..Default::default()
+    };
+    spec.volumes
+        .as_mut()
+        .expect("set above")
+        .sort_by(|x, y| x.name.cmp(&y.name));
+
+    let digest = serde_json::to_vec(&(&spec, &data)).expect("manifests serialise");
+    let mut pod_labels = selector(name);
+    if cloud.identity.azure_client_id.is_some() {
+        pod_labels.insert("azure.workload.identity/use".into(), "true".into());
+    }
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(BTreeMap::from([(
+                DECLARATION_ANNOTATION.to_string(),
+                format!("{:016x}", fnv1a(&digest)),
+            )])),
+            ..Default::default()
+        }),
+        spec: Some(spec),
+    };
+
+    let mut dep_ann = BTreeMap::new();
+    if let Some(t) = &cloud.scaling.idle_timeout {
+        dep_ann.insert(IDLE_ANNOTATION.to_string(), t.clone());
+    }
+    out.push(Manifest::Deployment(Box::new(Deployment {
+        metadata: meta.object(name, ns, labels(Some(name), "agent"), dep_ann),
+        spec: Some(DeploymentSpec {
+            // One agent is one pod: a second would be a second agent with the same name.
+            replicas: Some(1),
+            // Never two pods at once, so a ReadWriteOnce volume is never attached twice.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..Default::default()
+            }),
+            revision_history_limit: Some(3),
+            selector: LabelSelector {
+                match_labels: Some(selector(name)),
+                ..Default::default()
+            },
+            template,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })));
+}
+
+fn tier_resources(t: &Tier) -> ResourceRequirements {
+    let m = BTreeMap::from([
+        ("cpu".to_string(), q(t.cpu.cpu())),
+        ("ephemeral-storage".to_string(), q(t.scratch.bytes())),
+        ("memory".to_string(), q(t.memory.bytes())),
+    ]);
+    ResourceRequirements {
+        limits: Some(m.clone()),
+        requests: Some(m),
+        ..Default::default()
+    }
+}
+
+fn network_policy(meta: &Meta<'_>, a: &AgentPlan<'_>) -> NetworkPolicy {
+    let rules = &a.agent.cloud.egress;
+    let ports = |list: &[u16]| -> Option<Vec<NetworkPolicyPort>> {
+        (!list.is_empty()).then(|| {
+            let mut sorted = list.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            sorted
+                .iter()
+                .flat_map(|p| {
+                    ["TCP", "UDP"].map(|proto| NetworkPolicyPort {
+                        protocol: Some(proto.into()),
+                        port: Some(IntOrString::Int(i32::from(*p))),
+                        ..Default::default()
+                    })
+                })
+                .collect()
+        })
+    };
+    let egress = if rules.is_empty() {
+        // No allow-list declared: all egress.
+        vec![NetworkPolicyEgressRule::default()]
+    } else {
+        // An allow-list still resolves names through the cluster DNS.
+        let mut v = vec![NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        "kube-system".to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "k8s-app".to_string(),
+                        "kube-dns".to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ports: ports(&[53]),
+        }];
+        for r in rules {
+            v.push(NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    ip_block: Some(IPBlock {
+                        cidr: r.cidr.clone(),
+                        except: None,
+                    }),
+                    ..Default::default()
+                }]),
+                ports: ports(&r.ports),
+            });
+        }
+        v
+    };
+    NetworkPolicy {
+        metadata: meta.object(
+            a.name,
+            Some(&a.agent.cloud.namespace),
+            labels(Some(a.name), "agent"),
+            BTreeMap::new(),
+        ),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector(a.name)),
+                ..Default::default()
+            }),
+            // Ingress is listed with no rule: nothing may connect to an agent.
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: None,
+            egress: Some(egress),
+        }),
+    }
+}
