@@ -42,7 +42,7 @@ pub fn script(a: &AgentPlan<'_>, identity: &[Placed], signed: bool, email: &str)
     let mut s = String::new();
     s.push_str("# A new round: lay the agent's home down (nuketown; docs/cloud.md).\n");
     s.push_str("set -eu\numask 022\n");
-    s.push_str("put() { mkdir -p \"$(dirname \"$HOME/$2\")\"; cp \"$1\" \"$HOME/$2\"; chmod \"$3\" \"$HOME/$2\"; }\n");
+    s.push_str("put() { mkdir -p \"$(dirname \"$HOME/$2\")\"; rm -f \"$HOME/$2\"; cp \"$1\" \"$HOME/$2\"; chmod \"$3\" \"$HOME/$2\"; }\n");
     s.push_str(
         "id=\"$NUKETOWN_IDENTITY\"; keys=\"$NUKETOWN_KEYS\"; persist=\"$NUKETOWN_PERSIST\"\n",
     );

@@ -84,26 +84,24 @@ impl Milli {
         }
     }
 
-    /// As bytes (or any count): the largest unit that divides it, binary first (`4Gi`, `1500M`).
+    /// As bytes (or any count): in the unit that gives the smallest whole
+    /// number, binary on a tie (`4Gi`, `2G`, `1536Mi`).
     pub fn bytes(self) -> String {
         if !self.0.is_multiple_of(1000) {
             return format!("{}m", self.0);
         }
         let n = self.0 / 1000;
-        if n == 0 {
-            return "0".into();
-        }
-        for &(suffix, b) in BINARY.iter().rev() {
-            if n.is_multiple_of(1u128 << b) {
-                return format!("{}{suffix}", n >> b);
+        let mut best = (n, "");
+        for (suffix, unit) in BINARY
+            .iter()
+            .map(|&(s, b)| (s, 1u128 << b))
+            .chain(DECIMAL.iter().map(|&(s, d)| (s, 10u128.pow(d))))
+        {
+            if n != 0 && n.is_multiple_of(unit) && n / unit < best.0 {
+                best = (n / unit, suffix);
             }
         }
-        for &(suffix, d) in DECIMAL.iter().rev() {
-            if n.is_multiple_of(10u128.pow(d)) {
-                return format!("{}{suffix}", n / 10u128.pow(d));
-            }
-        }
-        n.to_string()
+        format!("{}{}", best.0, best.1)
     }
 }
 
