@@ -9,6 +9,7 @@ pub mod devices;
 pub mod hall;
 pub mod plan;
 pub mod portal;
+pub mod rebuild;
 pub mod render;
 pub mod reset;
 pub mod status;
