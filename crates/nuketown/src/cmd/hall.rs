@@ -25,6 +25,12 @@ pub struct Args {
     /// Audit log (JSON lines).
     #[arg(long, env = "NUKETOWN_AUDIT_LOG", default_value = nuketown_hall::AUDIT_LOG)]
     audit_log: PathBuf,
+    /// The rebuild coordinator's socket.
+    #[arg(long, env = "NUKETOWN_REBUILD_SOCKET", default_value = nuketown_rebuild::SOCKET)]
+    rebuild_socket: PathBuf,
+    /// The rebuild generation history.
+    #[arg(long, env = "NUKETOWN_REBUILD_HISTORY", default_value = nuketown_rebuild::HISTORY)]
+    rebuild_history: PathBuf,
 }
 
 /// Run the daemon until SIGTERM.
@@ -33,6 +39,13 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         tracing::warn!("the town hall is not running as root: the entry point (root) is its only requester, and peers are checked by uid");
     }
     let town = super::town_path(None, global)?;
+    let rebuild = nuketown_rebuild::Config {
+        status: args.rebuild_socket.with_file_name("rebuild-status.json"),
+        socket: args.rebuild_socket,
+        history: args.rebuild_history,
+        town: town.clone(),
+        hall_socket: args.socket.clone(),
+    };
     let cfg = nuketown_hall::daemon::Config {
         requester_socket: args.socket,
         approver_socket: args.approver_socket,
@@ -44,7 +57,15 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(nuketown_hall::daemon::run(cfg))
-        .context("the town hall stopped")?;
+    rt.block_on(async {
+        // The rebuild coordinator lives in the hall's process.
+        tokio::spawn(async move {
+            if let Err(e) = nuketown_rebuild::serve(rebuild).await {
+                tracing::error!("the rebuild coordinator stopped: {e}");
+            }
+        });
+        nuketown_hall::daemon::run(cfg).await
+    })
+    .context("the town hall stopped")?;
     Ok(ExitCode::SUCCESS)
 }
