@@ -296,7 +296,10 @@ fn cloud_command_and_storage_class() {
     assert_eq!(cloud.persist.storage_class, None);
     let town = toml("[agents.ada]\nuid = 1100\ncloud = { enable = true, command = [\"claude\"], persist.storageClass = \"standard-rwo\" }\n").unwrap();
     assert_eq!(town.agents["ada"].cloud.command, vec!["claude"]);
-    assert_eq!(town.agents["ada"].cloud.persist.storage_class.as_deref(), Some("standard-rwo"));
+    assert_eq!(
+        town.agents["ada"].cloud.persist.storage_class.as_deref(),
+        Some("standard-rwo")
+    );
     let e = err("[agents.ada]\nuid = 1100\ncloud = { enable = true, command = [\"\"] }\n");
     assert_eq!(
         e,
