@@ -4,6 +4,7 @@
 //! [`bridge::run`] is the long-running bridge (`nuketown chat AGENT`);
 //! [`backend`] builds and runs one backend turn and reads its answer.
 
+pub mod approver;
 pub mod backend;
 pub mod bridge;
 

@@ -401,7 +401,9 @@ fn rebuild_handoff_benchmark() {
         assert!(c.wait_with_output().unwrap().status.success());
     }
     let log = log_lines(&s);
-    let mut gaps: Vec<f64> = (1..N).map(|i| (log[2 * i].2 - log[2 * i - 1].2) as f64 / 1e6).collect();
+    let mut gaps: Vec<f64> = (1..N)
+        .map(|i| (log[2 * i].2 - log[2 * i - 1].2) as f64 / 1e6)
+        .collect();
     gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
         "BENCH rebuild hand-off (build end -> next build start) over {} hand-offs with 20 queued: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",

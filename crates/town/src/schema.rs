@@ -80,6 +80,33 @@ pub struct Hall {
     /// Where the entry point lives on this host (sudoers names it).
     #[serde(default = "default_elevate_path")]
     pub elevate_path: PathBuf,
+    /// Approvals in a Matrix room (`nuketown approvals matrix`).
+    #[serde(default)]
+    pub matrix: HallMatrix,
+}
+
+/// The Matrix approver: requests are posted to a room, decided there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HallMatrix {
+    /// Run the Matrix approver.
+    #[serde(default)]
+    pub enable: bool,
+    /// Homeserver URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub homeserver: Option<String>,
+    /// The hall's own Matrix account, e.g. `@hall:example.org`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// File holding that account's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The approval room (id or alias).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// Matrix ids whose `approve`/`deny` replies and ✅/❌ reactions decide.
+    #[serde(default)]
+    pub approvers: Vec<String>,
 }
 
 fn default_elevate_path() -> PathBuf {
@@ -91,6 +118,7 @@ impl Default for Hall {
         Hall {
             approvers: Vec::new(),
             elevate_path: default_elevate_path(),
+            matrix: HallMatrix::default(),
         }
     }
 }

@@ -126,6 +126,52 @@ pub fn validate(town: &Town) -> Vec<Problem> {
             );
         }
     }
+    let m = &town.hall.matrix;
+    if m.enable {
+        if !m
+            .homeserver
+            .as_deref()
+            .is_some_and(|h| h.starts_with("http://") || h.starts_with("https://"))
+        {
+            c.fail(
+                "hall.matrix.homeserver",
+                "the Matrix approver needs the homeserver URL, e.g. \"https://matrix.example.org\"",
+            );
+        }
+        if !m
+            .user_id
+            .as_deref()
+            .is_some_and(|u| u.starts_with('@') && u.contains(':'))
+        {
+            c.fail(
+                "hall.matrix.userId",
+                "the Matrix approver needs the hall's Matrix id, e.g. \"@hall:example.org\"",
+            );
+        }
+        if m.password_file.is_none() {
+            c.fail(
+                "hall.matrix.passwordFile",
+                "the Matrix approver needs the password file of its account",
+            );
+        }
+        if m.room.is_none() {
+            c.fail(
+                "hall.matrix.room",
+                "the Matrix approver needs the approval room, e.g. \"#approvals:example.org\"",
+            );
+        }
+        if m.approvers.is_empty() {
+            c.fail("hall.matrix.approvers", "name the Matrix ids who may decide, e.g. [\"@josh:example.org\"]; nobody else is heard");
+        }
+        for (i, a) in m.approvers.iter().enumerate() {
+            if !(a.starts_with('@') && a.contains(':')) {
+                c.fail(
+                    format!("hall.matrix.approvers[{i}]"),
+                    format!("{a:?} is not a Matrix id like \"@josh:example.org\""),
+                );
+            }
+        }
+    }
     if !town.hall.elevate_path.is_absolute() {
         c.fail(
             "hall.elevatePath",

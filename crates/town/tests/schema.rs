@@ -329,3 +329,30 @@ fn bad_syntax_reports_the_line() {
 fn trailing_json_is_rejected() {
     assert!(parse("{} {}", Format::Json, "t.json", "h").is_err());
 }
+
+#[test]
+fn matrix_approver_needs_its_settings() {
+    let e = err("humanUser = \"josh\"\n[hall.matrix]\nenable = true\napprovers = [\"josh\"]\n");
+    assert!(
+        e.contains("hall.matrix.homeserver: the Matrix approver needs the homeserver URL"),
+        "{e}"
+    );
+    assert!(
+        e.contains("hall.matrix.userId: the Matrix approver needs the hall's Matrix id"),
+        "{e}"
+    );
+    assert!(
+        e.contains("hall.matrix.passwordFile: the Matrix approver needs the password file"),
+        "{e}"
+    );
+    assert!(
+        e.contains("hall.matrix.room: the Matrix approver needs the approval room"),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "hall.matrix.approvers[0]: \"josh\" is not a Matrix id like \"@josh:example.org\""
+        ),
+        "{e}"
+    );
+}

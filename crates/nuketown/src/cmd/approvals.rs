@@ -51,6 +51,14 @@ enum Action {
     Watch,
     /// Answer requests with dialogs in your graphical session (zenity).
     Desktop,
+    /// Post requests to the town's Matrix approval room (hall.matrix) and
+    /// decide them by `approve ID` / `deny ID` replies or ✅/❌ reactions from
+    /// the declared Matrix approvers.
+    Matrix {
+        /// Where the hall's Matrix device and keys are kept.
+        #[arg(long, default_value = "/var/lib/nuketown/matrix-approver")]
+        store: PathBuf,
+    },
 }
 
 /// Parse `30s`, `10m`, `1h` or plain seconds (more than zero).
@@ -154,7 +162,7 @@ fn closed_hint(e: ClientError) -> anyhow::Error {
 }
 
 /// Run the approvals command.
-pub fn run(_global: Option<&Path>, args: Args) -> Result<ExitCode> {
+pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let socket = args.socket;
     match args.action.unwrap_or(Action::List { json: false }) {
         Action::List { json } => {
@@ -211,6 +219,15 @@ pub fn run(_global: Option<&Path>, args: Args) -> Result<ExitCode> {
         }
         Action::Watch => watch(&socket, Channel::Terminal)?,
         Action::Desktop => watch(&socket, Channel::Desktop)?,
+        Action::Matrix { store } => {
+            let town = super::load_town(None, global)?;
+            let cfg = nuketown_chat::approver::ApproverConfig::from_town(&town, store, socket)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(nuketown_chat::approver::run(cfg))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

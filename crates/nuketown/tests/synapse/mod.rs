@@ -180,6 +180,7 @@ impl Drop for Synapse {
 /// A message seen by a test client: sender, body, and the event it replies to.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub event_id: String,
     pub sender: String,
     pub body: String,
     pub reply_to: Option<String>,
@@ -218,6 +219,7 @@ impl Human {
                         _ => None,
                     };
                     let _ = tx.send(Seen {
+                        event_id: ev.event_id.to_string(),
                         sender: ev.sender.to_string(),
                         body: t.body.clone(),
                         reply_to,

@@ -1,0 +1,140 @@
+//! Approvals in chat, end to end: an agent's real `sudo` waits in the real
+//! town hall; the Matrix approver posts it to the approval room of a real
+//! Synapse; a stranger's reply and ✅ decide nothing; the human's ✅ approves
+//! and the command runs; the human's `deny ID` denies. Needs root and Synapse.
+
+mod hall_fixture;
+mod synapse;
+
+use std::fs;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use hall_fixture::{finish, stdout, Options, TestTown, ADA};
+use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoom;
+use matrix_sdk::ruma::events::reaction::ReactionEventContent;
+use matrix_sdk::ruma::events::relation::Annotation;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::{OwnedEventId, UserId};
+use nuketown_chat::matrix_sdk;
+use synapse::{Human, Seen, Synapse};
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait for the hall bot's announcement of a request; returns (its event id, the id prefix).
+async fn announcement(h: &mut Human, log: &mut Vec<Seen>, after: usize) -> (OwnedEventId, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        while let Ok(s) = h.seen.try_recv() {
+            log.push(s);
+        }
+        if let Some(s) = log
+            .iter()
+            .skip(after)
+            .find(|s| s.sender == "@hall:localhost" && s.body.contains("asks to run"))
+        {
+            let prefix = s
+                .body
+                .split("\"approve ")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string();
+            return (OwnedEventId::try_from(s.event_id.as_str()).unwrap(), prefix);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request was posted: {:?}",
+            log.iter().map(|s| &s.body).collect::<Vec<_>>()
+        );
+        h.sync().await;
+    }
+}
+
+#[test]
+fn the_humans_reaction_approves_a_strangers_does_not() {
+    let mut t = TestTown::new(Options::default());
+    let server = Synapse::start(&t.path("synapse"));
+    for (u, p) in [
+        ("hall", "hall-pw"),
+        ("josh", "josh-pw"),
+        ("mallory", "mallory-pw"),
+    ] {
+        server.register(u, p);
+    }
+    fs::write(t.path("hall.pw"), "hall-pw\n").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut josh = Human::login(&server, "josh", "josh-pw", &t.path("josh-store")).await;
+        let mut mallory = Human::login(&server, "mallory", "mallory-pw", &t.path("mallory-store")).await;
+        let room = josh.client.create_room(CreateRoom::new()).await.unwrap();
+        let room_id = room.room_id().to_owned();
+        room.invite_user_by_id(&UserId::parse("@mallory:localhost").unwrap()).await.unwrap();
+        room.invite_user_by_id(&UserId::parse("@hall:localhost").unwrap()).await.unwrap();
+        mallory.sync_until("the invite", |h| h.client.get_room(&room_id).is_some()).await;
+        mallory.client.join_room_by_id(&room_id).await.unwrap();
+
+        // The town's Matrix approver settings.
+        let mut town = fs::read_to_string(&t.town).unwrap();
+        town.push_str(&format!(
+            "\n[hall.matrix]\nenable = true\nhomeserver = \"{}\"\nuserId = \"@hall:localhost\"\npasswordFile = \"{}\"\nroom = \"{room_id}\"\napprovers = [\"@josh:localhost\"]\n",
+            server.url(),
+            t.path("hall.pw").display()
+        ));
+        fs::write(&t.town, town).unwrap();
+        t.start_hall();
+        let log_file = fs::File::create(t.path("matrix-approver.log")).unwrap();
+        let _approver = Kill(
+            std::process::Command::new(&t.nuketown)
+                .args(["approvals", "matrix", "--store"])
+                .arg(t.path("matrix-store"))
+                .arg("--town")
+                .arg(&t.town)
+                .env("NUKETOWN_APPROVER_SOCKET", t.approver_socket())
+                .env("NUKETOWN_LOG", "info")
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file)
+                .spawn()
+                .unwrap(),
+        );
+        josh.sync_until("the hall to join", |h| h.has_joined(&room_id, "@hall:localhost")).await;
+
+        let mut log = Vec::new();
+        let agent = t.spawn_agent(ADA, "sudo whoami");
+        let (ev, id) = announcement(&mut josh, &mut log, 0).await;
+        let posted = &log.iter().find(|s| s.event_id == ev.as_str()).unwrap().body;
+        assert!(posted.contains("nktada (uid 1950) asks to run as root:\n\"/usr/bin/whoami\""), "{posted}");
+
+        // A stranger: a reply and a reaction, both ignored.
+        let mroom = mallory.client.get_room(&room_id).unwrap();
+        mroom.send(RoomMessageEventContent::text_plain(format!("approve {id}"))).await.unwrap();
+        mroom.send(ReactionEventContent::new(Annotation::new(ev.clone(), "✅".into()))).await.unwrap();
+        // The human: a ✅ on the request.
+        let jroom = josh.client.get_room(&room_id).unwrap();
+        jroom.send(ReactionEventContent::new(Annotation::new(ev.clone(), "✅".into()))).await.unwrap();
+        let o = finish(agent);
+        assert_eq!(stdout(&o), "root\n", "{}", String::from_utf8_lossy(&o.stderr));
+        let rec = t.audit().into_iter().find(|r| r.event == "decision" && r.argv == ["/usr/bin/whoami"]).unwrap();
+        let by = rec.decided_by.unwrap();
+        assert_eq!(by.channel, "matrix:@josh:localhost", "decided by the human, not the stranger");
+        assert_eq!(rec.exit_status, Some(0));
+
+        // A reply from the human denies the next one.
+        let after = log.len();
+        let agent = t.spawn_agent(ADA, "sudo id -u");
+        let (_, id2) = announcement(&mut josh, &mut log, after).await;
+        jroom.send(RoomMessageEventContent::text_plain(format!("deny {id2}"))).await.unwrap();
+        let o = finish(agent);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("via matrix:@josh:localhost"), "{}", String::from_utf8_lossy(&o.stderr));
+        let _ = Stdio::null();
+    });
+}
