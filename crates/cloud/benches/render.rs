@@ -9,8 +9,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use nuketown_town::{Format, Town};
 
 /// A town of `n` agents over ten namespaces, each with two persisted
-/// directories and a file, an identity and an egress allow-list.
-pub fn town(n: usize) -> Town {
+/// directories and a file, an identity and an egress allow-list, as TOML.
+pub fn town_text(n: usize) -> String {
     let mut text = String::from("domain = \"example.org\"\nhumanUser = \"josh\"\n");
     for i in 0..n {
         let tier = ["small", "standard", "large"][i % 3];
@@ -26,10 +26,20 @@ pub fn town(n: usize) -> Town {
             ns = i % 10,
         ));
     }
-    nuketown_cloud::load(&text, Format::Toml, "bench").expect("the bench town is valid")
+    text
+}
+
+/// [`town_text`], loaded.
+pub fn town(n: usize) -> Town {
+    nuketown_cloud::load(&town_text(n), Format::Toml, "bench").expect("the bench town is valid")
 }
 
 fn bench(c: &mut Criterion) {
+    let text = town_text(1000);
+    // For timing the CLI on the same town: `time nuketown cloud render <file>`.
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cloud-town-1000.toml");
+    std::fs::write(&file, &text).expect("writable target dir");
+    eprintln!("the 1,000-agent town: {}", file.display());
     let town = town(1000);
     let mut g = c.benchmark_group("cloud render, 1000 agents");
     g.sample_size(20);
@@ -38,6 +48,12 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("render_yaml (multi-document YAML)", |b| {
         b.iter(|| nuketown_cloud::render_yaml(black_box(&town), Some("r")).unwrap())
+    });
+    g.bench_function("load + render_yaml (TOML text to YAML, as the CLI)", |b| {
+        b.iter(|| {
+            let town = nuketown_cloud::load(black_box(&text), Format::Toml, "bench").unwrap();
+            nuketown_cloud::render_yaml(&town, Some("r")).unwrap()
+        })
     });
     g.finish();
 }

@@ -27,8 +27,6 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use nuketown_town::{Format, Problem, Town};
 use serde::Serialize;
 
-pub use laydown::quote as shell_quote;
-pub use names::{claims, fnv1a};
 pub use plan::{Tier, TIERS};
 pub use quantity::Milli;
 pub use render::{
