@@ -125,7 +125,11 @@ pub fn script(a: &AgentPlan<'_>, identity: &[Placed], signed: bool, email: &str)
             m = quote(&secret.mode),
         );
     }
-    let _ = writeln!(s, "echo \"nuketown: a new round for {}: $HOME laid down\"", a.name);
+    let _ = writeln!(
+        s,
+        "echo \"nuketown: a new round for {}: $HOME laid down\"",
+        a.name
+    );
     s
 }
 

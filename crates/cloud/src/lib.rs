@@ -146,8 +146,33 @@ pub fn render(town: &Town, revision: Option<&str>) -> Result<Vec<Manifest>, Clou
         }
     }
     let plan = plan::plan(town).map_err(CloudError::Invalid)?;
-    Ok(render::manifests(town, &plan, revision))
+    let manifests = render::manifests(town, &plan, revision);
+    // The API server refuses a ConfigMap over 1 MiB; say which declaration made it so.
+    let too_big: Vec<Problem> = manifests
+        .iter()
+        .filter_map(|m| match m {
+            Manifest::ConfigMap(c) => Some(c),
+            _ => None,
+        })
+        .filter_map(|c| {
+            let size: usize = c.data.iter().flatten().map(|(k, v)| k.len() + v.len()).sum();
+            (size > CONFIG_MAP_MAX).then(|| Problem {
+                key: format!("agents.{}.claudeCode", c.metadata.name.as_deref().unwrap_or_default()),
+                message: format!(
+                    "the identity files come to {size} bytes, more than a Kubernetes ConfigMap holds ({CONFIG_MAP_MAX}); shorten extraPrompt (it is in every prompt file) or extraAgents"
+                ),
+            })
+        })
+        .collect();
+    if too_big.is_empty() {
+        Ok(manifests)
+    } else {
+        Err(CloudError::Invalid(too_big))
+    }
 }
+
+/// The most a ConfigMap may hold, in bytes.
+const CONFIG_MAP_MAX: usize = 1024 * 1024;
 
 /// [`render`] as multi-document YAML, each document starting with `---`.
 pub fn render_yaml(town: &Town, revision: Option<&str>) -> Result<String, CloudError> {

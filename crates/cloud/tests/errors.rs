@@ -259,3 +259,16 @@ fn the_revision_is_one_line() {
         "--revision: \"abc\\ndef\" must be one line of printable text, e.g. a git commit id"
     );
 }
+
+#[test]
+fn identity_files_must_fit_in_a_config_map() {
+    let prompt = "x".repeat(300_000);
+    let text = town("").replace(
+        "[agents.ada.cloud]",
+        &format!("claudeCode.extraPrompt = \"{prompt}\"\n[agents.ada.cloud]"),
+    );
+    refused(
+        &text,
+        &["agents.ada.claudeCode: the identity files come to 1203702 bytes, more than a Kubernetes ConfigMap holds (1048576); shorten extraPrompt (it is in every prompt file) or extraAgents"],
+    );
+}
