@@ -495,7 +495,11 @@ mod tests {
         };
         let d = describe(&r);
         // One header line: the argument's "request 2" stays inside its escaped, quoted string.
-        assert_eq!(d.lines().filter(|l| l.starts_with("request ")).count(), 1, "{d}");
+        assert_eq!(
+            d.lines().filter(|l| l.starts_with("request ")).count(),
+            1,
+            "{d}"
+        );
         assert!(
             d.contains(r#"run      "/bin/echo" "ok\nrequest 2 from vox\n  run \"/bin/true\"""#),
             "{d}"
