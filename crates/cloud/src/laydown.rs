@@ -36,13 +36,38 @@ pub fn quote(s: &str) -> String {
     }
 }
 
+/// Where a home-relative path is written from the init container: into
+/// the volume when the path is persisted or lies in a persisted directory
+/// (where the agent's container will see it, as on a host, where the home's
+/// persisted paths are bind mounts), else into the home.
+fn target(a: &AgentPlan<'_>, path: &str) -> String {
+    for v in &a.volumes {
+        if v.file && v.path == path {
+            return format!(
+                "\"$persist\"/{}/{}",
+                quote(&v.claim),
+                quote(&file_name(&v.path))
+            );
+        }
+        if !v.file {
+            if let Some(rest) = path.strip_prefix(&format!("{}/", v.path)) {
+                return format!("\"$persist\"/{}/{}", quote(&v.claim), quote(rest));
+            }
+            if path == v.path {
+                return format!("\"$persist\"/{}", quote(&v.claim));
+            }
+        }
+    }
+    format!("\"$HOME\"/{}", quote(path))
+}
+
 /// The script for agent `a`: `identity` are the ConfigMap files, `signed`
 /// whether the ConfigMap has a signing git config, `email` the agent's address.
 pub fn script(a: &AgentPlan<'_>, identity: &[Placed], signed: bool, email: &str) -> String {
     let mut s = String::new();
     s.push_str("# A new round: lay the agent's home down (nuketown; docs/cloud.md).\n");
     s.push_str("set -eu\numask 022\n");
-    s.push_str("put() { mkdir -p \"$(dirname \"$HOME/$2\")\"; rm -f \"$HOME/$2\"; cp \"$1\" \"$HOME/$2\"; chmod \"$3\" \"$HOME/$2\"; }\n");
+    s.push_str("put() { mkdir -p \"$(dirname \"$2\")\"; rm -f \"$2\"; cp \"$1\" \"$2\"; chmod \"$3\" \"$2\"; }\n");
     s.push_str(
         "id=\"$NUKETOWN_IDENTITY\"; keys=\"$NUKETOWN_KEYS\"; persist=\"$NUKETOWN_PERSIST\"\n",
     );
@@ -65,12 +90,7 @@ pub fn script(a: &AgentPlan<'_>, identity: &[Placed], signed: bool, email: &str)
                 );
                 // Mounted by subPath, the file must exist in its volume first,
                 // or the kubelet would make a directory in its place.
-                let _ = writeln!(
-                    s,
-                    "[ -e \"$persist\"/{c}/{f} ] || : > \"$persist\"/{c}/{f}",
-                    c = quote(&v.claim),
-                    f = quote(&file_name(&v.path))
-                );
+                let _ = writeln!(s, "[ -e {t} ] || : > {t}", t = target(a, &v.path));
             } else {
                 let _ = writeln!(s, "mkdir -p \"$HOME\"/{}", quote(&v.path));
             }
@@ -83,7 +103,7 @@ pub fn script(a: &AgentPlan<'_>, identity: &[Placed], signed: bool, email: &str)
             s,
             "put \"$id\"/{} {} {:o}",
             quote(&p.key),
-            quote(&p.path),
+            target(a, &p.path),
             p.mode
         );
     }
@@ -97,31 +117,44 @@ pub fn script(a: &AgentPlan<'_>, identity: &[Placed], signed: bool, email: &str)
         s,
         "if [ -f \"$keys\"/{SSH_KEY} ] && [ -f \"$keys\"/{SSH_PUB} ]; then"
     );
-    s.push_str("  mkdir -p \"$HOME/.ssh\"; chmod 700 \"$HOME/.ssh\"\n");
-    let _ = writeln!(s, "  put \"$keys\"/{SSH_KEY} .ssh/{SSH_KEY} 600");
-    let _ = writeln!(s, "  put \"$keys\"/{SSH_PUB} .ssh/{SSH_PUB} 644");
-    s.push_str("  mkdir -p \"$HOME/.config/git\"\n");
+    let ssh = target(a, ".ssh");
+    // A persisted ~/.ssh is a volume whose root the agent does not own (it is
+    // the kubelet's, group-writable for the agent); ssh only checks the key.
+    let _ = writeln!(s, "  mkdir -p {ssh}; chmod 700 {ssh} 2>/dev/null || :");
     let _ = writeln!(
         s,
-        "  printf '%s namespaces=\"git\" %s\\n' {} \"$(cat \"$keys\"/{SSH_PUB})\" > \"$HOME/.config/git/allowed_signers\"",
-        quote(email)
+        "  put \"$keys\"/{SSH_KEY} {} 600",
+        target(a, &format!(".ssh/{SSH_KEY}"))
     );
     let _ = writeln!(
         s,
-        "  put \"$id\"/{} .gitconfig 644",
+        "  put \"$keys\"/{SSH_PUB} {} 644",
+        target(a, &format!(".ssh/{SSH_PUB}"))
+    );
+    let signers = target(a, ".config/git/allowed_signers");
+    let _ = writeln!(s, "  mkdir -p \"$(dirname {signers})\"");
+    let _ = writeln!(
+        s,
+        "  printf '%s namespaces=\"git\" %s\\n' {} \"$(cat \"$keys\"/{SSH_PUB})\" > {signers}",
+        quote(email)
+    );
+    let gitconfig = target(a, ".gitconfig");
+    let _ = writeln!(
+        s,
+        "  put \"$id\"/{} {gitconfig} 644",
         if signed {
             "gitconfig-signed"
         } else {
             "gitconfig"
         }
     );
-    s.push_str("else\n  put \"$id\"/gitconfig .gitconfig 644\nfi\n");
+    let _ = writeln!(s, "else\n  put \"$id\"/gitconfig {gitconfig} 644\nfi");
     for (name, secret) in &a.agent.secrets.extra_secrets {
         let _ = writeln!(
             s,
-            "if [ -f \"$keys\"/{n} ]; then put \"$keys\"/{n} {p} {m}; fi",
+            "if [ -f \"$keys\"/{n} ]; then put \"$keys\"/{n} {t} {m}; fi",
             n = quote(name),
-            p = quote(&crate::plan::normal(&secret.path)),
+            t = target(a, &crate::plan::normal(&secret.path)),
             m = quote(&secret.mode),
         );
     }

@@ -402,22 +402,17 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
         // Claim names are DNS labels, so they serve as the pod's volume names too.
         let vol = v.claim.clone();
         let target = format!("{home}/{}", v.path);
-        if v.file {
-            init_mounts.push(mount(
-                &vol,
-                format!("{PERSIST_DIR}/{}", v.claim),
-                None,
-                false,
-            ));
-            mounts.push(mount(
-                &vol,
-                target,
-                Some(laydown::file_name(&v.path)),
-                false,
-            ));
-        } else {
-            mounts.push(mount(&vol, target, None, false));
-        }
+        // The lay-down reaches every volume outside the home (mounting it in
+        // the home would make its parent directories root's), and writes the
+        // files that belong in it there.
+        init_mounts.push(mount(
+            &vol,
+            format!("{PERSIST_DIR}/{}", v.claim),
+            None,
+            false,
+        ));
+        let sub = v.file.then(|| laydown::file_name(&v.path));
+        mounts.push(mount(&vol, target, sub, false));
         volumes.push(Volume {
             name: vol,
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {

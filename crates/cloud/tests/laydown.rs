@@ -16,6 +16,8 @@ const EXAMPLE: &str = include_str!("../../../examples/cloud.toml");
 
 struct Pod {
     script: String,
+    /// The claims the init container mounts under $NUKETOWN_PERSIST.
+    claims: Vec<String>,
     data: std::collections::BTreeMap<String, String>,
 }
 
@@ -36,6 +38,7 @@ fn pod_of(text: &str, agent: &str) -> Pod {
     let manifests = render(&town, None).unwrap();
     let mut script = None;
     let mut data = None;
+    let mut claims = Vec::new();
     for m in manifests {
         match m {
             Manifest::Deployment(d) if d.metadata.name.as_deref() == Some(agent) => {
@@ -44,6 +47,11 @@ fn pod_of(text: &str, agent: &str) -> Pod {
                 let cmd = init.command.clone().unwrap();
                 assert_eq!(cmd[..2], ["/bin/sh", "-c"]);
                 script = Some(cmd[2].clone());
+                for mount in init.volume_mounts.as_ref().unwrap() {
+                    if let Some(claim) = mount.mount_path.strip_prefix("/run/nuketown/persist/") {
+                        claims.push(claim.to_string());
+                    }
+                }
             }
             Manifest::ConfigMap(c) if c.metadata.name.as_deref() == Some(agent) => data = c.data,
             _ => {}
@@ -51,6 +59,7 @@ fn pod_of(text: &str, agent: &str) -> Pod {
     }
     Pod {
         script: script.unwrap(),
+        claims,
         data: data.unwrap(),
     }
 }
@@ -83,8 +92,11 @@ fn lay_down(pod: &Pod, root: &Path, keys: bool) {
         root.join("keys"),
         root.join("persist"),
     );
-    for d in [&home, &id, &secret, &persist.join("ada--bash-history")] {
+    for d in [&home, &id, &secret] {
         fs::create_dir_all(d).unwrap();
+    }
+    for claim in &pod.claims {
+        fs::create_dir_all(persist.join(claim)).unwrap();
     }
     for (k, v) in &pod.data {
         fs::write(id.join(k), v).unwrap();
@@ -100,6 +112,13 @@ fn lay_down(pod: &Pod, root: &Path, keys: bool) {
     // Like the pod, run as an unprivileged user: as root, switch to nobody.
     let mut cmd = if is_root() {
         chown_nobody(root);
+        // A volume's root as the kubelet leaves it with fsGroup: root's, the
+        // agent's group, setgid and group-writable.
+        for claim in &pod.claims {
+            let dir = persist.join(claim);
+            std::os::unix::fs::chown(&dir, Some(0), Some(65534)).unwrap();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o2775)).unwrap();
+        }
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh"]);
         c
@@ -229,4 +248,41 @@ fn laydown_script_places_extra_secrets_from_the_secret() {
     let key = root.path().join("home/.config/anthropic/key");
     assert_eq!(fs::read_to_string(&key).unwrap(), "sk-test\n");
     assert_eq!(mode(&key), 0o400);
+}
+
+#[test]
+fn laydown_script_writes_through_persisted_directories_as_on_a_host() {
+    // .claude and .ssh persisted: the projections and keys that belong in
+    // them go into their volumes, which the agent's container mounts there.
+    let text = EXAMPLE.replace(
+        "persist.directories = [\"dev\", \".local/share/direnv\"]",
+        "persist.directories = [\"dev\", \".local/share/direnv\", \".claude\", \".ssh\"]",
+    );
+    let pod = pod_of(&text, "ada");
+    assert!(
+        pod.claims.contains(&"ada--claude".to_string()),
+        "{:?}",
+        pod.claims
+    );
+    let root = tempfile::tempdir().unwrap();
+    lay_down(&pod, root.path(), true);
+    let persist = root.path().join("persist");
+    assert_eq!(
+        fs::read_to_string(persist.join("ada--claude/CLAUDE.md")).unwrap(),
+        pod.data["claude-CLAUDE.md"]
+    );
+    assert!(persist.join("ada--claude/agents/ada.md").is_file());
+    assert!(persist.join("ada--claude/settings.json").is_file());
+    assert_eq!(
+        fs::read_to_string(persist.join("ada--ssh/id_ed25519")).unwrap(),
+        "PRIVATE\n"
+    );
+    assert_eq!(mode(&persist.join("ada--ssh/id_ed25519")), 0o600);
+    // In the home only the mount points, the agent's own.
+    let home = root.path().join("home");
+    assert!(home.join(".claude").is_dir() && !home.join(".claude/CLAUDE.md").exists());
+    assert!(home.join(".ssh").is_dir() && !home.join(".ssh/id_ed25519").exists());
+    // Unpersisted paths still go to the home.
+    assert!(home.join("AGENTS.md").is_file());
+    assert!(home.join(".gitconfig").is_file());
 }
