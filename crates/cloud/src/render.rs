@@ -576,7 +576,7 @@ fn tier_resources(t: &Tier) -> ResourceRequirements {
 
 fn network_policy(meta: &Meta<'_>, a: &AgentPlan<'_>) -> NetworkPolicy {
     let rules = &a.agent.cloud.egress;
-    let ports = |list: &[u16]| -> Option<Vec<NetworkPolicyPort>> {
+    let ports = |list: &[u16], protocols: &[&str]| -> Option<Vec<NetworkPolicyPort>> {
         (!list.is_empty()).then(|| {
             let mut sorted = list.to_vec();
             sorted.sort_unstable();
@@ -584,8 +584,8 @@ fn network_policy(meta: &Meta<'_>, a: &AgentPlan<'_>) -> NetworkPolicy {
             sorted
                 .iter()
                 .flat_map(|p| {
-                    ["TCP", "UDP"].map(|proto| NetworkPolicyPort {
-                        protocol: Some(proto.into()),
+                    protocols.iter().map(move |proto| NetworkPolicyPort {
+                        protocol: Some(proto.to_string()),
                         port: Some(IntOrString::Int(i32::from(*p))),
                         ..Default::default()
                     })
@@ -616,19 +616,26 @@ fn network_policy(meta: &Meta<'_>, a: &AgentPlan<'_>) -> NetworkPolicy {
                 }),
                 ..Default::default()
             }]),
-            ports: ports(&[53]),
+            ports: ports(&[53], &["TCP", "UDP"]),
         }];
+        let block = |cidr: &str, p: &[u16], protocols: &[&str]| NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: cidr.to_string(),
+                    except: None,
+                }),
+                ..Default::default()
+            }]),
+            ports: ports(p, protocols),
+        };
+        if a.agent.cloud.identity.gcp_service_account.is_some() {
+            // GKE Workload Identity hands out tokens from the GKE metadata
+            // server, which GKE asks network policies to allow.
+            v.push(block("169.254.169.254/32", &[80], &["TCP"]));
+            v.push(block("169.254.169.252/32", &[988], &["TCP"]));
+        }
         for r in rules {
-            v.push(NetworkPolicyEgressRule {
-                to: Some(vec![NetworkPolicyPeer {
-                    ip_block: Some(IPBlock {
-                        cidr: r.cidr.clone(),
-                        except: None,
-                    }),
-                    ..Default::default()
-                }]),
-                ports: ports(&r.ports),
-            });
+            v.push(block(&r.cidr, &r.ports, &["TCP", "UDP"]));
         }
         v
     };
