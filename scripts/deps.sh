@@ -24,4 +24,10 @@ if [ "${1:-}" != "--runtime" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q matrix-synapse
   fi
+  # The offline Kubernetes OpenAPI schema check of the cloud render.
+  if [ ! -x /opt/kubernetes-validate-venv/bin/kubernetes-validate ]; then
+    echo "installing kubernetes-validate into /opt/kubernetes-validate-venv"
+    python3 -m venv /opt/kubernetes-validate-venv
+    /opt/kubernetes-validate-venv/bin/pip install -q kubernetes-validate==1.37.0
+  fi
 fi
