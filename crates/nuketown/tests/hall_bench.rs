@@ -1,0 +1,218 @@
+//! Benchmarks of the town hall (ignored in the normal test run; `bash
+//! bench/hall.sh` runs them in release mode and prints `BENCH` lines):
+//!
+//! 1. `sudo true` through the hall with an autoApprove rule, against plain
+//!    `sudo true` (a NOPASSWD rule for /usr/bin/true), both as the same real
+//!    agent through real sudo.
+//! 2. 1,000 concurrent pending requests: request → approver-notified latency
+//!    (p50/p99), all then answered, every requester hearing its decision.
+//!    The requests come from this (root) process on the real requester
+//!    socket, as 1,000 entry points would send them, so the numbers are the
+//!    hall's and not process start-up's.
+
+mod hall_fixture;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hall_fixture::*;
+use nuketown_hall::client::{Approver, Requester};
+use nuketown_hall::protocol::{Ask, ToApprover, ToRequester};
+
+const PLAIN_SUDOERS: &str = "/etc/sudoers.d/nuketown-hall-bench";
+
+struct PlainRule;
+impl Drop for PlainRule {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(PLAIN_SUDOERS);
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Seconds for `n` runs of `cmd` as the agent, in one shell (su's start-up counted once).
+fn loop_as(t: &TestTown, user: &str, cmd: &str, n: usize) -> Duration {
+    let start = Instant::now();
+    let o = t.agent(
+        user,
+        &format!("i=0; while [ $i -lt {n} ]; do {cmd} || exit 9; i=$((i+1)); done"),
+    );
+    let took = start.elapsed();
+    assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+    took
+}
+
+#[test]
+#[ignore]
+fn sudo_true_through_the_hall_vs_plain_sudo() {
+    let mut t = TestTown::new(Options::default());
+    t.start_hall();
+    let _plain = PlainRule;
+    std::fs::write(
+        PLAIN_SUDOERS,
+        format!("{ADA} ALL = (root) NOPASSWD: /usr/bin/true\n"),
+    )
+    .unwrap();
+    let check = Command::new("visudo")
+        .args(["-cf", PLAIN_SUDOERS])
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    let n = 200;
+    // Warm both paths, then alternate batches so drift hits both alike.
+    loop_as(&t, ADA, "/usr/bin/sudo -n /usr/bin/true", 10);
+    loop_as(&t, ADA, "sudo true", 10);
+    let direct = format!("/usr/bin/sudo -n {} true", t.elevate.display());
+    let (mut plain, mut hall, mut no_shim) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        plain.push(loop_as(&t, ADA, "/usr/bin/sudo -n /usr/bin/true", n) / n as u32);
+        hall.push(loop_as(&t, ADA, "sudo true", n) / n as u32);
+        no_shim.push(loop_as(&t, ADA, &direct, n) / n as u32);
+    }
+    plain.sort();
+    hall.sort();
+    no_shim.sort();
+    let (p, h, d) = (plain[2], hall[2], no_shim[2]);
+    println!(
+        "BENCH sudo_true plain_ms={:.2} hall_ms={:.2} ratio={:.2} without_shim_ms={:.2} (median of 5 batches of {n})",
+        ms(p),
+        ms(h),
+        h.as_secs_f64() / p.as_secs_f64(),
+        ms(d)
+    );
+    // The hall's own share: a policy-approved request straight on its socket, as root.
+    let mut rt = Vec::new();
+    for _ in 0..1000 {
+        let start = Instant::now();
+        let mut r =
+            Requester::connect(std::path::Path::new(nuketown_hall::REQUESTER_SOCKET)).unwrap();
+        r.ask(Ask {
+            argv: vec!["/usr/bin/true".into()],
+            cwd: "/".into(),
+            user: "root".into(),
+            group: None,
+            sudo_uid: ADA_UID,
+        })
+        .unwrap();
+        match r.recv().unwrap() {
+            ToRequester::Decision {
+                id, approved: true, ..
+            } => r.exit(&id, 0).unwrap(),
+            other => panic!("{other:?}"),
+        }
+        rt.push(start.elapsed());
+    }
+    rt.sort();
+    println!(
+        "BENCH hall_policy_roundtrip p50_ms={:.3} p99_ms={:.3}",
+        ms(percentile(&rt, 0.5)),
+        ms(percentile(&rt, 0.99))
+    );
+    // All through the policy, none through a human.
+    assert!(t
+        .audit()
+        .iter()
+        .all(|r| r.decided_by.as_ref().unwrap().channel == "policy"));
+}
+
+#[test]
+#[ignore]
+fn a_thousand_pending_requests() {
+    let mut t = TestTown::new(Options::default());
+    t.start_hall();
+    for (mode, pace) in [
+        ("burst", None),
+        ("paced_1ms", Some(Duration::from_millis(1))),
+    ] {
+        let n = 1000;
+        let mut watcher = Approver::connect(&t.approver_socket()).unwrap();
+        watcher.set_timeout(Some(DEADLINE)).unwrap();
+        assert!(watcher.watch("terminal").unwrap().is_empty());
+        // The watcher notes when each request reaches it, on its own thread.
+        let (tx, rx) = mpsc::channel::<(usize, Instant)>();
+        let reader = std::thread::spawn(move || {
+            let mut seen = 0;
+            while seen < n {
+                if let ToApprover::Request { request } = watcher.recv().unwrap() {
+                    let _ = tx.send((request.argv[1].parse().unwrap(), Instant::now()));
+                    seen += 1;
+                }
+            }
+            watcher
+        });
+        let mut sent = Vec::with_capacity(n);
+        let mut requesters = Vec::with_capacity(n);
+        let begin = Instant::now();
+        for i in 0..n {
+            if let Some(p) = pace {
+                while begin.elapsed() < p * i as u32 {
+                    std::hint::spin_loop();
+                }
+            }
+            let mut r =
+                Requester::connect(std::path::Path::new(nuketown_hall::REQUESTER_SOCKET)).unwrap();
+            r.set_timeout(Some(DEADLINE)).unwrap();
+            sent.push(Instant::now());
+            r.ask(Ask {
+                argv: vec!["/usr/bin/echo".into(), i.to_string()],
+                cwd: "/".into(),
+                user: "root".into(),
+                group: None,
+                sudo_uid: VOX_UID,
+            })
+            .unwrap();
+            requesters.push(r);
+        }
+        let watcher = reader.join().unwrap();
+        let notified: HashMap<usize, Instant> = rx.try_iter().collect();
+        assert_eq!(notified.len(), n, "every request reached the approver");
+        let mut lat: Vec<Duration> = (0..n).map(|i| notified[&i] - sent[i]).collect();
+        lat.sort();
+        // Every one pending at once; now answer them all.
+        let mut decider = Approver::connect(&t.approver_socket()).unwrap();
+        decider.set_timeout(Some(DEADLINE)).unwrap();
+        let pending = decider.list().unwrap();
+        assert_eq!(pending.len(), n);
+        let answer_start = Instant::now();
+        for r in &pending {
+            decider
+                .decide(
+                    r,
+                    r.argv[1].parse::<usize>().unwrap() % 2 == 0,
+                    None,
+                    "terminal",
+                )
+                .unwrap();
+        }
+        for (i, r) in requesters.iter_mut().enumerate() {
+            loop {
+                match r.recv().unwrap() {
+                    ToRequester::Pending { .. } => continue,
+                    ToRequester::Decision { approved, .. } => {
+                        assert_eq!(approved, i % 2 == 0, "request {i}");
+                        break;
+                    }
+                }
+            }
+        }
+        let answered = answer_start.elapsed();
+        drop(watcher);
+        println!(
+            "BENCH pending_{mode} n={n} notified_p50_ms={:.2} p99_ms={:.2} max_ms={:.2} send_all_ms={:.1} answer_all_ms={:.1}",
+            ms(percentile(&lat, 0.50)),
+            ms(percentile(&lat, 0.99)),
+            ms(*lat.last().unwrap()),
+            ms(sent[n - 1] - sent[0]),
+            ms(answered)
+        );
+        drop(requesters);
+    }
+}
