@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::protocol::{
-    self, FromApprover, FromRequester, RequestView, ToApprover, ToRequester, MAX_LINE, VERSION,
+    self, FromApprover, FromRequester, RequestView, ToApprover, ToRequester, MAX_REPLY, VERSION,
 };
 
 /// Why talking to the hall failed.
@@ -55,18 +55,18 @@ fn connect(path: &Path) -> Result<UnixStream, ClientError> {
     })
 }
 
-/// Read one line (at most [`MAX_LINE`] bytes); `Closed` at the end.
+/// Read one line from the hall (at most [`MAX_REPLY`] bytes); `Closed` at the end.
 fn read_line(rd: &mut BufReader<UnixStream>) -> Result<Vec<u8>, ClientError> {
     let mut line = Vec::new();
     let n = rd
         .by_ref()
-        .take(MAX_LINE as u64 + 1)
+        .take(MAX_REPLY as u64 + 1)
         .read_until(b'\n', &mut line)?;
     if n == 0 {
         return Err(ClientError::Closed);
     }
     if line.last() != Some(&b'\n') {
-        return Err(if line.len() > MAX_LINE {
+        return Err(if line.len() > MAX_REPLY {
             ClientError::Protocol("an answer longer than the protocol allows".into())
         } else {
             ClientError::Closed

@@ -58,14 +58,16 @@ impl Default for Config {
     }
 }
 
-/// The town as last read, with its approvers' uids.
+/// The town as last read, with its approvers' uids and its agents' groups.
 struct Loaded {
     town: Town,
     approvers: Vec<(u32, String)>,
+    /// Each enabled agent's identity (uid and groups), looked up once per change.
+    identities: HashMap<u32, Identity>,
 }
 
-/// Identity of the files a [`Loaded`] came from: town file and /etc/passwd.
-type Stamp = [(u64, u64, u64, i64, i64); 2];
+/// Identity of the files a [`Loaded`] came from: the town file, /etc/passwd, /etc/group.
+type Stamp = [(u64, u64, u64, i64, i64); 3];
 
 fn stamp_of(path: &Path) -> (u64, u64, u64, i64, i64) {
     std::fs::metadata(path).map_or((0, 0, 0, 0, 0), |m| {
@@ -87,7 +89,11 @@ struct TownCache {
 
 impl TownCache {
     fn get(&self) -> Result<Arc<Loaded>, String> {
-        let stamp = [stamp_of(&self.path), stamp_of(Path::new("/etc/passwd"))];
+        let stamp = [
+            stamp_of(&self.path),
+            stamp_of(Path::new("/etc/passwd")),
+            stamp_of(Path::new("/etc/group")),
+        ];
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((s, l)) = last.as_ref() {
             if *s == stamp {
@@ -107,16 +113,28 @@ impl TownCache {
                     .map(|u| (u.uid.as_raw(), n))
             })
             .collect();
-        let loaded = Arc::new(Loaded { town, approvers });
+        let identities = town
+            .enabled_agents()
+            .map(|(_, a)| (a.uid, Identity::of_uid(a.uid)))
+            .collect();
+        let loaded = Arc::new(Loaded {
+            town,
+            approvers,
+            identities,
+        });
         *last = Some((stamp, loaded.clone()));
         Ok(loaded)
     }
 }
 
-/// An unguessable request id: 128 bits from the kernel's random source, hex.
+/// An unguessable request id: 128 bits from the kernel's random source (getrandom(2)), hex.
 fn new_id() -> std::io::Result<String> {
     let mut b = [0u8; 16];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+    // Safety: the buffer is 16 writable bytes.
+    let n = unsafe { nix::libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
@@ -310,7 +328,7 @@ impl Hall {
             }
         };
         let uid = ask.sudo_uid;
-        let who = user_name(uid).unwrap_or_else(|| format!("uid {uid}"));
+        let who = format!("uid {uid}");
         let mut asked = Asked {
             id: &id,
             agent: &who,
@@ -329,13 +347,19 @@ impl Hall {
             }
         };
         let Some((name, agent)) = policy::agent_by_uid(&loaded.town, uid) else {
+            let who = user_name(uid).unwrap_or_else(|| who.clone());
+            asked.agent = &who;
             let e = format!("{who} is not an enabled agent of this town");
             self.record(&asked, Some(false), &by_hall("hall"), &e, false);
             let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
             return;
         };
         asked.agent = name;
-        let identity = Identity::of_uid(uid);
+        let identity = loaded
+            .identities
+            .get(&uid)
+            .cloned()
+            .unwrap_or_else(|| Identity::of_uid(uid));
         let (agent_can_write, agent_writable_args) = policy::writable_by(&identity, &ask);
         asked.agent_can_write = agent_can_write;
 

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub const VERSION: u32 = 1;
 /// Longest line accepted, in bytes (newline excluded).
 pub const MAX_LINE: usize = 64 * 1024;
+/// Longest line a client accepts from the hall, in bytes: a list of many
+/// pending requests is long; the hall itself is trusted (root, its socket).
+pub const MAX_REPLY: usize = 64 * 1024 * 1024;
 /// Longest argv accepted, in elements.
 pub const MAX_ARGS: usize = 4096;
 /// Longest approver channel name accepted, in bytes.
@@ -214,8 +217,12 @@ pub enum ProtocolError {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, ProtocolError> {
+    decode_max(line, MAX_LINE)
+}
+
+fn decode_max<T: for<'de> Deserialize<'de>>(line: &[u8], max: usize) -> Result<T, ProtocolError> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    if line.len() > MAX_LINE {
+    if line.len() > max {
         return Err(ProtocolError::TooLong);
     }
     if line.contains(&b'\n') {
@@ -336,12 +343,12 @@ pub fn parse_approver(line: &[u8]) -> Result<FromApprover, ProtocolError> {
 
 /// Parse a line the hall sent to the entry point.
 pub fn parse_to_requester(line: &[u8]) -> Result<ToRequester, ProtocolError> {
-    decode(line)
+    decode_max(line, MAX_REPLY)
 }
 
 /// Parse a line the hall sent to an approver.
 pub fn parse_to_approver(line: &[u8]) -> Result<ToApprover, ProtocolError> {
-    decode(line)
+    decode_max(line, MAX_REPLY)
 }
 
 /// One message as a line: compact JSON (which never contains a raw newline) and `\n`.

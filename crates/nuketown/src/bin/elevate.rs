@@ -234,7 +234,10 @@ fn run_as(
         .iter()
         .map(|a| cstr(a.as_bytes()))
         .collect::<Result<_, _>>()?;
+    // The target's groups, looked up before fork: the child only makes syscalls.
     let c_name = cstr(target.name.as_bytes())?;
+    let groups = nix::unistd::getgrouplist(&c_name, gid)
+        .map_err(|e| deny(format!("the groups of {}: {e}; denied", target.name)))?;
     let c_cwd = cstr(cwd.as_os_str().as_bytes())?;
     // Safety: this process has one thread; the child makes only syscalls before exec.
     match unsafe { fork() }.map_err(|e| deny(format!("fork: {e}; denied")))? {
@@ -243,8 +246,8 @@ fn run_as(
                 eprintln!("nuketown: {what}: {e}");
                 std::process::exit(126)
             };
-            if let Err(e) = nix::unistd::initgroups(&c_name, gid) {
-                fail("initgroups", e);
+            if let Err(e) = nix::unistd::setgroups(&groups) {
+                fail("setgroups", e);
             }
             if let Err(e) = nix::unistd::setgid(gid) {
                 fail("setgid", e);
