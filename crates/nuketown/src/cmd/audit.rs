@@ -26,12 +26,25 @@ pub fn line(r: &Record) -> String {
     let by = r
         .decided_by
         .as_ref()
-        .map(|b| format!(" by {} via {}", b.who, b.channel))
+        .map(|b| {
+            if b.who == b.channel {
+                format!(" by {}", b.who)
+            } else {
+                format!(" by {} via {}", b.who, b.channel)
+            }
+        })
         .unwrap_or_default();
     let exit = match (r.decision.as_str(), r.exit_status) {
         (_, Some(s)) => format!(", exit {s}"),
         ("approved", None) => ", exit unknown".into(),
         _ => String::new(),
+    };
+    // The reason, when it says more than the decision and who took it.
+    let plain = format!("{}{by}", r.decision);
+    let reason = if r.reason.is_empty() || r.reason == plain {
+        String::new()
+    } else {
+        format!(" — {}", show_str(&r.reason))
     };
     format!(
         "{} {} {} (uid {}) as {}: {} -> {}{}{} ({} ms){}{}",
@@ -46,11 +59,7 @@ pub fn line(r: &Record) -> String {
         by,
         r.latency_ms.unwrap_or(0),
         exit,
-        if r.reason.is_empty() {
-            String::new()
-        } else {
-            format!(" — {}", show_str(&r.reason))
-        },
+        reason,
     )
 }
 
