@@ -38,8 +38,32 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Seconds for `n` runs of `cmd` as the agent, in one shell (su's start-up counted once).
-fn loop_as(t: &TestTown, user: &str, cmd: &str, n: usize) -> Duration {
+/// CPU time (user + system) of every finished child of this process, and their children.
+fn children_cpu() -> Duration {
+    // Safety: getrusage fills the struct it is given.
+    let mut u: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { nix::libc::getrusage(nix::libc::RUSAGE_CHILDREN, &mut u) };
+    let tv = |t: nix::libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// CPU time of process `pid` so far (from /proc/PID/stat, in clock ticks).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // Safety: sysconf has no preconditions.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// Wall time and CPU time (the loop's processes plus the hall's) for `n`
+/// runs of `cmd` as the agent, in one shell (su's start-up counted once).
+fn loop_as(t: &TestTown, user: &str, cmd: &str, n: usize) -> (Duration, Duration) {
+    let (cpu0, hall0) = (children_cpu(), process_cpu(t.hall_pid()));
     let start = Instant::now();
     let o = t.agent(
         user,
@@ -47,7 +71,8 @@ fn loop_as(t: &TestTown, user: &str, cmd: &str, n: usize) -> Duration {
     );
     let took = start.elapsed();
     assert!(o.status.success(), "{cmd}: {}", stderr(&o));
-    took
+    let cpu = (children_cpu() - cpu0) + (process_cpu(t.hall_pid()) - hall0);
+    (took, cpu)
 }
 
 #[test]
@@ -72,21 +97,40 @@ fn sudo_true_through_the_hall_vs_plain_sudo() {
     loop_as(&t, ADA, "sudo true", 10);
     let direct = format!("/usr/bin/sudo -n {} true", t.elevate.display());
     let (mut plain, mut hall, mut no_shim) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plain_cpu, mut hall_cpu, mut no_shim_cpu) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
-        plain.push(loop_as(&t, ADA, "/usr/bin/sudo -n /usr/bin/true", n) / n as u32);
-        hall.push(loop_as(&t, ADA, "sudo true", n) / n as u32);
-        no_shim.push(loop_as(&t, ADA, &direct, n) / n as u32);
+        let (w, c) = loop_as(&t, ADA, "/usr/bin/sudo -n /usr/bin/true", n);
+        plain.push(w / n as u32);
+        plain_cpu.push(c / n as u32);
+        let (w, c) = loop_as(&t, ADA, "sudo true", n);
+        hall.push(w / n as u32);
+        hall_cpu.push(c / n as u32);
+        let (w, c) = loop_as(&t, ADA, &direct, n);
+        no_shim.push(w / n as u32);
+        no_shim_cpu.push(c / n as u32);
     }
-    plain.sort();
-    hall.sort();
-    no_shim.sort();
+    for v in [
+        &mut plain,
+        &mut hall,
+        &mut no_shim,
+        &mut plain_cpu,
+        &mut hall_cpu,
+        &mut no_shim_cpu,
+    ] {
+        v.sort();
+    }
     let (p, h, d) = (plain[2], hall[2], no_shim[2]);
+    let (pc, hc, dc) = (plain_cpu[2], hall_cpu[2], no_shim_cpu[2]);
     println!(
-        "BENCH sudo_true plain_ms={:.2} hall_ms={:.2} ratio={:.2} without_shim_ms={:.2} (median of 5 batches of {n})",
+        "BENCH sudo_true wall: plain_ms={:.2} hall_ms={:.2} ratio={:.2} without_shim_ms={:.2}; cpu: plain_ms={:.2} hall_ms={:.2} ratio={:.2} without_shim_ms={:.2} (medians of 5 batches of {n})",
         ms(p),
         ms(h),
         h.as_secs_f64() / p.as_secs_f64(),
-        ms(d)
+        ms(d),
+        ms(pc),
+        ms(hc),
+        hc.as_secs_f64() / pc.as_secs_f64(),
+        ms(dc)
     );
     // The hall's own share: a policy-approved request straight on its socket, as root.
     let mut rt = Vec::new();

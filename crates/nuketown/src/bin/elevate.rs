@@ -152,6 +152,9 @@ fn run() -> Result<u8, Stop> {
         sudo_uid,
     })
     .map_err(|e| deny(format!("{e}; denied")))?;
+    // The target's groups, looked up while the hall decides (and before any
+    // fork: the child only makes syscalls).
+    let groups = nix::unistd::getgrouplist(&cstr(target.name.as_bytes())?, gid);
 
     let mut pending: Option<(String, u64)> = None;
     let (id, say) = loop {
@@ -201,7 +204,8 @@ fn run() -> Result<u8, Stop> {
     if let Some(reason) = say {
         eprintln!("nuketown: {reason}");
     }
-    let status = run_as(&argv, &target, gid, &cwd, &shell, term)?;
+    let groups = groups.map_err(|e| deny(format!("the groups of {}: {e}; denied", target.name)))?;
+    let status = run_as(&argv, &target, gid, &groups, &cwd, &shell, term)?;
     let _ = hall.exit(&id, status);
     Ok(status.clamp(0, 255) as u8)
 }
@@ -212,6 +216,7 @@ fn run_as(
     argv: &[String],
     target: &User,
     gid: Gid,
+    groups: &[Gid],
     cwd: &Path,
     shell: &str,
     term: Option<String>,
@@ -234,10 +239,6 @@ fn run_as(
         .iter()
         .map(|a| cstr(a.as_bytes()))
         .collect::<Result<_, _>>()?;
-    // The target's groups, looked up before fork: the child only makes syscalls.
-    let c_name = cstr(target.name.as_bytes())?;
-    let groups = nix::unistd::getgrouplist(&c_name, gid)
-        .map_err(|e| deny(format!("the groups of {}: {e}; denied", target.name)))?;
     let c_cwd = cstr(cwd.as_os_str().as_bytes())?;
     // Safety: this process has one thread; the child makes only syscalls before exec.
     match unsafe { fork() }.map_err(|e| deny(format!("fork: {e}; denied")))? {
@@ -246,7 +247,7 @@ fn run_as(
                 eprintln!("nuketown: {what}: {e}");
                 std::process::exit(126)
             };
-            if let Err(e) = nix::unistd::setgroups(&groups) {
+            if let Err(e) = nix::unistd::setgroups(groups) {
                 fail("setgroups", e);
             }
             if let Err(e) = nix::unistd::setgid(gid) {
