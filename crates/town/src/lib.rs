@@ -6,6 +6,7 @@
 //! validates; [`Town::identity`] is the one function every per-agent file
 //! (identity.toml, prompts, git config) is projected from.
 
+pub mod display;
 mod identity;
 mod parse;
 mod schema;

@@ -185,6 +185,9 @@ pub struct Agent {
     /// Privilege escalation through the town hall.
     #[serde(default)]
     pub sudo: Sudo,
+    /// Use of the town hall's rebuild coordinator.
+    #[serde(default)]
+    pub rebuild: AgentRebuild,
     /// The tmux portal.
     #[serde(default)]
     pub portal: Portal,
@@ -345,10 +348,17 @@ pub struct Sudo {
     /// Seconds to wait for a human before denying.
     #[serde(default = "default_sudo_timeout")]
     pub timeout: u64,
+    /// Most requests this agent may have waiting for a human at once; more are denied.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u32,
 }
 
 fn default_sudo_timeout() -> u64 {
     120
+}
+
+fn default_max_pending() -> u32 {
+    8
 }
 
 impl Default for Sudo {
@@ -358,8 +368,19 @@ impl Default for Sudo {
             auto_approve: Vec::new(),
             deny: Vec::new(),
             timeout: default_sudo_timeout(),
+            max_pending: default_max_pending(),
         }
     }
+}
+
+/// An agent's use of the rebuild coordinator (`nuketown rebuild`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentRebuild {
+    /// Let the agent queue rebuilds: `build`/`dry-build` run as the agent,
+    /// `test`/`switch`/`boot` as root after a human's approval.
+    #[serde(default)]
+    pub enable: bool,
 }
 
 /// The tmux portal.

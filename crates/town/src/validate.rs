@@ -420,6 +420,15 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             format!("{} must be between 1 and 86400 seconds", agent.sudo.timeout),
         );
     }
+    if agent.sudo.max_pending == 0 || agent.sudo.max_pending > 1000 {
+        c.fail(
+            format!("{key}.sudo.maxPending"),
+            format!(
+                "{} must be between 1 and 1000 requests",
+                agent.sudo.max_pending
+            ),
+        );
+    }
     check_rules(
         c,
         &format!("{key}.sudo.autoApprove"),
