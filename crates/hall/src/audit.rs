@@ -28,7 +28,13 @@ pub struct Record {
     /// Exact argv.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub argv: Vec<String>,
-    /// Working directory.
+    /// The executable decided on and run: canonical path, device, inode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<crate::protocol::FileRef>,
+    /// How the agent named the program, when that differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed: Option<String>,
+    /// Working directory (canonical).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cwd: String,
     /// Target user.
@@ -37,9 +43,12 @@ pub struct Record {
     /// Target group, when one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Whether the agent could change the executable.
+    /// Whether the agent could change what the request runs or reads (only a human may decide).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub agent_can_write: bool,
+    /// The warnings the approvers were shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// `approved`, `denied` or `cancelled` (decision records).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub decision: String,
@@ -70,10 +79,13 @@ impl Record {
             agent: agent.to_string(),
             uid,
             argv: Vec::new(),
+            program: None,
+            typed: None,
             cwd: String::new(),
             target: String::new(),
             group: None,
             agent_can_write: false,
+            warnings: Vec::new(),
             decision: String::new(),
             reason: String::new(),
             decided_by: None,

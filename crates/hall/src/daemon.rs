@@ -20,12 +20,13 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::audit::{AuditLog, Record};
-use crate::policy::{self, Automatic, Identity, MockRefusal};
+use crate::changeable::{self, Assessment, Identity};
+use crate::policy::{self, Automatic, MockRefusal};
 use crate::protocol::{
     self, Ask, DecidedBy, FromApprover, FromRequester, RequestView, ToApprover, ToRequester,
     MAX_LINE, VERSION,
 };
-use crate::state::{Outcome, State};
+use crate::state::{GrantKey, Outcome, State};
 use crate::time::now_ms;
 
 /// How long a requester has to send its request after connecting.
@@ -197,7 +198,7 @@ struct Asked<'a> {
     agent: &'a str,
     uid: u32,
     ask: Option<&'a Ask>,
-    agent_can_write: bool,
+    assessment: Option<&'a Assessment>,
     arrived: Instant,
 }
 
@@ -233,11 +234,16 @@ impl Hall {
         let mut r = Record::new(a.id, "decision", a.agent, a.uid);
         if let Some(ask) = a.ask {
             r.argv = ask.argv.clone();
-            r.cwd = ask.cwd.clone();
+            r.program = Some(ask.program.clone());
+            r.typed = ask.typed.clone();
+            r.cwd = ask.cwd.path.clone();
             r.target = ask.user.clone();
             r.group = ask.group.clone();
         }
-        r.agent_can_write = a.agent_can_write;
+        if let Some(assessment) = a.assessment {
+            r.agent_can_write = assessment.human_only();
+            r.warnings = assessment.warnings();
+        }
         r.decision = match approved {
             Some(true) => "approved",
             Some(false) => "denied",
@@ -294,7 +300,7 @@ impl Hall {
             agent: "?",
             uid: 0,
             ask: None,
-            agent_can_write: false,
+            assessment: None,
             arrived,
         };
 
@@ -334,7 +340,7 @@ impl Hall {
             agent: &who,
             uid,
             ask: Some(&ask),
-            agent_can_write: false,
+            assessment: None,
             arrived,
         };
         let loaded = match self.town.get() {
@@ -360,28 +366,37 @@ impl Hall {
             .get(&uid)
             .cloned()
             .unwrap_or_else(|| Identity::of_uid(uid));
-        let (agent_can_write, agent_writable_args) = policy::writable_by(&identity, &ask);
-        asked.agent_can_write = agent_can_write;
+        // What the agent could change, judged on the very files the entry
+        // point opened; if they moved meanwhile, nothing is decided on them.
+        let assessment = match changeable::assess(&identity, &ask) {
+            Ok(a) => a,
+            Err(e) => {
+                let e = format!("{e}; denied");
+                self.record(&asked, Some(false), &by_hall("hall"), &e, false);
+                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                return;
+            }
+        };
+        asked.assessment = Some(&assessment);
 
         let now = now_ms();
-        let automatic: Option<Automatic> = policy::by_rules(
-            name,
-            agent,
-            &ask,
-            agent_can_write,
-            &self.state.grants(),
-            now,
-        )
-        .or_else(
-            || match policy::mock(&self.cfg.mode_file, &loaded.approvers) {
-                Ok(a) => Some(a),
-                Err(MockRefusal::Absent) => None,
-                Err(MockRefusal::Untrusted(why)) => {
-                    tracing::warn!("{why}");
-                    None
-                }
-            },
-        );
+        let automatic: Option<Automatic> =
+            policy::by_rules(name, agent, &ask, &assessment, &self.state.grants(), now).or_else(
+                || {
+                    // Mock mode stands in for a human only where a policy could decide.
+                    if assessment.human_only() {
+                        return None;
+                    }
+                    match policy::mock(&self.cfg.mode_file, &loaded.approvers) {
+                        Ok(a) => Some(a),
+                        Err(MockRefusal::Absent) => None,
+                        Err(MockRefusal::Untrusted(why)) => {
+                            tracing::warn!("{why}");
+                            None
+                        }
+                    }
+                },
+            );
 
         let (outcome, mock) = match automatic {
             Some(a) => (
@@ -399,15 +414,32 @@ impl Hall {
                     agent: name.clone(),
                     uid,
                     argv: ask.argv.clone(),
-                    cwd: ask.cwd.clone(),
+                    program: ask.program.clone(),
+                    typed: ask.typed.clone(),
+                    cwd: ask.cwd.path.clone(),
                     user: ask.user.clone(),
                     group: ask.group.clone(),
-                    agent_can_write,
-                    agent_writable_args,
+                    agent_can_write: assessment.human_only(),
+                    agent_writable_args: assessment.args.iter().map(|(a, _)| a.clone()).collect(),
+                    warnings: assessment.warnings(),
+                    grantable: assessment.grantable(),
                     asked_ms: now,
                     deadline_ms: now + timeout * 1000,
                 };
-                let mut decided = self.state.submit(view);
+                let key = GrantKey {
+                    program: (ask.program.dev, ask.program.ino),
+                    cwd: (ask.cwd.dev, ask.cwd.ino),
+                    grantable: assessment.grantable(),
+                };
+                let mut decided = match self.state.submit(view, key, agent.sudo.max_pending) {
+                    Ok(rx) => rx,
+                    Err(too_many) => {
+                        let e = too_many.to_string();
+                        self.record(&asked, Some(false), &by_hall("hall"), &e, false);
+                        let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                        return;
+                    }
+                };
                 if send(
                     &mut wr,
                     &ToRequester::Pending {

@@ -1,9 +1,6 @@
 //! The entry point's pure parts: sudo's flags, the exact argv that will run,
-//! the program's absolute path, and what the agent is told. The root edge
+//! and what the agent is told. Opening the program is [`crate::files`]'s. The root edge
 //! (`nuketown-elevate`) does the I/O around them.
-
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
 
 /// The PATH programs are looked up in, and the PATH they run with. Fixed:
 /// never the agent's.
@@ -183,43 +180,6 @@ pub fn command_argv(f: &Flags, target_shell: &str) -> Vec<String> {
         );
     }
     v
-}
-
-fn is_executable_file(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// `cwd/rel` without `.` parts (`..` stays: links make it mean something else than text would).
-fn join_clean(cwd: &Path, rel: &str) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in cwd.join(rel).components() {
-        if c != Component::CurDir {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The absolute path of `program`: itself (relative to `cwd`) when it has a
-/// `/`, else the first executable file of that name in `search` (a PATH).
-pub fn resolve(program: &str, cwd: &Path, search: &str) -> Result<PathBuf, String> {
-    if program.is_empty() {
-        return Err("an empty command name".into());
-    }
-    if program.contains('/') {
-        let p = join_clean(cwd, program);
-        return if is_executable_file(&p) {
-            Ok(p)
-        } else {
-            Err(format!("{program}: no such executable file"))
-        };
-    }
-    search
-        .split(':')
-        .filter(|d| d.starts_with('/'))
-        .map(|d| Path::new(d).join(program))
-        .find(|p| is_executable_file(p))
-        .ok_or_else(|| format!("{program}: command not found (looked in {search})"))
 }
 
 /// What the agent is told about a denial, from the hall's reason.

@@ -13,9 +13,11 @@
 //! installs.
 
 pub mod audit;
+pub mod changeable;
 pub mod client;
 pub mod daemon;
 pub mod entry;
+pub mod files;
 pub mod policy;
 pub mod protocol;
 pub mod render;

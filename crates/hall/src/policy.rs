@@ -1,14 +1,14 @@
 //! Deciding without a human: the agent's deny and auto-approve rules,
-//! time-boxed grants, and the mock mode file. Anything else waits for a human.
-//! Also what the approver is warned about: files the agent could change
-//! between the decision and the exec.
+//! time-boxed grants, and the mock mode file. Anything else — and anything
+//! the agent could change (see [`crate::changeable`]) — waits for a human.
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nuketown_town::{Agent, CommandRule, Town};
 
+use crate::changeable::Assessment;
 use crate::protocol::{Ask, DecidedBy};
 
 /// A decision taken without asking a human.
@@ -24,13 +24,18 @@ pub struct Automatic {
     pub mock: bool,
 }
 
-/// "This exact argv, as this target, for this agent, until then."
+/// "This exact argv, as this target, for this agent, until then": for the
+/// very program and working directory the human saw (device and inode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     /// The agent.
     pub agent: String,
     /// The exact argv.
     pub argv: Vec<String>,
+    /// The program's device and inode.
+    pub program: (u64, u64),
+    /// The working directory's device and inode.
+    pub cwd: (u64, u64),
     /// The target user.
     pub user: String,
     /// The target group, if one was asked for.
@@ -47,6 +52,8 @@ impl Grant {
         self.until_ms > now_ms
             && self.agent == agent
             && self.argv == ask.argv
+            && self.program == (ask.program.dev, ask.program.ino)
+            && self.cwd == (ask.cwd.dev, ask.cwd.ino)
             && self.user == ask.user
             && self.group == ask.group
     }
@@ -69,63 +76,60 @@ fn by_policy(approved: bool, reason: String) -> Automatic {
     }
 }
 
-/// Whether two paths name the same file (links followed).
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
+fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Whether a rule's program names the executable `exe` (an absolute path).
-///
-/// A program without a `/` means what `sudo NAME` runs: the same lookup in
-/// the fixed PATH, never "any file called NAME" — except in deny rules, where
-/// any program of that name matches (a deny rule errs towards denying). A
-/// path matches itself, or another path to the same file (`/bin/true` and
-/// `/usr/bin/true` on a merged /usr).
-pub fn program_matches(rule_program: &str, exe: &str, deny: bool) -> bool {
-    if rule_program == exe {
-        return true;
-    }
-    let exe_path = Path::new(exe);
-    if !rule_program.contains('/') {
-        if deny && exe_path.file_name().is_some_and(|n| n == rule_program) {
+/// Whether a rule's program names the request's program: the same file
+/// (device and inode) as the rule's path, or — for a rule without a `/` —
+/// as what `sudo NAME` finds on the fixed PATH. Never "any file called
+/// NAME", except in deny rules, which err towards denying: there a program
+/// of that name, or a name the agent typed, matches too.
+pub fn program_matches(rule_program: &str, ask: &Ask, deny: bool) -> bool {
+    let program = &ask.program;
+    if deny && !rule_program.contains('/') {
+        let typed = ask.typed.as_deref().map(base_name);
+        if base_name(&program.path) == rule_program || typed == Some(rule_program) {
             return true;
         }
-        return crate::entry::resolve(rule_program, Path::new("/"), crate::entry::SAFE_PATH)
-            .is_ok_and(|p| same_file(&p, exe_path));
     }
-    rule_program.starts_with('/') && same_file(Path::new(rule_program), exe_path)
+    let same = |id: Option<(u64, u64)>| id == Some((program.dev, program.ino));
+    if rule_program.contains('/') {
+        rule_program.starts_with('/') && same(crate::files::identity_of(rule_program))
+    } else {
+        let found =
+            crate::files::open_program(rule_program, rustix::fs::CWD, crate::entry::SAFE_PATH)
+                .ok()
+                .map(|o| (o.file.dev, o.file.ino));
+        same(found)
+    }
 }
 
-/// Whether `rule` matches `argv` (program as [`program_matches`], the
+/// Whether `rule` matches the request (program as [`program_matches`], the
 /// arguments exactly, or as a prefix when the rule says so).
-pub fn rule_matches(rule: &CommandRule, argv: &[String], deny: bool) -> bool {
+pub fn rule_matches(rule: &CommandRule, ask: &Ask, deny: bool) -> bool {
     let Some((program, args)) = rule.argv.split_first() else {
         return false;
     };
-    let Some((exe, rest)) = argv.split_first() else {
-        return false;
+    let rest = &ask.argv[1..];
+    let args_match = if rule.prefix {
+        rest.len() >= args.len() && rest[..args.len()] == args[..]
+    } else {
+        rest == args
     };
-    program_matches(program, exe, deny)
-        && if rule.prefix {
-            rest.len() >= args.len() && rest[..args.len()] == args[..]
-        } else {
-            rest == args
-        }
+    args_match && program_matches(program, ask, deny)
 }
 
 /// The agent's rules and grants: `Some` when they decide. Deny rules win over
-/// everything; auto-approve rules cover commands as root only (another target
-/// always asks a human); then grants. Neither an auto-approval nor a grant
-/// ever covers a program the agent can change (`agent_can_write`): that
-/// always goes to a human, with a warning.
+/// everything; a request the agent could change (`assessment.human_only()`)
+/// then always goes to a human; auto-approve rules cover commands as root
+/// only (another target always asks a human); grants cover only what
+/// [`Assessment::grantable`] allows.
 pub fn by_rules(
     name: &str,
     agent: &Agent,
     ask: &Ask,
-    agent_can_write: bool,
+    assessment: &Assessment,
     grants: &[Grant],
     now_ms: u64,
 ) -> Option<Automatic> {
@@ -139,14 +143,14 @@ pub fn by_rules(
         .sudo
         .deny
         .iter()
-        .position(|r| rule_matches(r, &ask.argv, true))
+        .position(|r| rule_matches(r, ask, true))
     {
         return Some(by_policy(
             false,
             format!("denied by policy: matches agents.{name}.sudo.deny[{i}]"),
         ));
     }
-    if agent_can_write {
+    if assessment.human_only() {
         return None;
     }
     if ask.user == "root" && ask.group.is_none() {
@@ -154,13 +158,16 @@ pub fn by_rules(
             .sudo
             .auto_approve
             .iter()
-            .position(|r| rule_matches(r, &ask.argv, false))
+            .position(|r| rule_matches(r, ask, false))
         {
             return Some(by_policy(
                 true,
                 format!("approved by policy: matches agents.{name}.sudo.autoApprove[{i}]"),
             ));
         }
+    }
+    if !assessment.grantable() {
+        return None;
     }
     grants
         .iter()
@@ -280,119 +287,4 @@ pub fn mock(mode_file: &Path, approvers: &[(u32, String)]) -> Result<Automatic, 
         ),
         mock: true,
     })
-}
-
-/// A Unix identity, for "could this user change that file?".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// User id.
-    pub uid: u32,
-    /// Primary and supplementary group ids.
-    pub gids: Vec<u32>,
-}
-
-impl Identity {
-    /// The identity of the user `uid`, with the groups the system gives them.
-    pub fn of_uid(uid: u32) -> Identity {
-        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten();
-        let gids = user
-            .and_then(|u| {
-                let name = std::ffi::CString::new(u.name).ok()?;
-                nix::unistd::getgrouplist(&name, u.gid).ok()
-            })
-            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-            .unwrap_or_default();
-        Identity { uid, gids }
-    }
-
-    fn can_write(&self, m: &std::fs::Metadata) -> bool {
-        let mode = m.mode();
-        if self.uid == 0 {
-            true
-        } else if m.uid() == self.uid {
-            mode & 0o200 != 0
-        } else if self.gids.contains(&m.gid()) {
-            mode & 0o020 != 0
-        } else {
-            mode & 0o002 != 0
-        }
-    }
-
-    /// Whether this user can replace `entry` in `dir` (write the directory,
-    /// respecting the sticky bit).
-    fn can_replace(&self, dir: &Path, entry: &Path) -> bool {
-        let Ok(d) = std::fs::metadata(dir) else {
-            return false;
-        };
-        if !self.can_write(&d) {
-            return false;
-        }
-        if d.mode() & 0o1000 == 0 || d.uid() == self.uid {
-            return true;
-        }
-        // Sticky directory: only entries they own, or new ones.
-        std::fs::symlink_metadata(entry).map_or(true, |e| e.uid() == self.uid)
-    }
-
-    /// Whether this user could change what `path` runs or holds: write the
-    /// file, or replace it or any directory or symbolic link on the way to it
-    /// (every link followed). POSIX ACLs are not consulted.
-    pub fn can_change(&self, path: &Path) -> bool {
-        let mut hop: PathBuf = path.to_path_buf();
-        for _ in 0..40 {
-            if self.can_change_entry(&hop) {
-                return true;
-            }
-            match std::fs::symlink_metadata(&hop) {
-                Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(&hop) {
-                    Ok(target) => {
-                        hop = hop.parent().unwrap_or(Path::new("/")).join(target);
-                    }
-                    Err(_) => return false,
-                },
-                _ => break,
-            }
-        }
-        match std::fs::canonicalize(path) {
-            Ok(real) => self.can_change_entry(&real),
-            Err(_) => false,
-        }
-    }
-
-    fn can_change_entry(&self, path: &Path) -> bool {
-        if let Ok(m) = std::fs::symlink_metadata(path) {
-            if !m.file_type().is_symlink() && self.can_write(&m) {
-                return true;
-            }
-        }
-        let mut entry = path;
-        while let Some(dir) = entry.parent() {
-            if dir.as_os_str().is_empty() {
-                break;
-            }
-            if self.can_replace(dir, entry) {
-                return true;
-            }
-            entry = dir;
-        }
-        false
-    }
-}
-
-/// What the approver is warned about: whether the agent can change the
-/// executable, and which other arguments name files it can change.
-pub fn writable_by(who: &Identity, ask: &Ask) -> (bool, Vec<String>) {
-    let exe = who.can_change(Path::new(&ask.argv[0]));
-    let args = ask.argv[1..]
-        .iter()
-        .filter(|a| !a.is_empty() && !a.starts_with('-'))
-        .filter(|a| {
-            let p = Path::new(&ask.cwd).join(a);
-            std::fs::symlink_metadata(&p).is_ok() && who.can_change(&p)
-        })
-        .cloned()
-        .collect();
-    (exe, args)
 }

@@ -1,4 +1,4 @@
-//! The hall's line protocol, version 1: one JSON object per line, at most
+//! The hall's line protocol, version 2: one JSON object per line, at most
 //! [`MAX_LINE`] bytes. This module only turns bytes into messages and back;
 //! connections and state live elsewhere. Every malformed or oversized line is
 //! an error, which the hall answers with a denial. See docs/protocol.md.
@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Longest line accepted, in bytes (newline excluded).
 pub const MAX_LINE: usize = 64 * 1024;
 /// Longest line a client accepts from the hall, in bytes: a list of many
@@ -17,14 +17,33 @@ pub const MAX_ARGS: usize = 4096;
 /// Longest approver channel name accepted, in bytes.
 pub const MAX_CHANNEL: usize = 128;
 
+/// A file as the entry point opened it: its canonical path (no symbolic
+/// link, no `.` or `..`) and the device and inode it had when opened. The
+/// hall decides on this identity and the entry point runs this very file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRef {
+    /// Canonical absolute path.
+    pub path: String,
+    /// Device number (`st_dev`).
+    pub dev: u64,
+    /// Inode number (`st_ino`).
+    pub ino: u64,
+}
+
 /// What the entry point asks (requester socket, root only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ask {
-    /// The exact argv to run; `argv[0]` is the absolute path that will be executed.
+    /// The exact argv to run; `argv[0]` is `program.path`.
     pub argv: Vec<String>,
-    /// Working directory the command runs in.
-    pub cwd: String,
+    /// The executable, opened once by the entry point; the child executes that descriptor.
+    pub program: FileRef,
+    /// The program as the agent named it, when that differs from `program.path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed: Option<String>,
+    /// The working directory, opened once; the child enters it by descriptor.
+    pub cwd: FileRef,
     /// Target user.
     pub user: String,
     /// Target group, when `-g` was given.
@@ -104,20 +123,32 @@ pub struct RequestView {
     pub agent: String,
     /// The agent's uid.
     pub uid: u32,
-    /// Exact argv; `argv[0]` is the file that will be executed.
+    /// Exact argv; `argv[0]` is the file that will be executed (`program.path`).
     pub argv: Vec<String>,
-    /// Working directory.
+    /// The executable the decision is about: canonical path, device, inode.
+    pub program: FileRef,
+    /// How the agent named the program, when that differs from `program.path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed: Option<String>,
+    /// Working directory (canonical).
     pub cwd: String,
     /// Target user.
     pub user: String,
     /// Target group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Whether the agent can change the executable: the file, or any directory or link on its path.
+    /// Whether the agent can change what this request runs or reads — the
+    /// program or a file an argument names — so only a human may decide it.
     pub agent_can_write: bool,
-    /// Other arguments naming files the agent can change (scripts, configs).
+    /// The arguments naming files the agent can change (scripts, configs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agent_writable_args: Vec<String>,
+    /// Every warning for the approver, one sentence each (agent-changeable
+    /// program or arguments, the working directory, how the program was named).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Whether approving it may come with a time-boxed grant.
+    pub grantable: bool,
     /// When asked (ms since the epoch).
     pub asked_ms: u64,
     /// When it will be denied (ms since the epoch).
@@ -256,6 +287,17 @@ fn check_argv(argv: &[String]) -> Result<(), ProtocolError> {
     check_strings(argv)
 }
 
+/// Whether `p` is absolute with no empty, `.` or `..` component and no NUL:
+/// the shape of a canonical path (whether it holds links is checked on disk).
+pub fn is_canonical(p: &str) -> bool {
+    p == "/"
+        || (p.starts_with('/')
+            && !p.contains('\0')
+            && p[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."))
+}
+
 /// A request id: 32 lowercase hex digits.
 pub fn is_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -278,14 +320,14 @@ pub fn parse_requester(line: &[u8]) -> Result<FromRequester, ProtocolError> {
         FromRequester::Request { v, ask } => {
             check_version(*v)?;
             check_argv(&ask.argv)?;
-            if !ask.argv[0].starts_with('/') {
+            if !is_canonical(&ask.program.path) || ask.argv[0] != ask.program.path {
                 return Err(ProtocolError::Invalid(
-                    "argv[0] must be an absolute path".into(),
+                    "argv[0] must be program.path, a canonical absolute path".into(),
                 ));
             }
-            if !ask.cwd.starts_with('/') {
+            if !is_canonical(&ask.cwd.path) {
                 return Err(ProtocolError::Invalid(
-                    "cwd must be an absolute path".into(),
+                    "cwd.path must be a canonical absolute path".into(),
                 ));
             }
             if ask.user.is_empty() || ask.group.as_deref() == Some("") {
@@ -293,7 +335,12 @@ pub fn parse_requester(line: &[u8]) -> Result<FromRequester, ProtocolError> {
                     "user and group may not be empty".into(),
                 ));
             }
-            check_strings([&ask.cwd, &ask.user].into_iter().chain(ask.group.iter()))?;
+            check_strings(
+                [&ask.cwd.path, &ask.user]
+                    .into_iter()
+                    .chain(ask.group.iter())
+                    .chain(ask.typed.iter()),
+            )?;
         }
         FromRequester::Exit { v, id, .. } => {
             check_version(*v)?;

@@ -50,8 +50,30 @@ pub enum Refused {
     Grant,
 }
 
+/// What a grant given on a pending request would be bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantKey {
+    /// The program's device and inode.
+    pub program: (u64, u64),
+    /// The working directory's device and inode.
+    pub cwd: (u64, u64),
+    /// Whether a grant may be given at all (see `Assessment::grantable`).
+    pub grantable: bool,
+}
+
+/// The agent already has as many requests waiting as it may.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{agent} already has {max} requests waiting for a human (agents.{agent}.sudo.maxPending); denied until one is decided")]
+pub struct TooMany {
+    /// The agent.
+    pub agent: String,
+    /// Its cap.
+    pub max: u32,
+}
+
 struct Pending {
     view: RequestView,
+    key: GrantKey,
     /// Shown to at least one watching approver.
     shown: bool,
     decide: oneshot::Sender<Outcome>,
@@ -103,10 +125,27 @@ impl State {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hold a request for a human; the receiver gets its one outcome.
-    pub fn submit(&self, view: RequestView) -> oneshot::Receiver<Outcome> {
+    /// Hold a request for a human; the receiver gets its one outcome. An
+    /// agent with `max_pending` requests waiting already is refused.
+    pub fn submit(
+        &self,
+        view: RequestView,
+        key: GrantKey,
+        max_pending: u32,
+    ) -> Result<oneshot::Receiver<Outcome>, TooMany> {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.lock();
+        let waiting = inner
+            .pending
+            .values()
+            .filter(|p| p.view.agent == view.agent)
+            .count();
+        if waiting >= max_pending as usize {
+            return Err(TooMany {
+                agent: view.agent.clone(),
+                max: max_pending,
+            });
+        }
         let shown = inner.watchers > 0;
         // Sent under the lock, so a new watcher sees it either in its snapshot or as an event, once.
         let _ = self.events.send(ToApprover::Request {
@@ -116,11 +155,12 @@ impl State {
             view.id.clone(),
             Pending {
                 view,
+                key,
                 shown,
                 decide: tx,
             },
         );
-        rx
+        Ok(rx)
     }
 
     /// Take a request out with this outcome (timeout, withdrawal); false when
@@ -184,11 +224,16 @@ impl State {
         }
         let p = inner.pending.remove(id).expect("checked above");
         let reason = match (approve, grant_secs) {
+            (true, Some(_)) if !p.key.grantable => format!(
+                "approved by {approver} via {channel} (this once: the agent can change what it runs or reads, so no grant covers it)"
+            ),
             (true, Some(s)) => {
                 inner.grants.retain(|g| g.until_ms > now_ms());
                 inner.grants.push(Grant {
                     agent: agent.to_string(),
                     argv: argv.to_vec(),
+                    program: p.key.program,
+                    cwd: p.key.cwd,
                     user: p.view.user.clone(),
                     group: p.view.group.clone(),
                     until_ms: now_ms() + s * 1000,

@@ -33,8 +33,8 @@ fn town_text(ada_timeout: u64) -> String {
     format!(
         "humanUser = \"nkthuman\"\n\
          [agents.nktada]\nuid = {ADA}\n\
-         sudo = {{ enable = true, timeout = {ada_timeout}, autoApprove = [{{ argv = [\"/usr/bin/true\"] }}], deny = [{{ argv = [\"rm\"], prefix = true }}] }}\n\
-         [agents.nktvox]\nuid = {VOX}\nsudo = {{ enable = true, timeout = 60 }}\n\
+         sudo = {{ enable = true, timeout = {ada_timeout}, maxPending = 2, autoApprove = [{{ argv = [\"/usr/bin/true\"] }}], deny = [{{ argv = [\"rm\"], prefix = true }}] }}\n\
+         [agents.nktvox]\nuid = {VOX}\nsudo = {{ enable = true, timeout = 60, maxPending = 1000 }}\n\
          [agents.nkteve]\nuid = 1993\n"
     )
 }
@@ -89,14 +89,7 @@ impl TestHall {
 
     fn ask(&self, uid: u32, argv: &[&str]) -> Requester {
         let mut r = self.requester();
-        r.ask(Ask {
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            cwd: "/".into(),
-            user: "root".into(),
-            group: None,
-            sudo_uid: uid,
-        })
-        .unwrap();
+        r.ask(opened_ask(uid, argv)).unwrap();
         r
     }
 
@@ -150,6 +143,25 @@ fn pending_id(r: &mut Requester) -> String {
     match r.recv().unwrap() {
         ToRequester::Pending { id, .. } => id,
         other => panic!("expected pending, got {other:?}"),
+    }
+}
+
+/// A request as the entry point makes it: run from `/`, the program opened and named canonically.
+fn opened_ask(uid: u32, argv: &[&str]) -> Ask {
+    use std::os::fd::AsFd;
+    let cwd = nuketown_hall::files::open_dir("/").unwrap();
+    let mut v: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let (program, typed) =
+        nuketown_hall::files::name_program(&mut v, cwd.fd.as_fd(), nuketown_hall::entry::SAFE_PATH)
+            .unwrap();
+    Ask {
+        argv: v,
+        program: program.file,
+        typed,
+        cwd: cwd.file,
+        user: "root".into(),
+        group: None,
+        sudo_uid: uid,
     }
 }
 
@@ -571,4 +583,38 @@ fn many_pending_requests_are_all_answered() {
     for (i, r) in requesters.iter_mut().enumerate() {
         assert_eq!(decision(r).0, i % 2 == 0, "request {i}");
     }
+}
+
+#[test]
+fn an_agent_cannot_flood_its_approvers() {
+    let h = TestHall::start(&town_text(60));
+    let mut w = h.watcher();
+    // ada may have two requests waiting (maxPending = 2); the third is denied at once.
+    let mut first = h.ask(ADA, &["/usr/bin/id", "-u"]);
+    let _second = h.ask(ADA, &["/usr/bin/id", "-g"]);
+    let seen = [next_request(&mut w), next_request(&mut w)];
+    let mut third = h.ask(ADA, &["/usr/bin/id", "-n"]);
+    let (approved, who, channel, reason) = decision(&mut third);
+    assert!(!approved);
+    assert_eq!((who.as_str(), channel.as_str()), ("hall", "hall"));
+    assert!(
+        reason.contains("already has 2 requests waiting") && reason.contains("maxPending"),
+        "{reason}"
+    );
+    // Another agent is not held back by ada's flood.
+    let _vox = h.ask(VOX, &["/usr/bin/id"]);
+    assert_eq!(next_request(&mut w).agent, "nktvox");
+    // Once one of ada's is decided, ada may ask again.
+    let ada_first = seen.iter().find(|r| r.argv[1] == "-u").unwrap();
+    h.approver()
+        .decide(ada_first, false, None, "terminal")
+        .unwrap();
+    assert!(!decision(&mut first).0);
+    let _again = h.ask(ADA, &["/usr/bin/id", "-n"]);
+    assert_eq!(next_request(&mut w).argv[1], "-n");
+    // The refusal is in the audit log, attributed.
+    assert!(h
+        .audit()
+        .iter()
+        .any(|r| r.agent == "nktada" && r.reason.contains("maxPending") && r.decision == "denied"));
 }

@@ -3,10 +3,14 @@
 //! file is believed only from its rightful owner. Files are made with real
 //! owners and modes, so these run as root (CI does).
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use nuketown_hall::policy::{self, Identity, MockRefusal};
+use nuketown_hall::changeable::Assessment;
+use nuketown_hall::entry::SAFE_PATH;
+use nuketown_hall::files;
+use nuketown_hall::policy::{self, MockRefusal};
 use nuketown_hall::protocol::Ask;
 use nuketown_town::{Agent, CommandRule};
 
@@ -36,18 +40,35 @@ fn agent(auto: &[(&[&str], bool)], deny: &[(&[&str], bool)]) -> Agent {
     a
 }
 
+/// A request as the entry point makes it: the program opened from `/`, named canonically.
 fn ask(argv: &[&str]) -> Ask {
+    let cwd = files::open_dir("/").unwrap();
+    let mut v: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let (program, typed) = files::name_program(&mut v, cwd.fd.as_fd(), SAFE_PATH).unwrap();
     Ask {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        cwd: "/".into(),
+        argv: v,
+        typed,
+        program: program.file,
+        cwd: cwd.file,
         user: "root".into(),
         group: None,
         sudo_uid: 1100,
     }
 }
 
+fn clean() -> Assessment {
+    Assessment::default()
+}
+
+fn agent_can_change() -> Assessment {
+    Assessment {
+        program: Some("ada owns the file".into()),
+        ..Assessment::default()
+    }
+}
+
 fn decided(a: &Agent, argv: &[&str]) -> Option<bool> {
-    policy::by_rules("ada", a, &ask(argv), false, &[], 0).map(|d| d.approved)
+    policy::by_rules("ada", a, &ask(argv), &clean(), &[], 0).map(|d| d.approved)
 }
 
 #[test]
@@ -77,7 +98,7 @@ fn deny_wins_over_auto_approve() {
         "ada",
         &a,
         &ask(&["/usr/bin/systemctl", "poweroff"]),
-        false,
+        &clean(),
         &[],
         0,
     )
@@ -114,10 +135,8 @@ fn exact_rules_match_exactly_and_prefix_rules_as_a_prefix() {
 #[test]
 fn a_bare_program_name_means_what_sudo_would_run() {
     let a = agent(&[(&["true"], false)], &[(&["rm"], true)]);
-    let real_true =
-        nuketown_hall::entry::resolve("true", Path::new("/"), nuketown_hall::entry::SAFE_PATH)
-            .unwrap();
-    assert_eq!(decided(&a, &[real_true.to_str().unwrap()]), Some(true));
+    let real_true = ask(&["true"]).program.path;
+    assert_eq!(decided(&a, &[real_true.as_str()]), Some(true));
     // Not any file called `true`.
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("true");
@@ -157,12 +176,23 @@ fn a_path_rule_matches_other_paths_to_the_same_file() {
 }
 
 #[test]
-fn nothing_automatic_covers_a_program_the_agent_can_change() {
+fn nothing_automatic_covers_what_the_agent_can_change() {
     let a = agent(&[(&["/usr/bin/true"], false)], &[]);
-    assert!(policy::by_rules("ada", &a, &ask(&["/usr/bin/true"]), true, &[], 0).is_none());
+    assert!(policy::by_rules(
+        "ada",
+        &a,
+        &ask(&["/usr/bin/true"]),
+        &agent_can_change(),
+        &[],
+        0
+    )
+    .is_none());
+    let id = ask(&["/usr/bin/id"]);
     let grant = policy::Grant {
         agent: "ada".into(),
-        argv: vec!["/usr/bin/id".into()],
+        argv: id.argv.clone(),
+        program: (id.program.dev, id.program.ino),
+        cwd: (id.cwd.dev, id.cwd.ino),
         user: "root".into(),
         group: None,
         until_ms: 10_000,
@@ -171,17 +201,56 @@ fn nothing_automatic_covers_a_program_the_agent_can_change() {
     assert!(policy::by_rules(
         "ada",
         &a,
-        &ask(&["/usr/bin/id"]),
-        false,
+        &id,
+        &clean(),
         std::slice::from_ref(&grant),
         1_000
     )
     .is_some_and(|d| d.approved && d.by.channel == "grant"));
-    assert!(policy::by_rules("ada", &a, &ask(&["/usr/bin/id"]), true, &[grant], 1_000).is_none());
+    assert!(policy::by_rules(
+        "ada",
+        &a,
+        &id,
+        &agent_can_change(),
+        std::slice::from_ref(&grant),
+        1_000
+    )
+    .is_none());
+    // A working directory the agent can change: the grant does not cover it (implicit files).
+    let in_agent_dir = Assessment {
+        cwd: Some("ada owns the directory".into()),
+        ..Assessment::default()
+    };
+    assert!(policy::by_rules(
+        "ada",
+        &a,
+        &id,
+        &in_agent_dir,
+        std::slice::from_ref(&grant),
+        1_000
+    )
+    .is_none());
+    // Another program of the same argv text, or another working directory: not covered.
+    let mut other = grant.clone();
+    other.program.1 += 1;
+    assert!(policy::by_rules("ada", &a, &id, &clean(), &[other], 1_000).is_none());
+    let mut other = grant.clone();
+    other.cwd.1 += 1;
+    assert!(policy::by_rules("ada", &a, &id, &clean(), &[other], 1_000).is_none());
+    // Expired: not covered.
+    assert!(policy::by_rules(
+        "ada",
+        &a,
+        &id,
+        &clean(),
+        std::slice::from_ref(&grant),
+        10_000
+    )
+    .is_none());
     // But a deny rule still denies.
     let d = agent(&[], &[(&["/usr/bin/id"], false)]);
     assert_eq!(
-        policy::by_rules("ada", &d, &ask(&["/usr/bin/id"]), true, &[], 0).map(|d| d.approved),
+        policy::by_rules("ada", &d, &id, &agent_can_change(), &[], 0).map(|d| d.approved),
         Some(false)
     );
 }
@@ -191,10 +260,10 @@ fn auto_approve_is_for_root_only_and_sudo_disabled_denies() {
     let a = agent(&[(&["/usr/bin/true"], false)], &[]);
     let mut as_vox = ask(&["/usr/bin/true"]);
     as_vox.user = "vox".into();
-    assert!(policy::by_rules("ada", &a, &as_vox, false, &[], 0).is_none());
+    assert!(policy::by_rules("ada", &a, &as_vox, &clean(), &[], 0).is_none());
     let mut with_group = ask(&["/usr/bin/true"]);
     with_group.group = Some("disk".into());
-    assert!(policy::by_rules("ada", &a, &with_group, false, &[], 0).is_none());
+    assert!(policy::by_rules("ada", &a, &with_group, &clean(), &[], 0).is_none());
     let mut off = a.clone();
     off.sudo.enable = false;
     assert_eq!(decided(&off, &["/usr/bin/true"]), Some(false));
@@ -272,79 +341,4 @@ fn the_mock_file_is_believed_only_from_root_or_an_approver_and_only_when_nobody_
     ));
     // Sanity: the good file is still believed.
     assert!(policy::mock(&f, &approvers).unwrap().approved);
-}
-
-#[test]
-fn what_an_agent_can_change_is_found_along_the_whole_path() {
-    root();
-    let agent = Identity {
-        uid: AGENT_UID,
-        gids: vec![AGENT_UID],
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let top = dir.path();
-    mode(top, 0o755);
-    // root-owned program in root-owned directories: safe.
-    let bin = top.join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let prog = bin.join("prog");
-    std::fs::write(&prog, "#!/bin/sh\n").unwrap();
-    mode(&prog, 0o755);
-    assert!(!agent.can_change(&prog));
-    assert!(!agent.can_change(Path::new("/usr/bin/id")));
-    // The file itself writable by the agent.
-    chown(&prog, AGENT_UID);
-    assert!(agent.can_change(&prog));
-    chown(&prog, 0);
-    // Group-writable, agent in the group.
-    nix::unistd::chown(&prog, None, Some(nix::unistd::Gid::from_raw(AGENT_UID))).unwrap();
-    mode(&prog, 0o775);
-    assert!(agent.can_change(&prog));
-    mode(&prog, 0o755);
-    // A directory on the way that the agent owns: it can rename things.
-    chown(&bin, AGENT_UID);
-    assert!(agent.can_change(&prog));
-    chown(&bin, 0);
-    // A link the agent controls, pointing at a safe program.
-    let home = top.join("home");
-    std::fs::create_dir(&home).unwrap();
-    chown(&home, AGENT_UID);
-    let link = home.join("tool");
-    symlink(&prog, &link).unwrap();
-    assert!(agent.can_change(&link));
-    // A root-owned link to a file in an agent directory.
-    let theirs = home.join("script");
-    std::fs::write(&theirs, "").unwrap();
-    let link2 = bin.join("via");
-    symlink(&theirs, &link2).unwrap();
-    assert!(agent.can_change(&link2));
-    // Sticky, world-writable directory (like /tmp): others' files are safe, the agent's are not.
-    let tmp = top.join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    mode(&tmp, 0o1777);
-    let roots = tmp.join("roots");
-    std::fs::write(&roots, "").unwrap();
-    mode(&roots, 0o755);
-    assert!(!agent.can_change(&roots));
-    let own = tmp.join("own");
-    std::fs::write(&own, "").unwrap();
-    mode(&own, 0o755);
-    chown(&own, AGENT_UID);
-    assert!(agent.can_change(&own));
-    // And writable_by reports the arguments too.
-    let a = Ask {
-        argv: vec![
-            "/bin/sh".into(),
-            theirs.to_str().unwrap().into(),
-            "-c".into(),
-            roots.to_str().unwrap().into(),
-        ],
-        cwd: "/".into(),
-        user: "root".into(),
-        group: None,
-        sudo_uid: AGENT_UID,
-    };
-    let (exe, args) = policy::writable_by(&agent, &a);
-    assert!(!exe);
-    assert_eq!(args, [theirs.to_str().unwrap()]);
 }

@@ -5,17 +5,41 @@
 use nuketown_hall::protocol::*;
 use proptest::prelude::*;
 
+fn file(path: &str, ino: u64) -> FileRef {
+    FileRef {
+        path: path.into(),
+        dev: 2049,
+        ino,
+    }
+}
+
+fn ask(argv: Vec<String>, cwd: &str, user: &str, uid: u32) -> Ask {
+    Ask {
+        program: file(&argv[0], 7),
+        argv,
+        typed: None,
+        cwd: file(cwd, 9),
+        user: user.into(),
+        group: None,
+        sudo_uid: uid,
+    }
+}
+
 fn ask_line(argv: &[&str]) -> Vec<u8> {
     encode(&FromRequester::Request {
         v: VERSION,
-        ask: Ask {
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            cwd: "/agents/ada".into(),
-            user: "root".into(),
-            group: None,
-            sudo_uid: 1100,
-        },
+        ask: ask(
+            argv.iter().map(|s| s.to_string()).collect(),
+            "/agents/ada",
+            "root",
+            1100,
+        ),
     })
+}
+
+/// A request line with `argv`, `program` and `cwd` paths as given (and `extra` fields).
+fn raw(v: u32, argv: &str, program: &str, cwd: &str, user: &str, extra: &str) -> Vec<u8> {
+    format!("{{\"type\":\"request\",\"v\":{v},\"argv\":{argv},\"program\":{{\"path\":\"{program}\",\"dev\":1,\"ino\":2}},\"cwd\":{{\"path\":\"{cwd}\",\"dev\":1,\"ino\":3}},\"user\":\"{user}\",\"sudo_uid\":1{extra}}}").into_bytes()
 }
 
 #[test]
@@ -23,11 +47,11 @@ fn a_request_round_trips() {
     let line = ask_line(&["/usr/bin/apt", "install", "ripgrep"]);
     assert_eq!(
         String::from_utf8(line.clone()).unwrap(),
-        "{\"type\":\"request\",\"v\":1,\"argv\":[\"/usr/bin/apt\",\"install\",\"ripgrep\"],\"cwd\":\"/agents/ada\",\"user\":\"root\",\"sudo_uid\":1100}\n"
+        "{\"type\":\"request\",\"v\":2,\"argv\":[\"/usr/bin/apt\",\"install\",\"ripgrep\"],\"program\":{\"path\":\"/usr/bin/apt\",\"dev\":2049,\"ino\":7},\"cwd\":{\"path\":\"/agents/ada\",\"dev\":2049,\"ino\":9},\"user\":\"root\",\"sudo_uid\":1100}\n"
     );
     match parse_requester(&line).unwrap() {
         FromRequester::Request { v, ask } => {
-            assert_eq!(v, 1);
+            assert_eq!(v, 2);
             assert_eq!(ask.argv, ["/usr/bin/apt", "install", "ripgrep"]);
         }
         other => panic!("{other:?}"),
@@ -36,28 +60,34 @@ fn a_request_round_trips() {
 
 #[test]
 fn malformed_requests_are_refused() {
-    let cases: &[(&[u8], &str)] = &[
-        (b"", "malformed"),
-        (b"{not json}", "malformed"),
-        (b"\xff\xfe", "malformed"),
-        (b"{\"type\":\"request\",\"v\":2,\"argv\":[\"/bin/true\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}", "version 2"),
-        (b"{\"type\":\"request\",\"v\":1,\"argv\":[],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}", "argv must have"),
-        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"true\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}", "absolute"),
-        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/echo\",\"a\\u0000b\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}", "NUL"),
-        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/true\"],\"cwd\":\"rel\",\"user\":\"root\",\"sudo_uid\":1}", "cwd"),
-        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/true\"],\"cwd\":\"/\",\"user\":\"\",\"sudo_uid\":1}", "empty"),
-        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/true\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1,\"admin\":true}", "unknown field"),
-        (b"{\"type\":\"request\",\"v\":1,\"argv\":\"/bin/true\",\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}", "malformed"),
-        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/true\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":-1}", "malformed"),
-        (b"{\"type\":\"exit\",\"v\":1,\"id\":\"../../x\",\"status\":0}", "request id"),
-        (b"{\"type\":\"request\",\"v\":1,\"argv\":[\"/bin/true\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}\n{\"type\":\"exit\"}", "more than one line"),
+    let t = r#"["/bin/true"]"#;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"".to_vec(), "malformed"),
+        (b"{not json}".to_vec(), "malformed"),
+        (b"\xff\xfe".to_vec(), "malformed"),
+        (raw(1, t, "/bin/true", "/", "root", ""), "version 1"),
+        (raw(2, "[]", "/bin/true", "/", "root", ""), "argv must have"),
+        (raw(2, r#"["true"]"#, "true", "/", "root", ""), "canonical"),
+        (raw(2, t, "/usr/bin/true", "/", "root", ""), "argv[0] must be program.path"),
+        (raw(2, r#"["/bin/../bin/true"]"#, "/bin/../bin/true", "/", "root", ""), "canonical"),
+        (raw(2, r#"["/bin//true"]"#, "/bin//true", "/", "root", ""), "canonical"),
+        (raw(2, r#"["/bin/echo","a\u0000b"]"#, "/bin/echo", "/", "root", ""), "NUL"),
+        (raw(2, t, "/bin/true", "rel", "root", ""), "cwd"),
+        (raw(2, t, "/bin/true", "/tmp/./x", "root", ""), "cwd"),
+        (raw(2, t, "/bin/true", "/", "", ""), "empty"),
+        (raw(2, t, "/bin/true", "/", "root", ",\"admin\":true"), "unknown field"),
+        (raw(2, t, "/bin/true", "/", "root", ",\"typed\":\"a\\u0000\""), "NUL"),
+        (raw(2, r#""/bin/true""#, "/bin/true", "/", "root", ""), "malformed"),
+        (b"{\"type\":\"request\",\"v\":2,\"argv\":[\"/bin/true\"],\"cwd\":\"/\",\"user\":\"root\",\"sudo_uid\":1}".to_vec(), "malformed"),
+        (b"{\"type\":\"exit\",\"v\":2,\"id\":\"../../x\",\"status\":0}".to_vec(), "request id"),
+        ([raw(2, t, "/bin/true", "/", "root", ""), b"\n{\"type\":\"exit\"}".to_vec()].concat(), "more than one line"),
     ];
     for (line, why) in cases {
-        let e = parse_requester(line).expect_err(&String::from_utf8_lossy(line));
+        let e = parse_requester(&line).expect_err(&String::from_utf8_lossy(&line));
         assert!(
             e.to_string().contains(why),
             "{:?}: {e} (wanted {why})",
-            String::from_utf8_lossy(line)
+            String::from_utf8_lossy(&line)
         );
     }
 }
@@ -74,7 +104,7 @@ fn an_oversized_line_is_refused_before_it_is_parsed() {
 #[test]
 fn approver_messages_parse_and_are_checked() {
     let id = "0123456789abcdef0123456789abcdef";
-    let ok = format!("{{\"type\":\"decide\",\"v\":1,\"id\":\"{id}\",\"agent\":\"ada\",\"argv\":[\"/usr/bin/id\"],\"approve\":true,\"grant_secs\":600,\"channel\":\"terminal\"}}");
+    let ok = format!("{{\"type\":\"decide\",\"v\":2,\"id\":\"{id}\",\"agent\":\"ada\",\"argv\":[\"/usr/bin/id\"],\"approve\":true,\"grant_secs\":600,\"channel\":\"terminal\"}}");
     match parse_approver(ok.as_bytes()).unwrap() {
         FromApprover::Decide {
             grant_secs,
@@ -87,11 +117,11 @@ fn approver_messages_parse_and_are_checked() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        parse_approver(b"{\"type\":\"watch\",\"v\":1}"),
+        parse_approver(b"{\"type\":\"watch\",\"v\":2}"),
         Ok(FromApprover::Watch { channel: None, .. })
     ));
     assert!(matches!(
-        parse_approver(b"{\"type\":\"list\",\"v\":1}"),
+        parse_approver(b"{\"type\":\"list\",\"v\":2}"),
         Ok(FromApprover::List { .. })
     ));
     for bad in [
@@ -99,10 +129,10 @@ fn approver_messages_parse_and_are_checked() {
         ok.replace(id, &id.to_uppercase()),
         ok.replace("\"terminal\"", "\"\""),
         ok.replace("\"terminal\"", "\"term\\ninal\""),
-        ok.replace("\"v\":1", "\"v\":0"),
+        ok.replace("\"v\":2", "\"v\":1"),
         ok.replace("\"approve\":true", "\"approve\":\"yes\""),
         ok.replace("\"argv\":[\"/usr/bin/id\"]", "\"argv\":[]"),
-        "{\"type\":\"approve_all\",\"v\":1}".into(),
+        "{\"type\":\"approve_all\",\"v\":2}".into(),
     ] {
         assert!(parse_approver(bad.as_bytes()).is_err(), "{bad}");
     }
@@ -197,7 +227,7 @@ proptest! {
                                               argv in proptest::collection::vec(".*", 1..6)) {
         let mut argv = argv;
         argv[0] = format!("/{}", argv[0]);
-        let mut line = encode(&FromRequester::Request { v: VERSION, ask: Ask { argv, cwd: "/".into(), user: "root".into(), group: None, sudo_uid: 1 } });
+        let mut line = encode(&FromRequester::Request { v: VERSION, ask: ask(argv, "/", "root", 1) });
         let i = pos.index(line.len());
         line[i] = byte;
         if let Ok(FromRequester::Request { ask, v }) = parse_requester(&line) {
@@ -209,10 +239,11 @@ proptest! {
 
     /// Every valid request survives encode → parse unchanged, whatever its strings hold.
     #[test]
-    fn requests_round_trip(argv in proptest::collection::vec("[^\u{0}]*", 1..8), cwd in "/[^\u{0}]*", user in "[^\u{0}]+", uid in any::<u32>()) {
+    fn requests_round_trip(argv in proptest::collection::vec("[^\u{0}]*", 1..8), prog in "(/[^\u{0}/]*[^\u{0}/.][^\u{0}/]*){1,4}", cwd in "(/[a-z]+){0,3}", user in "[^\u{0}]+", uid in any::<u32>()) {
         let mut argv = argv;
-        argv[0] = format!("/{}", argv[0]);
-        let ask = Ask { argv, cwd, user, group: None, sudo_uid: uid };
+        argv[0] = prog;
+        let cwd = if cwd.is_empty() { "/".to_string() } else { cwd };
+        let ask = ask(argv, &cwd, &user, uid);
         let line = encode(&FromRequester::Request { v: VERSION, ask: ask.clone() });
         prop_assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "one message is one line");
         if line.len() <= MAX_LINE {

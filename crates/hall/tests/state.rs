@@ -1,8 +1,8 @@
 //! The hall's state without sockets: one outcome per request, decisions bound
 //! to id + agent + argv, no replay, grants, and what happens when approvers go.
 
-use nuketown_hall::protocol::{DecidedBy, RequestView, ToApprover};
-use nuketown_hall::state::{Outcome, Refused, State};
+use nuketown_hall::protocol::{DecidedBy, FileRef, RequestView, ToApprover};
+use nuketown_hall::state::{GrantKey, Outcome, Refused, State};
 use nuketown_hall::time::now_ms;
 
 fn view(id: &str, agent: &str, argv: &[&str]) -> RequestView {
@@ -11,14 +11,33 @@ fn view(id: &str, agent: &str, argv: &[&str]) -> RequestView {
         agent: agent.into(),
         uid: 1100,
         argv: argv.iter().map(|s| s.to_string()).collect(),
+        program: FileRef {
+            path: argv[0].into(),
+            dev: 1,
+            ino: 7,
+        },
+        typed: None,
         cwd: "/".into(),
         user: "root".into(),
         group: None,
         agent_can_write: false,
         agent_writable_args: vec![],
+        warnings: vec![],
+        grantable: true,
         asked_ms: now_ms(),
         deadline_ms: now_ms() + 60_000,
     }
+}
+
+const KEY: GrantKey = GrantKey {
+    program: (1, 7),
+    cwd: (1, 2),
+    grantable: true,
+};
+
+/// Submit with room for many pending requests.
+fn submit(s: &State, v: RequestView) -> tokio::sync::oneshot::Receiver<Outcome> {
+    s.submit(v, KEY, 100).unwrap()
 }
 
 const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -31,8 +50,8 @@ fn argv(a: &[&str]) -> Vec<String> {
 #[test]
 fn a_decision_binds_to_its_request_and_agent_and_is_not_replayed() {
     let s = State::new();
-    let mut ada = s.submit(view(A, "ada", &["/usr/bin/id"]));
-    let mut vox = s.submit(view(V, "vox", &["/usr/bin/whoami"]));
+    let mut ada = submit(&s, view(A, "ada", &["/usr/bin/id"]));
+    let mut vox = submit(&s, view(V, "vox", &["/usr/bin/whoami"]));
     // ada's id with vox's name or argv, or the other way round: refused, nothing decided.
     for (id, agent, a) in [
         (A, "vox", &["/usr/bin/id"][..]),
@@ -87,7 +106,7 @@ fn a_decision_binds_to_its_request_and_agent_and_is_not_replayed() {
 #[test]
 fn unknown_channels_and_bad_grants_are_refused() {
     let s = State::new();
-    let _rx = s.submit(view(A, "ada", &["/usr/bin/id"]));
+    let _rx = submit(&s, view(A, "ada", &["/usr/bin/id"]));
     let a = argv(&["/usr/bin/id"]);
     assert!(matches!(
         s.decide("josh", A, "ada", &a, true, None, "policy"),
@@ -117,7 +136,7 @@ fn unknown_channels_and_bad_grants_are_refused() {
 #[test]
 fn the_first_outcome_wins() {
     let s = State::new();
-    let mut rx = s.submit(view(A, "ada", &["/usr/bin/id"]));
+    let mut rx = submit(&s, view(A, "ada", &["/usr/bin/id"]));
     let timeout = Outcome {
         approved: false,
         by: DecidedBy {
@@ -146,7 +165,10 @@ fn the_first_outcome_wins() {
 #[test]
 fn a_grant_covers_the_same_argv_for_the_same_agent_only() {
     let s = State::new();
-    let _rx = s.submit(view(A, "ada", &["/usr/bin/systemctl", "restart", "nginx"]));
+    let _rx = submit(
+        &s,
+        view(A, "ada", &["/usr/bin/systemctl", "restart", "nginx"]),
+    );
     s.decide(
         "josh",
         A,
@@ -166,7 +188,17 @@ fn a_grant_covers_the_same_argv_for_the_same_agent_only() {
     );
     let ask = |a: &[&str], user: &str| nuketown_hall::protocol::Ask {
         argv: argv(a),
-        cwd: "/".into(),
+        program: FileRef {
+            path: a[0].into(),
+            dev: 1,
+            ino: 7,
+        },
+        typed: None,
+        cwd: FileRef {
+            path: "/".into(),
+            dev: 1,
+            ino: 2,
+        },
         user: user.into(),
         group: None,
         sudo_uid: 1,
@@ -205,11 +237,11 @@ fn a_grant_covers_the_same_argv_for_the_same_agent_only() {
 #[test]
 fn watchers_see_every_request_once_and_the_last_one_leaving_denies_what_it_saw() {
     let s = State::new();
-    let mut unseen = s.submit(view(A, "ada", &["/usr/bin/id"]));
+    let mut unseen = submit(&s, view(A, "ada", &["/usr/bin/id"]));
     // Nobody watches: leaving nothing to deny.
     let (now, mut events) = s.watch();
     assert_eq!(now.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [A]);
-    let mut seen = s.submit(view(V, "vox", &["/usr/bin/id"]));
+    let mut seen = submit(&s, view(V, "vox", &["/usr/bin/id"]));
     match events.try_recv().unwrap() {
         ToApprover::Request { request } => assert_eq!(request.id, V),
         other => panic!("{other:?}"),
@@ -229,31 +261,28 @@ fn watchers_see_every_request_once_and_the_last_one_leaving_denies_what_it_saw()
         assert!(o.reason.contains("the approver went away"), "{}", o.reason);
     }
     // A request nobody was shown stays pending when no watcher is around.
-    let _later = s.submit(view(
-        "cccccccccccccccccccccccccccccccc",
-        "ada",
-        &["/usr/bin/id"],
-    ));
+    let _later = submit(
+        &s,
+        view("cccccccccccccccccccccccccccccccc", "ada", &["/usr/bin/id"]),
+    );
     let (_, _e) = s.watch();
-    let _quiet = s.submit(view(
-        "dddddddddddddddddddddddddddddddd",
-        "ada",
-        &["/usr/bin/id"],
-    ));
+    let _quiet = submit(
+        &s,
+        view("dddddddddddddddddddddddddddddddd", "ada", &["/usr/bin/id"]),
+    );
     assert_eq!(s.unwatch("josh", "terminal"), 2);
-    let _never_shown = s.submit(view(
-        "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
-        "ada",
-        &["/usr/bin/id"],
-    ));
+    let _never_shown = submit(
+        &s,
+        view("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "ada", &["/usr/bin/id"]),
+    );
     assert_eq!(s.pending().len(), 1);
 }
 
 #[test]
 fn stopping_denies_everything() {
     let s = State::new();
-    let mut a = s.submit(view(A, "ada", &["/usr/bin/id"]));
-    let mut b = s.submit(view(V, "vox", &["/usr/bin/id"]));
+    let mut a = submit(&s, view(A, "ada", &["/usr/bin/id"]));
+    let mut b = submit(&s, view(V, "vox", &["/usr/bin/id"]));
     s.deny_all("the town hall is stopping, denied");
     assert!(!a.try_recv().unwrap().approved);
     assert!(!b.try_recv().unwrap().approved);

@@ -108,7 +108,14 @@ mod tests {
 
     #[test]
     fn show_round_trips() {
-        for s in ["plain", "with space", "q\"uote", "back\\slash", "nl\nx", "\u{202e}"] {
+        for s in [
+            "plain",
+            "with space",
+            "q\"uote",
+            "back\\slash",
+            "nl\nx",
+            "\u{202e}",
+        ] {
             assert_eq!(unshow_str(&show_str(s)).as_deref(), Some(s));
         }
     }

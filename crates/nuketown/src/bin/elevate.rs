@@ -4,22 +4,28 @@
 //!
 //! It trusts nothing the agent controls: the agent is who `SUDO_UID` (set by
 //! sudo itself) says; the rest of the environment is ignored; the hall's
-//! socket is a fixed path; programs are found on a fixed PATH; the command
-//! runs with a clean environment. Any failure — hall down, hall gone
+//! socket is a fixed path; programs are found on a fixed PATH. What is
+//! decided is what runs: the program and the working directory are opened
+//! once, the hall decides on those files (canonical path, device, inode),
+//! and the child enters and executes those very descriptors, with a clean
+//! environment. Any failure — hall down, hall gone
 //! mid-request, a malformed or late answer — is a denial.
 
 use std::ffi::{CString, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
+use nix::fcntl::{fcntl, AtFlags, FcntlArg, FdFlag};
 use nix::sys::signal::{self, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{execve, fork, ForkResult, Gid, Group, Uid, User};
+use nix::unistd::{execveat, fork, ForkResult, Gid, Group, Uid, User};
 use nuketown_hall::client::{ClientError, Requester};
 use nuketown_hall::entry::{self, FlagError, SAFE_PATH};
+use nuketown_hall::files;
 use nuketown_hall::protocol::{show_argv, Ask, ToRequester};
 
 /// How long the hall may take to say "pending" (or decide by policy).
@@ -117,23 +123,24 @@ fn run() -> Result<u8, Stop> {
             .map_or_else(|| gid.to_string(), |g| g.name)
     });
     let shell = target.shell.to_string_lossy().into_owned();
+    // The working directory, opened once: the hall is told which directory
+    // it is, and the command enters this very one. No fallback.
     let cwd = if flags.login {
-        target.dir.clone()
+        let home = target
+            .dir
+            .to_str()
+            .ok_or_else(|| deny("the target's home is not UTF-8; denied"))?;
+        files::open_dir(home)
     } else {
-        std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
-    };
-    let cwd_text = cwd
-        .to_str()
-        .ok_or_else(|| deny("the working directory's name is not UTF-8; denied"))?
-        .to_string();
+        files::open_cwd()
+    }
+    .map_err(|e| deny(format!("{e}; denied")))?;
 
-    // The exact argv that will run, program resolved on the fixed PATH.
+    // The program, opened once: the hall decides on this file and the
+    // command executes this very descriptor.
     let mut argv = entry::command_argv(&flags, &shell);
-    argv[0] = entry::resolve(&argv[0], &cwd, SAFE_PATH)
-        .map_err(|e| deny(format!("{e}; denied")))?
-        .to_str()
-        .ok_or_else(|| deny("the program's path is not UTF-8; denied"))?
-        .to_string();
+    let (program, typed) = files::name_program(&mut argv, cwd.fd.as_fd(), SAFE_PATH)
+        .map_err(|e| deny(format!("{e}; denied")))?;
 
     let mut hall = Requester::connect(Path::new(nuketown_hall::REQUESTER_SOCKET)).map_err(|e| match e {
         ClientError::Connect { source, .. }
@@ -146,7 +153,9 @@ fn run() -> Result<u8, Stop> {
     let _ = hall.set_timeout(Some(FIRST_ANSWER));
     hall.ask(Ask {
         argv: argv.clone(),
-        cwd: cwd_text,
+        program: program.file.clone(),
+        typed,
+        cwd: cwd.file.clone(),
         user: target.name.clone(),
         group: group_name,
         sudo_uid,
@@ -205,19 +214,31 @@ fn run() -> Result<u8, Stop> {
         eprintln!("nuketown: {reason}");
     }
     let groups = groups.map_err(|e| deny(format!("the groups of {}: {e}; denied", target.name)))?;
-    let status = run_as(&argv, &target, gid, &groups, &cwd, &shell, term)?;
+    let status = run_as(
+        &argv,
+        &program.fd,
+        &target,
+        gid,
+        &groups,
+        &cwd.fd,
+        &shell,
+        term,
+    )?;
     let _ = hall.exit(&id, status);
     Ok(status.clamp(0, 255) as u8)
 }
 
-/// Fork, become the target, exec exactly `argv` with a clean environment;
-/// wait and return its status (exit code, or 128 + signal).
+/// Fork, enter the opened working directory, become the target, execute
+/// the opened program with exactly `argv` and a clean environment; wait and
+/// return its status (exit code, or 128 + signal).
+#[allow(clippy::too_many_arguments)]
 fn run_as(
     argv: &[String],
+    program: &OwnedFd,
     target: &User,
     gid: Gid,
     groups: &[Gid],
-    cwd: &Path,
+    cwd: &OwnedFd,
     shell: &str,
     term: Option<String>,
 ) -> Result<i32, Stop> {
@@ -239,7 +260,6 @@ fn run_as(
         .iter()
         .map(|a| cstr(a.as_bytes()))
         .collect::<Result<_, _>>()?;
-    let c_cwd = cstr(cwd.as_os_str().as_bytes())?;
     // Safety: this process has one thread; the child makes only syscalls before exec.
     match unsafe { fork() }.map_err(|e| deny(format!("fork: {e}; denied")))? {
         ForkResult::Child => {
@@ -247,6 +267,11 @@ fn run_as(
                 eprintln!("nuketown: {what}: {e}");
                 std::process::exit(126)
             };
+            // Entered by descriptor, as root, before anything else: the
+            // directory the hall was told about, or nothing runs.
+            if let Err(e) = nix::unistd::fchdir(cwd.as_raw_fd()) {
+                fail("cannot enter the working directory", e);
+            }
             if let Err(e) = nix::unistd::setgroups(groups) {
                 fail("setgroups", e);
             }
@@ -256,10 +281,23 @@ fn run_as(
             if let Err(e) = nix::unistd::setuid(target.uid) {
                 fail("setuid", e);
             }
-            if nix::unistd::chdir(c_cwd.as_c_str()).is_err() {
-                let _ = nix::unistd::chdir(c"/");
+            let exec = || {
+                execveat(
+                    Some(program.as_raw_fd()),
+                    c"",
+                    &c_argv,
+                    &c_env,
+                    AtFlags::AT_EMPTY_PATH,
+                )
+                .unwrap_err()
+            };
+            let mut e = exec();
+            if e == nix::Error::ENOENT {
+                // A script: its interpreter reads it as /dev/fd/N, which a
+                // close-on-exec descriptor would not survive. Same file.
+                let _ = fcntl(program.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()));
+                e = exec();
             }
-            let e = execve(&c_argv[0], &c_argv, &c_env).unwrap_err();
             fail(&format!("cannot run {}", argv[0]), e)
         }
         ForkResult::Parent { child } => {
