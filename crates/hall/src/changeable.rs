@@ -378,9 +378,11 @@ impl Assessment {
     }
 
     /// Whether a time-boxed grant may cover this request later: never when
-    /// anything of it, the working directory included, is the agent's to change.
+    /// the program, its name or a file an argument names is the agent's to
+    /// change (the grant would cover content the agent rewrites). A working
+    /// directory the agent can change is a warning the human decides on.
     pub fn grantable(&self) -> bool {
-        !self.human_only() && self.cwd.is_none()
+        !self.human_only()
     }
 
     /// One sentence per finding, for every approver channel.

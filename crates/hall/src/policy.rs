@@ -123,8 +123,7 @@ pub fn rule_matches(rule: &CommandRule, ask: &Ask, deny: bool) -> bool {
 /// The agent's rules and grants: `Some` when they decide. Deny rules win over
 /// everything; a request the agent could change (`assessment.human_only()`)
 /// then always goes to a human; auto-approve rules cover commands as root
-/// only (another target always asks a human); grants cover only what
-/// [`Assessment::grantable`] allows.
+/// only (another target always asks a human); then grants.
 pub fn by_rules(
     name: &str,
     agent: &Agent,
@@ -165,9 +164,6 @@ pub fn by_rules(
                 format!("approved by policy: matches agents.{name}.sudo.autoApprove[{i}]"),
             ));
         }
-    }
-    if !assessment.grantable() {
-        return None;
     }
     grants
         .iter()

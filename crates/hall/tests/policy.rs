@@ -216,20 +216,6 @@ fn nothing_automatic_covers_what_the_agent_can_change() {
         1_000
     )
     .is_none());
-    // A working directory the agent can change: the grant does not cover it (implicit files).
-    let in_agent_dir = Assessment {
-        cwd: Some("ada owns the directory".into()),
-        ..Assessment::default()
-    };
-    assert!(policy::by_rules(
-        "ada",
-        &a,
-        &id,
-        &in_agent_dir,
-        std::slice::from_ref(&grant),
-        1_000
-    )
-    .is_none());
     // Another program of the same argv text, or another working directory: not covered.
     let mut other = grant.clone();
     other.program.1 += 1;

@@ -351,7 +351,10 @@ fn the_approver_sees_exactly_what_runs() {
         ["/usr/bin/printf", "%s", tricky, "./arg"],
         "the argv arrives as a list, exactly"
     );
-    assert_eq!(r.agent_writable_args, ["./arg"]);
+    // ./arg is ada's file; the tricky text holds `<b>ok</b>`, a relative path
+    // ada could create in its home: both are flagged.
+    assert_eq!(r.agent_writable_args, [tricky, "./arg"]);
+    assert!(r.agent_can_write && !r.grantable);
     let o = t.human(HUMAN, "approvals list");
     let text = stdout(&o);
     assert_eq!(
