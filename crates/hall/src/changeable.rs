@@ -144,6 +144,8 @@ fn acl_of(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
     }
 }
 
+// f_type's width differs between architectures.
+#[allow(clippy::unnecessary_cast)]
 fn on_fuse(fd: BorrowedFd<'_>) -> bool {
     rustix::fs::fstatfs(fd).is_ok_and(|s| s.f_type as i64 == FUSE_SUPER_MAGIC)
 }

@@ -233,3 +233,40 @@ pub fn name_program(
     let typed = (typed != program.file.path).then_some(typed);
     Ok((program, typed))
 }
+
+/// A request ready for the hall, with the descriptors it names.
+#[derive(Debug)]
+pub struct Prepared {
+    /// What the hall is asked.
+    pub ask: crate::protocol::Ask,
+    /// The program, to execute by descriptor.
+    pub program: Opened,
+    /// The working directory, to enter by descriptor.
+    pub cwd: Opened,
+}
+
+/// The request to run `argv` in the directory `cwd` as `user`, for the
+/// agent `sudo_uid`, made as the entry point makes it (for root requesters
+/// inside the town: the rebuild coordinator, tests, benchmarks).
+pub fn prepare(
+    mut argv: Vec<String>,
+    cwd: &str,
+    user: &str,
+    sudo_uid: u32,
+) -> Result<Prepared, Refusal> {
+    let cwd = open_dir(cwd)?;
+    let (program, typed) = name_program(&mut argv, cwd.fd.as_fd(), crate::entry::SAFE_PATH)?;
+    Ok(Prepared {
+        ask: crate::protocol::Ask {
+            argv,
+            program: program.file.clone(),
+            typed,
+            cwd: cwd.file.clone(),
+            user: user.to_string(),
+            group: None,
+            sudo_uid,
+        },
+        program,
+        cwd,
+    })
+}

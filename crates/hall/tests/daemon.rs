@@ -148,21 +148,10 @@ fn pending_id(r: &mut Requester) -> String {
 
 /// A request as the entry point makes it: run from `/`, the program opened and named canonically.
 fn opened_ask(uid: u32, argv: &[&str]) -> Ask {
-    use std::os::fd::AsFd;
-    let cwd = nuketown_hall::files::open_dir("/").unwrap();
-    let mut v: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-    let (program, typed) =
-        nuketown_hall::files::name_program(&mut v, cwd.fd.as_fd(), nuketown_hall::entry::SAFE_PATH)
-            .unwrap();
-    Ask {
-        argv: v,
-        program: program.file,
-        typed,
-        cwd: cwd.file,
-        user: "root".into(),
-        group: None,
-        sudo_uid: uid,
-    }
+    let argv = argv.iter().map(|s| s.to_string()).collect();
+    nuketown_hall::files::prepare(argv, "/", "root", uid)
+        .unwrap()
+        .ask
 }
 
 fn next_request(a: &mut Approver) -> RequestView {

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nuketown_hall::client::{Approver, Requester};
-use nuketown_hall::protocol::{Ask, ToRequester};
+use nuketown_hall::protocol::ToRequester;
 
 #[test]
 fn activated_sockets_and_sd_notify() {
@@ -79,13 +79,11 @@ fn activated_sockets_and_sd_notify() {
 
     let mut r = Requester::connect(&p("activated-hall.sock")).unwrap();
     r.set_timeout(Some(Duration::from_secs(60))).unwrap();
-    r.ask(Ask {
-        argv: vec!["/usr/bin/true".into()],
-        cwd: "/".into(),
-        user: "root".into(),
-        group: None,
-        sudo_uid: 1994,
-    })
+    r.ask(
+        nuketown_hall::files::prepare(vec!["/usr/bin/true".into()], "/", "root", 1994)
+            .unwrap()
+            .ask,
+    )
     .unwrap();
     match r.recv().unwrap() {
         ToRequester::Decision { approved, by, .. } => assert!(approved && by.channel == "policy"),

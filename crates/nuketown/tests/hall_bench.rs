@@ -134,18 +134,14 @@ fn sudo_true_through_the_hall_vs_plain_sudo() {
     );
     // The hall's own share: a policy-approved request straight on its socket, as root.
     let mut rt = Vec::new();
+    let ask = nuketown_hall::files::prepare(vec!["/usr/bin/true".into()], "/", "root", ADA_UID)
+        .unwrap()
+        .ask;
     for _ in 0..1000 {
         let start = Instant::now();
         let mut r =
             Requester::connect(std::path::Path::new(nuketown_hall::REQUESTER_SOCKET)).unwrap();
-        r.ask(Ask {
-            argv: vec!["/usr/bin/true".into()],
-            cwd: "/".into(),
-            user: "root".into(),
-            group: None,
-            sudo_uid: ADA_UID,
-        })
-        .unwrap();
+        r.ask(ask.clone()).unwrap();
         match r.recv().unwrap() {
             ToRequester::Decision {
                 id, approved: true, ..
@@ -205,13 +201,16 @@ fn a_thousand_pending_requests() {
                 Requester::connect(std::path::Path::new(nuketown_hall::REQUESTER_SOCKET)).unwrap();
             r.set_timeout(Some(DEADLINE)).unwrap();
             sent.push(Instant::now());
-            r.ask(Ask {
-                argv: vec!["/usr/bin/echo".into(), i.to_string()],
-                cwd: "/".into(),
-                user: "root".into(),
-                group: None,
-                sudo_uid: VOX_UID,
-            })
+            r.ask(
+                nuketown_hall::files::prepare(
+                    vec!["/usr/bin/echo".into(), i.to_string()],
+                    "/",
+                    "root",
+                    VOX_UID,
+                )
+                .unwrap()
+                .ask,
+            )
             .unwrap();
             requesters.push(r);
         }

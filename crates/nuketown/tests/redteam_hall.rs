@@ -1,0 +1,393 @@
+//! Red team: the agent attacks the approval path with real sudo, the real
+//! entry point and the real hall, one class of flaw a test, each attack
+//! beside the legitimate use it must not break. docs/security.md maps each
+//! guarantee to its test here. Needs root (CI runs as root).
+//!
+//! Proof of escalation is a file in a root-only directory (`victim`): only a
+//! command running as root can write there. Requests that must reach a human
+//! are seen at a watching approver and then denied, so no test waits for a
+//! timeout.
+
+mod hall_fixture;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hall_fixture::*;
+use nuketown_hall::client::Approver;
+use nuketown_hall::protocol::RequestView;
+
+fn town(ada_sudo: &str) -> TestTown {
+    let mut t = TestTown::new(Options {
+        ada_sudo: ada_sudo.into(),
+        ..Options::default()
+    });
+    t.start_hall();
+    t
+}
+
+/// A root-only directory: a file appears there only if something ran as root.
+fn victim(t: &TestTown) -> PathBuf {
+    let d = t.path("victim");
+    fs::create_dir_all(&d).unwrap();
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+fn agent_ok(t: &TestTown, script: &str) -> String {
+    let o = t.agent(ADA, script);
+    assert!(o.status.success(), "{script}: {}{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+fn decider(t: &TestTown) -> Approver {
+    let a = Approver::connect(&t.approver_socket()).unwrap();
+    a.set_timeout(Some(DEADLINE)).unwrap();
+    a
+}
+
+/// The request reached a human, flagged: deny it and make sure nothing ran.
+fn human_must_decide(t: &TestTown, w: &mut Approver, child: std::process::Child) -> RequestView {
+    let r = next_request(w);
+    assert!(
+        r.agent_can_write && !r.grantable && !r.warnings.is_empty(),
+        "only a human may decide this, warned: {r:#?}"
+    );
+    decider(t).decide(&r, false, None, "terminal").unwrap();
+    let o = finish(child);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    r
+}
+
+fn canonical(p: &Path) -> String {
+    fs::canonicalize(p).unwrap().to_str().unwrap().to_string()
+}
+
+/// Class 1: the program judged is the program run. The agent's own
+/// `usr/bin/true`, reached by paths that mean `/usr/bin/true` somewhere
+/// else, never rides on the autoApprove rule for `/usr/bin/true`.
+#[test]
+fn the_program_judged_is_the_program_run() {
+    let t = town("autoApprove = [{ argv = [\"/usr/bin/true\"] }, { argv = [\"true\"] }]\n");
+    let v = victim(&t);
+    agent_ok(
+        &t,
+        &format!(
+            "mkdir -p usr/bin && printf '#!/bin/sh\\nid -u > {}/pwned\\n' > usr/bin/true && chmod 755 usr/bin/true && ln -s /usr/bin bin-link",
+            v.display()
+        ),
+    );
+    let mut w = t.watch();
+    let script = canonical(&t.home(ADA).join("usr/bin/true"));
+    // Relative to the agent's working directory, however spelled: it is the
+    // agent's file, named canonically, and only a human may decide.
+    for spelled in [
+        "usr/bin/true",
+        "./usr/bin/true",
+        "$HOME/usr/bin/true",
+        "usr/../usr/bin/true",
+    ] {
+        let child = t.spawn_agent(ADA, &format!("sudo {spelled}"));
+        let r = human_must_decide(&t, &mut w, child);
+        assert_eq!(r.argv, [script.as_str()], "{spelled}");
+        assert_eq!(r.program.path, script, "{spelled}");
+    }
+    // Paths whose meaning depends on the process are refused outright.
+    for magic in [
+        "/proc/self/cwd/usr/bin/true",
+        "/proc/self/root/usr/bin/true",
+        "/proc/$$/cwd/usr/bin/true",
+        "/dev/fd/0 < usr/bin/true",
+        "/dev/stdin < usr/bin/true",
+    ] {
+        let o = t.agent(ADA, &format!("sudo {magic}"));
+        assert!(!o.status.success(), "{magic}");
+        assert!(stderr(&o).contains("magic link"), "{magic}: {}", stderr(&o));
+    }
+    // The root's program through a link in the agent's home: the file is
+    // root's, the way to it is the agent's — a human decides.
+    let child = t.spawn_agent(ADA, "sudo bin-link/true");
+    let r = human_must_decide(&t, &mut w, child);
+    assert_eq!(r.program.path, canonical(Path::new("/usr/bin/true")));
+    assert_eq!(r.typed.as_deref(), Some("bin-link/true"));
+    assert!(
+        !v.join("pwned").exists(),
+        "the agent's script never ran as root"
+    );
+
+    // The legitimate use: the real program by its real path, or by name.
+    assert_eq!(agent_ok(&t, "sudo /usr/bin/true && echo ok"), "ok\n");
+    assert_eq!(agent_ok(&t, "sudo true && echo ok"), "ok\n");
+    let approved: Vec<_> = t
+        .audit()
+        .into_iter()
+        .filter(|r| r.decision == "approved")
+        .collect();
+    assert_eq!(approved.len(), 2);
+    for r in &approved {
+        assert_eq!(r.decided_by.as_ref().unwrap().channel, "policy");
+        assert_eq!(
+            r.program.as_ref().unwrap().path,
+            canonical(Path::new("/usr/bin/true"))
+        );
+        assert_eq!(r.exit_status, Some(0));
+    }
+}
+
+/// Class 1, the swap: what the human approved runs, even when the agent
+/// replaces the file (or its name) while the request waits.
+#[test]
+fn what_was_approved_runs_even_if_the_agent_swaps_the_file() {
+    let t = town("");
+    agent_ok(
+        &t,
+        "printf '#!/bin/sh\\necho approved-content\\n' > tool && chmod 755 tool",
+    );
+    let mut w = t.watch();
+    let child = t.spawn_agent(ADA, "sudo ./tool");
+    let r = next_request(&mut w);
+    assert!(r.agent_can_write);
+    // The agent swaps the name for new content, then for a link to a root program.
+    agent_ok(
+        &t,
+        "printf '#!/bin/sh\\necho swapped\\n' > tool.new && chmod 755 tool.new && mv tool.new tool",
+    );
+    decider(&t).decide(&r, true, None, "terminal").unwrap();
+    let o = finish(child);
+    assert_eq!(stdout(&o), "approved-content\n", "{}", stderr(&o));
+
+    let child = t.spawn_agent(ADA, "sudo ./tool");
+    let r = next_request(&mut w);
+    agent_ok(&t, "rm tool && ln -s /usr/bin/id tool");
+    decider(&t).decide(&r, true, None, "terminal").unwrap();
+    let o = finish(child);
+    assert_eq!(stdout(&o), "swapped\n", "{}", stderr(&o));
+}
+
+/// Class 2: the working directory shown is the one used. It is opened once
+/// and entered by descriptor; swapping it for a link changes nothing, and a
+/// directory that cannot be named is a denial, never a fallback to `/`.
+#[test]
+fn the_working_directory_shown_is_the_one_used() {
+    let t = town("");
+    let v = victim(&t);
+    fs::write(v.join("precious"), "root's").unwrap();
+    agent_ok(&t, "mkdir w");
+    let w_dir = t.home(ADA).join("w");
+    // A root-owned file in the agent's directory: the approved chown's legitimate target.
+    fs::write(w_dir.join("f"), "").unwrap();
+    let mut w = t.watch();
+    let child = t.spawn_agent(ADA, &format!("cd w && sudo chown -R {ADA} ."));
+    let r = next_request(&mut w);
+    assert_eq!(r.cwd, canonical(&w_dir));
+    // While it waits, the agent moves the directory away and plants a link to root's.
+    agent_ok(&t, &format!("mv w w2 && ln -s {} w", v.display()));
+    decider(&t).decide(&r, true, None, "terminal").unwrap();
+    let o = finish(child);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::metadata(v.join("precious")).unwrap().uid(),
+        0,
+        "root's file untouched"
+    );
+    assert_eq!(
+        fs::metadata(t.home(ADA).join("w2/f")).unwrap().uid(),
+        ADA_UID,
+        "the directory the human saw got the chown"
+    );
+
+    // A working directory that no longer exists: denied, nothing runs in `/`.
+    let o = t.agent(
+        ADA,
+        &format!(
+            "mkdir gone && cd gone && rmdir ../gone && sudo /usr/bin/touch {}/fallback",
+            v.display()
+        ),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("working directory"), "{}", stderr(&o));
+    assert!(!v.join("fallback").exists());
+
+    // The legitimate use: the command runs in the directory it was asked from.
+    t.set_mode_file("MOCK_APPROVED", HUMAN, 0o644);
+    assert_eq!(
+        agent_ok(&t, "cd w2 && sudo /usr/bin/pwd"),
+        format!("{}\n", canonical(&t.home(ADA).join("w2")))
+    );
+}
+
+fn setfacl(args: &[&str], p: &Path) {
+    let o = Command::new("setfacl").args(args).arg(p).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Class 3: "the agent cannot change it" is judged by ownership, group and
+/// ACL write and every directory up the chain — and files named by the
+/// arguments count too. What the agent can change is never decided by
+/// autoApprove, a grant or the mock file.
+#[test]
+fn what_the_agent_can_change_only_a_human_decides() {
+    let t = {
+        // The rule names the script's absolute path, known once the town's directory exists.
+        let mut t = TestTown::new(Options {
+            ada_sudo: String::new(),
+            ..Options::default()
+        });
+        let opt_dir = t.path("opt");
+        let rules = format!(
+            "autoApprove = [{{ argv = [\"/bin/sh\", \"{}/build.sh\"] }}, {{ argv = [\"/usr/bin/cat\"], prefix = true }}, {{ argv = [\"make\"], prefix = true }}]\n",
+            opt_dir.display()
+        );
+        let text = fs::read_to_string(&t.town)
+            .unwrap()
+            .replace("[agents.nktvox]", &format!("{rules}[agents.nktvox]"));
+        fs::write(&t.town, text).unwrap();
+        t.start_hall();
+        t
+    };
+    let v = victim(&t);
+    let opt_dir = t.path("opt");
+    fs::create_dir_all(&opt_dir).unwrap();
+    fs::set_permissions(&opt_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let script = opt_dir.join("build.sh");
+    fs::write(&script, format!("#!/bin/sh\nid -u > {}/ran\n", v.display())).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let run = format!("sudo /bin/sh {}", script.display());
+
+    // Legitimate: root's script in root's directory, by the rule.
+    agent_ok(&t, &run);
+    assert_eq!(fs::read_to_string(v.join("ran")).unwrap(), "0\n");
+    fs::remove_file(v.join("ran")).unwrap();
+
+    let mut w = t.watch();
+    let chown = |p: &Path, uid: u32, gid: Option<u32>| {
+        nix::unistd::chown(
+            p,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            gid.map(nix::unistd::Gid::from_raw),
+        )
+        .unwrap()
+    };
+    // The agent owns the script, with no write bit: an owner can chmod it back.
+    chown(&script, ADA_UID, None);
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o555)).unwrap();
+    let r = human_must_decide(&t, &mut w, t.spawn_agent(ADA, &run));
+    assert!(
+        r.warnings.iter().any(|x| x.contains("owns the file")),
+        "{:?}",
+        r.warnings
+    );
+    // Group write, the agent in the group.
+    chown(&script, 0, Some(ADA_UID));
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o775)).unwrap();
+    human_must_decide(&t, &mut w, t.spawn_agent(ADA, &run));
+    chown(&script, 0, Some(0));
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    // An ACL entry for the agent.
+    setfacl(&["-m", &format!("u:{ADA}:rw")], &script);
+    human_must_decide(&t, &mut w, t.spawn_agent(ADA, &run));
+    setfacl(&["-b"], &script);
+    // A directory up the chain that the agent owns.
+    chown(&opt_dir, ADA_UID, None);
+    let r = human_must_decide(&t, &mut w, t.spawn_agent(ADA, &run));
+    assert!(
+        r.warnings.iter().any(|x| x.contains("owns the directory")),
+        "{:?}",
+        r.warnings
+    );
+    chown(&opt_dir, 0, None);
+    // Files named by arguments: a file for cat, a makefile for make (with -f, or glued: -fFILE).
+    agent_ok(
+        &t,
+        &format!(
+            "printf 'all:\\n\\tid -u > {}/make-ran\\n' > Makefile && echo notes > notes",
+            v.display()
+        ),
+    );
+    for cmd in [
+        "sudo cat notes",
+        "sudo /usr/bin/cat $HOME/notes",
+        "sudo cat --number notes",
+    ] {
+        let r = human_must_decide(&t, &mut w, t.spawn_agent(ADA, cmd));
+        assert!(!r.agent_writable_args.is_empty(), "{cmd}");
+    }
+    if Path::new("/usr/bin/make").exists() {
+        for cmd in [
+            "sudo make -f Makefile",
+            "sudo make -fMakefile",
+            "sudo make --file=Makefile",
+            "sudo make -C .",
+        ] {
+            human_must_decide(&t, &mut w, t.spawn_agent(ADA, cmd));
+        }
+    }
+    assert!(!v.join("ran").exists() && !v.join("make-ran").exists());
+
+    // Legitimate: cat of root's file is still approved by the rule, from the agent's home.
+    assert_eq!(
+        agent_ok(&t, "sudo cat /etc/hostname"),
+        fs::read_to_string("/etc/hostname").unwrap()
+    );
+
+    // A grant never covers what the agent can change: approved once, asked again.
+    let child = t.spawn_agent(ADA, "sudo /bin/sh ./notes");
+    let r = next_request(&mut w);
+    assert!(!r.grantable);
+    decider(&t).decide(&r, true, Some(600), "terminal").unwrap();
+    let o = finish(child);
+    assert!(stderr(&o).contains("this once"), "{}", stderr(&o));
+    human_must_decide(&t, &mut w, t.spawn_agent(ADA, "sudo /bin/sh ./notes"));
+
+    // Nor does the mock file.
+    t.set_mode_file("MOCK_APPROVED", HUMAN, 0o644);
+    human_must_decide(&t, &mut w, t.spawn_agent(ADA, "sudo /bin/sh ./notes"));
+    // While it still approves what the agent cannot change.
+    let o = t.agent(ADA, "sudo /usr/bin/id -u");
+    assert_eq!(stdout(&o), "0\n");
+    assert!(stderr(&o).contains("[MOCK]"), "{}", stderr(&o));
+}
+
+/// A legitimate grant: the same exact command, same program, same working
+/// directory, for a while — and nothing else.
+#[test]
+fn a_grant_covers_the_same_command_in_the_same_place_only() {
+    let t = town("");
+    let mut w = t.watch();
+    let child = t.spawn_agent(ADA, "sudo id -u");
+    let r = next_request(&mut w);
+    assert!(r.grantable && !r.agent_can_write, "{r:#?}");
+    decider(&t).decide(&r, true, Some(600), "terminal").unwrap();
+    assert_eq!(stdout(&finish(child)), "0\n");
+    assert_eq!(agent_ok(&t, "sudo id -u"), "0\n", "the grant answers");
+    // Elsewhere: the same argv in another working directory is asked again.
+    let child = t.spawn_agent(ADA, "cd / && sudo id -u");
+    let r2 = next_request(&mut w);
+    assert_eq!(r2.cwd, "/");
+    decider(&t).decide(&r2, false, None, "terminal").unwrap();
+    assert!(!finish(child).status.success());
+}
+
+/// Class 7: an agent cannot flood its approvers.
+#[test]
+fn a_flood_of_requests_is_capped_per_agent() {
+    let t = town("maxPending = 2\n");
+    let mut w = t.watch();
+    let a = t.spawn_agent(ADA, "sudo id -u");
+    let b = t.spawn_agent(ADA, "sudo id -g");
+    let ra = next_request(&mut w);
+    let rb = next_request(&mut w);
+    let o = t.agent(ADA, "sudo id -n");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("maxPending"), "{}", stderr(&o));
+    // vox is not held back.
+    let c = t.spawn_agent(VOX, "sudo id -u");
+    let rc = next_request(&mut w);
+    assert_eq!(rc.agent, VOX);
+    for (r, child) in [(ra, a), (rb, b), (rc, c)] {
+        decider(&t).decide(&r, false, None, "terminal").unwrap();
+        finish(child);
+    }
+}
