@@ -128,17 +128,6 @@ impl TownCache {
     }
 }
 
-/// An unguessable request id: 128 bits from the kernel's random source (getrandom(2)), hex.
-fn new_id() -> std::io::Result<String> {
-    let mut b = [0u8; 16];
-    // Safety: the buffer is 16 writable bytes.
-    let n = unsafe { nix::libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != b.len() as isize {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
 /// Read one line of at most [`MAX_LINE`] bytes: `None` at a clean end,
 /// an error when it is too long or cut off.
 async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<Option<Vec<u8>>, String> {
@@ -281,7 +270,7 @@ impl Hall {
         }
         let (rd, mut wr) = stream.into_split();
         let mut rd = BufReader::new(rd);
-        let id = match new_id() {
+        let id = match protocol::new_id() {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!("no randomness for a request id ({e}); denying");

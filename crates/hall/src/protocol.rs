@@ -298,6 +298,17 @@ pub fn is_canonical(p: &str) -> bool {
                 .all(|c| !c.is_empty() && c != "." && c != ".."))
 }
 
+/// An unguessable request id: 128 bits from the kernel's random source (getrandom(2)), hex.
+pub fn new_id() -> std::io::Result<String> {
+    let mut b = [0u8; 16];
+    // Safety: the buffer is 16 writable bytes.
+    let n = unsafe { nix::libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
 /// A request id: 32 lowercase hex digits.
 pub fn is_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

@@ -1,13 +1,15 @@
 //! The rebuild coordinator with real concurrent processes of real agents:
 //! FIFO leases, no overlap, SIGKILL hand-off, failures released and recorded,
-//! change summaries from a real git repository, approvals for switch.
-//! Needs root (CI runs as root) and nix-instantiate (apt nix-bin) as the build.
+//! change summaries from a real git repository, approvals for switch; builds
+//! run as the agent, only declared agents and documented arguments are
+//! served, and everything is in the audit log. Needs root (CI runs as root).
 
 mod fixture;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +17,8 @@ use std::time::{Duration, Instant};
 use fixture::{stderr, stdout, TestTown};
 
 const N: usize = 20;
+/// An agent of the town without `rebuild.enable`.
+const NO_REBUILD: &str = "nkr99";
 
 fn agent(i: usize) -> String {
     format!("nkr{i:02}")
@@ -62,6 +66,7 @@ fn setup() -> Setup {
     let names: Vec<String> = (1..=N).map(agent).collect();
     let mut users: Vec<&str> = names.iter().map(String::as_str).collect();
     users.push("nkrh");
+    users.push(NO_REBUILD);
     let t = TestTown::new(&users, &[]);
     // Agents must reach the sockets and the binary in the test dir.
     fs::set_permissions(t.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -71,19 +76,22 @@ fn setup() -> Setup {
     fs::write(repo.join("flake.lock"), lock("aaa")).unwrap();
     git(&repo, &["add", "."]);
     git(&repo, &["commit", "-qm", "first configuration"]);
-    // The build: a real evaluation, logged with start and end times; agent nkr01
-    // waits at a gate (a named pipe the test opens) so the queue can fill up.
+    // The build: real work, logged with start and end times and who ran it;
+    // agent nkr01 waits at a gate (a named pipe the test opens) so the queue
+    // can fill up. Builds run as the agent, so agents may append to the log.
     let script = t.path("rebuild.sh");
     let log = t.path("builds.log");
+    fs::write(&log, "").unwrap();
+    fs::set_permissions(&log, fs::Permissions::from_mode(0o666)).unwrap();
     fs::write(
         &script,
         format!(
-            "#!/bin/sh\nset -e\necho \"start $NUKETOWN_REBUILD_BY $1 $(date +%s%N)\" >> {log}\n\
+            "#!/bin/sh\nset -e\necho \"start $NUKETOWN_REBUILD_BY $1 $(date +%s%N) $(id -u)\" >> {log}\n\
 [ -p {gate} ] && [ \"$NUKETOWN_REBUILD_BY\" = nkr01 ] && cat {gate} > /dev/null\n\
 [ -p {gate2} ] && [ \"$NUKETOWN_REBUILD_BY\" = nkr02 ] && cat {gate2} > /dev/null\n\
-nix-instantiate --eval -E 'builtins.length (builtins.genList (x: x * x) 20000)' > /dev/null\n\
+seq 1 200000 | sha256sum > /dev/null\n\
 [ \"$NUKETOWN_REBUILD_BY\" = nkr03 ] && [ -e {fail} ] && {{ echo 'error: evaluation failed' >&2; exit 3; }}\n\
-echo \"end $NUKETOWN_REBUILD_BY $1 $(date +%s%N)\" >> {log}\necho built $1\n",
+echo \"end $NUKETOWN_REBUILD_BY $1 $(date +%s%N) $(id -u)\" >> {log}\necho built $1\n",
             log = log.display(),
             gate = t.path("gate").display(),
             gate2 = t.path("gate2").display(),
@@ -100,11 +108,14 @@ echo \"end $NUKETOWN_REBUILD_BY $1 $(date +%s%N)\" >> {log}\necho built $1\n",
     );
     for i in 1..=N {
         text.push_str(&format!(
-            "[agents.{}]\nuid = {}\nsudo.enable = true\nsudo.timeout = 5\n",
+            "[agents.{}]\nuid = {}\nsudo.enable = true\nsudo.timeout = 5\nrebuild.enable = true\n",
             agent(i),
             1800 + i
         ));
     }
+    text.push_str(&format!(
+        "[agents.{NO_REBUILD}]\nuid = 1899\nsudo.enable = true\n"
+    ));
     let town = t.write("town.toml", &text).to_str().unwrap().to_string();
     t.ok(&["apply", &town]);
     let hall_log = fs::File::create(t.path("hall.log")).unwrap();
@@ -143,7 +154,6 @@ echo \"end $NUKETOWN_REBUILD_BY $1 $(date +%s%N)\" >> {log}\necho built $1\n",
 
 /// `nuketown rebuild ACTION` as `who`, stderr piped for the test to follow.
 fn rebuild(s: &Setup, who: &str, action: &str) -> (Child, BufReader<ChildStderr>) {
-    use std::os::unix::process::CommandExt;
     // uid/gid set before exec: the child is the client itself (a kill reaches it).
     let uid = nix::unistd::User::from_name(who)
         .unwrap()
@@ -189,14 +199,34 @@ fn open_gate(p: &Path) {
 }
 
 fn log_lines(s: &Setup) -> Vec<(String, String, u128)> {
+    log_entries(s)
+        .into_iter()
+        .map(|(what, who, _, at, _)| (what, who, at))
+        .collect()
+}
+
+/// (start|end, who, action, time, uid it ran as)
+fn log_entries(s: &Setup) -> Vec<(String, String, String, u128, u32)> {
     fs::read_to_string(s.t.path("builds.log"))
         .unwrap_or_default()
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            (f[0].to_string(), f[1].to_string(), f[3].parse().unwrap())
+            (
+                f[0].to_string(),
+                f[1].to_string(),
+                f[2].to_string(),
+                f[3].parse().unwrap(),
+                f[4].parse().unwrap(),
+            )
         })
         .collect()
+}
+
+fn audit(s: &Setup) -> Vec<nuketown_hall::audit::Record> {
+    nuketown_hall::audit::joined(
+        nuketown_hall::audit::AuditLog::read(&s.t.path("audit.jsonl")).unwrap_or_default(),
+    )
 }
 
 #[test]
@@ -377,7 +407,91 @@ fn the_caller_sees_what_changed_since_its_last_build_and_switch_needs_a_human() 
                 && g.refused.as_deref().is_some_and(|r| r.contains("MOCK"))),
         "{h:?}"
     );
+    // The build ran as the agent; the switch, approved, as root.
+    let ran: Vec<(String, u32)> = log_entries(&s)
+        .into_iter()
+        .filter(|e| e.0 == "start" && e.1 == "nkr06")
+        .map(|e| (e.2, e.4))
+        .collect();
+    assert_eq!(
+        ran,
+        [
+            ("build".to_string(), 1806),
+            ("build".to_string(), 1806),
+            ("switch".to_string(), 0)
+        ]
+    );
     let _: PathBuf = s.t.path(&s.town);
+}
+
+/// Who may rebuild, with which arguments, and the audit of every rebuild.
+#[test]
+fn only_declared_agents_rebuild_with_documented_arguments_and_all_is_audited() {
+    let s = setup();
+    // An agent without rebuild.enable: refused, naming the key.
+    let (c, _e) = rebuild(&s, NO_REBUILD, "build");
+    let o = c.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    let a = audit(&s);
+    let refusal = a.iter().find(|r| r.agent == NO_REBUILD).expect("audited");
+    assert_eq!(refusal.decision, "denied");
+    assert!(
+        refusal
+            .reason
+            .contains("agents.nkr99.rebuild.enable is false"),
+        "{refusal:?}"
+    );
+    // Arguments that change what is built or how Nix runs: refused before anything runs.
+    for bad in [
+        &["--option", "build-hook", "/tmp/x"][..],
+        &["--flake", "/tmp/other#host"],
+        &["-I", "nixpkgs=/tmp/x"],
+        &["--impure"],
+    ] {
+        let uid = 1807;
+        let o = Command::new(s.t.path("bin/nuketown"))
+            .args(["rebuild", "build", "--"])
+            .args(bad)
+            .uid(uid)
+            .gid(uid)
+            .env("NUKETOWN_REBUILD_SOCKET", s.t.path("rebuild.sock"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{bad:?}");
+        assert!(
+            stderr(&o).contains("is not one a rebuild may carry"),
+            "{bad:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(
+        !log_entries(&s)
+            .iter()
+            .any(|e| e.1 == "nkr07" || e.1 == NO_REBUILD),
+        "nothing ran"
+    );
+    // A documented argument is passed on, and the build is audited with its exit status.
+    let o = Command::new(s.t.path("bin/nuketown"))
+        .args(["rebuild", "build", "--", "--show-trace"])
+        .uid(1808)
+        .gid(1808)
+        .env("NUKETOWN_REBUILD_SOCKET", s.t.path("rebuild.sock"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = audit(&s);
+    let build = a
+        .iter()
+        .find(|r| r.agent == "nkr08" && r.decision == "approved")
+        .expect("the build is audited");
+    assert_eq!(build.target, "nkr08", "built as the agent, not root");
+    assert_eq!(build.argv.last().map(String::as_str), Some("--show-trace"));
+    assert_eq!(build.exit_status, Some(0));
+    assert_eq!(build.decided_by.as_ref().unwrap().channel, "rebuild");
+    assert!(a
+        .iter()
+        .filter(|r| r.agent == "nkr07")
+        .all(|r| r.decision == "denied"));
 }
 
 /// Benchmark, not a test (bench/rebuild.sh): lease hand-off with 20 waiters,

@@ -42,23 +42,43 @@ pub struct Summary {
     pub inputs: Vec<InputChange>,
 }
 
-fn git(repo: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-c")
+/// Run git in `repo` as `reader`, a (uid, gid) without privilege, never as
+/// root on someone else's repository: a repository's own configuration can
+/// run programs (core.fsmonitor, core.pager, …).
+fn git(repo: &Path, reader: Reader, args: &[&str]) -> Option<String> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("git");
+    cmd.arg("-c")
         .arg(format!("safe.directory={}", repo.display()))
+        .args([
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+        ])
         .arg("-C")
         .arg(repo)
         .args(args)
-        .output()
-        .ok()?;
+        .env_clear()
+        .env("PATH", "/run/current-system/sw/bin:/usr/bin:/bin")
+        .env("HOME", "/nonexistent")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(std::process::Stdio::null());
+    if let Some((uid, gid)) = reader {
+        cmd.uid(uid).gid(gid);
+    }
+    let out = cmd.output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Who reads a repository: a (uid, gid), or `None` for the coordinator itself (root).
+pub type Reader = Option<(u32, u32)>;
+
 /// The current commit of `repo`.
-pub fn head(repo: &Path) -> Option<String> {
-    git(repo, &["rev-parse", "HEAD"]).map(|s| s.trim().to_string())
+pub fn head(repo: &Path, reader: Reader) -> Option<String> {
+    git(repo, reader, &["rev-parse", "HEAD"]).map(|s| s.trim().to_string())
 }
 
 /// Locked revisions of a flake.lock's inputs (root inputs by name).
@@ -100,8 +120,9 @@ pub fn diff_inputs(before: &str, after: &str) -> Vec<InputChange> {
 }
 
 /// Summarise `repo` from `since` (the caller's last built revision) to HEAD.
-pub fn summarise(repo: &Path, since: Option<&str>) -> Summary {
-    let head = head(repo);
+/// git runs as `reader` (the caller), so the caller learns only what it may read.
+pub fn summarise(repo: &Path, since: Option<&str>, reader: Reader) -> Summary {
+    let head = head(repo, reader);
     let mut s = Summary {
         since: since.map(str::to_string),
         head: head.clone(),
@@ -109,13 +130,25 @@ pub fn summarise(repo: &Path, since: Option<&str>) -> Summary {
     };
     let Some(head) = head else { return s };
     let range = match since {
-        Some(old) if git(repo, &["cat-file", "-e", &format!("{old}^{{commit}}")]).is_some() => {
+        Some(old)
+            if git(
+                repo,
+                reader,
+                &["cat-file", "-e", &format!("{old}^{{commit}}")],
+            )
+            .is_some() =>
+        {
             format!("{old}..{head}")
         }
         _ => format!("{head}~10..{head}"),
     };
-    let log = git(repo, &["log", "--format=%h%x09%an%x09%s", &range])
-        .or_else(|| git(repo, &["log", "-10", "--format=%h%x09%an%x09%s", &head]));
+    let log = git(repo, reader, &["log", "--format=%h%x09%an%x09%s", &range]).or_else(|| {
+        git(
+            repo,
+            reader,
+            &["log", "-10", "--format=%h%x09%an%x09%s", &head],
+        )
+    });
     for line in log.unwrap_or_default().lines() {
         let mut f = line.splitn(3, '\t');
         if let (Some(rev), Some(author), Some(subject)) = (f.next(), f.next(), f.next()) {
@@ -127,8 +160,8 @@ pub fn summarise(repo: &Path, since: Option<&str>) -> Summary {
         }
     }
     if let Some(old) = since {
-        let before = git(repo, &["show", &format!("{old}:flake.lock")]).unwrap_or_default();
-        let after = git(repo, &["show", &format!("{head}:flake.lock")]).unwrap_or_default();
+        let before = git(repo, reader, &["show", &format!("{old}:flake.lock")]).unwrap_or_default();
+        let after = git(repo, reader, &["show", &format!("{head}:flake.lock")]).unwrap_or_default();
         s.inputs = diff_inputs(&before, &after);
     }
     s

@@ -20,6 +20,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, Mutex};
 
 use changes::Summary;
+use nuketown_hall::audit::{AuditLog, Record};
+use nuketown_hall::files::Prepared;
 
 /// The coordinator's socket.
 pub const SOCKET: &str = "/run/nuketown/rebuild.sock";
@@ -30,7 +32,33 @@ pub const STATUS: &str = "/run/nuketown/rebuild-status.json";
 /// The protocol version.
 pub const VERSION: u32 = 1;
 
-/// The actions, and whether they change the running system (need a human).
+/// Arguments a rebuild may carry: flags that change how much is printed or
+/// how far a failing build goes, never what is built, from where, or how Nix
+/// is configured (`--option`, `--flake`, `-I`, `--file`, `--impure` … are refused).
+pub const ALLOWED_ARGS: &[&str] = &[
+    "--show-trace",
+    "--verbose",
+    "-v",
+    "--print-build-logs",
+    "-L",
+    "--keep-going",
+    "--fast",
+    "--no-build-nix",
+];
+
+/// Why `args` may not be passed to the rebuild command, if they may not.
+pub fn check_args(args: &[String]) -> Result<(), String> {
+    match args.iter().find(|a| !ALLOWED_ARGS.contains(&a.as_str())) {
+        None => Ok(()),
+        Some(a) => Err(format!(
+            "the argument {} is not one a rebuild may carry: only {} (the command and the configuration are the town's: rebuild.command, rebuild.configRepo)",
+            nuketown_town::display::show_str(a),
+            ALLOWED_ARGS.join(", ")
+        )),
+    }
+}
+
+/// The actions, and whether they change the running system (run as root, need a human).
 pub const ACTIONS: &[(&str, bool)] = &[
     ("build", false),
     ("dry-build", false),
@@ -142,6 +170,8 @@ pub struct Config {
     pub town: PathBuf,
     /// The hall's requester socket, for approvals.
     pub hall_socket: PathBuf,
+    /// The hall's audit log, where rebuilds the hall does not decide are recorded too.
+    pub audit_log: PathBuf,
 }
 
 fn now_ms() -> u64 {
@@ -245,30 +275,178 @@ async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, e: &Event) -> std::io::R
     w.write_all(&v).await
 }
 
-/// Ask the hall (as its root requester) to approve `argv` for `uid`.
-async fn approve(hall: &Path, uid: u32, argv: &[String]) -> Result<(), String> {
+/// The hall's answer to a rebuild request, with the connection on which
+/// the exit status is reported afterwards.
+struct Approved {
+    hall: tokio::io::BufReader<UnixStream>,
+    id: String,
+}
+
+/// Ask the hall (as its root requester) about `prepared` for the agent `uid`;
+/// the hall applies the agent's policies, asks a human, audits.
+async fn approve(hall: &Path, prepared: &Prepared) -> Result<Approved, String> {
+    use nuketown_hall::protocol::{self, FromRequester, ToRequester};
     let mut s = UnixStream::connect(hall)
         .await
         .map_err(|_| "the town hall is not running; denied".to_string())?;
-    let ask = serde_json::json!({"type": "request", "v": 1, "argv": argv, "cwd": "/", "user": "root", "sudo_uid": uid});
-    let mut line = serde_json::to_vec(&ask).expect("serialises");
-    line.push(b'\n');
-    s.write_all(&line).await.map_err(|e| e.to_string())?;
+    let ask = FromRequester::Request {
+        v: protocol::VERSION,
+        ask: prepared.ask.clone(),
+    };
+    s.write_all(&protocol::encode(&ask))
+        .await
+        .map_err(|e| e.to_string())?;
     let mut rd = BufReader::new(s);
     loop {
-        let mut l = String::new();
-        if rd.read_line(&mut l).await.map_err(|e| e.to_string())? == 0 {
+        let mut l = Vec::new();
+        if rd
+            .read_until(b'\n', &mut l)
+            .await
+            .map_err(|e| e.to_string())?
+            == 0
+        {
             return Err("the town hall went away before deciding; denied".into());
         }
-        let v: serde_json::Value = serde_json::from_str(&l)
-            .map_err(|e| format!("malformed answer from the hall: {e}; denied"))?;
-        if v["type"] == "decision" {
-            return if v["approved"] == true {
-                Ok(())
-            } else {
-                Err(v["reason"].as_str().unwrap_or("denied").to_string())
-            };
+        match protocol::parse_to_requester(&l) {
+            Ok(ToRequester::Pending { .. }) => continue,
+            Ok(ToRequester::Decision {
+                id, approved: true, ..
+            }) => return Ok(Approved { hall: rd, id }),
+            Ok(ToRequester::Decision { reason, .. }) => return Err(reason),
+            Err(e) => return Err(format!("malformed answer from the hall: {e}; denied")),
         }
+    }
+}
+
+/// Who decided that a rebuild runs, and so where its exit status is recorded.
+enum Decided {
+    /// The hall (an agent's test/switch/boot): the exit goes back on its connection.
+    ByHall(Approved),
+    /// The coordinator itself (a build without privilege, a human's or root's own):
+    /// recorded under this audit id.
+    Here(String),
+}
+
+impl Decided {
+    async fn exited(self, log: &Path, who: &str, uid: u32, status: i32) {
+        match self {
+            Decided::ByHall(mut a) => {
+                let exit = nuketown_hall::protocol::FromRequester::Exit {
+                    v: nuketown_hall::protocol::VERSION,
+                    id: a.id,
+                    status,
+                };
+                let _ = a
+                    .hall
+                    .get_mut()
+                    .write_all(&nuketown_hall::protocol::encode(&exit))
+                    .await;
+            }
+            Decided::Here(id) => {
+                let mut r = Record::new(&id, "exit", who, uid);
+                r.exit_status = Some(status);
+                if let Err(e) = AuditLog::new(log).append(&r) {
+                    tracing::error!("cannot write the audit log {}: {e}", log.display());
+                }
+            }
+        }
+    }
+}
+
+/// Who a rebuild runs as.
+struct RunAs {
+    uid: u32,
+    gid: u32,
+    groups: Vec<nix::unistd::Gid>,
+    home: String,
+    name: String,
+}
+
+impl RunAs {
+    fn of(uid: u32) -> Option<RunAs> {
+        let u = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+        let groups =
+            nix::unistd::getgrouplist(&std::ffi::CString::new(u.name.clone()).ok()?, u.gid).ok()?;
+        Some(RunAs {
+            uid,
+            gid: u.gid.as_raw(),
+            groups,
+            home: u.dir.to_string_lossy().into_owned(),
+            name: u.name,
+        })
+    }
+}
+
+/// The rebuild command, ready: the program opened once and executed by
+/// descriptor, in the working directory opened once — as the hall decided.
+fn command(prepared: &Prepared, run_as: Option<&RunAs>, by: &str) -> tokio::process::Command {
+    use std::os::fd::AsRawFd;
+    let prog = prepared.program.fd.as_raw_fd();
+    let cwd = prepared.cwd.fd.as_raw_fd();
+    let mut cmd = tokio::process::Command::new(format!("/proc/self/fd/{prog}"));
+    cmd.arg0(&prepared.ask.argv[0])
+        .args(&prepared.ask.argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0)
+        .env("NUKETOWN_REBUILD_BY", by);
+    if let Some(r) = run_as {
+        cmd.env("HOME", &r.home)
+            .env("USER", &r.name)
+            .env("LOGNAME", &r.name);
+    }
+    let ids = run_as.map(|r| (r.uid, r.gid, r.groups.clone()));
+    // Safety: only async-signal-safe system calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::fchdir(cwd)?;
+            // A script's interpreter opens it as /proc/self/fd/N after exec.
+            nix::fcntl::fcntl(
+                prog,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )?;
+            if let Some((uid, gid, groups)) = &ids {
+                nix::unistd::setgroups(groups)?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(*gid))?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(*uid))?;
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Record a rebuild the hall did not decide (refused here, or run without
+/// privilege, or a human's own) in the hall's audit log.
+#[allow(clippy::too_many_arguments)]
+fn audit(
+    log: &Path,
+    id: &str,
+    who: &str,
+    uid: u32,
+    prepared: Option<&Prepared>,
+    argv: &[String],
+    target: &str,
+    approved: bool,
+    reason: &str,
+) {
+    let mut r = Record::new(id, "decision", who, uid);
+    r.argv = argv.to_vec();
+    if let Some(p) = prepared {
+        r.program = Some(p.ask.program.clone());
+        r.cwd = p.ask.cwd.path.clone();
+    }
+    r.target = target.to_string();
+    r.decision = if approved { "approved" } else { "denied" }.into();
+    r.reason = reason.to_string();
+    r.decided_by = Some(nuketown_hall::protocol::DecidedBy {
+        who: "rebuild".into(),
+        channel: "rebuild".into(),
+    });
+    if let Err(e) = AuditLog::new(log).append(&r) {
+        tracing::error!("cannot write the audit log {}: {e}", log.display());
     }
 }
 
@@ -309,22 +487,44 @@ async fn serve_client(c: Arc<Coordinator>, stream: UnixStream) {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| format!("uid {uid}"));
-    let is_agent = town.enabled_agents().any(|(_, a)| a.uid == uid);
+    let agent = town.enabled_agents().find(|(_, a)| a.uid == uid);
     let is_human = uid == 0 || town.approvers().contains(&who);
     let refuse = if v != VERSION {
         Some(format!("protocol version {v} is not spoken here"))
-    } else if !is_agent && !is_human {
+    } else if agent.is_none() && !is_human {
         Some(format!(
             "{who} is neither an agent nor an approver of this town"
         ))
+    } else if let Some((name, _)) = agent.filter(|(_, a)| !a.rebuild.enable && !is_human) {
+        Some(format!(
+            "agents.{name}.rebuild.enable is false: this agent may not use the rebuild coordinator"
+        ))
     } else if !ACTIONS.iter().any(|(a, _)| *a == action) {
         Some(format!(
-            "unknown action {action:?}; use build, test, switch, boot or dry-build"
+            "unknown action {:?}; use build, test, switch, boot or dry-build",
+            nuketown_town::display::clean(&action)
         ))
     } else {
-        None
+        check_args(&args).err()
     };
     if let Some(message) = refuse {
+        if agent.is_some() || is_human {
+            let mut argv = town.rebuild.command.clone();
+            argv.push(action.clone());
+            argv.extend(args.iter().cloned());
+            let id = nuketown_hall::protocol::new_id().unwrap_or_default();
+            audit(
+                &c.cfg.audit_log,
+                &id,
+                &who,
+                uid,
+                None,
+                &argv,
+                "",
+                false,
+                &message,
+            );
+        }
         let _ = send(&mut wr, &Event::Error { message }).await;
         return;
     }
@@ -401,9 +601,16 @@ async fn serve_client(c: Arc<Coordinator>, stream: UnixStream) {
         .rev()
         .find(|g| g.uid == uid && g.status == 0)
         .and_then(|g| g.revision);
-    let summary: Summary = match &repo {
-        Some(r) => changes::summarise(r, since.as_deref()),
-        None => Summary::default(),
+    // git reads the repository as the caller (root only for root), never
+    // as root for someone else; with no account to read as, no summary.
+    let reader = if uid == 0 {
+        Some(None)
+    } else {
+        RunAs::of(uid).map(|u| Some((u.uid, u.gid)))
+    };
+    let summary: Summary = match (&repo, reader) {
+        (Some(r), Some(reader)) => changes::summarise(r, since.as_deref(), reader),
+        _ => Summary::default(),
     };
     let mut gen = Generation {
         generation: 0,
@@ -432,17 +639,40 @@ async fn serve_client(c: Arc<Coordinator>, stream: UnixStream) {
     let mut argv = town.rebuild.command.clone();
     argv.push(action.clone());
     argv.extend(args.iter().cloned());
-    if let Some(abs) = resolve(&argv[0]) {
-        argv[0] = abs;
+    let changes_system = ACTIONS.iter().any(|(a, h)| *a == action && *h);
+    let cwd = repo
+        .as_deref()
+        .map_or_else(|| "/".to_string(), |r| r.to_string_lossy().into_owned());
+    // Building needs no privilege: it runs as whoever asked. What changes
+    // the running system runs as root, and an agent's needs the hall's yes.
+    let ready = if changes_system || uid == 0 {
+        Ok(None)
+    } else {
+        RunAs::of(uid)
+            .map(Some)
+            .ok_or_else(|| format!("{who} has no account to build as"))
     }
-    let needs_human = ACTIONS.iter().any(|(a, h)| *a == action && *h) && uid != 0 && !is_human;
-    if needs_human {
-        let _ = send(&mut wr, &Event::Approving).await;
-        let decision = tokio::select! {
-            d = approve(&c.cfg.hall_socket, uid, &argv) => d,
-            _ = rd.read(&mut probe) => Err("the requester went away".into()),
-        };
-        if let Err(reason) = decision {
+    .and_then(|run_as| {
+        let target = run_as.as_ref().map_or("root", |r| r.name.as_str());
+        nuketown_hall::files::prepare(argv.clone(), &cwd, target, uid)
+            .map(|p| (run_as, p))
+            .map_err(|e| format!("the rebuild command cannot be run: {e}"))
+    });
+    let (run_as, prepared) = match ready {
+        Ok(r) => r,
+        Err(reason) => {
+            let id = nuketown_hall::protocol::new_id().unwrap_or_default();
+            audit(
+                &c.cfg.audit_log,
+                &id,
+                &who,
+                uid,
+                None,
+                &argv,
+                "",
+                false,
+                &reason,
+            );
             gen.refused = Some(reason.clone());
             gen.ended_ms = now_ms();
             c.record(&mut gen).await;
@@ -450,25 +680,52 @@ async fn serve_client(c: Arc<Coordinator>, stream: UnixStream) {
             c.release(ticket).await;
             return;
         }
-    }
+    };
+    let decided = if changes_system && agent.is_some() && !is_human {
+        let _ = send(&mut wr, &Event::Approving).await;
+        let decision = tokio::select! {
+            d = approve(&c.cfg.hall_socket, &prepared) => d,
+            _ = rd.read(&mut probe) => Err("the requester went away".into()),
+        };
+        match decision {
+            Ok(a) => Decided::ByHall(a),
+            Err(reason) => {
+                gen.refused = Some(reason.clone());
+                gen.ended_ms = now_ms();
+                c.record(&mut gen).await;
+                let _ = send(&mut wr, &Event::Error { message: reason }).await;
+                c.release(ticket).await;
+                return;
+            }
+        }
+    } else {
+        let id = nuketown_hall::protocol::new_id().unwrap_or_default();
+        let reason = match &run_as {
+            Some(r) => format!("{action} runs as {}, without privilege", r.name),
+            None if uid == 0 => format!("{action} asked by root"),
+            None => format!("{action} asked by {who}, an approver of this town"),
+        };
+        audit(
+            &c.cfg.audit_log,
+            &id,
+            &who,
+            uid,
+            Some(&prepared),
+            &prepared.ask.argv,
+            &prepared.ask.user,
+            true,
+            &reason,
+        );
+        Decided::Here(id)
+    };
     // Run it, streaming its output; a holder that disappears ends it.
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    if let Some(r) = &repo {
-        cmd.current_dir(r);
-    }
-    cmd.env("NUKETOWN_REBUILD_BY", &who);
+    let mut cmd = command(&prepared, run_as.as_ref(), &who);
     let status = match cmd.spawn() {
         Err(e) => {
             let _ = send(
                 &mut wr,
                 &Event::Output {
-                    line: format!("cannot run {}: {e}", argv[0]),
+                    line: format!("cannot run {}: {e}", prepared.ask.argv[0]),
                 },
             )
             .await;
@@ -500,7 +757,11 @@ async fn serve_client(c: Arc<Coordinator>, stream: UnixStream) {
                         nix::sys::signal::Signal::SIGKILL,
                     );
                 }
-                let _ = child.wait().await;
+                let status = match child.wait().await {
+                    Ok(s) => s.code().unwrap_or(-1),
+                    Err(_) => -1,
+                };
+                decided.exited(&c.cfg.audit_log, &who, uid, status).await;
                 gen.refused = Some("the holder went away; stopped".into());
                 gen.ended_ms = now_ms();
                 c.record(&mut gen).await;
@@ -513,6 +774,7 @@ async fn serve_client(c: Arc<Coordinator>, stream: UnixStream) {
             }
         }
     };
+    decided.exited(&c.cfg.audit_log, &who, uid, status).await;
     gen.status = status;
     gen.ended_ms = now_ms();
     c.record(&mut gen).await;
@@ -525,19 +787,6 @@ async fn serve_client(c: Arc<Coordinator>, stream: UnixStream) {
         },
     )
     .await;
-}
-
-fn resolve(program: &str) -> Option<String> {
-    if program.contains('/') {
-        return Some(program.to_string());
-    }
-    "/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        .split(':')
-        .map(|d| Path::new(d).join(program))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// Serve leases on `cfg.socket` until the process stops.

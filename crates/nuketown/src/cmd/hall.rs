@@ -45,6 +45,7 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         history: args.rebuild_history,
         town: town.clone(),
         hall_socket: args.socket.clone(),
+        audit_log: args.audit_log.clone(),
     };
     let cfg = nuketown_hall::daemon::Config {
         requester_socket: args.socket,
