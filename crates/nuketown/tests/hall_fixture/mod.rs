@@ -195,7 +195,7 @@ impl TestTown {
         let elevate = libexec.join("nuketown-elevate");
         fs::copy(env!("CARGO_BIN_EXE_nuketown-elevate"), &elevate).unwrap();
         fs::set_permissions(&elevate, fs::Permissions::from_mode(0o755)).unwrap();
-        fs::write(shim_dir.join("sudo"), nuketown_hall::shim::render(&elevate)).unwrap();
+        fs::copy(env!("CARGO_BIN_EXE_nuketown-sudo"), shim_dir.join("sudo")).unwrap();
         fs::set_permissions(shim_dir.join("sudo"), fs::Permissions::from_mode(0o755)).unwrap();
 
         let built = PathBuf::from(env!("CARGO_BIN_EXE_nuketown"));
