@@ -21,34 +21,60 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
 
 use crate::files::{proc_fd_path, shown_name};
 
-/// A Unix identity, for "could this user change that file?".
+/// Who must not be able to change what root runs: the requesting agent and
+/// every other agent of the town (one agent may plant a file for another),
+/// as Unix users and the groups the system gives them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// The user's name, for the reasons given.
-    pub name: String,
-    /// User id.
-    pub uid: u32,
-    /// Primary and supplementary group ids.
+    /// User ids, with their names for the reasons given.
+    pub users: Vec<(u32, String)>,
+    /// Every primary and supplementary group of those users.
     pub gids: Vec<u32>,
 }
 
 impl Identity {
-    /// The identity of the user `uid`, with the groups the system gives them.
-    pub fn of_uid(uid: u32) -> Identity {
-        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten();
-        let name = user
-            .as_ref()
-            .map_or_else(|| format!("uid {uid}"), |u| u.name.clone());
-        let gids = user
-            .and_then(|u| {
-                let name = std::ffi::CString::new(u.name).ok()?;
-                nix::unistd::getgrouplist(&name, u.gid).ok()
-            })
-            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-            .unwrap_or_default();
-        Identity { name, uid, gids }
+    /// The users `uids`, with the groups the system gives them.
+    pub fn of_uids(uids: impl IntoIterator<Item = u32>) -> Identity {
+        let mut id = Identity {
+            users: Vec::new(),
+            gids: Vec::new(),
+        };
+        for uid in uids {
+            let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten();
+            let name = user
+                .as_ref()
+                .map_or_else(|| format!("uid {uid}"), |u| u.name.clone());
+            let gids: Vec<u32> = user
+                .and_then(|u| {
+                    let name = std::ffi::CString::new(u.name).ok()?;
+                    nix::unistd::getgrouplist(&name, u.gid).ok()
+                })
+                .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+                .unwrap_or_default();
+            id.users.push((uid, name));
+            id.gids.extend(gids);
+        }
+        id.gids.sort_unstable();
+        id.gids.dedup();
+        id
+    }
+
+    /// Who is meant when "they may write": the one user, or "an agent".
+    fn writers(&self) -> &str {
+        match self.users.as_slice() {
+            [(_, name)] => name,
+            _ => "an agent of the town",
+        }
+    }
+
+    /// The name of the user `uid`, if it is one of these.
+    fn owner(&self, uid: u32) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|(u, _)| *u == uid)
+            .map(|(_, n)| n.as_str())
     }
 }
 
@@ -70,17 +96,14 @@ const ACL_OTHER: u16 = 0x20;
 const ACL_WRITE: u16 = 0x02;
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
-/// Whether `who` may write the file, from its mode bits or, when it has one,
-/// its access ACL (the POSIX.1e algorithm: owner, named user & mask, any
-/// matching group & mask, else other). Ownership is handled by the caller.
+/// Whether any of `who` may write the file, from its mode bits or, when it
+/// has one, its access ACL. Owners are handled by the caller. With several
+/// users this errs towards "yes": group write counts when any of them is in
+/// a matching group, other write always (someone is outside the group).
 fn may_write(who: &Identity, st: &Stat, acl: Option<&[u8]>) -> bool {
     let Some(acl) = acl.filter(|a| a.len() >= 4 && (a.len() - 4) % 8 == 0) else {
         let mode = st.st_mode;
-        return if who.gids.contains(&st.st_gid) {
-            mode & 0o020 != 0
-        } else {
-            mode & 0o002 != 0
-        };
+        return (who.gids.contains(&st.st_gid) && mode & 0o020 != 0) || mode & 0o002 != 0;
     };
     let entries: Vec<(u16, u16, u32)> = acl[4..]
         .chunks_exact(8)
@@ -96,33 +119,13 @@ fn may_write(who: &Identity, st: &Stat, acl: Option<&[u8]>) -> bool {
         .iter()
         .find(|(t, _, _)| *t == ACL_MASK)
         .map_or(0xffff, |(_, p, _)| *p);
-    if let Some((_, p, _)) = entries
-        .iter()
-        .find(|(t, _, id)| *t == ACL_USER && *id == who.uid)
-    {
-        return p & mask & ACL_WRITE != 0;
-    }
-    let mut group_matched = false;
-    for (t, p, id) in &entries {
-        let matches = match *t {
-            ACL_GROUP_OBJ => who.gids.contains(&st.st_gid),
-            ACL_GROUP => who.gids.contains(id),
-            _ => false,
-        };
-        if matches {
-            group_matched = true;
-            if p & mask & ACL_WRITE != 0 {
-                return true;
-            }
-        }
-    }
-    if group_matched {
-        return false;
-    }
-    entries
-        .iter()
-        .find(|(t, _, _)| *t == ACL_OTHER)
-        .is_some_and(|(_, p, _)| p & ACL_WRITE != 0)
+    entries.iter().any(|(t, p, id)| match *t {
+        ACL_USER => who.owner(*id).is_some() && p & mask & ACL_WRITE != 0,
+        ACL_GROUP_OBJ => who.gids.contains(&st.st_gid) && p & mask & ACL_WRITE != 0,
+        ACL_GROUP => who.gids.contains(id) && p & mask & ACL_WRITE != 0,
+        ACL_OTHER => p & ACL_WRITE != 0,
+        _ => false,
+    })
 }
 
 fn acl_of(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
@@ -158,8 +161,8 @@ fn object_changeable(who: &Identity, fd: BorrowedFd<'_>, st: &Stat) -> Option<St
     } else {
         "file"
     };
-    if st.st_uid == who.uid {
-        return Some(format!("{} owns the {kind} {}", who.name, shown_name(fd)));
+    if let Some(owner) = who.owner(st.st_uid) {
+        return Some(format!("{owner} owns the {kind} {}", shown_name(fd)));
     }
     if on_fuse(fd) {
         return Some(format!(
@@ -170,7 +173,7 @@ fn object_changeable(who: &Identity, fd: BorrowedFd<'_>, st: &Stat) -> Option<St
     if may_write(who, st, acl_of(fd).as_deref()) {
         return Some(format!(
             "{} may write the {kind} {}",
-            who.name,
+            who.writers(),
             shown_name(fd)
         ));
     }
@@ -185,12 +188,8 @@ fn entry_replaceable(
     dir_st: &Stat,
     entry: Option<&Stat>,
 ) -> Option<String> {
-    if dir_st.st_uid == who.uid {
-        return Some(format!(
-            "{} owns the directory {}",
-            who.name,
-            shown_name(dir)
-        ));
+    if let Some(owner) = who.owner(dir_st.st_uid) {
+        return Some(format!("{owner} owns the directory {}", shown_name(dir)));
     }
     if on_fuse(dir) {
         return Some(format!(
@@ -202,13 +201,13 @@ fn entry_replaceable(
         return None;
     }
     let sticky = dir_st.st_mode & 0o1000 != 0;
-    if sticky && entry.is_some_and(|e| e.st_uid != who.uid) {
+    if sticky && entry.is_some_and(|e| who.owner(e.st_uid).is_none()) {
         // A sticky directory: only its owner, or the entry's, may remove or rename it.
         return None;
     }
     Some(format!(
         "{} may write the directory {}",
-        who.name,
+        who.writers(),
         shown_name(dir)
     ))
 }
@@ -392,23 +391,23 @@ impl Assessment {
         let mut w = Vec::new();
         if let Some(why) = &self.program {
             w.push(format!(
-                "the agent can change the program: {why}; only a human may approve it"
+                "an agent can change the program: {why}; only a human may approve it"
             ));
         }
         if let Some(why) = &self.typed {
             w.push(format!(
-                "the agent named the program through a path it can change: {why}"
+                "the program was named through a path an agent can change: {why}"
             ));
         }
         for (arg, why) in &self.args {
             w.push(format!(
-                "the argument {} names a file the agent can change: {why}",
+                "the argument {} names a file an agent can change: {why}",
                 nuketown_town::display::show_str(arg)
             ));
         }
         if let Some(why) = &self.cwd {
             w.push(format!(
-                "it runs in a working directory the agent can change ({why}): files the program reads from there are the agent's"
+                "it runs in a working directory an agent can change ({why}): files the program reads from there are not root's"
             ));
         }
         w

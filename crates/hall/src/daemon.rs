@@ -63,8 +63,9 @@ impl Default for Config {
 struct Loaded {
     town: Town,
     approvers: Vec<(u32, String)>,
-    /// Each enabled agent's identity (uid and groups), looked up once per change.
-    identities: HashMap<u32, Identity>,
+    /// Every enabled agent (uids and groups), looked up once per change: what
+    /// any of them can change, root does not run without a human.
+    agents: Identity,
 }
 
 /// Identity of the files a [`Loaded`] came from: the town file, /etc/passwd, /etc/group.
@@ -114,14 +115,11 @@ impl TownCache {
                     .map(|u| (u.uid.as_raw(), n))
             })
             .collect();
-        let identities = town
-            .enabled_agents()
-            .map(|(_, a)| (a.uid, Identity::of_uid(a.uid)))
-            .collect();
+        let agents = Identity::of_uids(town.enabled_agents().map(|(_, a)| a.uid));
         let loaded = Arc::new(Loaded {
             town,
             approvers,
-            identities,
+            agents,
         });
         *last = Some((stamp, loaded.clone()));
         Ok(loaded)
@@ -350,14 +348,9 @@ impl Hall {
             return;
         };
         asked.agent = name;
-        let identity = loaded
-            .identities
-            .get(&uid)
-            .cloned()
-            .unwrap_or_else(|| Identity::of_uid(uid));
         // What the agent could change, judged on the very files the entry
         // point opened; if they moved meanwhile, nothing is decided on them.
-        let assessment = match changeable::assess(&identity, &ask) {
+        let assessment = match changeable::assess(&loaded.agents, &ask) {
             Ok(a) => a,
             Err(e) => {
                 let e = format!("{e}; denied");

@@ -24,9 +24,18 @@ fn root() {
 
 fn agent() -> Identity {
     Identity {
-        name: "ada".into(),
-        uid: AGENT_UID,
+        users: vec![(AGENT_UID, "ada".into())],
         gids: vec![AGENT_UID],
+    }
+}
+
+const OTHER_UID: u32 = 1995;
+
+/// ada and vox, as the hall judges a request: every agent of the town.
+fn agents() -> Identity {
+    Identity {
+        users: vec![(AGENT_UID, "ada".into()), (OTHER_UID, "vox".into())],
+        gids: vec![AGENT_UID, OTHER_UID],
     }
 }
 
@@ -353,4 +362,26 @@ fn a_file_replaced_after_it_was_opened_is_refused_by_the_hall() {
     std::fs::write(&real, "").unwrap();
     symlink(&real, &p).unwrap();
     assert!(files::reopen(&opened.file, "the program").is_err());
+}
+
+#[test]
+fn another_agents_file_counts_as_much_as_the_requesters() {
+    root();
+    let (d, bin, prog) = tree();
+    // vox plants a program ada will ask for: vox could change it later.
+    chown(&prog, OTHER_UID);
+    let w = walk_absolute(&agents(), prog.to_str().unwrap());
+    assert!(w.why.unwrap().contains("vox owns the file"));
+    assert_eq!(changes(&prog), None, "ada alone could not");
+    chown(&prog, 0);
+    // A directory group-writable by vox's group.
+    chgrp(&bin, OTHER_UID);
+    mode(&bin, 0o775);
+    assert!(walk_absolute(&agents(), prog.to_str().unwrap())
+        .why
+        .unwrap()
+        .contains("an agent of the town may write the directory"));
+    mode(&bin, 0o755);
+    assert_eq!(walk_absolute(&agents(), prog.to_str().unwrap()).why, None);
+    drop(d);
 }

@@ -386,8 +386,63 @@ fn a_flood_of_requests_is_capped_per_agent() {
     let c = t.spawn_agent(VOX, "sudo id -u");
     let rc = next_request(&mut w);
     assert_eq!(rc.agent, VOX);
-    for (r, child) in [(ra, a), (rb, b), (rc, c)] {
+    for r in [ra, rb, rc] {
         decider(&t).decide(&r, false, None, "terminal").unwrap();
-        finish(child);
     }
+    for child in [a, b, c] {
+        assert!(!finish(child).status.success());
+    }
+}
+
+/// Class 3, across agents: vox plants what ada runs. A file another agent
+/// can change is as much the agents' as the requester's own.
+#[test]
+fn one_agent_cannot_plant_what_another_runs_as_root() {
+    let mut t = TestTown::new(Options {
+        ada_sudo: String::new(),
+        ..Options::default()
+    });
+    let shared = t.path("shared");
+    fs::create_dir_all(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+    let tool = shared.join("tool");
+    let text = fs::read_to_string(&t.town).unwrap().replace(
+        "[agents.nktvox]",
+        &format!(
+            "autoApprove = [{{ argv = [\"{}\"] }}]\n[agents.nktvox]",
+            tool.display()
+        ),
+    );
+    fs::write(&t.town, text).unwrap();
+    t.start_hall();
+    let v = victim(&t);
+    fs::write(&tool, "#!/bin/sh\necho tool\n").unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    // Legitimate: root's tool, by ada's rule.
+    assert_eq!(agent_ok(&t, &format!("sudo {}", tool.display())), "tool\n");
+    // vox owns it now (and rewrites it): ada's rule no longer decides.
+    nix::unistd::chown(&tool, Some(nix::unistd::Uid::from_raw(VOX_UID)), None).unwrap();
+    let o = t.agent(
+        VOX,
+        &format!(
+            "printf '#!/bin/sh\\nid -u > {}/planted\\n' > {}",
+            v.display(),
+            tool.display()
+        ),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut w = t.watch();
+    let r = human_must_decide(
+        &t,
+        &mut w,
+        t.spawn_agent(ADA, &format!("sudo {}", tool.display())),
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|x| x.contains(&format!("{VOX} owns the file"))),
+        "{:?}",
+        r.warnings
+    );
+    assert!(!v.join("planted").exists());
 }
