@@ -264,16 +264,30 @@ pub fn walk(who: &Identity, base: BorrowedFd<'_>, path: &str) -> Walk {
             continue;
         }
         let last = queue.iter().all(|c| c.is_empty() || c == ".");
+        // `name/` or `name/.` must be a directory.
+        let must_be_dir = last && !queue.is_empty();
         let dir_st = match rustix::fs::fstat(dir.as_fd()) {
             Ok(s) => s,
             Err(e) => return unknown(format!("cannot examine {path:?}: {e}")),
         };
         if c == ".." {
-            // The lookup of `..` is decided by this directory's place in its parent.
-            match open_dir_at(dir.as_fd(), "..") {
-                Ok(up) => dir = up,
+            // Where `..` leads is decided by this directory's place in its
+            // parent: whoever can move it away changes the answer.
+            let up = match open_dir_at(dir.as_fd(), "..") {
+                Ok(up) => up,
                 Err(e) => return unknown(format!("cannot examine {path:?}: {e}")),
+            };
+            if let Ok(up_st) = rustix::fs::fstat(up.as_fd()) {
+                if (up_st.st_dev, up_st.st_ino) != (dir_st.st_dev, dir_st.st_ino) {
+                    if let Some(why) = entry_replaceable(who, up.as_fd(), &up_st, Some(&dir_st)) {
+                        return Walk {
+                            end: None,
+                            why: Some(why),
+                        };
+                    }
+                }
             }
+            dir = up;
             continue;
         }
         let entry = rustix::fs::statat(dir.as_fd(), c.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok();
@@ -310,12 +324,13 @@ pub fn walk(who: &Identity, base: BorrowedFd<'_>, path: &str) -> Walk {
                     queue.push_front(part.to_string());
                 }
             }
-            FileType::Directory if !last => match open_dir_at(dir.as_fd(), &c) {
+            // A directory, in the middle or at the end: go in (the end is judged below).
+            FileType::Directory => match open_dir_at(dir.as_fd(), &c) {
                 Ok(d) => dir = d,
                 Err(e) => return unknown(format!("cannot examine {path:?}: {e}")),
             },
-            _ if !last => {
-                // A file in the middle of a path: the lookup fails here.
+            _ if !last || must_be_dir => {
+                // A file in the middle of a path (or before a `/`): the lookup fails here.
                 return Walk {
                     end: None,
                     why: None,

@@ -385,3 +385,65 @@ fn another_agents_file_counts_as_much_as_the_requesters() {
     assert_eq!(walk_absolute(&agents(), prog.to_str().unwrap()).why, None);
     drop(d);
 }
+
+mod agrees_with_the_kernel {
+    //! The walk resolves paths by hand; whatever it ends on must be what the
+    //! kernel resolves, for any path through any tangle of links, `..` and
+    //! `.` — or the hall would judge one file and the program open another.
+    use super::*;
+    use proptest::prelude::*;
+    use std::os::unix::fs::MetadataExt;
+
+    const NAMES: &[&str] = &["a", "b", "f", "l1", "l2", "l3", "..", ".", ""];
+    const TARGETS: &[&str] = &[
+        "a", "b", "f", "a/f", "../a", "..", ".", "l1", "l2", "a/..", "b/c", "missing", "f/", "a/",
+        "l3/f",
+    ];
+
+    /// Nobody who can change anything here: the walk must go all the way.
+    fn nobody() -> Identity {
+        Identity {
+            users: vec![(4242, "nobody-test".into())],
+            gids: vec![4242],
+        }
+    }
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(256)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn walks_end_where_the_kernel_does(
+            links in proptest::collection::vec(proptest::sample::select(TARGETS), 3),
+            absolute in any::<bool>(),
+            path in proptest::collection::vec(proptest::sample::select(NAMES), 1..7),
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let top = d.path().join("t");
+            std::fs::create_dir_all(top.join("a/b/c")).unwrap();
+            std::fs::create_dir_all(top.join("b/c")).unwrap();
+            std::fs::write(top.join("f"), "").unwrap();
+            std::fs::write(top.join("a/f"), "").unwrap();
+            for (i, target) in links.iter().enumerate() {
+                let t = if absolute && i == 0 { format!("{}/{target}", top.display()) } else { target.to_string() };
+                std::os::unix::fs::symlink(&t, top.join(format!("l{}", i + 1))).unwrap();
+                std::os::unix::fs::symlink(&t, top.join(format!("a/l{}", i + 1))).unwrap();
+            }
+            let rel = path.join("/");
+            let base = files::open_dir(top.to_str().unwrap()).unwrap();
+            let w = changeable::walk(&nobody(), base.fd.as_fd(), &rel);
+            let kernel = std::fs::metadata(if rel.is_empty() { top.clone() } else { top.join(&rel) })
+                .ok()
+                .map(|m| (m.dev(), m.ino()));
+            if w.why.is_none() {
+                prop_assert_eq!(w.end, kernel, "{} with links {:?}", rel, links);
+            }
+        }
+    }
+}
