@@ -245,6 +245,26 @@ impl Requester {
         protocol::parse_to_requester(&line).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// Report a request the entry point refused before asking (for the audit log).
+    pub fn refused(
+        &mut self,
+        sudo_uid: u32,
+        argv: &[String],
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        send(
+            &mut self.wr,
+            &FromRequester::Refused {
+                v: VERSION,
+                sudo_uid,
+                argv: argv.to_vec(),
+                reason: reason.to_string(),
+            },
+        )?;
+        // The hall answers once it has written the record.
+        self.recv().map(|_| ())
+    }
+
     /// Report the approved command's exit status (for the audit log).
     pub fn exit(&mut self, id: &str, status: i32) -> Result<(), ClientError> {
         send(

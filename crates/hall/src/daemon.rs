@@ -307,6 +307,34 @@ impl Hall {
         };
         let ask = match protocol::parse_requester(&line) {
             Ok(FromRequester::Request { ask, .. }) => ask,
+            Ok(FromRequester::Refused {
+                sudo_uid,
+                argv,
+                reason,
+                ..
+            }) => {
+                let name = self
+                    .town
+                    .get()
+                    .ok()
+                    .and_then(|l| policy::agent_by_uid(&l.town, sudo_uid).map(|(n, _)| n.clone()))
+                    .or_else(|| user_name(sudo_uid))
+                    .unwrap_or_else(|| format!("uid {sudo_uid}"));
+                let mut r = Record::new(&id, "decision", &name, sudo_uid);
+                r.argv = argv;
+                r.decision = "denied".into();
+                r.reason = reason.clone();
+                r.decided_by = Some(by_hall("entry"));
+                r.latency_ms = Some(arrived.elapsed().as_millis() as u64);
+                if let Err(e) = self.audit.append(&r) {
+                    tracing::error!(
+                        "cannot write the audit log {}: {e}",
+                        self.audit.path().display()
+                    );
+                }
+                let _ = send(&mut wr, &deny(&reason, by_hall("entry"))).await;
+                return;
+            }
             Ok(FromRequester::Exit { .. }) => {
                 let e = "an exit status without a request";
                 self.record(&unknown, Some(false), &by_hall("hall"), e, false);

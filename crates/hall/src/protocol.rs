@@ -65,6 +65,19 @@ pub enum FromRequester {
         #[serde(flatten)]
         ask: Ask,
     },
+    /// The entry point refused a request before it could be asked (a magic
+    /// link, a working directory that cannot be named, …): for the audit log,
+    /// so probing leaves a trace. The hall answers with the denial.
+    Refused {
+        /// Protocol version.
+        v: u32,
+        /// The agent, from sudo's `SUDO_UID`.
+        sudo_uid: u32,
+        /// The command as the agent typed it.
+        argv: Vec<String>,
+        /// Why it was refused.
+        reason: String,
+    },
     /// The approved command ended with this status (for the audit log).
     Exit {
         /// Protocol version.
@@ -352,6 +365,13 @@ pub fn parse_requester(line: &[u8]) -> Result<FromRequester, ProtocolError> {
                     .chain(ask.group.iter())
                     .chain(ask.typed.iter()),
             )?;
+        }
+        FromRequester::Refused {
+            v, argv, reason, ..
+        } => {
+            check_version(*v)?;
+            check_argv(argv)?;
+            check_strings([reason])?;
         }
         FromRequester::Exit { v, id, .. } => {
             check_version(*v)?;

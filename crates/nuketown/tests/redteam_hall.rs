@@ -106,6 +106,19 @@ fn the_program_judged_is_the_program_run() {
         assert!(!o.status.success(), "{magic}");
         assert!(stderr(&o).contains("magic link"), "{magic}: {}", stderr(&o));
     }
+    // Each refusal is in the audit log, attributed, with what was typed.
+    let refused: Vec<_> = t
+        .audit()
+        .into_iter()
+        .filter(|r| r.decided_by.as_ref().is_some_and(|b| b.channel == "entry"))
+        .collect();
+    assert_eq!(refused.len(), 5, "{refused:#?}");
+    assert!(refused
+        .iter()
+        .all(|r| r.agent == ADA && r.decision == "denied" && r.reason.contains("magic link")));
+    assert!(refused
+        .iter()
+        .any(|r| r.argv == ["/proc/self/cwd/usr/bin/true"]));
     // The root's program through a link in the agent's home: the file is
     // root's, the way to it is the agent's — a human decides.
     let child = t.spawn_agent(ADA, "sudo bin-link/true");

@@ -30,6 +30,8 @@ use nuketown_hall::protocol::{show_argv, Ask, ToRequester};
 
 /// How long the hall may take to say "pending" (or decide by policy).
 const FIRST_ANSWER: Duration = Duration::from_secs(15);
+/// How long reporting a refusal to the hall may take.
+const REPORT_WITHIN: Duration = Duration::from_secs(2);
 /// Slack over the agent's timeout before giving up on the hall ourselves.
 const SLACK: Duration = Duration::from_secs(10);
 
@@ -123,24 +125,35 @@ fn run() -> Result<u8, Stop> {
             .map_or_else(|| gid.to_string(), |g| g.name)
     });
     let shell = target.shell.to_string_lossy().into_owned();
-    // The working directory, opened once: the hall is told which directory
-    // it is, and the command enters this very one. No fallback.
-    let cwd = if flags.login {
-        let home = target
+    // The working directory and the program, opened once: the hall decides
+    // on these files, and the command enters and executes these very
+    // descriptors. No fallback: what cannot be opened and named is refused
+    // (and the refusal reported to the hall, for the audit log).
+    let mut argv = entry::command_argv(&flags, &shell);
+    let opened = if flags.login {
+        target
             .dir
             .to_str()
-            .ok_or_else(|| deny("the target's home is not UTF-8; denied"))?;
-        files::open_dir(home)
+            .ok_or_else(|| "the target's home is not UTF-8".to_string())
+            .and_then(files::open_dir)
     } else {
         files::open_cwd()
     }
-    .map_err(|e| deny(format!("{e}; denied")))?;
-
-    // The program, opened once: the hall decides on this file and the
-    // command executes this very descriptor.
-    let mut argv = entry::command_argv(&flags, &shell);
-    let (program, typed) = files::name_program(&mut argv, cwd.fd.as_fd(), SAFE_PATH)
-        .map_err(|e| deny(format!("{e}; denied")))?;
+    .and_then(|cwd| {
+        // On failure argv is left as typed, for the report.
+        files::name_program(&mut argv, cwd.fd.as_fd(), SAFE_PATH)
+            .map(|(program, typed)| (cwd, program, typed))
+    });
+    let (cwd, program, typed) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            if let Ok(mut hall) = Requester::connect(Path::new(nuketown_hall::REQUESTER_SOCKET)) {
+                let _ = hall.set_timeout(Some(REPORT_WITHIN));
+                let _ = hall.refused(sudo_uid, &argv, &e);
+            }
+            return Err(deny(format!("{e}; denied")));
+        }
+    };
 
     let mut hall = Requester::connect(Path::new(nuketown_hall::REQUESTER_SOCKET)).map_err(|e| match e {
         ClientError::Connect { source, .. }
