@@ -53,7 +53,7 @@ lib.mapAttrs check (import ./tests/lib/module-checks.nix { inherit lib; config =
   '';
 
   # The sudoers NixOS writes is valid and gives ada the entry point only.
-  sudoers = pkgs.runCommand "nuketown-check-sudoers" { nativeBuildInputs = [ pkgs.sudo ]; } ''
+  sudoers-file = pkgs.runCommand "nuketown-check-sudoers-file" { nativeBuildInputs = [ pkgs.sudo ]; } ''
     sudoers=${c.environment.etc.sudoers.source}
     visudo -cf $sudoers
     grep -E '^ada[[:space:]]+ALL=\(root\)[[:space:]]+NOPASSWD: ${lib.escapeRegex c.nuketown.hall.elevatePath}$' $sudoers

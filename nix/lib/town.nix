@@ -3,7 +3,8 @@
 # without nixpkgs: CI checks its output with the Rust parser.
 #
 # The keys are already the schema's; this only drops what is NixOS-only
-# (`package`, `agents.<name>.extraHomeConfig`, `agents.<name>.claudeCode.package`)
+# (`package`, `sudoShim`, `agents.<name>.extraHomeConfig`,
+# `agents.<name>.claudeCode.package`)
 # and null values, and turns packages into their names.
 let
   packageName = p:
@@ -32,7 +33,7 @@ let
     } // (if a ? claudeCode then { claudeCode = clean (without [ "package" ] a.claudeCode); } else { });
 in
 cfg:
-clean (without [ "package" "agents" "basePackages" ] cfg) // {
+clean (without [ "package" "sudoShim" "agents" "basePackages" ] cfg) // {
   basePackages = map packageName (cfg.basePackages or [ ]);
   agents = builtins.mapAttrs (_: agent) (cfg.agents or { });
 }

@@ -39,7 +39,7 @@ let
   # source resolved to where it is on this machine.
   town = import ../lib/town.nix (cfg // {
     agents = mapAttrs
-      (name: a: a // {
+      (name: a: if !a.enable then a else a // {
         secrets = a.secrets // {
           extraSecrets = mapAttrs (sname: s: s // { source = secretSource name sname s; }) a.secrets.extraSecrets;
         };
@@ -278,6 +278,18 @@ in
       configRepo = mkOption { type = types.nullOr types.str; default = null; description = "The configuration repository summarised before a rebuild."; };
     };
     agents = mkOption { type = types.attrsOf agentModule; default = { }; description = "The agents, by Unix user name."; };
+    sudoShim = mkOption {
+      type = types.package;
+      readOnly = true;
+      default = sudoShim;
+      defaultText = literalExpression "a `sudo` that runs the entry point";
+      description = ''
+        The agents' `sudo` (it asks the town hall). The module puts it first on
+        every agent's login PATH and on the PATH of the agents' chat bridges;
+        put it first on the PATH of other agent services you write
+        (`path = [ config.nuketown.sudoShim ]`).
+      '';
+    };
   };
 
   config = mkIf cfg.enable (mkMerge [

@@ -48,13 +48,20 @@ let
       ./nixos.nix
       ./nixos-defaults.nix
       { _module.args = { inherit pkgs; }; }
-      # What a machine needs anyway, not nuketown's business.
-      {
+      # What a machine needs anyway, not nuketown's business; sops-install-secrets
+      # itself is a Go program not in the sources here.
+      ({ options, ... }: {
+        config = {
         networking.hostName = "forge";
         system.stateVersion = "25.05";
-        home-manager.useGlobalPkgs = true;
         users.users.josh = { isNormalUser = true; uid = 1000; };
-      }
+      } // lib.optionalAttrs (options ? home-manager.useGlobalPkgs) {
+        home-manager.useGlobalPkgs = true;
+      } // lib.optionalAttrs (options ? sops.package) {
+        sops.package = pkgs.sops-install-secrets;
+        sops.validationPackage = pkgs.sops-install-secrets;
+      };
+      })
       (spec.module or { })
     ] ++ (spec.imports or (_: [ self.nixosModules.default ])) { inherit self inputs; };
   };
@@ -123,24 +130,37 @@ let
       in
       {
         options = forced
-          (lib.concatMap (defs: lib.concatMap (d: definedPaths [ ] (removeAttrs (d { inherit (hm) config; }) [ "imports" ]) hm.options) (pieces (defs.${name} or { }))) hmDefinitions)
+          (lib.concatMap (defs: lib.concatMap (d: definedPaths [ ] (removeAttrs (if builtins.isFunction d then d { inherit (hm) config; } else d) [ "imports" ]) hm.options) (pieces (defs.${name} or { }))) hmDefinitions)
           hm.options;
         files = lib.genAttrs [ ".profile" ".bash_profile" ".bashrc" ] file;
         fileTargets = lib.attrNames hm.config.home.file;
         sessionVars = { path = vars.outPath; inherit (vars) destination text; };
         gitIni = plain hm.config.programs.git.iniContent;
+        # Files that are links out of the store (home-manager's
+        # mkOutOfStoreSymlink builds `ln -s <target> $out`): target -> where they point.
+        links = lib.concatMapAttrs
+          (_: f:
+            let m = builtins.match "ln -s '?([^' ]*)'? [$]out" (f.source.script or ""); in
+            lib.optionalAttrs (m != null) { ${f.target} = builtins.head m; })
+          hm.config.home.file;
       })
     hmUsers;
 
   text = d: if d == null then null else builtins.unsafeDiscardStringContext (d.text or "null");
 in
-{
+let
   failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
+in
+# As NixOS: with a failed assertion, nothing else is evaluated.
+if failedAssertions != [ ] then { inherit failedAssertions; } else
+{
+  inherit failedAssertions;
   warnings = c.warnings;
   nixos = forced nixosPaths eval.options;
   inherit home;
   hmUnits = lib.filter (lib.hasPrefix "home-manager-") (lib.attrNames c.systemd.services);
+  sudoShim = let s = c.nuketown.sudoShim; in { path = s.outPath; inherit (s) destination; text = text s; };
   town = if c.environment.etc ? "nuketown/town.json" then builtins.fromJSON (text c.environment.etc."nuketown/town.json".source) else null;
-  sopsManifest = if c.sops.secrets == { } then null else builtins.fromJSON (text c.system.build.sops-nix-manifest);
-  checks = if builtins.pathExists ../lib/module-checks.nix then import ../lib/module-checks.nix { inherit lib; config = c; } else null;
+  sopsManifest = if c.sops.secrets or { } == { } then null else builtins.fromJSON (text c.system.build.sops-nix-manifest);
+  checks = import ../lib/module-checks.nix { inherit lib; config = c; };
 }

@@ -26,7 +26,9 @@ in
       assertions = [{ assertion = !config.security.sudo.enable; message = "`security.sudo` and `security.sudo-rs` cannot both be enabled"; }];
     })
     {
-      services.udev.packages = [
+      # NixOS's modules come before the configuration's own (eval-config
+      # evaluates baseModules ++ modules), so its packages come first.
+      services.udev.packages = lib.mkBefore [
         (pkgs.writeTextDir "etc/udev/rules.d/99-local.rules" config.services.udev.extraRules)
         (pkgs.writeTextDir "etc/udev/hwdb.d/99-local.hwdb" "")
       ];

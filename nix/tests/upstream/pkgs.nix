@@ -116,6 +116,8 @@ let
 
     # Packages.
     claude-code = unfree "claude-code";
+    # Deprecated in nixpkgs (a warning, later an error): modules must not use it.
+    system = throw "pkgs.system is deprecated in nixpkgs: use pkgs.stdenv.hostPlatform.system";
   } // lib.genAttrs [
     "acl"
     "age"
@@ -148,6 +150,7 @@ let
     "rustfmt"
     "shadow"
     "sudo"
+    "sops-install-secrets"
     "sudo-rs"
     "systemd"
     "tmux"
