@@ -420,8 +420,13 @@ fn sudo_rs() {
     assert_eq!(rules.len(), 3, "{rules:?}");
     assert_eq!(
         rules[2],
-        json!({ "users": ["ada"], "groups": [], "host": "ALL", "runAs": "root",
+        json!({ "users": ["ada", "ci-bot"], "groups": [], "host": "ALL", "runAs": "root",
                 "commands": [{ "command": elevate, "options": ["NOPASSWD"] }] })
+    );
+    // The boot round is before home-manager's unit, named as home-manager names it.
+    assert!(strings(&v["hmUnits"]).contains(&"home-manager-ci\\x2dbot"));
+    assert!(
+        strings(&unit(&v, "nuketown-reset")["before"]).contains(&"home-manager-ci\\x2dbot.service")
     );
     let defaults = n["security.sudo-rs.extraConfig"].as_str().unwrap();
     assert_eq!(defaults, format!("Defaults!{elevate} !setenv\n"));

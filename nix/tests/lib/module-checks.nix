@@ -28,7 +28,9 @@ let
 
   udevOurs = lib.filter (p: (p.name or "") == "nuketown-udev-rules") config.services.udev.packages;
   resetBefore = config.systemd.services.nuketown-reset.before or [ ];
-  hmUnit = name: "home-manager-${name}.service";
+  # home-manager names the unit after the user, systemd-escaped (a Unix
+  # name's only character to escape is "-").
+  hmUnit = name: "home-manager-${lib.replaceStrings [ "-" ] [ "\\x2d" ] name}.service";
 in
 {
   users = {

@@ -1,4 +1,5 @@
-# A machine that uses sudo-rs instead of sudo.
+# A machine that uses sudo-rs instead of sudo; one agent's name has a "-"
+# (systemd escapes it in home-manager's unit name).
 {
   module = {
     security.sudo-rs.enable = true;
@@ -7,6 +8,7 @@
       humanUser = "josh";
       agents.ada = { uid = 1100; sudo.enable = true; };
       agents.vox = { uid = 1101; };
+      agents.ci-bot = { uid = 1102; sudo.enable = true; };
     };
   };
 }
