@@ -33,7 +33,7 @@ let
     if s.source != null then s.source
     else if hasSops then config.sops.secrets.${sopsName agent secret}.path
     else null;
-  sopsSecretsOf = name: a: filterAttrs (_: s: s.source == null) a.secrets.extraSecrets;
+  sopsSecretsOf = a: filterAttrs (_: s: s.source == null) a.secrets.extraSecrets;
 
   # town.json: the options as the schema has them, with each extra secret's
   # source resolved to where it is on this machine.
@@ -63,13 +63,22 @@ let
     exec /run/wrappers/bin/sudo ${elevate} "$@"
   '';
 
-  # Every home a new, empty btrfs subvolume owned by its agent (boot rollback).
+  # Every home a new, empty btrfs subvolume owned by its agent (boot rollback);
+  # homes an interrupted round left (`.<name>.new-round`) and levelled homes
+  # still in `nuketown reset`'s trash go too.
   rollback = ''
     mkdir -p /nuketown-btrfs
     mount -t btrfs -o subvol=/ ${cfg.btrfsDevice} /nuketown-btrfs
     if [ -d /nuketown-btrfs/agents ]; then
-      for home in /nuketown-btrfs/agents/*; do
+      for home in /nuketown-btrfs/agents/* /nuketown-btrfs/agents/.[!.]*; do
         [ -d "$home" ] || continue
+        case "$home" in
+          */.nuketown-trash)
+            for old in "$home"/*; do
+              [ -d "$old" ] || continue
+              btrfs subvolume delete "$old" >/dev/null 2>&1 || rm -rf "$old"
+            done ;;
+        esac
         btrfs subvolume delete "$home" >/dev/null 2>&1 || rm -rf "$home"
       done
     else
@@ -534,7 +543,7 @@ in
               owner = name;
               inherit (s) mode;
             } // optionalAttrs (cfg.sopsFile != null) { sopsFile = cfg.sopsFile; }))
-            (sopsSecretsOf name agents.${name}))
+            (sopsSecretsOf agents.${name}))
         (attrNames agents));
     })
 

@@ -708,3 +708,113 @@ fn flake_outputs() {
         json!({ "domain": "forge.local", "basePackages": [], "agents": { "ada": { "uid": 1100, "packages": ["git"] } } })
     );
 }
+
+fn run(cmd: &str, args: &[&str]) -> std::process::Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+/// Finding 6, for real: the rollback both stages run (the same script),
+/// run by bash -e (as a unit's script) on a btrfs filesystem in a loop file.
+/// Needs root, btrfs-progs and loop devices; says it is skipped otherwise.
+#[test]
+fn rollback_levels_every_home_on_btrfs() {
+    let Some(systemd) = clean("laptop-systemd-stage1") else {
+        return;
+    };
+    let Some(scripted) = clean("laptop-scripted-stage1") else {
+        return;
+    };
+    let script = systemd["nixos"]["boot.initrd.systemd.services"]["nuketown-rollback"]["script"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        scripted["nixos"]["boot.initrd.postDeviceCommands"]
+            .as_str()
+            .unwrap()
+            .trim(),
+        script.trim()
+    );
+    if !nix::unistd::geteuid().is_root()
+        || run("sh", &["-c", "command -v mkfs.btrfs"])
+            .stdout
+            .is_empty()
+    {
+        eprintln!("SKIPPING the rollback on btrfs: needs root and btrfs-progs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("btrfs.img");
+    let img = img.to_str().unwrap();
+    assert!(run("truncate", &["-s", "300M", img]).status.success());
+    assert!(run("mkfs.btrfs", &["-q", img]).status.success());
+    let loopdev = run("losetup", &["-f", "--show", img]);
+    if !loopdev.status.success() {
+        eprintln!("SKIPPING the rollback on btrfs: no loop device here");
+        return;
+    }
+    let dev = String::from_utf8(loopdev.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _detach = Detach(dev.clone());
+
+    // A filesystem after some rounds: ada's home with litter and a nested
+    // subvolume, the home of an agent no longer in the town, a home an
+    // interrupted round left, and a levelled home still in the trash.
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = mnt.to_str().unwrap();
+    assert!(run("mount", &[&dev, m]).status.success());
+    let sh = |s: &str| {
+        let o = run("sh", &["-ec", s]);
+        assert!(
+            o.status.success(),
+            "{s}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    sh(&format!(
+        "cd {m} && btrfs -q subvolume create agents && btrfs -q subvolume create agents/ada \
+         && echo junk > agents/ada/junk && btrfs -q subvolume create agents/ada/nested \
+         && btrfs -q subvolume create agents/gone && btrfs -q subvolume create agents/.ada.new-round \
+         && mkdir -m 700 agents/.nuketown-trash && btrfs -q subvolume create agents/.nuketown-trash/ada.1"
+    ));
+    sh(&format!("umount {m}"));
+
+    let root = dir.path().join("rollback");
+    let script = script
+        .replace("/dev/disk/by-label/nixos", &dev)
+        .replace("/nuketown-btrfs", root.to_str().unwrap());
+    let out = run("bash", &["-ec", &script]);
+    assert!(
+        out.status.success(),
+        "rollback: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert!(run("mount", &[&dev, m]).status.success());
+    let listing = run(
+        "sh",
+        &[
+            "-c",
+            &format!("cd {m}/agents && ls -A && stat -c '%n %u %g %a %i' ada vox && ls -A ada vox"),
+        ],
+    );
+    sh(&format!("umount {m}"));
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout),
+        "ada\nvox\nada 1100 1100 700 256\nvox 1101 1101 700 256\nada:\n\nvox:\n",
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+}

@@ -7,7 +7,12 @@
 # (pkgs.nix): nixpkgs itself is not available here.
 #
 #   nix-instantiate --eval --strict --json nix/tests/upstream \
-#     --arg upstream /path/to/nix-upstream --argstr scenario laptop
+#     --arg upstream /path/to/nix-upstream --argstr scenario laptop-systemd-stage1
+#
+# A scenario is `{ module; imports ? ({ self, inputs }: [ self.nixosModules.default ]);
+# allowUnfree ? false; }`: the configuration's own module, which of the
+# flake's (or the upstream flakes') modules it imports, and whether the
+# stand-in nixpkgs allows unfree packages.
 #
 # Returns, for crates/nuketown/tests/nix_upstream.rs to check:
 # - failedAssertions, warnings: of the whole configuration (home-manager
@@ -52,15 +57,15 @@ let
       # itself is a Go program not in the sources here.
       ({ options, ... }: {
         config = {
-        networking.hostName = "forge";
-        system.stateVersion = "25.05";
-        users.users.josh = { isNormalUser = true; uid = 1000; };
-      } // lib.optionalAttrs (options ? home-manager.useGlobalPkgs) {
-        home-manager.useGlobalPkgs = true;
-      } // lib.optionalAttrs (options ? sops.package) {
-        sops.package = pkgs.sops-install-secrets;
-        sops.validationPackage = pkgs.sops-install-secrets;
-      };
+          networking.hostName = "forge";
+          system.stateVersion = "25.11";
+          users.users.josh = { isNormalUser = true; uid = 1000; };
+        } // lib.optionalAttrs (options ? home-manager.useGlobalPkgs) {
+          home-manager.useGlobalPkgs = true;
+        } // lib.optionalAttrs (options ? sops.package) {
+          sops.package = pkgs.sops-install-secrets;
+          sops.validationPackage = pkgs.sops-install-secrets;
+        };
       })
       (spec.module or { })
     ] ++ (spec.imports or (_: [ self.nixosModules.default ])) { inherit self inputs; };
