@@ -14,16 +14,23 @@
       forAll = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
     in
     {
+      # The module alone: for configurations that import home-manager (needed)
+      # and, if wanted, sops-nix and impermanence themselves.
       nixosModules.nuketown = { pkgs, lib, ... }: {
-        imports = [
-          ./nix/modules/nixos.nix
-          home-manager.nixosModules.home-manager
-          sops-nix.nixosModules.sops
-          impermanence.nixosModules.impermanence
-        ];
+        imports = [ ./nix/modules/nixos.nix ];
         nuketown.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
       };
-      nixosModules.default = self.nixosModules.nuketown;
+      # The module with home-manager, sops-nix and impermanence. Each is
+      # imported by path, so a configuration that also imports one of them by
+      # the same path (its input made to `follows` ours) gets it once.
+      nixosModules.default = {
+        imports = [
+          self.nixosModules.nuketown
+          "${home-manager}/nixos"
+          "${sops-nix}/modules/sops"
+          "${impermanence}/nixos.nix"
+        ];
+      };
 
       homeManagerModules.nuketown = { pkgs, lib, ... }: {
         imports = [ ./nix/modules/home-manager.nix ];
@@ -37,12 +44,12 @@
       });
 
       apps = forAll (pkgs: {
-        default = { type = "app"; program = "${self.packages.${pkgs.system}.default}/bin/nuketown"; };
+        default = { type = "app"; program = "${self.packages.${pkgs.stdenv.hostPlatform.system}.default}/bin/nuketown"; };
       });
 
       devShells = forAll (pkgs: {
         default = pkgs.mkShell {
-          inputsFrom = [ self.packages.${pkgs.system}.default ];
+          inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.default ];
           packages = with pkgs; [ cargo rustc clippy rustfmt rust-analyzer acl tmux btrfs-progs fzf ];
         };
       });
@@ -50,7 +57,7 @@
       # The town of a NixOS configuration, as Kubernetes manifests (nuketown cloud render).
       lib.toKubeManifests = { pkgs, town }: import ./nix/lib/cloud.nix {
         inherit pkgs town;
-        nuketown = self.packages.${pkgs.system}.default;
+        nuketown = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
       };
       lib.toTown = import ./nix/lib/town.nix;
 

@@ -1,6 +1,7 @@
 # The example town as a NixOS configuration: import the flake's module, then
 #   imports = [ nuketown.nixosModules.default ./example.nix ];
-# Same town as examples/town.toml.
+# Same town as examples/town.toml. ada runs Claude Code, which nixpkgs marks
+# unfree: allow it (nixpkgs.config.allowUnfreePredicate, docs/nixos.md).
 { pkgs, ... }:
 {
   nuketown = {

@@ -2,11 +2,11 @@
 # Rust binary reads (crates/town). Plain Nix (builtins only), so it evaluates
 # without nixpkgs: CI checks its output with the Rust parser.
 #
-# The keys are already the schema's; this only drops what is Nix-only
-# (`package`, `extraHomeConfig`, null values) and turns packages into names.
+# The keys are already the schema's; this only drops what is NixOS-only
+# (`package`, `sudoShim`, `agents.<name>.extraHomeConfig`,
+# `agents.<name>.claudeCode.package`)
+# and null values, and turns packages into their names.
 let
-  dropKeys = [ "package" "extraHomeConfig" "_module" ];
-
   packageName = p:
     if builtins.isString p then p
     else if builtins.isAttrs p then (p.pname or p.name or "package")
@@ -17,7 +17,7 @@ let
       builtins.listToAttrs (builtins.concatMap
         (k:
           let x = v.${k}; in
-          if builtins.elem k dropKeys || x == null then [ ]
+          if k == "_module" || x == null then [ ]
           else [{ name = k; value = clean x; }])
         (builtins.attrNames v))
     else if builtins.isList v then map clean v
@@ -25,13 +25,15 @@ let
     else if builtins.isPath v then toString v
     else v;
 
+  without = names: set: builtins.removeAttrs set names;
+
   agent = a:
-    clean a // {
+    clean (without [ "extraHomeConfig" "packages" "claudeCode" ] a) // {
       packages = map packageName (a.packages or [ ]);
-    };
+    } // (if a ? claudeCode then { claudeCode = clean (without [ "package" ] a.claudeCode); } else { });
 in
 cfg:
-clean cfg // {
+clean (without [ "package" "sudoShim" "agents" "basePackages" ] cfg) // {
   basePackages = map packageName (cfg.basePackages or [ ]);
   agents = builtins.mapAttrs (_: agent) (cfg.agents or { });
 }

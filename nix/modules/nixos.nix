@@ -2,25 +2,51 @@
 # exactly the Town schema (docs/schema.md); the module projects them to
 # /etc/nuketown/town.json, which every nuketown binary reads, and implements
 # the town the NixOS way: users, home-manager, sops-nix, btrfs rollback,
-# impermanence, udev, sudo through the town hall.
-{ config, lib, pkgs, options, ... }:
+# impermanence, udev, sudo (or sudo-rs) through the town hall.
+#
+# home-manager is required; sops-nix and impermanence are used when their
+# modules are imported (nuketown.nixosModules.default imports all three).
+{ config, lib, pkgs, options, utils, ... }:
 
 let
   inherit (lib) mkOption mkEnableOption mkIf mkMerge types literalExpression mapAttrs mapAttrs' nameValuePair
     filterAttrs attrNames attrValues concatMap concatStringsSep optional optionals optionalAttrs unique;
 
   cfg = config.nuketown;
-  toTown = import ../lib/town.nix;
-  town = toTown cfg;
-  townJson = pkgs.writeText "town.json" (builtins.toJSON town);
   agents = filterAttrs (_: a: a.enable) cfg.agents;
   sudoAgents = filterAttrs (_: a: a.sudo.enable) agents;
+  persistingAgents = filterAttrs (_: a: a.persist.directories != [ ] || a.persist.files != [ ]) agents;
   approvers = if cfg.hall.approvers != [ ] then cfg.hall.approvers else optional (cfg.humanUser != null) cfg.humanUser;
   elevate = cfg.hall.elevatePath;
   nuketown = "${cfg.package}/bin/nuketown";
-  hasHomeManager = options ? home-manager;
-  hasSops = options ? sops;
+  hasHomeManager = options ? home-manager.users;
+  hasSops = options ? sops.secrets;
   hasPersistence = options ? environment.persistence;
+  homeOf = name: "${cfg.agentsDir}/${name}";
+  systemStateVersion = config.system.stateVersion;
+
+  # An extra secret without `source` is the sops secret `<agent>/<name>`
+  # (namespaced: two agents may each have a `gh`); sops-nix installs it under
+  # /run/secrets, outside the home a round levels.
+  sopsName = agent: secret: "${agent}/${secret}";
+  secretSource = agent: secret: s:
+    if s.source != null then s.source
+    else if hasSops then config.sops.secrets.${sopsName agent secret}.path
+    else null;
+  sopsSecretsOf = a: filterAttrs (_: s: s.source == null) a.secrets.extraSecrets;
+
+  # town.json: the options as the schema has them, with each extra secret's
+  # source resolved to where it is on this machine.
+  town = import ../lib/town.nix (cfg // {
+    agents = mapAttrs
+      (name: a: if !a.enable then a else a // {
+        secrets = a.secrets // {
+          extraSecrets = mapAttrs (sname: s: s // { source = secretSource name sname s; }) a.secrets.extraSecrets;
+        };
+      })
+      cfg.agents;
+  });
+  townJson = pkgs.writeText "town.json" (builtins.toJSON town);
 
   # The agent's files rendered by the same Rust function `nuketown apply` uses.
   renderedHome = name: pkgs.runCommand "nuketown-home-${name}" { } ''
@@ -30,8 +56,40 @@ let
     mkdir -p $out/lib/udev/rules.d
     ${nuketown} render udev --setfacl ${pkgs.acl}/bin/setfacl --town ${townJson} > $out/lib/udev/rules.d/70-nuketown.rules
   '';
+  # The agent's `sudo`: first on the PATH of every login shell (home.sessionPath,
+  # read from ~/.profile by interactive and non-interactive login shells alike)
+  # and of the agent's services; asks the town hall through the entry point.
   sudoShim = pkgs.writeShellScriptBin "sudo" ''
     exec /run/wrappers/bin/sudo ${elevate} "$@"
+  '';
+
+  # Every home a new, empty btrfs subvolume owned by its agent (boot rollback);
+  # homes an interrupted round left (`.<name>.new-round`) and levelled homes
+  # still in `nuketown reset`'s trash go too.
+  rollback = ''
+    mkdir -p /nuketown-btrfs
+    mount -t btrfs -o subvol=/ ${cfg.btrfsDevice} /nuketown-btrfs
+    if [ -d /nuketown-btrfs/agents ]; then
+      for home in /nuketown-btrfs/agents/* /nuketown-btrfs/agents/.[!.]*; do
+        [ -d "$home" ] || continue
+        case "$home" in
+          */.nuketown-trash)
+            for old in "$home"/*; do
+              [ -d "$old" ] || continue
+              btrfs subvolume delete "$old" >/dev/null 2>&1 || rm -rf "$old"
+            done ;;
+        esac
+        btrfs subvolume delete "$home" >/dev/null 2>&1 || rm -rf "$home"
+      done
+    else
+      btrfs subvolume create /nuketown-btrfs/agents
+    fi
+    ${concatStringsSep "\n" (map (name: ''
+      btrfs subvolume create /nuketown-btrfs/agents/${name}
+      chown ${toString agents.${name}.uid}:${toString agents.${name}.uid} /nuketown-btrfs/agents/${name}
+      chmod 700 /nuketown-btrfs/agents/${name}
+    '') (attrNames agents))}
+    umount /nuketown-btrfs
   '';
 
   commandRule = types.submodule {
@@ -65,10 +123,31 @@ let
 
   extraSecret = types.submodule {
     options = {
-      source = mkOption { type = types.nullOr types.path; default = null; description = "File to install (on NixOS usually left null: the sops secret of the same name)."; };
-      path = mkOption { type = types.str; description = "Where the secret goes, relative to the home."; example = ".config/gh/token"; };
-      mode = mkOption { type = types.str; default = "0400"; description = "Octal file mode."; };
+      source = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = ''
+          Absolute path of the file to install. Left null on NixOS, it is the
+          sops secret `<agent>/<name>` (sops-nix installs it under
+          /run/secrets; town.json records that path).
+        '';
+        example = "/run/keys/ada-gh-token";
+      };
+      path = mkOption { type = types.str; description = "Where the secret appears, relative to the home (a link to the source)."; example = ".config/gh/hosts.yml"; };
+      mode = mkOption { type = types.strMatching "[0-7]{3,4}"; default = "0400"; description = "Octal file mode (of the sops secret)."; };
     };
+  };
+
+  keyPath = what: mkOption {
+    type = types.nullOr types.str;
+    default = null;
+    description = ''
+      Absolute path of the ${what} file, as on every host. With sops-nix:
+      `config.sops.secrets."<agent>/${if what == "private SSH key" then "ssh-key" else "gpg-key"}".path`
+      (and that sops secret declared). `nuketown reset` installs it in the
+      home every round.
+    '';
+    example = literalExpression ''config.sops.secrets."ada/ssh-key".path'';
   };
 
   agentModule = types.submodule ({ name, ... }: {
@@ -89,8 +168,8 @@ let
         files = mkOption { type = types.listOf types.str; default = [ ]; description = "Home-relative files kept across rounds."; example = [ ".bash_history" ]; };
       };
       secrets = {
-        sshKey = mkOption { type = types.nullOr types.str; default = null; description = "Private SSH key file, or the sops key holding it; generated and persisted when null."; };
-        gpgKey = mkOption { type = types.nullOr types.str; default = null; description = "Armored private GPG key file, or the sops key holding it."; };
+        sshKey = keyPath "private SSH key";
+        gpgKey = keyPath "armored private GPG key";
         extraSecrets = mkOption { type = types.attrsOf extraSecret; default = { }; description = "Further secrets by name."; };
       };
       devices = mkOption { type = types.listOf device; default = [ ]; description = "Devices the agent may open (udev ACLs)."; };
@@ -99,14 +178,26 @@ let
         autoApprove = mkOption { type = types.listOf commandRule; default = [ ]; description = "Commands approved without asking a human."; };
         deny = mkOption { type = types.listOf commandRule; default = [ ]; description = "Commands denied without asking (deny wins)."; };
         timeout = mkOption { type = types.ints.between 1 86400; default = 120; description = "Seconds to wait for a human before denying."; };
+        maxPending = mkOption { type = types.ints.between 1 1000; default = 8; description = "Most requests this agent may have waiting for a human at once; more are denied."; };
       };
+      rebuild.enable = mkEnableOption "the rebuild coordinator for this agent (`nuketown rebuild`: build as the agent, switch after a human's approval)";
       portal = {
         enable = mkOption { type = types.bool; default = true; description = "Offer the agent in `nuketown portal`."; };
         command = mkOption { type = types.nullOr types.str; default = null; description = "What runs in the agent's pane (default: `claude` with claudeCode, else a login shell)."; };
         layout = mkOption { type = types.strMatching "[0-9]+/[0-9]+"; default = "75/25"; description = "Agent pane / human pane, percent."; };
       };
       claudeCode = {
-        enable = mkEnableOption "Claude Code for this agent (programs.claude-code with its settings)";
+        enable = mkEnableOption "Claude Code for this agent (home-manager's programs.claude-code with its settings)";
+        package = mkOption {
+          type = types.nullOr types.package;
+          default = pkgs.claude-code;
+          defaultText = literalExpression "pkgs.claude-code";
+          description = ''
+            The Claude Code package (NixOS only). nixpkgs' claude-code is
+            unfree: allow it (`nixpkgs.config.allowUnfreePredicate`), or set
+            null to install Claude Code another way.
+          '';
+        };
         settings = mkOption { type = types.attrs; default = { }; description = "Claude Code settings.json."; };
         agentName = mkOption { type = types.nullOr types.str; default = null; description = "File name of the agent file under ~/.claude/agents/ (default: the agent's name)."; };
         extraPrompt = mkOption { type = types.lines; default = ""; description = "Text appended to the generated prompt."; };
@@ -116,6 +207,36 @@ let
       cloud = mkOption { type = types.attrs; default = { }; description = "Kubernetes rendering settings (docs/schema.md, Cloud)."; };
     };
   });
+
+  # Assertions about one agent.
+  agentAssertions = name:
+    let
+      a = agents.${name};
+      key = "nuketown.agents.${name}";
+      absolute = what: p: [
+        { assertion = lib.hasPrefix "/" p; message = "${key}.${what}: \"${p}\" must be an absolute path to the file (with sops-nix: config.sops.secrets.\"${name}/…\".path)."; }
+        { assertion = !(lib.hasPrefix builtins.storeDir p); message = "${key}.${what}: \"${p}\" is in the Nix store, which every user can read; keep secrets outside it (sops-nix, /run/keys, …)."; }
+      ];
+    in
+    map (p: { assertion = !(lib.hasPrefix "/" p) && !(lib.hasInfix ".." p); message = "${key}.persist: \"${p}\" must be relative to the home and stay inside it."; })
+      (a.persist.directories ++ a.persist.files)
+    ++ map (g: { assertion = !(builtins.elem g [ "wheel" "sudo" "root" "adm" ]); message = "${key}.devices: group ${g} would give root without a human; use plugdev or dialout."; })
+      (map (d: d.group) a.devices)
+    ++ lib.optionals (a.secrets.sshKey != null) (absolute "secrets.sshKey" a.secrets.sshKey)
+    ++ lib.optionals (a.secrets.gpgKey != null) (absolute "secrets.gpgKey" a.secrets.gpgKey)
+    ++ concatMap
+      (sname:
+        let s = a.secrets.extraSecrets.${sname}; in
+        if s.source != null then absolute "secrets.extraSecrets.${sname}.source" s.source
+        else [{ assertion = hasSops; message = "${key}.secrets.extraSecrets.${sname} has no source: import sops-nix (nuketown.nixosModules.default does) to install the sops secret \"${sopsName name sname}\", or set its source."; }])
+      (attrNames a.secrets.extraSecrets)
+    ++ lib.optional (a.claudeCode.enable && a.claudeCode.package != null) {
+      assertion = (builtins.tryEval a.claudeCode.package.drvPath).success;
+      message = ''
+        ${key}.claudeCode: the package ${a.claudeCode.package.name or "claude-code"} cannot be used: nixpkgs' claude-code is unfree.
+        Allow it, e.g. nixpkgs.config.allowUnfreePredicate = pkg: builtins.elem (lib.getName pkg) [ "claude-code" ];
+        or set ${key}.claudeCode.package = null to install Claude Code another way.'';
+    };
 in
 {
   options.nuketown = {
@@ -138,7 +259,7 @@ in
       description = "Block device of the btrfs filesystem holding `agentsDir` (subvolume `agents`); enables the boot-time rollback.";
       example = "/dev/disk/by-label/nixos";
     };
-    sopsFile = mkOption { type = types.nullOr types.path; default = null; description = "sops file holding the agents' secrets (sops-nix)."; };
+    sopsFile = mkOption { type = types.nullOr types.path; default = null; description = "sops file holding the agents' extra secrets (default: sops.defaultSopsFile)."; };
     basePackages = mkOption { type = types.listOf types.package; default = [ ]; description = "Packages every agent gets."; example = literalExpression "[ pkgs.git pkgs.ripgrep ]"; };
     projectDirs = mkOption { type = types.listOf types.str; default = [ "~/dev" ]; description = "Where projects are looked for (`~` is each user's home)."; };
     humanUser = mkOption { type = types.nullOr types.str; default = null; description = "The human: approver and portal owner."; example = "josh"; };
@@ -152,12 +273,32 @@ in
         defaultText = literalExpression ''"''${config.nuketown.package}/bin/nuketown-elevate"'';
         description = "The root entry point the sudoers rule names.";
       };
+      matrix = {
+        enable = mkEnableOption "approvals in a Matrix room (`nuketown approvals matrix`)";
+        homeserver = mkOption { type = types.nullOr types.str; default = null; description = "Homeserver URL."; };
+        userId = mkOption { type = types.nullOr types.str; default = null; description = "The hall's own Matrix account, e.g. `@hall:example.org`."; };
+        passwordFile = mkOption { type = types.nullOr types.str; default = null; description = "File holding that account's password."; };
+        room = mkOption { type = types.nullOr types.str; default = null; description = "The approval room (id or alias)."; };
+        approvers = mkOption { type = types.listOf types.str; default = [ ]; description = "Matrix ids whose replies and reactions decide."; };
+      };
     };
     rebuild = {
       command = mkOption { type = types.listOf types.str; default = [ "nixos-rebuild" ]; description = "The rebuild program; the action is appended."; };
       configRepo = mkOption { type = types.nullOr types.str; default = null; description = "The configuration repository summarised before a rebuild."; };
     };
     agents = mkOption { type = types.attrsOf agentModule; default = { }; description = "The agents, by Unix user name."; };
+    sudoShim = mkOption {
+      type = types.package;
+      readOnly = true;
+      default = sudoShim;
+      defaultText = literalExpression "a `sudo` that runs the entry point";
+      description = ''
+        The agents' `sudo` (it asks the town hall). The module puts it first on
+        every agent's login PATH and on the PATH of the agents' chat bridges;
+        put it first on the PATH of other agent services you write
+        (`path = [ config.nuketown.sudoShim ]`).
+      '';
+    };
   };
 
   config = mkIf cfg.enable (mkMerge [
@@ -165,33 +306,39 @@ in
       assertions =
         let uids = map (a: a.uid) (attrValues agents);
         in [
+          { assertion = hasHomeManager; message = "nuketown needs home-manager's NixOS module (it lays down the agents' homes): import nuketown.nixosModules.default, or home-manager.nixosModules.home-manager beside nuketown.nixosModules.nuketown."; }
           { assertion = builtins.length uids == builtins.length (unique uids); message = "nuketown.agents: two agents share a uid; give each agent its own uid (1100, 1101, …)."; }
           { assertion = sudoAgents == { } || approvers != [ ]; message = "nuketown: an agent has sudo.enable but nobody can approve; set nuketown.humanUser."; }
+          { assertion = sudoAgents == { } || config.security.sudo.enable || config.security.sudo-rs.enable; message = "nuketown: an agent has sudo.enable but neither security.sudo nor security.sudo-rs is enabled; the agent's sudo needs one of them."; }
           { assertion = !(lib.hasPrefix cfg.agentsDir cfg.persistDir) && !(lib.hasPrefix cfg.persistDir cfg.agentsDir); message = "nuketown.persistDir and nuketown.agentsDir must not contain each other: a round levels agentsDir."; }
           { assertion = cfg.humanUser == null || !(agents ? ${cfg.humanUser}); message = "nuketown.humanUser must not also be an agent."; }
-        ] ++ concatMap
-          (name:
-            let a = agents.${name}; in
-            map (p: { assertion = !(lib.hasPrefix "/" p) && !(lib.hasInfix ".." p); message = "nuketown.agents.${name}.persist: \"${p}\" must be relative to the home and stay inside it."; })
-              (a.persist.directories ++ a.persist.files)
-            ++ map (g: { assertion = !(builtins.elem g [ "wheel" "sudo" "root" "adm" ]); message = "nuketown.agents.${name}.devices: group ${g} would give root without a human; use plugdev or dialout."; })
-              (map (d: d.group) a.devices))
-          (attrNames agents);
+          { assertion = cfg.btrfsDevice == null || lib.hasPrefix "/dev/" cfg.btrfsDevice; message = "nuketown.btrfsDevice: \"${toString cfg.btrfsDevice}\" must be a device path such as /dev/disk/by-uuid/…"; }
+          {
+            # impermanence keeps a home's persisted paths at persistDir + home + path;
+            # nuketown (reset, apply) at persistDir/agents/<name>/path. They agree for /agents only.
+            assertion = !hasPersistence || persistingAgents == { } || cfg.agentsDir == "/agents";
+            message = "nuketown.agentsDir is \"${cfg.agentsDir}\": with impermanence, persisted paths live at persistDir + home, which is persistDir/agents/<name> (where nuketown reset binds them) only with agentsDir = \"/agents\".";
+          }
+        ] ++ concatMap agentAssertions (attrNames agents);
 
       environment.etc."nuketown/town.json".source = townJson;
       environment.systemPackages = [ cfg.package ];
 
+      # Fixed gids: impermanence warns about groups without one (their gid
+      # could change across reboots when /var/lib/nixos is not persisted).
+      # mkDefault: a gid set elsewhere (e.g. another module's plugdev) wins.
       users.groups = {
-        nuketown-approvers.members = approvers;
+        nuketown-approvers = { gid = lib.mkDefault 31100; members = approvers; };
       } // mapAttrs (_: a: { gid = a.uid; }) agents
-      // builtins.listToAttrs (map (g: nameValuePair g { }) (unique (concatMap (a: map (d: d.group) a.devices) (attrValues agents))));
+      // builtins.listToAttrs (map (g: nameValuePair g (optionalAttrs (g == "plugdev") { gid = lib.mkDefault 31101; }))
+        (unique (concatMap (a: map (d: d.group) a.devices) (attrValues agents))));
 
       users.users = mapAttrs
         (name: a: {
           isNormalUser = true;
           uid = a.uid;
           group = name;
-          home = "${cfg.agentsDir}/${name}";
+          home = homeOf name;
           createHome = true;
           homeMode = "700";
           description = "nuketown agent (${a.role})";
@@ -202,15 +349,30 @@ in
 
       services.udev.packages = optional (lib.any (a: a.devices != [ ]) (attrValues agents)) udevRules;
 
-      # Root only through the town hall: the agent may run exactly the entry point.
-      security.sudo.extraRules = optional (sudoAgents != { }) {
-        users = attrNames sudoAgents;
-        runAs = "root";
-        commands = [{ command = elevate; options = [ "NOPASSWD" ]; }];
+      # Root only through the town hall: the agent may run exactly the entry
+      # point, without a password, with no environment of its choosing. The
+      # rule goes to whichever sudo the machine uses.
+      security.sudo = mkIf (config.security.sudo.enable && sudoAgents != { }) {
+        extraRules = [{
+          users = attrNames sudoAgents;
+          runAs = "root";
+          commands = [{ command = elevate; options = [ "NOPASSWD" ]; }];
+        }];
+        extraConfig = ''
+          Defaults!${elevate} env_reset, !setenv
+        '';
       };
-      security.sudo.extraConfig = lib.optionalString (sudoAgents != { }) ''
-        Defaults!${elevate} env_reset, !setenv
-      '';
+      # sudo-rs always resets the environment (env_reset cannot be turned off).
+      security.sudo-rs = mkIf (config.security.sudo-rs.enable && sudoAgents != { }) {
+        extraRules = [{
+          users = attrNames sudoAgents;
+          runAs = "root";
+          commands = [{ command = elevate; options = [ "NOPASSWD" ]; }];
+        }];
+        extraConfig = ''
+          Defaults!${elevate} !setenv
+        '';
+      };
 
       systemd.services.nuketown-hall = {
         description = "Nuketown town hall: human approval of agent escalations";
@@ -241,11 +403,19 @@ in
         socketConfig = { SocketMode = "0660"; SocketGroup = "nuketown-approvers"; FileDescriptorName = "approvers"; Service = "nuketown-hall.service"; };
       };
 
+      # A new round for every agent at boot: after the filesystems, the
+      # persist binds and the secrets are there, before home-manager lays the
+      # dotfiles into the new homes and before anyone logs in.
       systemd.services.nuketown-reset = {
         description = "Nuketown: a new round for every agent";
         wantedBy = [ "multi-user.target" ];
-        before = [ "nuketown-hall.service" ];
-        after = [ "local-fs.target" ];
+        after = [ "local-fs.target" "systemd-tmpfiles-setup.service" ]
+          ++ optional (hasSops && config.sops.useSystemdActivation) "sops-install-secrets.service";
+        before = [ "nuketown-hall.service" "systemd-user-sessions.service" ]
+          ++ concatMap (name: [ "home-manager-${utils.escapeSystemdPath name}.service" "nuketown-chat-${name}.service" ]) (attrNames agents);
+        # A switch must not level the homes of working agents: rounds at
+        # runtime are `nuketown reset`, on purpose.
+        restartIfChanged = false;
         unitConfig.DefaultDependencies = false;
         serviceConfig = { Type = "oneshot"; RemainAfterExit = true; ExecStart = "${nuketown} reset --all --town /etc/nuketown/town.json"; };
       };
@@ -261,20 +431,23 @@ in
     }
 
     {
-      # Each agent with chat: its Matrix bridge, run as the agent.
+      # Each agent with chat: its Matrix bridge, run as the agent. An agent
+      # with sudo keeps the ability to ask (no NoNewPrivileges) and finds the
+      # shim first on its PATH.
       systemd.services = mapAttrs'
-        (name: _: nameValuePair "nuketown-chat-${name}" {
+        (name: a: nameValuePair "nuketown-chat-${name}" {
           description = "Nuketown: ${name}'s Matrix bridge";
           wantedBy = [ "multi-user.target" ];
           wants = [ "network-online.target" ];
           after = [ "network-online.target" "nuketown-reset.service" ];
           restartTriggers = [ townJson ];
+          path = optional a.sudo.enable sudoShim;
           serviceConfig = {
             User = name;
             ExecStart = "${nuketown} chat ${name} --town /etc/nuketown/town.json";
             Restart = "always";
             RestartSec = 5;
-            NoNewPrivileges = true;
+            NoNewPrivileges = !a.sudo.enable;
             PrivateTmp = true;
           };
         })
@@ -282,94 +455,107 @@ in
     }
 
     (mkIf (cfg.btrfsDevice != null) {
-      fileSystems.${cfg.agentsDir} = { device = cfg.btrfsDevice; fsType = "btrfs"; options = [ "subvol=agents" ]; };
-      # A new round at boot: every home is a subvolume, recreated empty before the homes mount.
-      boot.initrd.postDeviceCommands = lib.mkAfter ''
-        mkdir -p /nuketown-btrfs
-        mount -t btrfs -o subvol=/ ${cfg.btrfsDevice} /nuketown-btrfs
-        if [ -d /nuketown-btrfs/agents ]; then
-          for home in /nuketown-btrfs/agents/*; do
-            [ -d "$home" ] || continue
-            btrfs subvolume delete "$home" >/dev/null 2>&1 || rm -rf "$home"
-          done
-        else
-          btrfs subvolume create /nuketown-btrfs/agents
-        fi
-        ${concatStringsSep "\n" (map (name: ''
-          btrfs subvolume create /nuketown-btrfs/agents/${name}
-          chown ${toString agents.${name}.uid}:${toString agents.${name}.uid} /nuketown-btrfs/agents/${name}
-          chmod 700 /nuketown-btrfs/agents/${name}
-        '') (attrNames agents))}
-        umount /nuketown-btrfs
-      '';
-      boot.initrd.supportedFilesystems = [ "btrfs" ];
+      # Needed for boot: impermanence binds persisted paths into the homes
+      # from the initrd on, so the filesystem holding them must be mounted there.
+      fileSystems.${cfg.agentsDir} = { device = cfg.btrfsDevice; fsType = "btrfs"; options = [ "subvol=agents" ]; neededForBoot = true; };
+      boot.initrd.supportedFilesystems.btrfs = true;
+    })
+    (mkIf (cfg.btrfsDevice != null && !config.boot.initrd.systemd.enable) {
+      # Scripted stage 1: after the devices appear, before filesystems mount.
+      boot.initrd.postDeviceCommands = lib.mkAfter rollback;
+    })
+    (mkIf (cfg.btrfsDevice != null && config.boot.initrd.systemd.enable) {
+      # systemd stage 1 (which refuses postDeviceCommands): a unit between
+      # the device and the homes' mount.
+      boot.initrd.systemd.services.nuketown-rollback =
+        let device = "${utils.escapeSystemdPath cfg.btrfsDevice}.device"; in
+        {
+          description = "Nuketown: a new, empty home for every agent";
+          wantedBy = [ "initrd.target" ];
+          requires = [ device ];
+          after = [ device ];
+          before = [ "${utils.escapeSystemdPath "/sysroot${cfg.agentsDir}"}.mount" ];
+          unitConfig.DefaultDependencies = false;
+          serviceConfig.Type = "oneshot";
+          script = rollback;
+        };
     })
 
     (optionalAttrs hasHomeManager {
       home-manager.users = mapAttrs
-        (name: a: {
+        (name: a: { config, ... }: {
           imports = [ a.extraHomeConfig ];
-          home.username = name;
-          home.homeDirectory = "${cfg.agentsDir}/${name}";
-          home.stateVersion = lib.mkDefault config.system.stateVersion;
+          home.stateVersion = lib.mkDefault systemStateVersion;
           home.packages = cfg.basePackages ++ a.packages;
-          home.file = mapAttrs' (path: _: nameValuePair path { source = "${renderedHome name}/${path}"; })
-            (builtins.listToAttrs (map (p: nameValuePair p true) ([
-              ".config/nuketown/identity.toml"
-              ".claude/CLAUDE.md"
-              ".claude/agents/${if a.claudeCode.agentName != null then a.claudeCode.agentName else name}.md"
-              "AGENTS.md"
-              ".codex/AGENTS.md"
-            ] ++ optionals a.claudeCode.enable (map (n: ".claude/agents/${n}.md") (attrNames a.claudeCode.extraAgents)))));
+          home.sessionVariables.NUKETOWN_AGENT = name;
+          home.sessionPath = optional a.sudo.enable "${sudoShim}/bin";
+          home.file =
+            mapAttrs' (path: _: nameValuePair path { source = "${renderedHome name}/${path}"; })
+              (lib.genAttrs ([
+                ".config/nuketown/identity.toml"
+                ".claude/CLAUDE.md"
+                ".claude/agents/${if a.claudeCode.agentName != null then a.claudeCode.agentName else name}.md"
+                "AGENTS.md"
+                ".codex/AGENTS.md"
+              ] ++ optionals a.claudeCode.enable (map (n: ".claude/agents/${n}.md") (attrNames a.claudeCode.extraAgents))) (_: null))
+            # Secrets stay where they are installed (outside the levelled
+            # home); the home gets a link, laid again after every round.
+            // lib.mapAttrs' (sname: s: nameValuePair s.path {
+              source = config.lib.file.mkOutOfStoreSymlink (secretSource name sname s);
+            }) a.secrets.extraSecrets;
           programs.git = {
             enable = true;
-            userName = if a.git.name != null then a.git.name else name;
-            userEmail = if a.git.email != null then a.git.email else "${name}@${cfg.domain}";
+            settings.user = {
+              name = if a.git.name != null then a.git.name else name;
+              email = if a.git.email != null then a.git.email else "${name}@${cfg.domain}";
+            };
             signing = mkIf a.git.signing {
               signByDefault = true;
               format = if a.secrets.gpgKey != null then "openpgp" else "ssh";
-              key = if a.secrets.gpgKey != null then null else "${cfg.agentsDir}/${name}/.ssh/id_ed25519.pub";
+              key = if a.secrets.gpgKey != null then null else "${homeOf name}/.ssh/id_ed25519.pub";
             };
           };
           programs.direnv = { enable = true; nix-direnv.enable = true; };
-          programs.bash = {
-            enable = true;
-            initExtra = ''
-              export NUKETOWN_AGENT=${name}
-            '' + lib.optionalString a.sudo.enable ''
-              # sudo asks the town hall: a human approves each exact command.
-              export PATH="${sudoShim}/bin:$PATH"
-            '';
-          };
+          programs.bash.enable = true;
           programs.claude-code = mkIf a.claudeCode.enable {
             enable = true;
+            package = a.claudeCode.package;
             settings = a.claudeCode.settings;
           };
         })
         agents;
     })
+    (optionalAttrs hasHomeManager {
+      # home-manager lays the dotfiles into the new homes the boot round made.
+      systemd.services = mkIf (!config.home-manager.startAsUserService) (mapAttrs'
+        (name: _: nameValuePair "home-manager-${utils.escapeSystemdPath name}" {
+          after = [ "nuketown-reset.service" ];
+          wants = [ "nuketown-reset.service" ];
+        })
+        agents);
+    })
 
     (optionalAttrs hasSops {
-      sops.secrets = lib.mkMerge (map
+      sops.secrets = builtins.listToAttrs (concatMap
         (name:
-          let a = agents.${name}; home = "${cfg.agentsDir}/${name}"; own = { owner = name; group = name; } // optionalAttrs (cfg.sopsFile != null) { sopsFile = cfg.sopsFile; };
-          in
-          optionalAttrs (a.secrets.sshKey != null) { "${a.secrets.sshKey}" = own // { path = "${home}/.ssh/id_ed25519"; mode = "0600"; }; }
-          // optionalAttrs (a.secrets.gpgKey != null) { "${a.secrets.gpgKey}" = own // { path = "${cfg.persistDir}/agents/${name}/.nuketown/gpg-key.asc"; mode = "0400"; }; }
-          // mapAttrs (_: s: own // { path = "${home}/${s.path}"; mode = s.mode; }) a.secrets.extraSecrets)
+          lib.mapAttrsToList
+            (sname: s: nameValuePair (sopsName name sname) ({
+              owner = name;
+              inherit (s) mode;
+            } // optionalAttrs (cfg.sopsFile != null) { sopsFile = cfg.sopsFile; }))
+            (sopsSecretsOf agents.${name}))
         (attrNames agents));
     })
 
     (optionalAttrs hasPersistence {
-      environment.persistence.${cfg.persistDir} = {
+      environment.persistence.${cfg.persistDir} = mkIf (persistingAgents != { }) {
         hideMounts = true;
         users = mapAttrs
           (name: a: {
-            home = "${cfg.agentsDir}/${name}";
             directories = map (d: { directory = d; mode = "0700"; }) a.persist.directories;
             files = a.persist.files;
           })
-          agents;
+          persistingAgents;
       };
     })
   ]);

@@ -1,5 +1,7 @@
 # NixOS VM test: ada's `sudo whoami` approved and denied through the town hall
-# in mock mode, and ada's home levelled by `nuketown reset`.
+# in mock mode, from a non-interactive login shell (the shim is first on
+# PATH there too), and a new round for ada: the home levelled, persisted work
+# kept, and home-manager's files laid into the new home again.
 { self }:
 {
   name = "nuketown-sudo-and-reset";
@@ -7,6 +9,7 @@
   nodes.machine = { pkgs, ... }: {
     imports = [ self.nixosModules.default ];
     users.users.josh = { isNormalUser = true; };
+    home-manager.useGlobalPkgs = true;
     nuketown = {
       enable = true;
       humanUser = "josh";
@@ -21,6 +24,11 @@
   testScript = ''
     machine.wait_for_unit("multi-user.target")
     machine.wait_for_unit("nuketown-hall.service")
+    machine.wait_for_unit("home-manager-ada.service")
+
+    # The agent's sudo is the shim, also in a non-interactive login shell.
+    shim = machine.succeed("su - ada -c 'command -v sudo'").strip()
+    assert shim.endswith("-sudo/bin/sudo") and shim.startswith("/nix/store/"), shim
 
     # Mock mode: the file must belong to an approver and be writable by nobody else.
     machine.succeed("install -o josh -m 0600 /dev/null /run/nuketown/mode")
@@ -32,10 +40,14 @@
     machine.fail("su - ada -c 'sudo whoami'")
     machine.succeed("nuketown audit --json | grep -F '[MOCK]'")
 
-    # A new round: litter is gone, persisted work stays.
+    # A new round: litter is gone, persisted work stays, home-manager lays
+    # the identity files into the new home (nuketown reset restarts
+    # home-manager-ada.service).
     machine.succeed("su - ada -c 'echo keep > ~/dev/keep; echo junk > ~/junk'")
     machine.succeed("nuketown reset ada")
     machine.fail("test -e /agents/ada/junk")
     machine.succeed("grep -qx keep /agents/ada/dev/keep")
+    machine.succeed("test -e /agents/ada/.config/nuketown/identity.toml")
+    assert machine.succeed("su - ada -c 'command -v sudo'").strip() == shim
   '';
 }

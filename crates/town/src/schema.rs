@@ -251,10 +251,13 @@ pub struct Persist {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Secrets {
-    /// A private SSH key file to install as `~/.ssh/id_ed25519`; generated when unset.
+    /// Absolute path of the private SSH key file to install as
+    /// `~/.ssh/id_ed25519` (on NixOS with sops-nix, the secret's path);
+    /// generated when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_key: Option<PathBuf>,
-    /// An armored private GPG key file to import for commit signing.
+    /// Absolute path of the armored private GPG key file to import for commit
+    /// signing (on NixOS with sops-nix, the secret's path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpg_key: Option<PathBuf>,
     /// Further secrets, by name.
@@ -266,7 +269,8 @@ pub struct Secrets {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtraSecret {
-    /// Where the secret comes from on this host (on NixOS the sops key of the same name).
+    /// Absolute path of the file to install (on NixOS the module writes the
+    /// path of the sops secret `<agent>/<name>` here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<PathBuf>,
     /// Where it goes, relative to the home.

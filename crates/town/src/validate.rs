@@ -239,6 +239,28 @@ fn check_home_path(c: &mut Check, key: &str, path: &str) -> bool {
     }
 }
 
+/// A file holding a key or secret: an absolute path (a sops key name such as
+/// `ada/ssh-key` is not one; sops-nix gives the path), outside the Nix store.
+fn check_secret_file(c: &mut Check, key: &str, path: &Path, agent: &str) {
+    if !path.is_absolute() {
+        c.fail(
+            key,
+            format!(
+                "{} is not an absolute path; name the file that holds it (with sops-nix on NixOS: config.sops.secrets.\"{agent}/…\".path)",
+                path.display()
+            ),
+        );
+    } else if path.starts_with("/nix/store") {
+        c.fail(
+            key,
+            format!(
+                "{} is in the Nix store, which every user can read; keep secrets outside it",
+                path.display()
+            ),
+        );
+    }
+}
+
 fn normal(path: &str) -> String {
     Path::new(path)
         .components()
@@ -316,17 +338,15 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
         }
     }
 
+    // A key or secret is named by the path of its file, on every host (on
+    // NixOS the module writes sops-nix's path here): never a sops key name,
+    // never a file in the world-readable Nix store.
     for (path, key2) in [
         (&agent.secrets.ssh_key, "sshKey"),
         (&agent.secrets.gpg_key, "gpgKey"),
     ] {
         if let Some(p) = path {
-            if !p.is_absolute() {
-                c.fail(
-                    format!("{key}.secrets.{key2}"),
-                    format!("{} must be an absolute path to the key file", p.display()),
-                );
-            }
+            check_secret_file(c, &format!("{key}.secrets.{key2}"), p, name);
         }
     }
     for (sname, secret) in &agent.secrets.extra_secrets {
@@ -342,12 +362,7 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             );
         }
         if let Some(src) = &secret.source {
-            if !src.is_absolute() {
-                c.fail(
-                    format!("{k}.source"),
-                    format!("{} must be an absolute path", src.display()),
-                );
-            }
+            check_secret_file(c, &format!("{k}.source"), src, name);
         }
     }
 

@@ -1,0 +1,101 @@
+# What must hold of any NixOS configuration with nuketown enabled, read from
+# the evaluated `config` only. Used twice: by `nix flake check`
+# (nix/checks.nix, a real NixOS evaluation) and by the evaluation tests
+# against the upstream modules (nix/tests/upstream), so the checks meet what
+# real NixOS puts beside nuketown's values: root's and wheel's sudo rules,
+# NixOS's own udev packages, other users and groups.
+#
+# Returns { <check> = { ok = bool; why = "what should hold"; }; }.
+{ lib, config }:
+let
+  cfg = config.nuketown;
+  agents = lib.filterAttrs (_: a: a.enable) cfg.agents;
+  disabled = lib.attrNames (lib.filterAttrs (_: a: !a.enable) cfg.agents);
+  names = lib.attrNames agents;
+  sudoNames = lib.attrNames (lib.filterAttrs (_: a: a.sudo.enable) agents);
+  elevate = cfg.hall.elevatePath;
+  approvers = if cfg.hall.approvers != [ ] then cfg.hall.approvers else lib.optional (cfg.humanUser != null) cfg.humanUser;
+  hm = config.home-manager.users or { };
+
+  # The sudo in use and every rule in it that names an agent.
+  sudo = if config.security.sudo-rs.enable or false then config.security.sudo-rs else config.security.sudo;
+  agentRules = lib.filter (r: lib.any (u: builtins.elem u names) r.users) sudo.extraRules;
+  entryPointOnly = r:
+    lib.sort lib.lessThan r.users == sudoNames
+    && r.groups == [ ]
+    && r.runAs == "root"
+    && r.commands == [{ command = elevate; options = [ "NOPASSWD" ]; }];
+
+  udevOurs = lib.filter (p: (p.name or "") == "nuketown-udev-rules") config.services.udev.packages;
+  resetBefore = config.systemd.services.nuketown-reset.before or [ ];
+  # home-manager names the unit after the user, systemd-escaped (a Unix
+  # name's only character to escape is "-").
+  hmUnit = name: "home-manager-${lib.replaceStrings [ "-" ] [ "\\x2d" ] name}.service";
+in
+{
+  users = {
+    ok = lib.all
+      (name:
+        let u = config.users.users.${name} or null; a = agents.${name}; in
+        u != null && u.uid == a.uid && u.group == name && u.isNormalUser
+        && u.home == "${cfg.agentsDir}/${name}" && u.homeMode == "700"
+        && !(lib.any (g: builtins.elem g [ "wheel" "sudo" "root" "adm" ]) u.extraGroups)
+        && (config.users.groups.${name}.gid or null) == a.uid)
+      names
+    && lib.all (name: !(config.users.users ? ${name})) disabled;
+    why = "every enabled agent is a normal user with its uid, a private group (gid = uid), a 0700 home under agentsDir and no admin group; disabled agents are not users";
+  };
+
+  approvers = {
+    ok = lib.sort lib.lessThan config.users.groups.nuketown-approvers.members == lib.sort lib.lessThan approvers
+      && config.users.groups.nuketown-approvers.gid != null;
+    why = "the approvers (humanUser unless hall.approvers) are the members of nuketown-approvers, which has a fixed gid";
+  };
+
+  sudoers = {
+    ok =
+      if sudoNames == [ ] then agentRules == [ ]
+      else builtins.length agentRules == 1 && lib.all entryPointOnly agentRules
+        && lib.hasInfix "Defaults!${elevate}" sudo.extraConfig && lib.hasInfix "!setenv" sudo.extraConfig;
+    why = "in the sudo the machine uses, one rule names the agents with sudo.enable: exactly the entry point ${elevate}, as root, NOPASSWD, and its Defaults forbid setenv; no rule names any other agent";
+  };
+
+  udev = {
+    ok = if lib.any (a: a.devices != [ ]) (lib.attrValues agents) then builtins.length udevOurs == 1 else udevOurs == [ ];
+    why = "services.udev.packages holds nuketown's rules (nuketown-udev-rules) exactly when an agent has devices";
+  };
+
+  hall = {
+    ok = builtins.elem "multi-user.target" config.systemd.services.nuketown-hall.wantedBy
+      && config.systemd.sockets.nuketown-hall.socketConfig.SocketMode == "0600"
+      && config.systemd.sockets.nuketown-approvers.socketConfig.SocketMode == "0660"
+      && config.systemd.sockets.nuketown-approvers.socketConfig.SocketGroup == "nuketown-approvers";
+    why = "the hall runs, with a root-only requester socket and an approver socket for group nuketown-approvers";
+  };
+
+  rounds = {
+    ok = !(config.systemd.services.nuketown-reset.restartIfChanged)
+      && lib.all (name: builtins.elem (hmUnit name) resetBefore && (config.systemd.services.${lib.removeSuffix ".service" (hmUnit name)}.serviceConfig ? ExecStart)) names;
+    why = "the boot round (nuketown-reset) runs before each agent's home-manager unit (the one home-manager makes), and a switch never restarts it";
+  };
+
+  identity = {
+    ok = lib.all
+      (name: lib.all (f: hm.${name}.home.file ? ${f}) [ ".config/nuketown/identity.toml" ".claude/CLAUDE.md" "AGENTS.md" ])
+      names;
+    why = "home-manager lays identity.toml, CLAUDE.md and AGENTS.md into every agent's home";
+  };
+
+  persistence = {
+    ok = lib.all
+      (name: lib.all (d: builtins.elem "d ${cfg.persistDir}/agents/${name}/${d} 0700 ${name} ${name} -" config.systemd.tmpfiles.rules)
+        agents.${name}.persist.directories)
+      names;
+    why = "every persisted directory exists under persistDir/agents/<name>";
+  };
+
+  town = {
+    ok = config.environment.etc ? "nuketown/town.json";
+    why = "/etc/nuketown/town.json is written";
+  };
+}
