@@ -1,5 +1,7 @@
-//! `nuketown-sudo`: an agent's `sudo`, installed as `sudo` first on its PATH
-//! (`<libexec>/bin/sudo`, beside the entry point `<libexec>/nuketown-elevate`).
+//! `nuketown-sudo`: an agent's `sudo`, installed as `sudo` first on its PATH.
+//! The entry point is found beside this binary's real location: in the same
+//! directory (a package's `bin/`, the shim being a link named `sudo`) or one
+//! up (`nuketown apply`'s `<libexec>/bin/sudo` and `<libexec>/nuketown-elevate`).
 //! It hands every argument, untouched, to the entry point through the real
 //! sudo — one exec, no shell — so `sudo -u USER CMD` keeps working and still
 //! asks the town hall. It is a convenience, not a boundary: sudoers lets the
@@ -13,11 +15,13 @@ use std::process::{Command, ExitCode};
 const SUDO: &[&str] = &["/run/wrappers/bin/sudo", "/usr/bin/sudo", "/bin/sudo"];
 
 fn main() -> ExitCode {
-    // The entry point lives one directory up from this binary's real location.
-    let Some(elevate) = std::fs::read_link("/proc/self/exe")
-        .ok()
-        .and_then(|exe| exe.parent()?.parent().map(|d| d.join("nuketown-elevate")))
-        .filter(|p| p.is_file())
+    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_default();
+    let Some(elevate) = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("nuketown-elevate"))
+        .find(|p| p.is_file())
     else {
         eprintln!("nuketown: the entry point nuketown-elevate is not installed beside this sudo (run nuketown apply)");
         return ExitCode::from(1);
