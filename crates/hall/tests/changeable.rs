@@ -234,18 +234,10 @@ fn words_that_may_name_files() {
 }
 
 fn opened_ask(cwd: &Path, argv: &[&str]) -> Ask {
-    let cwd = files::open_dir(cwd.to_str().unwrap()).unwrap();
-    let mut v: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-    let (program, typed) = files::name_program(&mut v, cwd.fd.as_fd(), SAFE_PATH).unwrap();
-    Ask {
-        argv: v,
-        typed,
-        program: program.file,
-        cwd: cwd.file,
-        user: "root".into(),
-        group: None,
-        sudo_uid: AGENT_UID,
-    }
+    let argv = argv.iter().map(|s| s.to_string()).collect();
+    files::prepare(argv, cwd.to_str().unwrap(), "root", AGENT_UID)
+        .unwrap()
+        .ask
 }
 
 #[test]

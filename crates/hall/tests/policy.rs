@@ -3,12 +3,10 @@
 //! file is believed only from its rightful owner. Files are made with real
 //! owners and modes, so these run as root (CI does).
 
-use std::os::fd::AsFd;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
 use nuketown_hall::changeable::Assessment;
-use nuketown_hall::entry::SAFE_PATH;
 use nuketown_hall::files;
 use nuketown_hall::policy::{self, MockRefusal};
 use nuketown_hall::protocol::Ask;
@@ -42,18 +40,8 @@ fn agent(auto: &[(&[&str], bool)], deny: &[(&[&str], bool)]) -> Agent {
 
 /// A request as the entry point makes it: the program opened from `/`, named canonically.
 fn ask(argv: &[&str]) -> Ask {
-    let cwd = files::open_dir("/").unwrap();
-    let mut v: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-    let (program, typed) = files::name_program(&mut v, cwd.fd.as_fd(), SAFE_PATH).unwrap();
-    Ask {
-        argv: v,
-        typed,
-        program: program.file,
-        cwd: cwd.file,
-        user: "root".into(),
-        group: None,
-        sudo_uid: 1100,
-    }
+    let argv = argv.iter().map(|s| s.to_string()).collect();
+    files::prepare(argv, "/", "root", 1100).unwrap().ask
 }
 
 fn clean() -> Assessment {

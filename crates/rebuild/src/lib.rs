@@ -318,6 +318,12 @@ async fn approve(hall: &Path, prepared: &Prepared) -> Result<Approved, String> {
     }
 }
 
+/// Record a refused rebuild (nothing ran) in the hall's audit log.
+fn refused(log: &Path, who: &str, uid: u32, argv: &[String], reason: &str) {
+    let id = nuketown_hall::protocol::new_id().unwrap_or_default();
+    audit(log, &id, who, uid, None, argv, "", false, reason);
+}
+
 /// Who decided that a rebuild runs, and so where its exit status is recorded.
 enum Decided {
     /// The hall (an agent's test/switch/boot): the exit goes back on its connection.
@@ -432,6 +438,9 @@ fn audit(
     approved: bool,
     reason: &str,
 ) {
+    if id.is_empty() {
+        tracing::error!("no randomness for an audit id; recording {who}'s rebuild without one");
+    }
     let mut r = Record::new(id, "decision", who, uid);
     r.argv = argv.to_vec();
     if let Some(p) = prepared {
@@ -507,23 +516,12 @@ async fn serve_client(c: Arc<Coordinator>, stream: UnixStream) {
     } else {
         check_args(&args).err()
     };
+    let mut argv = town.rebuild.command.clone();
+    argv.push(action.clone());
+    argv.extend(args.iter().cloned());
     if let Some(message) = refuse {
         if agent.is_some() || is_human {
-            let mut argv = town.rebuild.command.clone();
-            argv.push(action.clone());
-            argv.extend(args.iter().cloned());
-            let id = nuketown_hall::protocol::new_id().unwrap_or_default();
-            audit(
-                &c.cfg.audit_log,
-                &id,
-                &who,
-                uid,
-                None,
-                &argv,
-                "",
-                false,
-                &message,
-            );
+            refused(&c.cfg.audit_log, &who, uid, &argv, &message);
         }
         let _ = send(&mut wr, &Event::Error { message }).await;
         return;
@@ -636,9 +634,6 @@ async fn serve_client(c: Arc<Coordinator>, stream: UnixStream) {
         c.release(ticket).await;
         return;
     }
-    let mut argv = town.rebuild.command.clone();
-    argv.push(action.clone());
-    argv.extend(args.iter().cloned());
     let changes_system = ACTIONS.iter().any(|(a, h)| *a == action && *h);
     let cwd = repo
         .as_deref()
@@ -661,18 +656,7 @@ async fn serve_client(c: Arc<Coordinator>, stream: UnixStream) {
     let (run_as, prepared) = match ready {
         Ok(r) => r,
         Err(reason) => {
-            let id = nuketown_hall::protocol::new_id().unwrap_or_default();
-            audit(
-                &c.cfg.audit_log,
-                &id,
-                &who,
-                uid,
-                None,
-                &argv,
-                "",
-                false,
-                &reason,
-            );
+            refused(&c.cfg.audit_log, &who, uid, &argv, &reason);
             gen.refused = Some(reason.clone());
             gen.ended_ms = now_ms();
             c.record(&mut gen).await;
