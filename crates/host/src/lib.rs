@@ -4,20 +4,25 @@
 //! [`apply`] would make, without touching anything; [`apply`] makes them, in
 //! order, and a second run finds nothing to do. Users and groups come from the
 //! host's own tools (useradd, usermod, …); files are written atomically.
+//! Inside agents' homes and persist dirs, which the agents control, root
+//! works only through [`safe`]: by descriptor, beneath a directory it owns,
+//! never following a link.
 
 pub mod change;
 pub mod devices;
+pub mod home;
 pub mod plan;
 pub mod portal;
 pub mod render;
 pub mod round;
+pub mod safe;
 pub mod state;
 pub mod status;
 pub mod system;
 
 use std::path::PathBuf;
 
-pub use change::{Change, Source};
+pub use change::{At, Change, Origin, Source};
 pub use plan::{plan, Options, Plan, Privileged, Unit};
 pub use state::State;
 pub use status::{status, Status};
@@ -40,6 +45,9 @@ pub struct HostPaths {
     pub bin_dir: PathBuf,
     /// Lock serialising user and group changes on this host.
     pub lock: PathBuf,
+    /// Present when systemd runs this host (`NUKETOWN_SYSTEMD_RUNTIME_DIR`):
+    /// only then are units stopped, started and reloaded.
+    pub systemd_runtime: PathBuf,
 }
 
 impl Default for HostPaths {
@@ -52,6 +60,7 @@ impl Default for HostPaths {
             systemd_dir: "/etc/systemd/system".into(),
             bin_dir: "/usr/local/bin".into(),
             lock: "/run/lock/nuketown-users.lock".into(),
+            systemd_runtime: "/run/systemd/system".into(),
         }
     }
 }
@@ -83,15 +92,24 @@ impl HostPaths {
         if let Some(v) = var("NUKETOWN_BIN_DIR") {
             p.bin_dir = v;
         }
+        if let Some(v) = var("NUKETOWN_SYSTEMD_RUNTIME_DIR") {
+            p.systemd_runtime = v;
+        }
         p
+    }
+
+    /// Whether systemd runs this host.
+    pub fn systemd_running(&self) -> bool {
+        self.systemd_runtime.is_dir()
     }
 }
 
 /// Why applying failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    /// A host tool failed.
-    #[error("`{command}` failed: {message}")]
+    /// A host tool failed. Shown escaped: tools run as an agent (gpg) print
+    /// what the agent's own configuration makes them print.
+    #[error("`{}` failed: {}", clean(.command), clean(.message))]
     Tool {
         /// The command line.
         command: String,
@@ -112,7 +130,18 @@ pub enum HostError {
     /// Not root.
     #[error("{0} needs root; run it as root (e.g. with sudo)")]
     NeedsRoot(&'static str),
+    /// Root would have followed a link, opened a special file or trusted a
+    /// file of another owner where an agent can write: refused.
+    #[error("refusing {}: {why}; nuketown never follows a symbolic link, opens a FIFO or device, or trusts another owner's file where an agent can write (remove it; a home is laid down afresh by `nuketown reset AGENT`)", .path.display())]
+    Refused {
+        /// The path.
+        path: PathBuf,
+        /// What was found there.
+        why: String,
+    },
 }
+
+use nuketown_town::display::clean;
 
 impl HostError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> HostError {
