@@ -10,7 +10,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::safe::{self, Kind, Tree, MAX_AGENT_FILE};
+use crate::safe::{self, Tree, MAX_AGENT_FILE};
 use crate::system::{self, run};
 use crate::HostError;
 
@@ -68,9 +68,16 @@ impl At {
         Tree::open(&self.base)
     }
 
-    /// What is there now (not following a link); errors when a link is on the way.
+    /// What is there now (not following a link); `None` when nothing is
+    /// (nor its base); an error when a link is on the way.
     pub fn meta(&self) -> Result<Option<safe::Meta>, HostError> {
-        self.tree()?.meta(&self.rel)
+        match self.tree() {
+            Ok(t) => t.meta(&self.rel),
+            Err(HostError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -113,13 +120,12 @@ impl Origin {
         }
     }
 
-    /// Whether a regular file is there (for a trusted path: anything).
+    /// Whether anything is there (a link or FIFO too: reading it then
+    /// refuses it by name, rather than calling it missing).
     pub fn exists(&self) -> bool {
         match self {
             Origin::Trusted(p) => p.exists(),
-            Origin::Beneath { at, .. } => {
-                matches!(at.meta(), Ok(Some(m)) if m.kind == Kind::File)
-            }
+            Origin::Beneath { at, .. } => !matches!(at.meta(), Ok(None)),
         }
     }
 

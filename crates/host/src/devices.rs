@@ -165,3 +165,34 @@ pub fn devices(town: &Town) -> Vec<DeviceStatus> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_stay_below_dev() {
+        let d = tempfile::tempdir().unwrap();
+        for (name, want) in [
+            ("ttyACM0", Some("/dev/ttyACM0")),
+            ("bus/usb/001/002", Some("/dev/bus/usb/001/002")),
+            ("../etc/shadow", None),
+            ("/etc/shadow", None),
+            ("bus/../../etc", None),
+        ] {
+            std::fs::write(
+                d.path().join("uevent"),
+                format!("MAJOR=1\nDEVNAME={name}\n"),
+            )
+            .unwrap();
+            assert_eq!(devnode(d.path()).as_deref(), want.map(Path::new), "{name}");
+        }
+        assert!(is_device_node(Path::new("/dev/null")));
+        assert!(!is_device_node(d.path()));
+        std::os::unix::fs::symlink("/dev/null", d.path().join("link")).unwrap();
+        assert!(
+            !is_device_node(&d.path().join("link")),
+            "a link to a device is not one"
+        );
+    }
+}

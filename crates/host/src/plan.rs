@@ -787,8 +787,10 @@ impl Planner {
                 self.dir(&store.join(KEY_STORE), 0o700, 0, 0, true);
                 self.dir(&store.join(KEY_STORE).join(name), 0o700, 0, 0, true);
                 if !matches!(meta(&key), Ok(Some(m)) if m.kind == Kind::File) {
+                    // Anything at the old place is adopted or refused (a
+                    // link, another owner's file), never silently replaced.
                     let old = cx.persist.join(OLD_GENERATED_KEY);
-                    if matches!(meta(&old), Ok(Some(m)) if m.kind == Kind::File) {
+                    if !matches!(meta(&old), Ok(None)) {
                         self.push(Change::AdoptSshKey {
                             from: old,
                             owner: cx.uid,

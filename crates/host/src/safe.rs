@@ -414,14 +414,21 @@ impl Tree {
                 )));
             }
         }
-        let tmp = temp_name(name);
-        let fd = rustix::fs::openat(
-            &dir,
-            &tmp,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| self.fail(rel, e))?;
+        // A name the agent planted (guessing ours) is skipped, never opened.
+        let mut tries = 0;
+        let (tmp, fd) = loop {
+            let tmp = temp_name(name);
+            match rustix::fs::openat(
+                &dir,
+                &tmp,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => break (tmp, fd),
+                Err(Errno::EXIST) if tries < 64 => tries += 1,
+                Err(e) => return Err(self.fail(rel, e)),
+            }
+        };
         let result = (|| {
             let mut f = std::fs::File::from(fd);
             f.write_all(bytes).map_err(HostError::io(self.shown(rel)))?;
