@@ -124,14 +124,21 @@ pub fn remove(path: &Path) -> Result<(), HostError> {
         )));
     }
     if is_subvolume(path) {
-        run(
+        let deleted = run(
             "btrfs",
             [
                 std::ffi::OsStr::new("subvolume"),
                 "delete".as_ref(),
                 path.as_os_str(),
             ],
-        )?;
+        );
+        if let Err(e) = deleted {
+            // An agent can nest subvolumes of its own in its home, which
+            // `btrfs subvolume delete` refuses to take along; removing the
+            // tree does (root's rmdir deletes an empty subvolume).
+            tracing::info!("{e}; removing {} as a tree", path.display());
+            fs::remove_dir_all(path).map_err(HostError::io(path))?;
+        }
     } else {
         // std's remove_dir_all works by descriptor and never follows a link.
         fs::remove_dir_all(path).map_err(HostError::io(path))?;

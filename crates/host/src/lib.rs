@@ -167,12 +167,33 @@ pub fn apply_town(
     Ok(plan)
 }
 
-fn make_all(changes: &[Change], mut report: impl FnMut(&Change)) -> Result<(), HostError> {
+/// Make every change in order. A change refused because of what an agent
+/// put in its own tree is skipped and the rest are made — one agent's links
+/// must not keep the others' changes (or a boot-time reset) from the host —
+/// and the refusals are the error at the end; any other failure stops at once.
+pub(crate) fn make_all(
+    changes: &[Change],
+    mut report: impl FnMut(&Change),
+) -> Result<(), HostError> {
+    let mut refused = Vec::new();
     for c in changes {
         report(c);
-        c.make()?;
+        match c.make() {
+            Ok(()) => {}
+            Err(e @ HostError::Refused { .. }) => refused.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(HostError::Conflict(format!(
+            "every other change was made, but {} {} refused:\n{}",
+            refused.len(),
+            if refused.len() == 1 { "was" } else { "were" },
+            refused.join("\n")
+        )))
+    }
 }
 
 impl HostPaths {

@@ -124,14 +124,16 @@ pub fn reset(
     test_pause(Step::Levelled);
 
     let plan = plan_agent(town, name, paths)?;
-    for c in &plan.changes {
-        c.make()?;
-    }
+    let made = crate::make_all(&plan.changes, |_| {});
     let binds = plan
         .changes
         .iter()
         .filter(|c| matches!(c, Change::Bind { .. }))
         .count();
+    if let Err(e) = made {
+        report(&format!("{name}: laid down a new home, but not all of it"));
+        return Err(e);
+    }
     report(&format!(
         "{name}: laid down a new home ({} changes, {binds} persisted paths re-bound)",
         plan.changes.len()
@@ -155,6 +157,31 @@ pub fn reset(
     }
     test_pause(Step::Restarted);
     Ok(())
+}
+
+/// A new round for every enabled agent (what the boot-time unit runs). An
+/// agent whose reset fails does not keep the others from theirs: each is
+/// tried, and the failures are the error at the end.
+pub fn reset_all(
+    town: &Town,
+    paths: &HostPaths,
+    mut report: impl FnMut(&str),
+) -> Result<(), HostError> {
+    let mut failed = Vec::new();
+    for (name, _) in town.enabled_agents() {
+        if let Err(e) = reset(town, name, paths, &mut report) {
+            report(&format!("{name}: NOT reset: {e}"));
+            failed.push(name.clone());
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(HostError::Conflict(format!(
+            "the reset failed for {} (see above); the other agents have their new round",
+            failed.join(", ")
+        )))
+    }
 }
 
 /// The home-manager unit of agent `name` (NixOS with home-manager).

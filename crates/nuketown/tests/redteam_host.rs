@@ -662,3 +662,84 @@ fn roots_directories_are_out_of_an_agents_reach_and_checked() {
     t.ok(&["reset", a, "--town", town]);
     assert!(!home(&t, a).join("junk").exists());
 }
+
+#[test]
+fn one_agents_links_never_keep_the_others_from_apply_or_their_round() {
+    let (h, a, b) = ("nkrlh", "nkrlada", "nkrlvox");
+    let t = TestTown::new(&[h, a, b], &[]);
+    let v = Victim::new(&t);
+    let town = t.write(
+        "town.toml",
+        &format!(
+            "{}[agents.{a}]\nuid = 1872\npersist.directories = [\"dev\"]\n[agents.{b}]\nuid = 1873\npersist.directories = [\"dev\"]\n",
+            t.header(h)
+        ),
+    );
+    let town = town.to_str().unwrap();
+    t.ok(&["apply", town]);
+    let before = v.snapshot();
+    let pa = persist(&t, a);
+    agent(
+        a,
+        &format!(
+            "rm -rf {p}/dev && ln -s {} {p}/dev",
+            v.dir.display(),
+            p = pa.display()
+        ),
+    );
+    agent(b, "echo junk > ~/junk && rm ~/AGENTS.md");
+    // apply repairs b, and says what it refused of a's.
+    let out = t.run(&["apply", town]);
+    assert_refused(&out, &pa.join("dev"), "symbolic link");
+    assert!(home(&t, b).join("AGENTS.md").exists(), "b was not repaired");
+    // The boot-time `reset --all`: b gets its new round although a's fails.
+    let out = t.run(&["reset", "--all", "--town", town]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("the reset failed for {a}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains(&format!("{a}: NOT reset: "))
+            && stdout(&out).contains(&format!("refusing {}: ", pa.join("dev").display())),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !home(&t, b).join("junk").exists(),
+        "b's round did not happen"
+    );
+    assert!(home(&t, b).join("AGENTS.md").exists());
+    assert!(nuketown_host::system::is_mounted(&home(&t, b).join("dev")));
+    // a has a fresh home without the refused bind, and nothing of root's.
+    assert!(home(&t, a).join("AGENTS.md").exists());
+    assert!(!nuketown_host::system::is_mounted(&home(&t, a).join("dev")));
+    assert!(!home(&t, a).join("dev/keep").exists());
+    assert_eq!(v.snapshot(), before);
+}
+
+#[test]
+fn a_nested_subvolume_never_keeps_apply_from_the_host() {
+    let (h, a) = ("nkrmh", "nkrmada");
+    let t = TestTown::new(&[h, a], &[]);
+    if !fixture::mount_btrfs(&t, &t.agents_dir()) {
+        return;
+    }
+    let town = town(&t, h, a, 1874, "");
+    let town = town.to_str().unwrap();
+    t.ok(&["apply", town]);
+    // Any user may create a subvolume where it can write; `btrfs subvolume
+    // delete` of the home then refuses ("Directory not empty").
+    agent(
+        a,
+        "btrfs subvolume create ~/nest >/dev/null && echo x > ~/nest/f && btrfs subvolume create ~/nest/deeper >/dev/null",
+    );
+    t.ok(&["reset", a, "--town", town]);
+    assert!(!home(&t, a).join("nest").exists());
+    // The levelled home waits in the trash; apply clears it, for everyone.
+    let applied = t.ok(&["apply", town]);
+    assert!(applied.contains("- levelled homes in"), "{applied}");
+    fixture::wait_trash_empty(&t.agents_dir());
+    assert!(t.ok(&["apply", town]).contains("nothing to change"));
+}
