@@ -43,7 +43,7 @@ pub struct HostPaths {
     pub systemd_dir: PathBuf,
     /// Where the `nuketown` binary is installed for the units (`NUKETOWN_BIN_DIR`).
     pub bin_dir: PathBuf,
-    /// Lock serialising user and group changes on this host.
+    /// Lock serialising user and group changes on this host (`NUKETOWN_LOCK`).
     pub lock: PathBuf,
     /// Present when systemd runs this host (`NUKETOWN_SYSTEMD_RUNTIME_DIR`):
     /// only then are units stopped, started and reloaded.
@@ -94,6 +94,9 @@ impl HostPaths {
         }
         if let Some(v) = var("NUKETOWN_SYSTEMD_RUNTIME_DIR") {
             p.systemd_runtime = v;
+        }
+        if let Some(v) = var("NUKETOWN_LOCK") {
+            p.lock = v;
         }
         p
     }

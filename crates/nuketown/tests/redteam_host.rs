@@ -743,3 +743,47 @@ fn a_nested_subvolume_never_keeps_apply_from_the_host() {
     fixture::wait_trash_empty(&t.agents_dir());
     assert!(t.ok(&["apply", town]).contains("nothing to change"));
 }
+
+#[test]
+fn the_host_lock_is_roots_alone() {
+    let (h, a) = ("nkrnh", "nkrnada");
+    let t = TestTown::new(&[h, a], &[]);
+    let v = Victim::new(&t);
+    let town = town(&t, h, a, 1875, "");
+    let town = town.to_str().unwrap();
+    t.ok(&["apply", town]);
+    // The lock lives in a directory everyone may write, like /run/lock.
+    let locks = t.path("lock");
+    fs::create_dir(&locks).unwrap();
+    fs::set_permissions(&locks, fs::Permissions::from_mode(0o1777)).unwrap();
+    let lock = locks.join("nuketown-users.lock");
+    let with_lock = |args: &[&str]| {
+        let mut c = t.cmd(args);
+        c.env("NUKETOWN_LOCK", &lock);
+        output_within(&mut c, 60)
+    };
+    // A link planted at the lock's name: root would have created the file it names.
+    let target = v.top.join("created-by-root");
+    agent(a, &format!("ln -s {} {}", target.display(), lock.display()));
+    let out = with_lock(&["apply", town]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!target.exists(), "root followed the link");
+    assert_eq!(stat("%a %U", &lock), "600 root");
+    // Root's lock file cannot be opened (so not locked) by the agent.
+    let o = as_user(a, &format!("flock -n {} true", lock.display()));
+    assert!(!o.status.success(), "the agent could lock root's lock file");
+    // A lock file the agent made and holds forever does not stall root.
+    fs::remove_file(&lock).unwrap();
+    agent(a, &format!(": > {}", lock.display()));
+    let holder = format!(
+        "flock {l} sh -c 'touch {l}.held; while [ ! -e {l}.stop ]; do sleep 1; done'",
+        l = lock.display()
+    );
+    let mut child = spawn_as(a, &holder);
+    wait_for(&locks.join("nuketown-users.lock.held"), 30);
+    let out = with_lock(&["reset", a, "--town", town]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stat("%a %U", &lock), "600 root");
+    let _ = child.wait();
+    assert_eq!(snapshot(&v.top).len(), 4, "nothing new in root's directory");
+}
