@@ -135,7 +135,7 @@ pub enum HostError {
     NeedsRoot(&'static str),
     /// Root would have followed a link, opened a special file or trusted a
     /// file of another owner where an agent can write: refused.
-    #[error("refusing {}: {why}; nuketown never follows a symbolic link, opens a FIFO or device, or trusts another owner's file where an agent can write (remove it; a home is laid down afresh by `nuketown reset AGENT`)", .path.display())]
+    #[error("refusing {}: {why}", .path.display())]
     Refused {
         /// The path.
         path: PathBuf,
@@ -173,31 +173,51 @@ pub fn apply_town(
 /// Make every change in order. A change refused because of what an agent
 /// put in its own tree is skipped and the rest are made — one agent's links
 /// must not keep the others' changes (or a boot-time reset) from the host —
-/// and the refusals are the error at the end; any other failure stops at once.
+/// and the refusals are the error at the end; any other failure stops at
+/// once (shown after the refusals before it, which may have caused it).
 pub(crate) fn make_all(
     changes: &[Change],
     mut report: impl FnMut(&Change),
 ) -> Result<(), HostError> {
     let mut refused = Vec::new();
+    let mut stopped = None;
     for c in changes {
         report(c);
         match c.make() {
             Ok(()) => {}
             Err(e @ HostError::Refused { .. }) => refused.push(e.to_string()),
-            Err(e) => return Err(e),
+            Err(e) if refused.is_empty() => return Err(e),
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
         }
     }
     if refused.is_empty() {
-        Ok(())
-    } else {
-        Err(HostError::Conflict(format!(
-            "every other change was made, but {} {} refused:\n{}",
-            refused.len(),
-            if refused.len() == 1 { "was" } else { "were" },
-            refused.join("\n")
-        )))
+        return Ok(());
     }
+    let n = refused.len();
+    // One link usually stops several changes below it: name each path once.
+    let mut lines: Vec<String> = Vec::new();
+    for r in refused {
+        if !lines.contains(&r) {
+            lines.push(r);
+        }
+    }
+    let mut msg = format!(
+        "{n} change{} refused:\n{}\n{REFUSAL_HINT}",
+        if n == 1 { " was" } else { "s were" },
+        lines.join("\n")
+    );
+    match stopped {
+        Some(e) => msg.push_str(&format!("\nand then: {e}")),
+        None => msg.push_str("\nevery other change was made"),
+    }
+    Err(HostError::Conflict(msg))
 }
+
+/// What a refusal means and what to do, said once under the refused paths.
+pub const REFUSAL_HINT: &str = "(as root, nuketown never follows a symbolic link, opens a FIFO or device, or trusts another owner's file where an agent can write: remove what is named there; a home is laid down afresh by `nuketown reset AGENT`, a persist dir is kept)";
 
 impl HostPaths {
     /// Where the running `nuketown` binary is (or will be) installed for units:

@@ -85,22 +85,32 @@ pub fn reset(
         )));
     };
     let _lock = HostLock::take(&paths.lock)?;
+    round(town, name, agent.uid, paths, &mut report).map_err(|e| match e {
+        HostError::Refused { .. } => HostError::Conflict(format!("{e}\n{}", crate::REFUSAL_HINT)),
+        e => e,
+    })
+}
+
+fn round(
+    town: &Town,
+    name: &str,
+    uid: u32,
+    paths: &HostPaths,
+    report: &mut impl FnMut(&str),
+) -> Result<(), HostError> {
     let home = At::new(&town.agents_dir, name);
 
     let mut restart = Vec::new();
     if paths.systemd_running() {
-        for unit in agent_units(name, agent.uid) {
+        for unit in agent_units(name, uid) {
             if run("systemctl", ["--quiet", "is-active", unit.as_str()]).is_ok() {
                 run("systemctl", ["stop", unit.as_str()])?;
                 restart.push(unit);
             }
         }
     }
-    system::stop_processes(agent.uid)?;
-    report(&format!(
-        "{name}: stopped every process of uid {}",
-        agent.uid
-    ));
+    system::stop_processes(uid)?;
+    report(&format!("{name}: stopped every process of uid {uid}"));
     test_pause(Step::Stopped);
 
     // Everything of the agent's is stopped, and each mount point is opened

@@ -543,12 +543,15 @@ pub fn bind(
     let a = Meta::of(&rustix::fs::fstat(&from).map_err(|e| src.fail(src_rel, e))?);
     let b = Meta::of(&rustix::fs::fstat(&to).map_err(|e| dst.fail(dst_rel, e))?);
     for (tree, rel, m) in [(src, src_rel, a), (dst, dst_rel, b)] {
-        if !matches!(m.kind, Kind::File | Kind::Dir) {
-            return Err(HostError::Refused {
-                path: tree.shown(rel),
-                why: "it is neither a directory nor a regular file".into(),
-            });
-        }
+        let why = match m.kind {
+            Kind::File | Kind::Dir => continue,
+            Kind::Symlink => "it is a symbolic link",
+            Kind::Special => "it is neither a directory nor a regular file",
+        };
+        return Err(HostError::Refused {
+            path: tree.shown(rel),
+            why: why.into(),
+        });
     }
     if a.kind != b.kind {
         return Err(HostError::Conflict(format!(
