@@ -175,15 +175,48 @@ pub fn public_key(key: &Origin) -> Result<Vec<u8>, HostError> {
     if let Ok(b) = key.with_suffix(".pub").read() {
         return Ok(b);
     }
-    let private = key.read()?;
-    let out = system::run_with_input("ssh-keygen", ["-y", "-P", "", "-f", "/dev/stdin"], &private)
-        .map_err(|e| match e {
-            HostError::Tool { message, .. } => HostError::Conflict(format!(
-                "{key} is not an unencrypted SSH private key: {}",
-                nuketown_town::display::clean(&message)
-            )),
-            e => e,
-        })?;
+    let owner = match key {
+        Origin::Beneath { owner, .. } if *owner != 0 => Some(*owner),
+        _ => None,
+    };
+    derive_public(&key.read()?, owner).map_err(|e| match e {
+        HostError::Tool { message, .. } => HostError::Conflict(format!(
+            "{key} is not an unencrypted SSH private key: {}",
+            nuketown_town::display::clean(&message)
+        )),
+        e => e,
+    })
+}
+
+/// `ssh-keygen -y` of a private key's bytes. A key from an agent's tree is
+/// parsed by ssh-keygen running as that agent (`as_uid`), from a file of its
+/// own in a private directory handed to it; root's own keys go on stdin.
+fn derive_public(private: &[u8], as_uid: Option<u32>) -> Result<Vec<u8>, HostError> {
+    let args = |f: &Path| -> Vec<std::ffi::OsString> {
+        vec!["-y".into(), "-P".into(), "".into(), "-f".into(), f.into()]
+    };
+    let Some(uid) = as_uid else {
+        let out =
+            system::run_with_input("ssh-keygen", args(Path::new("/dev/stdin")), private, None)?;
+        return Ok(out.stdout);
+    };
+    let gid = system::user_by_uid(uid).map_or(uid, |a| a.gid);
+    let tmp = safe::PrivateDir::new("nuketown-key")?;
+    let file = tmp.path().join("key");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&file)
+            .map_err(HostError::io(&file))?;
+        f.write_all(private).map_err(HostError::io(&file))?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(HostError::io(&file))?;
+    }
+    tmp.give_to(uid, gid)?;
+    let out = system::run_with_input("ssh-keygen", args(&file), b"", Some(uid))?;
     Ok(out.stdout)
 }
 
@@ -546,18 +579,13 @@ impl Change {
             Change::GenerateSshKey { key, comment } => generate_key(key, comment)?,
             Change::AdoptSshKey { from, owner, key } => {
                 let private = from.tree()?.read(&from.rel, Some(*owner), 64 << 10)?;
-                // Derived again, not copied: the .pub beside the old key is the agent's to change.
-                let public = system::run_with_input(
-                    "ssh-keygen",
-                    ["-y", "-P", "", "-f", "/dev/stdin"],
-                    &private,
-                )
-                .map_err(|_| {
+                // Derived again (as the agent), not copied: the .pub beside
+                // the old key is the agent's to change.
+                let public = derive_public(&private, Some(*owner)).map_err(|_| {
                     HostError::Conflict(format!(
                         "{from} is not an unencrypted SSH private key; move it away to have a new key generated"
                     ))
-                })?
-                .stdout;
+                })?;
                 store_key(key, &private, &public)?
             }
             Change::ImportGpgKey { user, key } => import_gpg_key(user, key)?,

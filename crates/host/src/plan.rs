@@ -926,10 +926,19 @@ impl Planner {
 
 /// The fingerprint of the (first) key in an armored key file, read without
 /// a keyring: the bytes are read as root (see [`Origin`]) and given to gpg
-/// on stdin, with a fresh private GnuPG home.
+/// on stdin, with a fresh private GnuPG home; a file from an agent's tree
+/// is parsed by gpg running as that agent.
 pub fn gpg_fingerprint(file: &Origin) -> Result<String, String> {
     let bytes = file.read().map_err(|e| e.to_string())?;
     let tmp = crate::safe::PrivateDir::new("nuketown-gpg").map_err(|e| e.to_string())?;
+    let owner = match file {
+        Origin::Beneath { owner, .. } if *owner != 0 => Some(*owner),
+        _ => None,
+    };
+    if let Some(uid) = owner {
+        let gid = system::user_by_uid(uid).map_or(uid, |a| a.gid);
+        tmp.give_to(uid, gid).map_err(|e| e.to_string())?;
+    }
     let out = system::run_with_input(
         "gpg",
         [
@@ -940,6 +949,7 @@ pub fn gpg_fingerprint(file: &Origin) -> Result<String, String> {
             "--show-keys".as_ref(),
         ],
         &bytes,
+        owner,
     );
     let out = out.map_err(|e| format!("not a GPG key file: {e}"))?;
     String::from_utf8_lossy(&out.stdout)

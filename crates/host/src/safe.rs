@@ -693,6 +693,20 @@ impl PrivateDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
+
+    /// Hand it to a user (for a tool run as that user), by descriptor.
+    pub fn give_to(&self, uid: u32, gid: u32) -> Result<(), HostError> {
+        rustix::fs::open(
+            &self.0,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|fd| own(&fd, 0o700, uid, gid))
+        .map_err(|e| HostError::Io {
+            path: self.0.clone(),
+            source: e.into(),
+        })
+    }
 }
 
 impl Drop for PrivateDir {

@@ -172,15 +172,32 @@ fn tool_missing(program: &OsStr, e: io::Error) -> String {
     }
 }
 
-/// Run a host tool with `input` on its stdin; a failure names the command and its stderr.
-pub fn run_with_input<I, S>(program: &str, args: I, input: &[u8]) -> Result<Output, HostError>
+/// Run a host tool with `input` on its stdin; a failure names the command
+/// and its stderr. With `as_uid`, the tool runs as that user (its private
+/// group, no supplementary groups): a tool parsing what an agent wrote
+/// (its old key, a key file in its tree) gets none of root's privileges.
+pub fn run_with_input<I, S>(
+    program: &str,
+    args: I,
+    input: &[u8],
+    as_uid: Option<u32>,
+) -> Result<Output, HostError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
     use std::io::Write as _;
+    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(program);
     cmd.args(args);
+    if let Some(uid) = as_uid.filter(|u| *u != 0) {
+        // std drops supplementary groups (setgroups) before setgid/setuid.
+        let gid = user_by_uid(uid).map_or(uid, |a| a.gid);
+        cmd.uid(uid)
+            .gid(gid)
+            .current_dir("/")
+            .env("HOME", "/nonexistent");
+    }
     let shown = format!(
         "{} {}",
         program,

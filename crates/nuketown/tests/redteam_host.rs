@@ -787,3 +787,83 @@ fn the_host_lock_is_roots_alone() {
     let _ = child.wait();
     assert_eq!(snapshot(&v.top).len(), 4, "nothing new in root's directory");
 }
+
+#[test]
+fn a_gpg_key_kept_in_an_agents_tree_is_read_beneath_it() {
+    let (h, a) = ("nkroh", "nkroada");
+    let t = TestTown::new(&[h, a], &[]);
+    let v = Victim::new(&t);
+    let town0 = town(&t, h, a, 1876, "");
+    t.ok(&["apply", town0.to_str().unwrap()]);
+    // Where the NixOS module has sops-nix place it: in the agent's persist dir, the agent's.
+    let gnupg = t.path("gnupg");
+    fs::create_dir(&gnupg).unwrap();
+    fs::set_permissions(&gnupg, fs::Permissions::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        let o = std::process::Command::new("gpg")
+            .env("GNUPGHOME", &gnupg)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        o.stdout
+    };
+    gpg(&[
+        "--batch",
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        &format!("{a} <{a}@test.local>"),
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let armored = gpg(&[
+        "--batch",
+        "--armor",
+        "--export-secret-keys",
+        &format!("{a}@test.local"),
+    ]);
+    let key = persist(&t, a).join("gpg-key.asc");
+    fs::write(&key, &armored).unwrap();
+    std::os::unix::fs::chown(&key, Some(1876), Some(1876)).unwrap();
+    let town1 = town(
+        &t,
+        h,
+        a,
+        1876,
+        &format!("secrets.gpgKey = \"{}\"\n", key.display()),
+    );
+    let town1 = town1.to_str().unwrap();
+    // Legitimate: imported (gpg parses it as the agent), commits signed with it.
+    let applied = t.ok(&["apply", town1]);
+    assert!(applied.contains("+ gpg key"), "{applied}");
+    let fmt = as_user(a, "git config --global gpg.format");
+    assert_eq!(stdout(&fmt), "openpgp\n");
+    let before = v.snapshot();
+    // The agent points it at root's secret.
+    agent(
+        a,
+        &format!(
+            "rm {k} && ln -s {} {k}",
+            v.secret.display(),
+            k = key.display()
+        ),
+    );
+    let out = t.run(&["apply", town1]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "refusing {}: it is a symbolic link",
+            key.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_not_leaked_home(&t, a);
+    assert_eq!(v.snapshot(), before);
+    let _ = std::process::Command::new("gpgconf")
+        .env("GNUPGHOME", &gnupg)
+        .args(["--kill", "all"])
+        .output();
+}
