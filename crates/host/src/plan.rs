@@ -142,55 +142,8 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
             .push("the town has enable = false: nothing is applied".into());
         return Ok(p.plan);
     }
-
-    // The human(s) first: they must exist to join the approvers group.
-    p.group(crate::plan::APPROVERS_GROUP, None, true);
-    if let Some(human) = &town.human_user {
-        if system::user(human).is_none() {
-            p.push(Change::CreateUser {
-                name: human.clone(),
-                uid: None,
-                gid: None,
-                home: PathBuf::from("/home").join(human),
-                shell: "/bin/bash".into(),
-                comment: town.human_name.clone().unwrap_or_default(),
-                create_home: true,
-            });
-        }
-    }
-    for who in town.approvers() {
-        let human_planned = town.human_user.as_deref() == Some(who.as_str());
-        if system::user(&who).is_none() && !human_planned {
-            p.plan.notes.push(format!(
-                "approver {who} has no account on this host; create it to let them approve"
-            ));
-            continue;
-        }
-        if !system::groups_of(&who).iter().any(|g| g == APPROVERS_GROUP) {
-            p.push(Change::AddToGroup {
-                user: who.clone(),
-                group: APPROVERS_GROUP.into(),
-            });
-        }
-    }
-
-    for top in [&town.agents_dir, &town.persist_dir] {
-        if let Some(parent) = top.parent() {
-            p.dir_chain(parent, 0o755, 0, 0);
-        }
-    }
-    // The two directories that hold the agents' trees are root's: nothing
-    // below them can be swapped by an agent except inside its own tree.
-    p.dir(&At::system(&town.agents_dir), 0o755, 0, 0, true);
-    p.dir(&At::system(&town.persist_dir), 0o755, 0, 0, false);
-    let trash = crate::home::trash_dir(&town.agents_dir);
-    if fs::read_dir(&trash).is_ok_and(|mut d| d.next().is_some()) {
-        p.push(Change::EmptyTrash {
-            agents_dir: town.agents_dir.clone(),
-        });
-    }
-    p.dir(&At::system(&persist_agents(town)), 0o755, 0, 0, true);
-
+    p.humans(town);
+    p.town_dirs(town);
     for (name, agent) in town.enabled_agents() {
         p.agent(town, name, agent, &state)?;
         new_state.agents.insert(
@@ -203,192 +156,11 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
         );
     }
 
-    // Devices.
-    let rules = render::udev_rules(town, render::SETFACL);
-    if let Some(dir) = paths.udev_rules.parent() {
-        p.dir(&At::system(dir), 0o755, 0, 0, false);
-    }
-    if p.file(
-        &At::system(&paths.udev_rules),
-        Source::Text(rules),
-        0o644,
-        0,
-        0,
-    ) {
-        p.push(Change::ReloadUdev);
-    }
-    // Devices plugged in now get their ACL at once, as the rule would on plug-in.
-    for d in crate::devices::devices(town) {
-        let perm = &town.agents[&d.agent].devices[d.index].permission;
-        for node in d.present.iter().filter(|n| !n.acl) {
-            if let Some(dev) = node
-                .devnode
-                .as_ref()
-                .filter(|d| crate::devices::is_device_node(d))
-            {
-                p.push(Change::DeviceAcl {
-                    agent: d.agent.clone(),
-                    node: dev.clone(),
-                    argv: render::acl_command(render::SETFACL, &d.agent, perm, dev),
-                });
-            }
-        }
-    }
-
-    // The privilege path.
-    let any_sudo = town.enabled_agents().any(|(_, a)| a.sudo.enable);
-    match (&opts.privileged, any_sudo) {
-        (Some(pr), true) => {
-            let dir = town.hall.elevate_path.parent().unwrap_or(Path::new("/"));
-            p.dir_chain(dir, 0o755, 0, 0);
-            match &pr.elevate_binary {
-                Some(bin) => {
-                    p.file(
-                        &At::system(&town.hall.elevate_path),
-                        Source::CopyOf(Origin::Trusted(bin.clone())),
-                        0o755,
-                        0,
-                        0,
-                    );
-                }
-                None if town.hall.elevate_path.exists() => {}
-                None => p.plan.notes.push(format!(
-                    "the entry point nuketown-elevate was not found next to this nuketown binary; install it at {} or sudo requests will fail",
-                    town.hall.elevate_path.display()
-                )),
-            }
-            let shim = shim_dir(town);
-            p.dir(&At::system(&shim), 0o755, 0, 0, true);
-            p.file(
-                &At::system(&shim.join("sudo")),
-                Source::Text(pr.shim.clone()),
-                0o755,
-                0,
-                0,
-            );
-            if current(&paths.sudoers).as_deref() != Some(pr.sudoers.as_bytes())
-                || !mode_is(&paths.sudoers, 0o440, 0, 0)
-            {
-                p.push(Change::Sudoers {
-                    path: paths.sudoers.clone(),
-                    text: pr.sudoers.clone(),
-                });
-            }
-        }
-        (_, false) if paths.sudoers.exists() => p.push(Change::RemoveFile {
-            path: paths.sudoers.clone(),
-        }),
-        (None, true) => p.plan.notes.push(
-            "sudo is enabled for some agents but this build cannot render the sudoers drop-in"
-                .into(),
-        ),
-        _ => {}
-    }
-
-    // The binary the units run, and the units.
-    if let Some(bin) = &opts.binary {
-        let installed = paths.installed_binary(bin);
-        if &installed != bin {
-            p.dir_chain(&paths.bin_dir, 0o755, 0, 0);
-            p.file(
-                &At::system(&installed),
-                Source::CopyOf(Origin::Trusted(bin.clone())),
-                0o755,
-                0,
-                0,
-            );
-        }
-    }
-    if !opts.units.is_empty() && paths.systemd_dir.parent().is_some_and(|d| d.is_dir()) {
-        p.dir(&At::system(&paths.systemd_dir), 0o755, 0, 0, false);
-        let mut changed = false;
-        for unit in &opts.units {
-            changed |= p.file(
-                &At::system(&paths.systemd_dir.join(&unit.name)),
-                Source::Text(unit.text.clone()),
-                0o644,
-                0,
-                0,
-            );
-            if let Some(target) = &unit.wanted_by {
-                let wants = paths.systemd_dir.join(format!("{target}.wants"));
-                p.dir(&At::system(&wants), 0o755, 0, 0, false);
-                let links: Vec<String> = if unit.name.contains("@.") {
-                    unit.instances
-                        .iter()
-                        .map(|i| unit.name.replacen("@.", &format!("@{i}."), 1))
-                        .collect()
-                } else if unit.instances.is_empty() {
-                    vec![unit.name.clone()]
-                } else {
-                    unit.instances
-                        .iter()
-                        .map(|i| unit.name.replacen("@.", &format!("@{i}."), 1))
-                        .collect()
-                };
-                let want = PathBuf::from("..").join(&unit.name);
-                for l in links {
-                    let link = wants.join(&l);
-                    if fs::read_link(&link).ok().as_ref() != Some(&want) {
-                        p.push(Change::Symlink {
-                            link,
-                            target: want.clone(),
-                        });
-                        changed = true;
-                    }
-                }
-            }
-        }
-        if changed && paths.systemd_running() {
-            p.push(Change::DaemonReload);
-        }
-    }
-
-    // Publish the town for the other binaries (the hall reads its policies here).
-    p.dir(&At::system(&paths.etc_dir), 0o755, 0, 0, false);
-    let town_json = serde_json::to_string_pretty(town).expect("town serialises") + "\n";
-    p.file(
-        &At::system(&paths.etc_dir.join("town.json")),
-        Source::Text(town_json),
-        0o644,
-        0,
-        0,
-    );
-
-    // Agents no longer in the town.
-    for (name, managed) in &state.agents {
-        if town.agents.get(name).is_some_and(|a| a.enable) {
-            continue;
-        }
-        if opts.prune {
-            if system::user(name).is_some_and(|a| a.uid == managed.uid) {
-                p.push(Change::RemoveUser {
-                    name: name.clone(),
-                    home: At::system(&managed.home),
-                });
-            } else if managed.home.exists() {
-                p.push(Change::RemoveTree {
-                    at: At::system(&managed.home),
-                });
-            }
-            if opts.purge && managed.persist.exists() {
-                p.push(Change::RemoveTree {
-                    at: At::system(&managed.persist),
-                });
-            }
-            let store = At::new(persist_agents(town), Path::new(KEY_STORE).join(name));
-            if opts.purge && store.path().exists() {
-                p.push(Change::RemoveTree { at: store });
-            }
-            new_state.agents.remove(name);
-        } else {
-            p.plan.notes.push(format!(
-                "agent {name} (uid {}) is no longer in the town; `apply --prune` removes its user and home (its persist dir {} is kept unless --purge)",
-                managed.uid,
-                managed.persist.display()
-            ));
-        }
-    }
+    p.devices(town, paths);
+    p.privileged(town, paths, opts);
+    p.units(paths, opts);
+    p.publish(town, paths);
+    p.departed(town, opts, &state, &mut new_state);
     if new_state != state {
         p.push(Change::SaveState {
             path: State::path(&paths.state_dir),
@@ -396,6 +168,264 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
         });
     }
     Ok(p.plan)
+}
+
+/// The town-wide steps of [`plan`], one concern each.
+impl Planner {
+    /// The human(s) first: they must exist to join the approvers group.
+    fn humans(&mut self, town: &Town) {
+        self.group(crate::plan::APPROVERS_GROUP, None, true);
+        if let Some(human) = &town.human_user {
+            if system::user(human).is_none() {
+                self.push(Change::CreateUser {
+                    name: human.clone(),
+                    uid: None,
+                    gid: None,
+                    home: PathBuf::from("/home").join(human),
+                    shell: "/bin/bash".into(),
+                    comment: town.human_name.clone().unwrap_or_default(),
+                    create_home: true,
+                });
+            }
+        }
+        for who in town.approvers() {
+            let human_planned = town.human_user.as_deref() == Some(who.as_str());
+            if system::user(&who).is_none() && !human_planned {
+                self.plan.notes.push(format!(
+                    "approver {who} has no account on this host; create it to let them approve"
+                ));
+                continue;
+            }
+            if !system::groups_of(&who).iter().any(|g| g == APPROVERS_GROUP) {
+                self.push(Change::AddToGroup {
+                    user: who.clone(),
+                    group: APPROVERS_GROUP.into(),
+                });
+            }
+        }
+    }
+
+    /// `agentsDir`, `persistDir` and `persistDir/agents`, and the trash.
+    fn town_dirs(&mut self, town: &Town) {
+        for top in [&town.agents_dir, &town.persist_dir] {
+            if let Some(parent) = top.parent() {
+                self.dir_chain(parent, 0o755, 0, 0);
+            }
+        }
+        // The two directories that hold the agents' trees are root's: nothing
+        // below them can be swapped by an agent except inside its own tree.
+        self.dir(&At::system(&town.agents_dir), 0o755, 0, 0, true);
+        self.dir(&At::system(&town.persist_dir), 0o755, 0, 0, false);
+        let trash = crate::home::trash_dir(&town.agents_dir);
+        if fs::read_dir(&trash).is_ok_and(|mut d| d.next().is_some()) {
+            self.push(Change::EmptyTrash {
+                agents_dir: town.agents_dir.clone(),
+            });
+        }
+        self.dir(&At::system(&persist_agents(town)), 0o755, 0, 0, true);
+    }
+
+    /// udev rules, and ACLs for declared devices plugged in now.
+    fn devices(&mut self, town: &Town, paths: &HostPaths) {
+        let rules = render::udev_rules(town, render::SETFACL);
+        if let Some(dir) = paths.udev_rules.parent() {
+            self.dir(&At::system(dir), 0o755, 0, 0, false);
+        }
+        if self.file(
+            &At::system(&paths.udev_rules),
+            Source::Text(rules),
+            0o644,
+            0,
+            0,
+        ) {
+            self.push(Change::ReloadUdev);
+        }
+        // Devices plugged in now get their ACL at once, as the rule would on plug-in.
+        for d in crate::devices::devices(town) {
+            let perm = &town.agents[&d.agent].devices[d.index].permission;
+            for node in d.present.iter().filter(|n| !n.acl) {
+                if let Some(dev) = node
+                    .devnode
+                    .as_ref()
+                    .filter(|d| crate::devices::is_device_node(d))
+                {
+                    self.push(Change::DeviceAcl {
+                        agent: d.agent.clone(),
+                        node: dev.clone(),
+                        argv: render::acl_command(render::SETFACL, &d.agent, perm, dev),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The privilege path: entry point, sudo shim, sudoers drop-in.
+    fn privileged(&mut self, town: &Town, paths: &HostPaths, opts: &Options) {
+        let any_sudo = town.enabled_agents().any(|(_, a)| a.sudo.enable);
+        match (&opts.privileged, any_sudo) {
+            (Some(pr), true) => {
+                let dir = town.hall.elevate_path.parent().unwrap_or(Path::new("/"));
+                self.dir_chain(dir, 0o755, 0, 0);
+                match &pr.elevate_binary {
+                    Some(bin) => {
+                        self.file(
+                            &At::system(&town.hall.elevate_path),
+                            Source::CopyOf(Origin::Trusted(bin.clone())),
+                            0o755,
+                            0,
+                            0,
+                        );
+                    }
+                    None if town.hall.elevate_path.exists() => {}
+                    None => self.plan.notes.push(format!(
+                        "the entry point nuketown-elevate was not found next to this nuketown binary; install it at {} or sudo requests will fail",
+                        town.hall.elevate_path.display()
+                    )),
+                }
+                let shim = shim_dir(town);
+                self.dir(&At::system(&shim), 0o755, 0, 0, true);
+                self.file(
+                    &At::system(&shim.join("sudo")),
+                    Source::Text(pr.shim.clone()),
+                    0o755,
+                    0,
+                    0,
+                );
+                if current(&paths.sudoers).as_deref() != Some(pr.sudoers.as_bytes())
+                    || !mode_is(&paths.sudoers, 0o440, 0, 0)
+                {
+                    self.push(Change::Sudoers {
+                        path: paths.sudoers.clone(),
+                        text: pr.sudoers.clone(),
+                    });
+                }
+            }
+            (_, false) if paths.sudoers.exists() => self.push(Change::RemoveFile {
+                path: paths.sudoers.clone(),
+            }),
+            (None, true) => self.plan.notes.push(
+                "sudo is enabled for some agents but this build cannot render the sudoers drop-in"
+                    .into(),
+            ),
+            _ => {}
+        }
+    }
+
+    /// The binary the units run, and the units.
+    fn units(&mut self, paths: &HostPaths, opts: &Options) {
+        if let Some(bin) = &opts.binary {
+            let installed = paths.installed_binary(bin);
+            if &installed != bin {
+                self.dir_chain(&paths.bin_dir, 0o755, 0, 0);
+                self.file(
+                    &At::system(&installed),
+                    Source::CopyOf(Origin::Trusted(bin.clone())),
+                    0o755,
+                    0,
+                    0,
+                );
+            }
+        }
+        if !opts.units.is_empty() && paths.systemd_dir.parent().is_some_and(|d| d.is_dir()) {
+            self.dir(&At::system(&paths.systemd_dir), 0o755, 0, 0, false);
+            let mut changed = false;
+            for unit in &opts.units {
+                changed |= self.file(
+                    &At::system(&paths.systemd_dir.join(&unit.name)),
+                    Source::Text(unit.text.clone()),
+                    0o644,
+                    0,
+                    0,
+                );
+                if let Some(target) = &unit.wanted_by {
+                    let wants = paths.systemd_dir.join(format!("{target}.wants"));
+                    self.dir(&At::system(&wants), 0o755, 0, 0, false);
+                    let links: Vec<String> = if unit.name.contains("@.") {
+                        unit.instances
+                            .iter()
+                            .map(|i| unit.name.replacen("@.", &format!("@{i}."), 1))
+                            .collect()
+                    } else if unit.instances.is_empty() {
+                        vec![unit.name.clone()]
+                    } else {
+                        unit.instances
+                            .iter()
+                            .map(|i| unit.name.replacen("@.", &format!("@{i}."), 1))
+                            .collect()
+                    };
+                    let want = PathBuf::from("..").join(&unit.name);
+                    for l in links {
+                        let link = wants.join(&l);
+                        if fs::read_link(&link).ok().as_ref() != Some(&want) {
+                            self.push(Change::Symlink {
+                                link,
+                                target: want.clone(),
+                            });
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if changed && paths.systemd_running() {
+                self.push(Change::DaemonReload);
+            }
+        }
+    }
+
+    /// Publish the town for the other binaries (the hall reads its policies here).
+    fn publish(&mut self, town: &Town, paths: &HostPaths) {
+        self.dir(&At::system(&paths.etc_dir), 0o755, 0, 0, false);
+        let town_json = serde_json::to_string_pretty(town).expect("town serialises") + "\n";
+        self.file(
+            &At::system(&paths.etc_dir.join("town.json")),
+            Source::Text(town_json),
+            0o644,
+            0,
+            0,
+        );
+    }
+
+    /// Agents no longer in the town: noted, or removed with `--prune`.
+    fn departed(&mut self, town: &Town, opts: &Options, state: &State, new_state: &mut State) {
+        for (name, managed) in &state.agents {
+            if town.agents.get(name).is_some_and(|a| a.enable) {
+                continue;
+            }
+            if opts.prune {
+                if system::user(name).is_some_and(|a| a.uid == managed.uid) {
+                    self.push(Change::RemoveUser {
+                        name: name.clone(),
+                        home: At::system(&managed.home),
+                    });
+                } else if managed.home.exists() {
+                    self.push(Change::RemoveTree {
+                        at: At::system(&managed.home),
+                    });
+                }
+                if opts.purge && managed.persist.exists() {
+                    self.push(Change::RemoveTree {
+                        at: At::system(&managed.persist),
+                    });
+                }
+                // Its generated key goes with its persist dir, from the same place.
+                let base = managed
+                    .persist
+                    .parent()
+                    .map_or_else(|| persist_agents(town), Path::to_path_buf);
+                let store = At::new(base, Path::new(KEY_STORE).join(name));
+                if opts.purge && store.path().exists() {
+                    self.push(Change::RemoveTree { at: store });
+                }
+                new_state.agents.remove(name);
+            } else {
+                self.plan.notes.push(format!(
+                    "agent {name} (uid {}) is no longer in the town; `apply --prune` removes its user and home (its persist dir {} is kept unless --purge)",
+                    managed.uid,
+                    managed.persist.display()
+                ));
+            }
+        }
+    }
 }
 
 /// Whether home-manager (the NixOS module) lays down `name`'s dotfiles:

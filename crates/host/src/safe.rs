@@ -113,10 +113,10 @@ fn open_beneath(
 /// Whether `rel` names something strictly below a tree: relative, no `..`.
 fn checked(rel: &Path) -> Result<(), String> {
     if rel.is_absolute() {
-        return Err("is absolute where a path inside the tree was expected".into());
+        return Err("it is absolute where a path inside the tree was expected".into());
     }
     if rel.components().any(|c| c == Component::ParentDir) {
-        return Err("contains '..'".into());
+        return Err("it contains '..'".into());
     }
     Ok(())
 }
@@ -253,16 +253,6 @@ impl Tree {
             why: "names no file".into(),
         })?;
         Ok((self.dir_fd(parent)?, name))
-    }
-
-    /// A subdirectory, as a tree of its own.
-    pub fn subtree(&self, rel: &Path) -> Result<Tree, HostError> {
-        let fd = self.dir_fd(rel)?;
-        Ok(Tree {
-            fd,
-            path: self.shown(rel),
-            real: self.real.join(rel),
-        })
     }
 
     /// Type, mode and owner of `rel`, not following a link there; `None` when

@@ -380,6 +380,8 @@ fn removed_agents_are_reported_then_pruned_keeping_persist() {
         "keep me",
         "persist kept"
     );
+    let eel_key = t.persist_dir().join("agents/.nuketown-keys/nkheel");
+    assert!(eel_key.join("id_ed25519").exists(), "its key is kept too");
     assert_eq!(id(&["-u"], "nkhemu"), "1920", "the other agent stays");
 
     // Back again, then purge.
@@ -395,6 +397,11 @@ fn removed_agents_are_reported_then_pruned_keeping_persist() {
         "{purged}"
     );
     assert!(!eel_persist.exists());
+    assert!(
+        purged.contains(&format!("- dir {}", eel_key.display())),
+        "{purged}"
+    );
+    assert!(!eel_key.exists(), "its key goes with its persist dir");
 }
 
 #[test]
