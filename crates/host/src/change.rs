@@ -1,30 +1,223 @@
 //! One change to the host: how it reads in a plan, and how it is made.
+//!
+//! Every file a change touches is named as an [`At`]: a path beneath a
+//! directory root owns, resolved without following links (see
+//! [`crate::safe`]). That is what keeps root from following a link an agent
+//! planted in its home or persist dir.
 
 use std::fmt;
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::safe::{self, Tree, MAX_AGENT_FILE};
 use crate::system::{self, run};
 use crate::HostError;
+
+/// Where root works on a file: `rel` beneath `base`, a directory root owns
+/// (`agentsDir`, `persistDir/agents`, or a system directory), resolved
+/// without following symbolic links. Shown as the joined path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct At {
+    /// The directory root owns.
+    pub base: PathBuf,
+    /// The path below it.
+    pub rel: PathBuf,
+}
+
+impl At {
+    /// `rel` beneath `base`.
+    pub fn new(base: impl Into<PathBuf>, rel: impl Into<PathBuf>) -> At {
+        At {
+            base: base.into(),
+            rel: rel.into(),
+        }
+    }
+
+    /// A path only root controls (system directories): beneath its parent.
+    pub fn system(path: &Path) -> At {
+        match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) => At::new(dir, name),
+            _ => At::new(path, ""),
+        }
+    }
+
+    /// The joined path.
+    pub fn path(&self) -> PathBuf {
+        if self.rel.as_os_str().is_empty() {
+            self.base.clone()
+        } else {
+            self.base.join(&self.rel)
+        }
+    }
+
+    /// A path further below.
+    pub fn join(&self, rel: impl AsRef<Path>) -> At {
+        At::new(&self.base, self.rel.join(rel))
+    }
+
+    /// The same path with `suffix` added to its last name (`key` → `key.pub`).
+    pub fn with_suffix(&self, suffix: &str) -> At {
+        let mut rel = self.rel.clone().into_os_string();
+        rel.push(suffix);
+        At::new(&self.base, rel)
+    }
+
+    /// The directory root owns, opened.
+    pub fn tree(&self) -> Result<Tree, HostError> {
+        Tree::open(&self.base)
+    }
+
+    /// What is there now (not following a link); `None` when nothing is
+    /// (nor its base); an error when a link is on the way.
+    pub fn meta(&self) -> Result<Option<safe::Meta>, HostError> {
+        match self.tree() {
+            Ok(t) => t.meta(&self.rel),
+            Err(HostError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path().display())
+    }
+}
+
+/// Where root reads a file from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A file the administrator declared outside every agent's tree (or
+    /// root's own, like the running binary): read by its path, regular files only.
+    Trusted(PathBuf),
+    /// A file inside an agent's tree or nuketown's key store: read beneath
+    /// it without links, and only if `owner` owns it.
+    Beneath {
+        /// Where.
+        at: At,
+        /// Who must own it.
+        owner: u32,
+    },
+}
+
+impl Origin {
+    /// Its path, for messages.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Origin::Trusted(p) => p.clone(),
+            Origin::Beneath { at, .. } => at.path(),
+        }
+    }
+
+    /// Its bytes.
+    pub fn read(&self) -> Result<Vec<u8>, HostError> {
+        match self {
+            Origin::Trusted(p) => safe::read_trusted(p, u64::MAX),
+            Origin::Beneath { at, owner } => at.tree()?.read(&at.rel, Some(*owner), MAX_AGENT_FILE),
+        }
+    }
+
+    /// Whether anything is there (a link or FIFO too: reading it then
+    /// refuses it by name, rather than calling it missing).
+    pub fn exists(&self) -> bool {
+        match self {
+            Origin::Trusted(p) => p.exists(),
+            Origin::Beneath { at, .. } => !matches!(at.meta(), Ok(None)),
+        }
+    }
+
+    /// The file beside it with `suffix` added to its name.
+    pub fn with_suffix(&self, suffix: &str) -> Origin {
+        match self {
+            Origin::Trusted(p) => {
+                let mut s = p.clone().into_os_string();
+                s.push(suffix);
+                Origin::Trusted(s.into())
+            }
+            Origin::Beneath { at, owner } => Origin::Beneath {
+                at: at.with_suffix(suffix),
+                owner: *owner,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path().display())
+    }
+}
 
 /// Where a file's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// Rendered text.
     Text(String),
-    /// A copy of another file (keys, secrets).
-    CopyOf(PathBuf),
-    /// The public half of an SSH private key file (`ssh-keygen -y`).
-    PublicKeyOf(PathBuf),
-    /// An `allowed_signers` line for `email` with the public key at the path.
+    /// A copy of another file (keys, secrets, binaries).
+    CopyOf(Origin),
+    /// The public half of an SSH private key: its `.pub` beside it, or
+    /// derived from the private key (`ssh-keygen -y`, the key on stdin).
+    PublicKeyOf(Origin),
+    /// An `allowed_signers` line for `email` with the public key of `key`.
     AllowedSigner {
         /// The principal.
         email: String,
         /// The private key whose public half is allowed.
-        key: PathBuf,
+        key: Origin,
     },
+}
+
+/// The public half of the private key `key` (its `.pub` beside it, else derived).
+pub fn public_key(key: &Origin) -> Result<Vec<u8>, HostError> {
+    if let Ok(b) = key.with_suffix(".pub").read() {
+        return Ok(b);
+    }
+    let owner = match key {
+        Origin::Beneath { owner, .. } if *owner != 0 => Some(*owner),
+        _ => None,
+    };
+    derive_public(&key.read()?, owner).map_err(|e| match e {
+        HostError::Tool { message, .. } => HostError::Conflict(format!(
+            "{key} is not an unencrypted SSH private key: {}",
+            nuketown_town::display::clean(&message)
+        )),
+        e => e,
+    })
+}
+
+/// `ssh-keygen -y` of a private key's bytes. A key from an agent's tree is
+/// parsed by ssh-keygen running as that agent (`as_uid`), from a file of its
+/// own in a private directory handed to it; root's own keys go on stdin.
+fn derive_public(private: &[u8], as_uid: Option<u32>) -> Result<Vec<u8>, HostError> {
+    let args = |f: &Path| -> Vec<std::ffi::OsString> {
+        vec!["-y".into(), "-P".into(), "".into(), "-f".into(), f.into()]
+    };
+    let Some(uid) = as_uid else {
+        let out =
+            system::run_with_input("ssh-keygen", args(Path::new("/dev/stdin")), private, None)?;
+        return Ok(out.stdout);
+    };
+    let gid = system::user_by_uid(uid).map_or(uid, |a| a.gid);
+    let tmp = safe::PrivateDir::new("nuketown-key")?;
+    let file = tmp.path().join("key");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&file)
+            .map_err(HostError::io(&file))?;
+        f.write_all(private).map_err(HostError::io(&file))?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(HostError::io(&file))?;
+    }
+    tmp.give_to(uid, gid)?;
+    let out = system::run_with_input("ssh-keygen", args(&file), b"", Some(uid))?;
+    Ok(out.stdout)
 }
 
 impl Source {
@@ -32,25 +225,10 @@ impl Source {
     pub fn bytes(&self) -> Result<Vec<u8>, HostError> {
         match self {
             Source::Text(t) => Ok(t.clone().into_bytes()),
-            Source::CopyOf(p) => fs::read(p).map_err(HostError::io(p)),
-            Source::PublicKeyOf(p) => {
-                let pubfile = PathBuf::from(format!("{}.pub", p.display()));
-                if let Ok(b) = fs::read(&pubfile) {
-                    return Ok(b);
-                }
-                Ok(run(
-                    "ssh-keygen",
-                    [
-                        std::ffi::OsStr::new("-y"),
-                        std::ffi::OsStr::new("-f"),
-                        p.as_os_str(),
-                    ],
-                )?
-                .stdout)
-            }
+            Source::CopyOf(o) => o.read(),
+            Source::PublicKeyOf(o) => public_key(o),
             Source::AllowedSigner { email, key } => {
-                let key = String::from_utf8_lossy(&Source::PublicKeyOf(key.clone()).bytes()?)
-                    .into_owned();
+                let key = String::from_utf8_lossy(&public_key(key)?).into_owned();
                 let key: Vec<&str> = key.split_whitespace().take(2).collect();
                 Ok(format!("{email} namespaces=\"git\" {}\n", key.join(" ")).into_bytes())
             }
@@ -87,11 +265,11 @@ pub enum Change {
     AddToGroup { user: String, group: String },
     /// `gpasswd -d`: agents never sit in sudo/wheel/admin.
     RemoveFromGroup { user: String, group: String },
-    /// Create an agent's home: a btrfs subvolume when `subvolume`, else a
-    /// directory; made under a temporary name and renamed into place, so a
-    /// home never exists with the wrong owner or mode.
+    /// Create an agent's home (`agentsDir` + name): a btrfs subvolume when
+    /// `subvolume`, else a directory; made under a temporary name and renamed
+    /// into place, so a home never exists with the wrong owner or mode.
     Home {
-        path: PathBuf,
+        at: At,
         uid: u32,
         gid: u32,
         subvolume: bool,
@@ -102,39 +280,41 @@ pub enum Change {
     DaemonReload,
     /// Delete levelled homes left in the trash.
     EmptyTrash { agents_dir: PathBuf },
-    /// Create or fix a directory's mode and owner.
+    /// Create or fix a directory's mode and owner (by descriptor).
     Dir {
-        path: PathBuf,
+        at: At,
         mode: u32,
         uid: u32,
         gid: u32,
+        /// Nothing is there yet.
+        new: bool,
     },
     /// Create or replace a file (atomically) with mode and owner.
     File {
-        path: PathBuf,
+        at: At,
         source: Source,
         mode: u32,
         uid: u32,
         gid: u32,
+        /// Nothing is there yet.
+        new: bool,
     },
     /// Create an empty file if missing (a bind-mount target or persisted file).
     Touch {
-        path: PathBuf,
+        at: At,
         mode: u32,
         uid: u32,
         gid: u32,
     },
-    /// Bind-mount `source` onto `target`.
-    Bind { source: PathBuf, target: PathBuf },
-    /// Generate an ed25519 key pair at `path` (kept in the persist dir).
-    GenerateSshKey {
-        path: PathBuf,
-        comment: String,
-        uid: u32,
-        gid: u32,
-    },
-    /// Import an armored private key into the agent's GnuPG home.
-    ImportGpgKey { user: String, key: PathBuf },
+    /// Bind-mount `source` (a file there must be `owner`'s) onto `target`.
+    Bind { source: At, owner: u32, target: At },
+    /// Generate an ed25519 key pair at `key`, in root's key store.
+    GenerateSshKey { key: At, comment: String },
+    /// Keep an agent's key generated before the key store existed: read it
+    /// (beneath its persist dir, `owner`'s only), check it, store it at `key`.
+    AdoptSshKey { from: At, owner: u32, key: At },
+    /// Import an armored private key into the agent's GnuPG home (gpg runs as the agent).
+    ImportGpgKey { user: String, key: Origin },
     /// Give an agent its ACL on a device present now (the rule's exact command).
     DeviceAcl {
         agent: String,
@@ -146,9 +326,9 @@ pub enum Change {
     /// Check a sudoers file with `visudo -cf`, then put it in place.
     Sudoers { path: PathBuf, text: String },
     /// Remove a user no longer in the town (its home too).
-    RemoveUser { name: String, home: PathBuf },
-    /// Remove a directory tree (a pruned agent's persist dir with --purge).
-    RemoveTree { path: PathBuf },
+    RemoveUser { name: String, home: At },
+    /// Remove a directory tree (a pruned agent's home or persist dir).
+    RemoveTree { at: At },
     /// Remove a file.
     RemoveFile { path: PathBuf },
     /// Record what apply manages.
@@ -180,32 +360,29 @@ impl fmt::Display for Change {
             Change::AddToGroup { user, group } => write!(f, "+ {user} joins group {group}"),
             Change::RemoveFromGroup { user, group } => write!(f, "- {user} leaves group {group}"),
             Change::Home {
-                path,
+                at,
                 subvolume: true,
                 ..
-            } => write!(f, "+ home {} (btrfs subvolume, 0700)", path.display()),
-            Change::Home { path, .. } => write!(f, "+ home {} (0700)", path.display()),
-            Change::Dir { path, mode, .. } if !path.exists() => {
-                write!(f, "+ dir {} ({mode:04o})", path.display())
-            }
+            } => write!(f, "+ home {at} (btrfs subvolume, 0700)"),
+            Change::Home { at, .. } => write!(f, "+ home {at} (0700)"),
             Change::Dir {
-                path,
+                at,
                 mode,
-                uid,
-                gid,
-            } => write!(f, "~ dir {} ({mode:04o} {uid}:{gid})", path.display()),
-            Change::File { path, .. } if !path.exists() => write!(f, "+ file {}", path.display()),
-            Change::File { path, .. } => write!(f, "~ file {}", path.display()),
-            Change::Touch { path, .. } => write!(f, "+ file {} (empty)", path.display()),
-            Change::Bind { source, target } => {
-                write!(f, "+ bind {} -> {}", source.display(), target.display())
+                new: true,
+                ..
+            } => write!(f, "+ dir {at} ({mode:04o})"),
+            Change::Dir {
+                at, mode, uid, gid, ..
+            } => write!(f, "~ dir {at} ({mode:04o} {uid}:{gid})"),
+            Change::File { at, new: true, .. } => write!(f, "+ file {at}"),
+            Change::File { at, .. } => write!(f, "~ file {at}"),
+            Change::Touch { at, .. } => write!(f, "+ file {at} (empty)"),
+            Change::Bind { source, target, .. } => write!(f, "+ bind {source} -> {target}"),
+            Change::GenerateSshKey { key, .. } => write!(f, "+ ssh key {key} (ed25519)"),
+            Change::AdoptSshKey { from, key, .. } => {
+                write!(f, "+ ssh key {key} (kept from {from})")
             }
-            Change::GenerateSshKey { path, .. } => {
-                write!(f, "+ ssh key {} (ed25519)", path.display())
-            }
-            Change::ImportGpgKey { user, key } => {
-                write!(f, "+ gpg key {} for {user}", key.display())
-            }
+            Change::ImportGpgKey { user, key } => write!(f, "+ gpg key {key} for {user}"),
             Change::ReloadUdev => write!(f, "~ udev: reload rules"),
             Change::Symlink { link, target } => {
                 write!(f, "+ link {} -> {}", link.display(), target.display())
@@ -214,7 +391,7 @@ impl fmt::Display for Change {
             Change::EmptyTrash { agents_dir } => write!(
                 f,
                 "- levelled homes in {}",
-                crate::round::trash_dir(agents_dir).display()
+                crate::home::trash_dir(agents_dir).display()
             ),
             Change::DeviceAcl { agent, node, .. } => {
                 write!(f, "+ acl {agent} on {}", node.display())
@@ -223,17 +400,15 @@ impl fmt::Display for Change {
                 write!(f, "+ sudoers {}", path.display())
             }
             Change::Sudoers { path, .. } => write!(f, "~ sudoers {}", path.display()),
-            Change::RemoveUser { name, home } => {
-                write!(f, "- user {name} and its home {}", home.display())
-            }
-            Change::RemoveTree { path } => write!(f, "- dir {}", path.display()),
+            Change::RemoveUser { name, home } => write!(f, "- user {name} and its home {home}"),
+            Change::RemoveTree { at } => write!(f, "- dir {at}"),
             Change::RemoveFile { path } => write!(f, "- file {}", path.display()),
             Change::SaveState { path, .. } => write!(f, "~ state {}", path.display()),
         }
     }
 }
 
-/// Write `bytes` to `path` atomically (temp file + rename) with mode and owner.
+/// Write `bytes` to a path only root controls, atomically, with mode and owner.
 pub fn write_file(
     path: &Path,
     bytes: &[u8],
@@ -241,57 +416,71 @@ pub fn write_file(
     uid: u32,
     gid: u32,
 ) -> Result<(), HostError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.nuketown-{}", std::process::id()));
-    let result = (|| {
-        let _ = fs::remove_file(&tmp);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(HostError::io(&tmp))?;
-        f.write_all(bytes).map_err(HostError::io(&tmp))?;
-        f.sync_all().map_err(HostError::io(&tmp))?;
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(HostError::io(&tmp))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(HostError::io(&tmp))?;
-        if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-            return Err(HostError::Conflict(format!(
-                "{} is a directory where nuketown writes a file; move it away",
-                path.display()
-            )));
-        }
-        fs::rename(&tmp, path).map_err(HostError::io(path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let at = At::system(path);
+    at.tree()?.write(&at.rel, bytes, mode, uid, gid)
 }
 
-pub(crate) fn make_dir(path: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), HostError> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Err(HostError::Conflict(format!(
-                "{} is a symlink where nuketown expects a directory; remove it",
-                path.display()
-            )))
-        }
-        Ok(m) if !m.is_dir() => {
-            return Err(HostError::Conflict(format!(
-                "{} exists and is not a directory; move it away",
-                path.display()
-            )))
-        }
-        Ok(_) => {}
-        Err(_) => fs::create_dir(path).map_err(HostError::io(path))?,
+/// Generate a key pair in a private directory, then store both halves at
+/// `key` (root's, 0600 and 0644): the public half first, so a key that
+/// exists always has its `.pub`.
+fn generate_key(key: &At, comment: &str) -> Result<(), HostError> {
+    let tmp = safe::PrivateDir::new("nuketown-key")?;
+    let file = tmp.path().join("id_ed25519");
+    run(
+        "ssh-keygen",
+        [
+            OsArg::s("-q"),
+            OsArg::s("-t"),
+            OsArg::s("ed25519"),
+            OsArg::s("-N"),
+            OsArg::s(""),
+            OsArg::s("-C"),
+            OsArg::s(comment),
+            OsArg::s("-f"),
+            OsArg::p(&file),
+        ],
+    )?;
+    let private = safe::read_trusted(&file, 64 << 10)?;
+    let public = safe::read_trusted(&file.with_extension("pub"), 64 << 10)?;
+    store_key(key, &private, &public)
+}
+
+fn store_key(key: &At, private: &[u8], public: &[u8]) -> Result<(), HostError> {
+    let tree = key.tree()?;
+    tree.write(&key.with_suffix(".pub").rel, public, 0o644, 0, 0)?;
+    tree.write(&key.rel, private, 0o600, 0, 0)
+}
+
+fn import_gpg_key(user: &str, key: &Origin) -> Result<(), HostError> {
+    let bytes = key.read()?;
+    let mut cmd = system::as_user(user, "gpg");
+    cmd.args(["--batch", "--quiet", "--import"])
+        .stdin(std::process::Stdio::piped());
+    let shown = format!("gpg --import {key} (as {user})");
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| HostError::Tool {
+            command: shown.clone(),
+            message: e.to_string(),
+        })?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(&bytes)
+        .map_err(HostError::io(key.path()))?;
+    let out = child
+        .wait_with_output()
+        .map_err(HostError::io(key.path()))?;
+    if !out.status.success() {
+        return Err(HostError::Tool {
+            command: shown,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(HostError::io(path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(HostError::io(path))
+    Ok(())
 }
 
 impl Change {
@@ -354,107 +543,56 @@ impl Change {
                 run("gpasswd", ["-d", user, group])?;
             }
             Change::Home {
-                path,
+                at,
                 uid,
                 gid,
                 subvolume,
-            } => crate::round::create_home(path, *uid, *gid, *subvolume)?,
+            } => crate::home::create(at, *uid, *gid, *subvolume)?,
             Change::Dir {
-                path,
-                mode,
-                uid,
-                gid,
-            } => make_dir(path, *mode, *uid, *gid)?,
+                at, mode, uid, gid, ..
+            } => at.tree()?.mkdir(&at.rel, *mode, *uid, *gid)?,
             Change::File {
-                path,
+                at,
                 source,
                 mode,
                 uid,
                 gid,
-            } => write_file(path, &source.bytes()?, *mode, *uid, *gid)?,
-            Change::Touch {
-                path,
-                mode,
-                uid,
-                gid,
+                ..
             } => {
-                if fs::symlink_metadata(path).is_err() {
-                    write_file(path, b"", *mode, *uid, *gid)?;
-                }
+                let bytes = source.bytes()?;
+                at.tree()?.write(&at.rel, &bytes, *mode, *uid, *gid)?
             }
-            Change::Bind { source, target } => {
-                nix::mount::mount(Some(source.as_path()), target.as_path(), None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-                    .map_err(|e| {
-                        HostError::Conflict(format!(
-                            "cannot bind-mount {} onto {}: {e}; bind mounts need root in the host's mount namespace (in a container, grant CAP_SYS_ADMIN)",
-                            source.display(),
-                            target.display()
-                        ))
-                    })?;
+            Change::Touch { at, mode, uid, gid } => {
+                at.tree()?.create(&at.rel, *mode, *uid, *gid)?;
             }
-            Change::GenerateSshKey {
-                path,
-                comment,
-                uid,
-                gid,
-            } => {
-                if let Some(dir) = path.parent() {
-                    make_dir(dir, 0o700, *uid, *gid)?;
-                }
-                run(
-                    "ssh-keygen",
-                    [
-                        OsArg::s("-q"),
-                        OsArg::s("-t"),
-                        OsArg::s("ed25519"),
-                        OsArg::s("-N"),
-                        OsArg::s(""),
-                        OsArg::s("-C"),
-                        OsArg::s(comment),
-                        OsArg::s("-f"),
-                        OsArg::p(path),
-                    ],
-                )?;
-                for p in [
-                    path.clone(),
-                    PathBuf::from(format!("{}.pub", path.display())),
-                ] {
-                    std::os::unix::fs::lchown(&p, Some(*uid), Some(*gid))
-                        .map_err(HostError::io(&p))?;
-                }
+            Change::Bind {
+                source,
+                owner,
+                target,
+            } => safe::bind(
+                &source.tree()?,
+                &source.rel,
+                *owner,
+                &target.tree()?,
+                &target.rel,
+            )?,
+            Change::GenerateSshKey { key, comment } => generate_key(key, comment)?,
+            Change::AdoptSshKey { from, owner, key } => {
+                let private = from.tree()?.read(&from.rel, Some(*owner), 64 << 10)?;
+                // Derived again (as the agent), not copied: the .pub beside
+                // the old key is the agent's to change.
+                let public = derive_public(&private, Some(*owner)).map_err(|_| {
+                    HostError::Conflict(format!(
+                        "{from} is not an unencrypted SSH private key; move it away to have a new key generated"
+                    ))
+                })?;
+                store_key(key, &private, &public)?
             }
-            Change::ImportGpgKey { user, key } => {
-                let bytes = fs::read(key).map_err(HostError::io(key))?;
-                let mut cmd = system::as_user(user, "gpg");
-                cmd.args(["--batch", "--quiet", "--import"])
-                    .stdin(std::process::Stdio::piped());
-                let shown = format!("gpg --import {} (as {user})", key.display());
-                let mut child = cmd
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .map_err(|e| HostError::Tool {
-                        command: shown.clone(),
-                        message: e.to_string(),
-                    })?;
-                child
-                    .stdin
-                    .take()
-                    .expect("piped")
-                    .write_all(&bytes)
-                    .map_err(HostError::io(key))?;
-                let out = child.wait_with_output().map_err(HostError::io(key))?;
-                if !out.status.success() {
-                    return Err(HostError::Tool {
-                        command: shown,
-                        message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                    });
-                }
-            }
+            Change::ImportGpgKey { user, key } => import_gpg_key(user, key)?,
             Change::DeviceAcl { argv, .. } => {
                 run(&argv[0], &argv[1..])?;
             }
-            Change::EmptyTrash { agents_dir } => crate::round::empty_trash(agents_dir)?,
+            Change::EmptyTrash { agents_dir } => crate::home::empty_trash(agents_dir)?,
             Change::Symlink { link, target } => {
                 let _ = fs::remove_file(link);
                 std::os::unix::fs::symlink(target, link).map_err(HostError::io(link))?;
@@ -471,29 +609,34 @@ impl Change {
             Change::Sudoers { path, text } => {
                 let dir = path.parent().unwrap_or(Path::new("/"));
                 fs::create_dir_all(dir).map_err(HostError::io(dir))?;
-                let check = dir.join(format!(".nuketown-check-{}", std::process::id()));
-                write_file(&check, text.as_bytes(), 0o440, 0, 0)?;
-                let verdict = run("visudo", [OsArg::s("-cf"), OsArg::p(&check)]);
+                let tree = Tree::open(dir)?;
+                let check = format!(".nuketown-check-{}", std::process::id());
+                tree.write(Path::new(&check), text.as_bytes(), 0o440, 0, 0)?;
+                let verdict = run("visudo", [OsArg::s("-cf"), OsArg::p(&dir.join(&check))]);
                 if let Err(e) = verdict {
-                    let _ = fs::remove_file(&check);
+                    let _ = tree.remove(Path::new(&check));
                     return Err(HostError::Conflict(format!(
                         "the rendered sudoers drop-in failed visudo and was not installed: {e}"
                     )));
                 }
-                fs::rename(&check, path).map_err(HostError::io(path))?;
+                let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+                tree.rename(Path::new(&check), &name)?;
             }
             Change::RemoveUser { name, home } => {
-                system::unmount_under(home)?;
-                // Stop whatever still runs as the user, or userdel refuses.
-                let _ = run("pkill", ["-KILL", "-u", name]);
-                run("userdel", [name.as_str()])?;
-                if home.exists() {
-                    fs::remove_dir_all(home).map_err(HostError::io(home))?;
+                // Stop whatever still runs as the user first (or userdel
+                // refuses), so nothing of the agent's moves while its mounts go.
+                if let Some(acct) = system::user(name) {
+                    system::stop_processes(acct.uid)?;
                 }
+                home.tree()?.unmount_all(&home.rel)?;
+                run("userdel", [name.as_str()])?;
+                crate::home::remove(&home.path())?;
             }
-            Change::RemoveTree { path } => {
-                system::unmount_under(path)?;
-                fs::remove_dir_all(path).map_err(HostError::io(path))?
+            Change::RemoveTree { at } => {
+                at.tree()?.unmount_all(&at.rel)?;
+                let path = at.path();
+                // std's remove_dir_all works by descriptor and never follows a link.
+                fs::remove_dir_all(&path).map_err(HostError::io(&path))?
             }
             Change::RemoveFile { path } => fs::remove_file(path).map_err(HostError::io(path))?,
             Change::SaveState { path, text } => {

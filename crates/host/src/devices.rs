@@ -81,13 +81,29 @@ pub fn matches(syspath: &Path, dev: &Device) -> bool {
         .any(all)
 }
 
-/// The device node of a sysfs device, from its uevent.
+/// The device node of a sysfs device, from its uevent (a name below `/dev`).
 pub fn devnode(syspath: &Path) -> Option<PathBuf> {
     let uevent = fs::read_to_string(syspath.join("uevent")).ok()?;
     uevent
         .lines()
         .find_map(|l| l.strip_prefix("DEVNAME="))
+        .filter(|n| {
+            let p = Path::new(n);
+            p.is_relative()
+                && p.components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
         .map(|n| Path::new("/dev").join(n))
+}
+
+/// Whether `path` is a character or block device itself (not a link to
+/// one): the only thing apply gives an agent an ACL on.
+pub fn is_device_node(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    fs::symlink_metadata(path).is_ok_and(|m| {
+        let t = m.file_type();
+        t.is_char_device() || t.is_block_device()
+    })
 }
 
 /// Whether `node` carries an ACL entry giving `agent` at least `permission`.
@@ -148,4 +164,35 @@ pub fn devices(town: &Town) -> Vec<DeviceStatus> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_stay_below_dev() {
+        let d = tempfile::tempdir().unwrap();
+        for (name, want) in [
+            ("ttyACM0", Some("/dev/ttyACM0")),
+            ("bus/usb/001/002", Some("/dev/bus/usb/001/002")),
+            ("../etc/shadow", None),
+            ("/etc/shadow", None),
+            ("bus/../../etc", None),
+        ] {
+            std::fs::write(
+                d.path().join("uevent"),
+                format!("MAJOR=1\nDEVNAME={name}\n"),
+            )
+            .unwrap();
+            assert_eq!(devnode(d.path()).as_deref(), want.map(Path::new), "{name}");
+        }
+        assert!(is_device_node(Path::new("/dev/null")));
+        assert!(!is_device_node(d.path()));
+        std::os::unix::fs::symlink("/dev/null", d.path().join("link")).unwrap();
+        assert!(
+            !is_device_node(&d.path().join("link")),
+            "a link to a device is not one"
+        );
+    }
 }

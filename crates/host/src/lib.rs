@@ -4,20 +4,25 @@
 //! [`apply`] would make, without touching anything; [`apply`] makes them, in
 //! order, and a second run finds nothing to do. Users and groups come from the
 //! host's own tools (useradd, usermod, …); files are written atomically.
+//! Inside agents' homes and persist dirs, which the agents control, root
+//! works only through [`safe`]: by descriptor, beneath a directory it owns,
+//! never following a link.
 
 pub mod change;
 pub mod devices;
+pub mod home;
 pub mod plan;
 pub mod portal;
 pub mod render;
 pub mod round;
+pub mod safe;
 pub mod state;
 pub mod status;
 pub mod system;
 
 use std::path::PathBuf;
 
-pub use change::{Change, Source};
+pub use change::{At, Change, Origin, Source};
 pub use plan::{plan, Options, Plan, Privileged, Unit};
 pub use state::State;
 pub use status::{status, Status};
@@ -38,8 +43,11 @@ pub struct HostPaths {
     pub systemd_dir: PathBuf,
     /// Where the `nuketown` binary is installed for the units (`NUKETOWN_BIN_DIR`).
     pub bin_dir: PathBuf,
-    /// Lock serialising user and group changes on this host.
+    /// Lock serialising user and group changes on this host (`NUKETOWN_LOCK`).
     pub lock: PathBuf,
+    /// Present when systemd runs this host (`NUKETOWN_SYSTEMD_RUNTIME_DIR`):
+    /// only then are units stopped, started and reloaded.
+    pub systemd_runtime: PathBuf,
 }
 
 impl Default for HostPaths {
@@ -52,6 +60,7 @@ impl Default for HostPaths {
             systemd_dir: "/etc/systemd/system".into(),
             bin_dir: "/usr/local/bin".into(),
             lock: "/run/lock/nuketown-users.lock".into(),
+            systemd_runtime: "/run/systemd/system".into(),
         }
     }
 }
@@ -83,15 +92,27 @@ impl HostPaths {
         if let Some(v) = var("NUKETOWN_BIN_DIR") {
             p.bin_dir = v;
         }
+        if let Some(v) = var("NUKETOWN_SYSTEMD_RUNTIME_DIR") {
+            p.systemd_runtime = v;
+        }
+        if let Some(v) = var("NUKETOWN_LOCK") {
+            p.lock = v;
+        }
         p
+    }
+
+    /// Whether systemd runs this host.
+    pub fn systemd_running(&self) -> bool {
+        self.systemd_runtime.is_dir()
     }
 }
 
 /// Why applying failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    /// A host tool failed.
-    #[error("`{command}` failed: {message}")]
+    /// A host tool failed. Shown escaped: tools run as an agent (gpg) print
+    /// what the agent's own configuration makes them print.
+    #[error("`{}` failed: {}", clean(.command), clean(.message))]
     Tool {
         /// The command line.
         command: String,
@@ -112,7 +133,18 @@ pub enum HostError {
     /// Not root.
     #[error("{0} needs root; run it as root (e.g. with sudo)")]
     NeedsRoot(&'static str),
+    /// Root would have followed a link, opened a special file or trusted a
+    /// file of another owner where an agent can write: refused.
+    #[error("refusing {}: {why}", .path.display())]
+    Refused {
+        /// The path.
+        path: PathBuf,
+        /// What was found there.
+        why: String,
+    },
 }
+
+use nuketown_town::display::clean;
 
 impl HostError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> HostError {
@@ -138,13 +170,54 @@ pub fn apply_town(
     Ok(plan)
 }
 
-fn make_all(changes: &[Change], mut report: impl FnMut(&Change)) -> Result<(), HostError> {
+/// Make every change in order. A change refused because of what an agent
+/// put in its own tree is skipped and the rest are made — one agent's links
+/// must not keep the others' changes (or a boot-time reset) from the host —
+/// and the refusals are the error at the end; any other failure stops at
+/// once (shown after the refusals before it, which may have caused it).
+pub(crate) fn make_all(
+    changes: &[Change],
+    mut report: impl FnMut(&Change),
+) -> Result<(), HostError> {
+    let mut refused = Vec::new();
+    let mut stopped = None;
     for c in changes {
         report(c);
-        c.make()?;
+        match c.make() {
+            Ok(()) => {}
+            Err(e @ HostError::Refused { .. }) => refused.push(e.to_string()),
+            Err(e) if refused.is_empty() => return Err(e),
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
+        }
     }
-    Ok(())
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let n = refused.len();
+    // One link usually stops several changes below it: name each path once.
+    let mut lines: Vec<String> = Vec::new();
+    for r in refused {
+        if !lines.contains(&r) {
+            lines.push(r);
+        }
+    }
+    let mut msg = format!(
+        "{n} change{} refused:\n{}\n{REFUSAL_HINT}",
+        if n == 1 { " was" } else { "s were" },
+        lines.join("\n")
+    );
+    match stopped {
+        Some(e) => msg.push_str(&format!("\nand then: {e}")),
+        None => msg.push_str("\nevery other change was made"),
+    }
+    Err(HostError::Conflict(msg))
 }
+
+/// What a refusal means and what to do, said once under the refused paths.
+pub const REFUSAL_HINT: &str = "(as root, nuketown never follows a symbolic link, opens a FIFO or device, or trusts another owner's file where an agent can write: remove what is named there; a home is laid down afresh by `nuketown reset AGENT`, a persist dir is kept)";
 
 impl HostPaths {
     /// Where the running `nuketown` binary is (or will be) installed for units:

@@ -1,14 +1,21 @@
 //! Comparing a town with the host: the list of changes apply would make.
+//!
+//! One [`Planner`] collects the changes; each concern is a step of its own:
+//! the humans and the hall, then per agent its account, home and persisted
+//! paths, keys, identity files and secrets, then devices, the privilege
+//! path, units and what left the town. [`plan_agent`] is the per-agent part
+//! alone: what a new round lays down. Every read inside an agent's tree goes
+//! through [`crate::safe`], like every write.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::{Component, Path, PathBuf};
 
 use nuketown_town::{Agent, Signing, Town};
 
-use crate::change::{Change, Source};
+use crate::change::{At, Change, Origin, Source};
 use crate::render;
+use crate::safe::{Kind, Meta, Tree};
 use crate::state::{ManagedAgent, State};
 use crate::system;
 use crate::{HostError, HostPaths};
@@ -19,8 +26,27 @@ pub const PRIVILEGED_GROUPS: &[&str] = &["sudo", "wheel", "admin", "adm", "root"
 /// The group whose members may approve escalations.
 pub const APPROVERS_GROUP: &str = "nuketown-approvers";
 
-/// Where an agent's generated SSH key lives, inside its persist root.
-pub const GENERATED_KEY: &str = ".nuketown/ssh/id_ed25519";
+/// Root's store of the SSH keys it generates for agents, inside
+/// `persistDir/agents` (root's, 0755) but out of every agent's reach: the
+/// agents cannot plant a link where root keeps their keys.
+pub const KEY_STORE: &str = ".nuketown-keys";
+
+/// Where keys were generated before the key store (inside the agent's
+/// persist dir, the agent's): adopted into the store once.
+pub const OLD_GENERATED_KEY: &str = ".nuketown/ssh/id_ed25519";
+
+/// `persistDir/agents`: root's directory holding every agent's persist dir.
+pub fn persist_agents(town: &Town) -> PathBuf {
+    town.persist_dir.join("agents")
+}
+
+/// Where root keeps the SSH key it generated for agent `name`.
+pub fn generated_key(town: &Town, name: &str) -> At {
+    At::new(
+        persist_agents(town),
+        Path::new(KEY_STORE).join(name).join("id_ed25519"),
+    )
+}
 
 /// The privilege path, rendered by the town hall: apply installs it when any
 /// agent has `sudo.enable`, and removes the sudoers drop-in when none has.
@@ -79,6 +105,18 @@ struct Planner {
     made: BTreeSet<PathBuf>,
 }
 
+/// One agent being planned: who, and its two trees.
+struct Ctx<'a> {
+    name: &'a str,
+    agent: &'a Agent,
+    uid: u32,
+    gid: u32,
+    /// `agentsDir` + name.
+    home: At,
+    /// `persistDir/agents` + name.
+    persist: At,
+}
+
 /// The shim directory: `bin/` beside the entry point.
 pub fn shim_dir(town: &Town) -> PathBuf {
     town.hall
@@ -104,53 +142,8 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
             .push("the town has enable = false: nothing is applied".into());
         return Ok(p.plan);
     }
-
-    // The human(s) first: they must exist to join the approvers group.
-    p.group(crate::plan::APPROVERS_GROUP, None, true);
-    if let Some(human) = &town.human_user {
-        if system::user(human).is_none() {
-            p.push(Change::CreateUser {
-                name: human.clone(),
-                uid: None,
-                gid: None,
-                home: PathBuf::from("/home").join(human),
-                shell: "/bin/bash".into(),
-                comment: town.human_name.clone().unwrap_or_default(),
-                create_home: true,
-            });
-        }
-    }
-    for who in town.approvers() {
-        let human_planned = town.human_user.as_deref() == Some(who.as_str());
-        if system::user(&who).is_none() && !human_planned {
-            p.plan.notes.push(format!(
-                "approver {who} has no account on this host; create it to let them approve"
-            ));
-            continue;
-        }
-        if !system::groups_of(&who).iter().any(|g| g == APPROVERS_GROUP) {
-            p.push(Change::AddToGroup {
-                user: who.clone(),
-                group: APPROVERS_GROUP.into(),
-            });
-        }
-    }
-
-    for top in [&town.agents_dir, &town.persist_dir] {
-        if let Some(parent) = top.parent() {
-            p.dir_chain(parent, 0o755, 0, 0);
-        }
-    }
-    p.dir(&town.agents_dir, 0o755, 0, 0, true);
-    p.dir(&town.persist_dir, 0o755, 0, 0, false);
-    let trash = crate::round::trash_dir(&town.agents_dir);
-    if fs::read_dir(&trash).is_ok_and(|mut d| d.next().is_some()) {
-        p.push(Change::EmptyTrash {
-            agents_dir: town.agents_dir.clone(),
-        });
-    }
-    p.dir(&town.persist_dir.join("agents"), 0o755, 0, 0, true);
-
+    p.humans(town);
+    p.town_dirs(town);
     for (name, agent) in town.enabled_agents() {
         p.agent(town, name, agent, &state)?;
         new_state.agents.insert(
@@ -163,166 +156,11 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
         );
     }
 
-    // Devices.
-    let rules = render::udev_rules(town, render::SETFACL);
-    if let Some(dir) = paths.udev_rules.parent() {
-        p.dir(dir, 0o755, 0, 0, false);
-    }
-    if p.file(&paths.udev_rules, Source::Text(rules), 0o644, 0, 0) {
-        p.push(Change::ReloadUdev);
-    }
-    // Devices plugged in now get their ACL at once, as the rule would on plug-in.
-    for d in crate::devices::devices(town) {
-        let perm = &town.agents[&d.agent].devices[d.index].permission;
-        for node in d.present.iter().filter(|n| !n.acl) {
-            if let Some(dev) = node.devnode.as_ref().filter(|d| d.exists()) {
-                p.push(Change::DeviceAcl {
-                    agent: d.agent.clone(),
-                    node: dev.clone(),
-                    argv: render::acl_command(render::SETFACL, &d.agent, perm, dev),
-                });
-            }
-        }
-    }
-
-    // The privilege path.
-    let any_sudo = town.enabled_agents().any(|(_, a)| a.sudo.enable);
-    match (&opts.privileged, any_sudo) {
-        (Some(pr), true) => {
-            let dir = town.hall.elevate_path.parent().unwrap_or(Path::new("/"));
-            p.dir_chain(dir, 0o755, 0, 0);
-            match &pr.elevate_binary {
-                Some(bin) => {
-                    p.file(&town.hall.elevate_path, Source::CopyOf(bin.clone()), 0o755, 0, 0);
-                }
-                None if town.hall.elevate_path.exists() => {}
-                None => p.plan.notes.push(format!(
-                    "the entry point nuketown-elevate was not found next to this nuketown binary; install it at {} or sudo requests will fail",
-                    town.hall.elevate_path.display()
-                )),
-            }
-            let shim = shim_dir(town);
-            p.dir(&shim, 0o755, 0, 0, true);
-            p.file(
-                &shim.join("sudo"),
-                Source::Text(pr.shim.clone()),
-                0o755,
-                0,
-                0,
-            );
-            if current(&paths.sudoers).as_deref() != Some(pr.sudoers.as_bytes())
-                || !mode_is(&paths.sudoers, 0o440, 0, 0)
-            {
-                p.push(Change::Sudoers {
-                    path: paths.sudoers.clone(),
-                    text: pr.sudoers.clone(),
-                });
-            }
-        }
-        (_, false) if paths.sudoers.exists() => p.push(Change::RemoveFile {
-            path: paths.sudoers.clone(),
-        }),
-        (None, true) => p.plan.notes.push(
-            "sudo is enabled for some agents but this build cannot render the sudoers drop-in"
-                .into(),
-        ),
-        _ => {}
-    }
-
-    // The binary the units run, and the units.
-    if let Some(bin) = &opts.binary {
-        let installed = paths.installed_binary(bin);
-        if &installed != bin {
-            p.dir_chain(&paths.bin_dir, 0o755, 0, 0);
-            p.file(&installed, Source::CopyOf(bin.clone()), 0o755, 0, 0);
-        }
-    }
-    if !opts.units.is_empty() && paths.systemd_dir.parent().is_some_and(|d| d.is_dir()) {
-        p.dir(&paths.systemd_dir, 0o755, 0, 0, false);
-        let mut changed = false;
-        for unit in &opts.units {
-            changed |= p.file(
-                &paths.systemd_dir.join(&unit.name),
-                Source::Text(unit.text.clone()),
-                0o644,
-                0,
-                0,
-            );
-            if let Some(target) = &unit.wanted_by {
-                let wants = paths.systemd_dir.join(format!("{target}.wants"));
-                p.dir(&wants, 0o755, 0, 0, false);
-                let links: Vec<String> = if unit.name.contains("@.") {
-                    unit.instances
-                        .iter()
-                        .map(|i| unit.name.replacen("@.", &format!("@{i}."), 1))
-                        .collect()
-                } else if unit.instances.is_empty() {
-                    vec![unit.name.clone()]
-                } else {
-                    unit.instances
-                        .iter()
-                        .map(|i| unit.name.replacen("@.", &format!("@{i}."), 1))
-                        .collect()
-                };
-                let want = PathBuf::from("..").join(&unit.name);
-                for l in links {
-                    let link = wants.join(&l);
-                    if fs::read_link(&link).ok().as_ref() != Some(&want) {
-                        p.push(Change::Symlink {
-                            link,
-                            target: want.clone(),
-                        });
-                        changed = true;
-                    }
-                }
-            }
-        }
-        if changed && Path::new("/run/systemd/system").is_dir() {
-            p.push(Change::DaemonReload);
-        }
-    }
-
-    // Publish the town for the other binaries (the hall reads its policies here).
-    p.dir(&paths.etc_dir, 0o755, 0, 0, false);
-    let town_json = serde_json::to_string_pretty(town).expect("town serialises") + "\n";
-    p.file(
-        &paths.etc_dir.join("town.json"),
-        Source::Text(town_json),
-        0o644,
-        0,
-        0,
-    );
-
-    // Agents no longer in the town.
-    for (name, managed) in &state.agents {
-        if town.agents.get(name).is_some_and(|a| a.enable) {
-            continue;
-        }
-        if opts.prune {
-            if system::user(name).is_some_and(|a| a.uid == managed.uid) {
-                p.push(Change::RemoveUser {
-                    name: name.clone(),
-                    home: managed.home.clone(),
-                });
-            } else if managed.home.exists() {
-                p.push(Change::RemoveTree {
-                    path: managed.home.clone(),
-                });
-            }
-            if opts.purge && managed.persist.exists() {
-                p.push(Change::RemoveTree {
-                    path: managed.persist.clone(),
-                });
-            }
-            new_state.agents.remove(name);
-        } else {
-            p.plan.notes.push(format!(
-                "agent {name} (uid {}) is no longer in the town; `apply --prune` removes its user and home (its persist dir {} is kept unless --purge)",
-                managed.uid,
-                managed.persist.display()
-            ));
-        }
-    }
+    p.devices(town, paths);
+    p.privileged(town, paths, opts);
+    p.units(paths, opts);
+    p.publish(town, paths);
+    p.departed(town, opts, &state, &mut new_state);
     if new_state != state {
         p.push(Change::SaveState {
             path: State::path(&paths.state_dir),
@@ -332,18 +170,278 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
     Ok(p.plan)
 }
 
-/// Whether home-manager (the NixOS module) lays down `name`'s dotfiles.
-pub fn home_manager_manages(name: &str) -> bool {
-    Path::new("/etc/systemd/system")
-        .join(format!("home-manager-{name}.service"))
+/// The town-wide steps of [`plan`], one concern each.
+impl Planner {
+    /// The human(s) first: they must exist to join the approvers group.
+    fn humans(&mut self, town: &Town) {
+        self.group(crate::plan::APPROVERS_GROUP, None, true);
+        if let Some(human) = &town.human_user {
+            if system::user(human).is_none() {
+                self.push(Change::CreateUser {
+                    name: human.clone(),
+                    uid: None,
+                    gid: None,
+                    home: PathBuf::from("/home").join(human),
+                    shell: "/bin/bash".into(),
+                    comment: town.human_name.clone().unwrap_or_default(),
+                    create_home: true,
+                });
+            }
+        }
+        for who in town.approvers() {
+            let human_planned = town.human_user.as_deref() == Some(who.as_str());
+            if system::user(&who).is_none() && !human_planned {
+                self.plan.notes.push(format!(
+                    "approver {who} has no account on this host; create it to let them approve"
+                ));
+                continue;
+            }
+            if !system::groups_of(&who).iter().any(|g| g == APPROVERS_GROUP) {
+                self.push(Change::AddToGroup {
+                    user: who.clone(),
+                    group: APPROVERS_GROUP.into(),
+                });
+            }
+        }
+    }
+
+    /// `agentsDir`, `persistDir` and `persistDir/agents`, and the trash.
+    fn town_dirs(&mut self, town: &Town) {
+        for top in [&town.agents_dir, &town.persist_dir] {
+            if let Some(parent) = top.parent() {
+                self.dir_chain(parent, 0o755, 0, 0);
+            }
+        }
+        // The two directories that hold the agents' trees are root's: nothing
+        // below them can be swapped by an agent except inside its own tree.
+        self.dir(&At::system(&town.agents_dir), 0o755, 0, 0, true);
+        self.dir(&At::system(&town.persist_dir), 0o755, 0, 0, false);
+        let trash = crate::home::trash_dir(&town.agents_dir);
+        if fs::read_dir(&trash).is_ok_and(|mut d| d.next().is_some()) {
+            self.push(Change::EmptyTrash {
+                agents_dir: town.agents_dir.clone(),
+            });
+        }
+        self.dir(&At::system(&persist_agents(town)), 0o755, 0, 0, true);
+    }
+
+    /// udev rules, and ACLs for declared devices plugged in now.
+    fn devices(&mut self, town: &Town, paths: &HostPaths) {
+        let rules = render::udev_rules(town, render::SETFACL);
+        if let Some(dir) = paths.udev_rules.parent() {
+            self.dir(&At::system(dir), 0o755, 0, 0, false);
+        }
+        if self.file(
+            &At::system(&paths.udev_rules),
+            Source::Text(rules),
+            0o644,
+            0,
+            0,
+        ) {
+            self.push(Change::ReloadUdev);
+        }
+        // Devices plugged in now get their ACL at once, as the rule would on plug-in.
+        for d in crate::devices::devices(town) {
+            let perm = &town.agents[&d.agent].devices[d.index].permission;
+            for node in d.present.iter().filter(|n| !n.acl) {
+                if let Some(dev) = node
+                    .devnode
+                    .as_ref()
+                    .filter(|d| crate::devices::is_device_node(d))
+                {
+                    self.push(Change::DeviceAcl {
+                        agent: d.agent.clone(),
+                        node: dev.clone(),
+                        argv: render::acl_command(render::SETFACL, &d.agent, perm, dev),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The privilege path: entry point, sudo shim, sudoers drop-in.
+    fn privileged(&mut self, town: &Town, paths: &HostPaths, opts: &Options) {
+        let any_sudo = town.enabled_agents().any(|(_, a)| a.sudo.enable);
+        match (&opts.privileged, any_sudo) {
+            (Some(pr), true) => {
+                let dir = town.hall.elevate_path.parent().unwrap_or(Path::new("/"));
+                self.dir_chain(dir, 0o755, 0, 0);
+                match &pr.elevate_binary {
+                    Some(bin) => {
+                        self.file(
+                            &At::system(&town.hall.elevate_path),
+                            Source::CopyOf(Origin::Trusted(bin.clone())),
+                            0o755,
+                            0,
+                            0,
+                        );
+                    }
+                    None if town.hall.elevate_path.exists() => {}
+                    None => self.plan.notes.push(format!(
+                        "the entry point nuketown-elevate was not found next to this nuketown binary; install it at {} or sudo requests will fail",
+                        town.hall.elevate_path.display()
+                    )),
+                }
+                let shim = shim_dir(town);
+                self.dir(&At::system(&shim), 0o755, 0, 0, true);
+                self.file(
+                    &At::system(&shim.join("sudo")),
+                    Source::Text(pr.shim.clone()),
+                    0o755,
+                    0,
+                    0,
+                );
+                if current(&paths.sudoers).as_deref() != Some(pr.sudoers.as_bytes())
+                    || !mode_is(&paths.sudoers, 0o440, 0, 0)
+                {
+                    self.push(Change::Sudoers {
+                        path: paths.sudoers.clone(),
+                        text: pr.sudoers.clone(),
+                    });
+                }
+            }
+            (_, false) if paths.sudoers.exists() => self.push(Change::RemoveFile {
+                path: paths.sudoers.clone(),
+            }),
+            (None, true) => self.plan.notes.push(
+                "sudo is enabled for some agents but this build cannot render the sudoers drop-in"
+                    .into(),
+            ),
+            _ => {}
+        }
+    }
+
+    /// The binary the units run, and the units.
+    fn units(&mut self, paths: &HostPaths, opts: &Options) {
+        if let Some(bin) = &opts.binary {
+            let installed = paths.installed_binary(bin);
+            if &installed != bin {
+                self.dir_chain(&paths.bin_dir, 0o755, 0, 0);
+                self.file(
+                    &At::system(&installed),
+                    Source::CopyOf(Origin::Trusted(bin.clone())),
+                    0o755,
+                    0,
+                    0,
+                );
+            }
+        }
+        if !opts.units.is_empty() && paths.systemd_dir.parent().is_some_and(|d| d.is_dir()) {
+            self.dir(&At::system(&paths.systemd_dir), 0o755, 0, 0, false);
+            let mut changed = false;
+            for unit in &opts.units {
+                changed |= self.file(
+                    &At::system(&paths.systemd_dir.join(&unit.name)),
+                    Source::Text(unit.text.clone()),
+                    0o644,
+                    0,
+                    0,
+                );
+                if let Some(target) = &unit.wanted_by {
+                    let wants = paths.systemd_dir.join(format!("{target}.wants"));
+                    self.dir(&At::system(&wants), 0o755, 0, 0, false);
+                    let links: Vec<String> = if unit.name.contains("@.") {
+                        unit.instances
+                            .iter()
+                            .map(|i| unit.name.replacen("@.", &format!("@{i}."), 1))
+                            .collect()
+                    } else if unit.instances.is_empty() {
+                        vec![unit.name.clone()]
+                    } else {
+                        unit.instances
+                            .iter()
+                            .map(|i| unit.name.replacen("@.", &format!("@{i}."), 1))
+                            .collect()
+                    };
+                    let want = PathBuf::from("..").join(&unit.name);
+                    for l in links {
+                        let link = wants.join(&l);
+                        if fs::read_link(&link).ok().as_ref() != Some(&want) {
+                            self.push(Change::Symlink {
+                                link,
+                                target: want.clone(),
+                            });
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if changed && paths.systemd_running() {
+                self.push(Change::DaemonReload);
+            }
+        }
+    }
+
+    /// Publish the town for the other binaries (the hall reads its policies here).
+    fn publish(&mut self, town: &Town, paths: &HostPaths) {
+        self.dir(&At::system(&paths.etc_dir), 0o755, 0, 0, false);
+        let town_json = serde_json::to_string_pretty(town).expect("town serialises") + "\n";
+        self.file(
+            &At::system(&paths.etc_dir.join("town.json")),
+            Source::Text(town_json),
+            0o644,
+            0,
+            0,
+        );
+    }
+
+    /// Agents no longer in the town: noted, or removed with `--prune`.
+    fn departed(&mut self, town: &Town, opts: &Options, state: &State, new_state: &mut State) {
+        for (name, managed) in &state.agents {
+            if town.agents.get(name).is_some_and(|a| a.enable) {
+                continue;
+            }
+            if opts.prune {
+                if system::user(name).is_some_and(|a| a.uid == managed.uid) {
+                    self.push(Change::RemoveUser {
+                        name: name.clone(),
+                        home: At::system(&managed.home),
+                    });
+                } else if managed.home.exists() {
+                    self.push(Change::RemoveTree {
+                        at: At::system(&managed.home),
+                    });
+                }
+                if opts.purge && managed.persist.exists() {
+                    self.push(Change::RemoveTree {
+                        at: At::system(&managed.persist),
+                    });
+                }
+                // Its generated key goes with its persist dir, from the same place.
+                let base = managed
+                    .persist
+                    .parent()
+                    .map_or_else(|| persist_agents(town), Path::to_path_buf);
+                let store = At::new(base, Path::new(KEY_STORE).join(name));
+                if opts.purge && store.path().exists() {
+                    self.push(Change::RemoveTree { at: store });
+                }
+                new_state.agents.remove(name);
+            } else {
+                self.plan.notes.push(format!(
+                    "agent {name} (uid {}) is no longer in the town; `apply --prune` removes its user and home (its persist dir {} is kept unless --purge)",
+                    managed.uid,
+                    managed.persist.display()
+                ));
+            }
+        }
+    }
+}
+
+/// Whether home-manager (the NixOS module) lays down `name`'s dotfiles:
+/// its unit `home-manager-<name>.service` is installed.
+pub fn home_manager_manages(paths: &HostPaths, name: &str) -> bool {
+    paths
+        .systemd_dir
+        .join(crate::round::home_manager_unit(name))
         .exists()
 }
 
 /// The changes that lay down one agent (user, home, persist binds, keys,
-/// identity files) and nothing else: what a new round re-applies.
+/// identity files, secrets) and nothing else: what a new round re-applies.
 pub fn plan_agent(town: &Town, name: &str, paths: &HostPaths) -> Result<Plan, HostError> {
     let mut p = Planner {
-        home_manager: home_manager_manages(name),
+        home_manager: home_manager_manages(paths, name),
         plan: Plan::default(),
         made: BTreeSet::new(),
     };
@@ -352,8 +450,12 @@ pub fn plan_agent(town: &Town, name: &str, paths: &HostPaths) -> Result<Plan, Ho
         .agents
         .get(name)
         .ok_or_else(|| HostError::Conflict(format!("{name} is not an agent of this town")))?;
-    p.dir(&town.agents_dir, 0o755, 0, 0, true);
-    p.dir_chain(&town.persist_dir.join("agents"), 0o755, 0, 0);
+    p.dir(&At::system(&town.agents_dir), 0o755, 0, 0, true);
+    if let Some(parent) = town.persist_dir.parent() {
+        p.dir_chain(parent, 0o755, 0, 0);
+    }
+    p.dir(&At::system(&town.persist_dir), 0o755, 0, 0, false);
+    p.dir(&At::system(&persist_agents(town)), 0o755, 0, 0, true);
     p.agent(town, name, agent, &state)?;
     Ok(p.plan)
 }
@@ -364,6 +466,50 @@ fn current(path: &Path) -> Option<Vec<u8>> {
 
 fn mode_is(path: &Path, mode: u32, uid: u32, gid: u32) -> bool {
     system::owner_mode(path) == Some((mode, uid, gid))
+}
+
+/// Where to read a file the town declares (a key, a secret): inside an
+/// agent's home or persist dir it is read beneath it, and must be that
+/// agent's own file (in root's key store, root's); elsewhere by its path.
+pub fn origin(town: &Town, path: &Path) -> Result<Origin, HostError> {
+    let persist = persist_agents(town);
+    for base in [&town.agents_dir, &persist] {
+        let Ok(rel) = path.strip_prefix(base) else {
+            continue;
+        };
+        let first = rel.components().next();
+        let owner = match first {
+            Some(Component::Normal(n)) if n == KEY_STORE && *base == persist => 0,
+            Some(Component::Normal(n)) => town
+                .agents
+                .get(&*n.to_string_lossy())
+                .map(|a| a.uid)
+                .ok_or_else(|| {
+                    HostError::Conflict(format!(
+                        "{}: lies in {} but in no agent's tree; keep declared files outside agentsDir and persistDir/agents",
+                        path.display(),
+                        base.display()
+                    ))
+                })?,
+            _ => {
+                return Err(HostError::Conflict(format!(
+                    "{} is not a file",
+                    path.display()
+                )))
+            }
+        };
+        return Ok(Origin::Beneath {
+            at: At::new(base, rel),
+            owner,
+        });
+    }
+    Ok(Origin::Trusted(path.to_path_buf()))
+}
+
+/// What is at `at` now, read beneath its base; an error (a link on the way)
+/// as `Err`, so the planner plans the change whose making will refuse it.
+fn meta(at: &At) -> Result<Option<Meta>, HostError> {
+    at.meta()
 }
 
 impl Planner {
@@ -388,23 +534,31 @@ impl Planner {
     }
 
     /// Ensure a directory; `strict` also fixes mode and owner of an existing one.
-    fn dir(&mut self, path: &Path, mode: u32, uid: u32, gid: u32, strict: bool) {
-        if self.made.contains(path) {
+    fn dir(&mut self, at: &At, mode: u32, uid: u32, gid: u32, strict: bool) {
+        let path = at.path();
+        if self.made.contains(&path) {
             return; // already planned
         }
-        let exists = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-        if !exists || (strict && !mode_is(path, mode, uid, gid)) {
-            self.made.insert(path.to_path_buf());
+        let (ok, new) = match meta(at) {
+            Ok(Some(m)) if m.kind == Kind::Dir => {
+                (!strict || (m.mode, m.uid, m.gid) == (mode, uid, gid), false)
+            }
+            Ok(Some(_)) | Err(_) => (false, false),
+            Ok(None) => (false, true),
+        };
+        if !ok {
+            self.made.insert(path);
             self.push(Change::Dir {
-                path: path.to_path_buf(),
+                at: at.clone(),
                 mode,
                 uid,
                 gid,
+                new,
             });
         }
     }
 
-    /// Ensure `dir` and its missing ancestors.
+    /// Ensure a system directory and its missing ancestors.
     fn dir_chain(&mut self, dir: &Path, mode: u32, uid: u32, gid: u32) {
         let missing: Vec<PathBuf> = dir
             .ancestors()
@@ -412,35 +566,40 @@ impl Planner {
             .map(Path::to_path_buf)
             .collect();
         for d in missing.into_iter().rev() {
-            self.dir(&d, mode, uid, gid, false);
+            self.dir(&At::system(&d), mode, uid, gid, false);
         }
     }
 
-    /// Ensure the directories from `root` (exclusive) down to `path`'s parent.
-    fn parents_within(&mut self, root: &Path, path: &Path, mode: u32, uid: u32, gid: u32) {
-        if let Ok(rel) = path.strip_prefix(root) {
-            let mut at = root.to_path_buf();
-            let comps: Vec<_> = rel.components().collect();
-            for c in &comps[..comps.len().saturating_sub(1)] {
-                at.push(c);
-                self.dir(&at.clone(), mode, uid, gid, false);
-            }
+    /// Ensure the directories from `root` (exclusive) down to `at`'s parent.
+    fn parents(&mut self, root: &At, at: &At, mode: u32, uid: u32, gid: u32) {
+        let Ok(below) = at.rel.strip_prefix(&root.rel) else {
+            return;
+        };
+        let comps: Vec<_> = below.components().collect();
+        let mut dir = root.clone();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            dir = dir.join(c);
+            self.dir(&dir, mode, uid, gid, false);
         }
     }
 
     /// Ensure a file's contents, mode and owner; true if a change is planned.
-    fn file(&mut self, path: &Path, source: Source, mode: u32, uid: u32, gid: u32) -> bool {
-        let same = match (current(path), source.bytes()) {
-            (Some(have), Ok(want)) => have == want,
+    /// A link, FIFO or someone else's file there is simply "not the file":
+    /// the change replaces it (by rename, never writing through it).
+    fn file(&mut self, at: &At, source: Source, mode: u32, uid: u32, gid: u32) -> bool {
+        let same = match (Tree::open(&at.base), source.bytes()) {
+            (Ok(tree), Ok(want)) => tree.holds(&at.rel, &want, mode, uid, gid),
             _ => false,
-        } && mode_is(path, mode, uid, gid);
+        };
         if !same {
+            let new = matches!(meta(at), Ok(None));
             self.push(Change::File {
-                path: path.to_path_buf(),
+                at: at.clone(),
                 source,
                 mode,
                 uid,
                 gid,
+                new,
             });
         }
         !same
@@ -453,11 +612,37 @@ impl Planner {
         agent: &Agent,
         state: &State,
     ) -> Result<(), HostError> {
-        let home = town.home_of(name);
-        let persist = town.persist_of(name);
-        let uid = agent.uid;
+        let gid = self.account(town, name, agent, state)?;
+        let cx = Ctx {
+            name,
+            agent,
+            uid: agent.uid,
+            gid,
+            home: At::new(&town.agents_dir, name),
+            persist: At::new(persist_agents(town), name),
+        };
+        self.home_and_persist(town, &cx);
+        let key = self.ssh_key(town, &cx)?;
+        let signing = self.signing(town, &cx, &key)?;
+        self.secrets(town, &cx)?;
+        if self.home_manager {
+            // NixOS: home-manager's activation (restarted by reset) writes the rest.
+            return Ok(());
+        }
+        self.identity(town, &cx, &signing);
+        Ok(())
+    }
 
-        // Private group, then user.
+    /// The private group, the user, and group memberships; returns the gid.
+    fn account(
+        &mut self,
+        town: &Town,
+        name: &str,
+        agent: &Agent,
+        state: &State,
+    ) -> Result<u32, HostError> {
+        let home = town.home_of(name);
+        let uid = agent.uid;
         let gid = match system::group(name) {
             Some((g, _)) => g,
             None => {
@@ -554,210 +739,249 @@ impl Planner {
                 });
             }
         }
+        Ok(gid)
+    }
 
-        // Home and persist root.
-        if fs::symlink_metadata(&home).is_err() {
-            let subvolume = crate::round::on_btrfs(&town.agents_dir);
-            self.made.insert(home.clone());
+    /// The home, the persist root, and each persisted path bound into the home.
+    fn home_and_persist(&mut self, town: &Town, cx: &Ctx<'_>) {
+        let (uid, gid) = (cx.uid, cx.gid);
+        if matches!(meta(&cx.home), Ok(None)) {
+            let subvolume = crate::home::on_btrfs(&town.agents_dir);
+            self.made.insert(cx.home.path());
             self.push(Change::Home {
-                path: home.clone(),
+                at: cx.home.clone(),
                 uid,
                 gid,
                 subvolume,
             });
         } else {
-            self.dir(&home, 0o700, uid, gid, true);
+            self.dir(&cx.home, 0o700, uid, gid, true);
         }
-        self.dir(&persist, 0o700, uid, gid, true);
+        self.dir(&cx.persist, 0o700, uid, gid, true);
         let mounts = system::mount_points();
-        let persisted = agent
+        let persisted = cx
+            .agent
             .persist
             .directories
             .iter()
             .map(|d| (d, true))
-            .chain(agent.persist.files.iter().map(|f| (f, false)));
+            .chain(cx.agent.persist.files.iter().map(|f| (f, false)));
         for (rel, is_dir) in persisted {
-            let src = persist.join(rel);
-            let dst = home.join(rel);
-            self.parents_within(&persist, &src, 0o700, uid, gid);
-            self.parents_within(&home, &dst, 0o755, uid, gid);
+            let src = cx.persist.join(rel);
+            let dst = cx.home.join(rel);
+            self.parents(&cx.persist, &src, 0o700, uid, gid);
+            self.parents(&cx.home, &dst, 0o755, uid, gid);
             if is_dir {
                 self.dir(&src, 0o700, uid, gid, false);
                 self.dir(&dst, 0o700, uid, gid, false);
             } else {
-                if fs::symlink_metadata(&src).is_err() {
-                    self.push(Change::Touch {
-                        path: src.clone(),
-                        mode: 0o600,
-                        uid,
-                        gid,
-                    });
-                }
-                if fs::symlink_metadata(&dst).is_err() {
-                    self.push(Change::Touch {
-                        path: dst.clone(),
-                        mode: 0o600,
-                        uid,
-                        gid,
-                    });
+                for at in [&src, &dst] {
+                    if !matches!(meta(at), Ok(Some(_))) {
+                        self.push(Change::Touch {
+                            at: at.clone(),
+                            mode: 0o600,
+                            uid,
+                            gid,
+                        });
+                    }
                 }
             }
-            if !mounts.contains(&dst) {
+            if !mounts.contains(&dst.path()) {
                 self.push(Change::Bind {
                     source: src,
+                    owner: uid,
                     target: dst,
                 });
             }
         }
+    }
 
-        // Keys.
-        let key = match &agent.secrets.ssh_key {
+    /// The SSH key (declared, or generated into root's key store), installed
+    /// as `~/.ssh/id_ed25519` and `.pub`; returns where the key is read from.
+    fn ssh_key(&mut self, town: &Town, cx: &Ctx<'_>) -> Result<Origin, HostError> {
+        let name = cx.name;
+        let key = match &cx.agent.secrets.ssh_key {
             Some(k) => {
-                if !k.exists() {
+                let o = origin(town, k)?;
+                if !o.exists() {
                     return Err(HostError::Conflict(format!(
                         "agents.{name}.secrets.sshKey: {} does not exist; point it at the agent's private key or remove the key to have one generated",
                         k.display()
                     )));
                 }
-                k.clone()
+                o
             }
             None => {
-                let k = persist.join(GENERATED_KEY);
-                if !k.exists() {
-                    self.parents_within(&persist, &k, 0o700, uid, gid);
-                    self.push(Change::GenerateSshKey {
-                        path: k.clone(),
-                        comment: format!("{name}@{}", town.domain()),
-                        uid,
-                        gid,
-                    });
+                let key = generated_key(town, name);
+                let store = At::new(&key.base, "");
+                self.dir(&store.join(KEY_STORE), 0o700, 0, 0, true);
+                self.dir(&store.join(KEY_STORE).join(name), 0o700, 0, 0, true);
+                if !matches!(meta(&key), Ok(Some(m)) if m.kind == Kind::File) {
+                    // Anything at the old place is adopted or refused (a
+                    // link, another owner's file), never silently replaced.
+                    let old = cx.persist.join(OLD_GENERATED_KEY);
+                    if !matches!(meta(&old), Ok(None)) {
+                        self.push(Change::AdoptSshKey {
+                            from: old,
+                            owner: cx.uid,
+                            key: key.clone(),
+                        });
+                    } else {
+                        self.push(Change::GenerateSshKey {
+                            key: key.clone(),
+                            comment: format!("{name}@{}", town.domain()),
+                        });
+                    }
                 }
-                k
+                Origin::Beneath { at: key, owner: 0 }
             }
         };
-        let ssh = home.join(".ssh");
-        self.dir(&ssh, 0o700, uid, gid, true);
+        let ssh = cx.home.join(".ssh");
+        self.dir(&ssh, 0o700, cx.uid, cx.gid, true);
         self.file(
             &ssh.join("id_ed25519"),
             Source::CopyOf(key.clone()),
             0o600,
-            uid,
-            gid,
+            cx.uid,
+            cx.gid,
         );
         self.file(
             &ssh.join("id_ed25519.pub"),
             Source::PublicKeyOf(key.clone()),
             0o644,
-            uid,
-            gid,
+            cx.uid,
+            cx.gid,
         );
-        let identity = town.identity(name);
-        let signing = match &agent.secrets.gpg_key {
+        Ok(key)
+    }
+
+    /// How the agent signs (GPG, imported as the agent; else its SSH key) and
+    /// the `allowed_signers` that verifies it.
+    fn signing(&mut self, town: &Town, cx: &Ctx<'_>, key: &Origin) -> Result<Signing, HostError> {
+        let name = cx.name;
+        let signing = match &cx.agent.secrets.gpg_key {
             Some(gpg) => {
-                let fpr = gpg_fingerprint(gpg).map_err(|e| {
+                let origin = origin(town, gpg)?;
+                let fpr = gpg_fingerprint(&origin).map_err(|e| {
                     HostError::Conflict(format!(
                         "agents.{name}.secrets.gpgKey: {}: {e}",
                         gpg.display()
                     ))
                 })?;
-                self.dir(&home.join(".gnupg"), 0o700, uid, gid, true);
+                self.dir(&cx.home.join(".gnupg"), 0o700, cx.uid, cx.gid, true);
                 if !gpg_has_secret_key(name, &fpr) {
                     self.push(Change::ImportGpgKey {
                         user: name.into(),
-                        key: gpg.clone(),
+                        key: origin,
                     });
                 }
                 Signing::Gpg(fpr)
             }
             None => Signing::Ssh(".ssh/id_ed25519.pub".into()),
         };
-        let git_dir = home.join(".config/git");
-        self.parents_within(&home, &git_dir.join("x"), 0o755, uid, gid);
+        let signers = cx.home.join(".config/git/allowed_signers");
+        self.parents(&cx.home, &signers, 0o755, cx.uid, cx.gid);
         self.file(
-            &git_dir.join("allowed_signers"),
+            &signers,
             Source::AllowedSigner {
-                email: identity.email.clone(),
+                email: town.identity(name).email.clone(),
                 key: key.clone(),
             },
             0o644,
-            uid,
-            gid,
+            cx.uid,
+            cx.gid,
         );
-        if self.home_manager {
-            // NixOS: home-manager's activation (restarted by reset) writes the rest.
-            return Ok(());
+        Ok(signing)
+    }
+
+    /// Declared extra secrets with a source on this host, copied in as the agent's.
+    fn secrets(&mut self, town: &Town, cx: &Ctx<'_>) -> Result<(), HostError> {
+        let name = cx.name;
+        for (sname, secret) in &cx.agent.secrets.extra_secrets {
+            let dst = cx.home.join(&secret.path);
+            match &secret.source {
+                Some(src) => {
+                    let origin = origin(town, src)?;
+                    if !origin.exists() {
+                        return Err(HostError::Conflict(format!(
+                            "agents.{name}.secrets.extraSecrets.{sname}.source: {} does not exist",
+                            src.display()
+                        )));
+                    }
+                    self.parents(&cx.home, &dst, 0o700, cx.uid, cx.gid);
+                    let mode = u32::from_str_radix(&secret.mode, 8).unwrap_or(0o400);
+                    self.file(&dst, Source::CopyOf(origin), mode, cx.uid, cx.gid);
+                }
+                None => self.plan.notes.push(format!(
+                    "agents.{name}.secrets.extraSecrets.{sname} has no source on this host; skipped (give it a source, e.g. the sops-nix secret's path under /run/secrets)"
+                )),
+            }
         }
+        Ok(())
+    }
+
+    /// Git config, identity projections and shell start-up files.
+    fn identity(&mut self, town: &Town, cx: &Ctx<'_>, signing: &Signing) {
+        let (uid, gid) = (cx.uid, cx.gid);
+        let identity = town.identity(cx.name);
         self.file(
-            &home.join(".gitconfig"),
-            Source::Text(identity.gitconfig(Some(&signing))),
+            &cx.home.join(".gitconfig"),
+            Source::Text(identity.gitconfig(Some(signing))),
             0o644,
             uid,
             gid,
         );
-
-        // Identity projections and shell start-up.
-        for proj in town.projections(name) {
-            let path = home.join(&proj.path);
-            self.parents_within(&home, &path, 0o755, uid, gid);
-            self.file(&path, Source::Text(proj.contents), proj.mode, uid, gid);
+        for proj in town.projections(cx.name) {
+            let at = cx.home.join(&proj.path);
+            self.parents(&cx.home, &at, 0o755, uid, gid);
+            self.file(&at, Source::Text(proj.contents), proj.mode, uid, gid);
         }
-        let shim = agent.sudo.enable.then(|| shim_dir(town));
+        let shim = cx.agent.sudo.enable.then(|| shim_dir(town));
         self.file(
-            &home.join(".profile"),
+            &cx.home.join(".profile"),
             Source::Text(render::profile()),
             0o644,
             uid,
             gid,
         );
         self.file(
-            &home.join(".bashrc"),
-            Source::Text(render::bashrc(name, shim.as_deref())),
+            &cx.home.join(".bashrc"),
+            Source::Text(render::bashrc(cx.name, shim.as_deref())),
             0o644,
             uid,
             gid,
         );
-
-        for (sname, secret) in &agent.secrets.extra_secrets {
-            let dst = home.join(&secret.path);
-            match &secret.source {
-                Some(src) if src.exists() => {
-                    self.parents_within(&home, &dst, 0o700, uid, gid);
-                    let mode = u32::from_str_radix(&secret.mode, 8).unwrap_or(0o400);
-                    self.file(&dst, Source::CopyOf(src.clone()), mode, uid, gid);
-                }
-                Some(src) => {
-                    return Err(HostError::Conflict(format!(
-                        "agents.{name}.secrets.extraSecrets.{sname}.source: {} does not exist",
-                        src.display()
-                    )))
-                }
-                None => self.plan.notes.push(format!(
-                    "agents.{name}.secrets.extraSecrets.{sname} has no source on this host; skipped (on NixOS, sops-nix provides it)"
-                )),
-            }
-        }
-        Ok(())
     }
 }
 
-/// The fingerprint of the (first) key in an armored key file, read without a keyring.
-pub fn gpg_fingerprint(file: &Path) -> Result<String, String> {
-    let tmp = std::env::temp_dir().join(format!("nuketown-gpg-{}", std::process::id()));
-    let _ = fs::create_dir_all(&tmp);
-    let _ = fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o700));
-    let out = Command::new("gpg")
-        .env("GNUPGHOME", &tmp)
-        .args(["--batch", "--with-colons", "--show-keys"])
-        .arg(file)
-        .output();
-    let _ = fs::remove_dir_all(&tmp);
-    let out = out.map_err(|e| format!("cannot run gpg: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "not a GPG key file: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+/// The fingerprint of the (first) key in an armored key file, read without
+/// a keyring: the bytes are read as root (see [`Origin`]) and given to gpg
+/// on stdin, with a fresh private GnuPG home; a file from an agent's tree
+/// is parsed by gpg running as that agent.
+pub fn gpg_fingerprint(file: &Origin) -> Result<String, String> {
+    let bytes = file.read().map_err(|e| e.to_string())?;
+    let tmp = crate::safe::PrivateDir::new("nuketown-gpg").map_err(|e| e.to_string())?;
+    let owner = match file {
+        Origin::Beneath { owner, .. } if *owner != 0 => Some(*owner),
+        _ => None,
+    };
+    if let Some(uid) = owner {
+        let gid = system::user_by_uid(uid).map_or(uid, |a| a.gid);
+        tmp.give_to(uid, gid).map_err(|e| e.to_string())?;
     }
+    let out = system::run_with_input(
+        "gpg",
+        [
+            std::ffi::OsStr::new("--homedir"),
+            tmp.path().as_os_str(),
+            "--batch".as_ref(),
+            "--with-colons".as_ref(),
+            "--show-keys".as_ref(),
+        ],
+        &bytes,
+        owner,
+    );
+    let out = out.map_err(|e| format!("not a GPG key file: {e}"))?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find(|l| l.starts_with("fpr:"))

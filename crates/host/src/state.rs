@@ -56,20 +56,67 @@ impl State {
 }
 
 /// An exclusive lock on user/group changes, released on drop.
+///
+/// The lock lives in `/run/lock`, which everyone may write (sticky): an agent
+/// could plant a link there for root to follow (creating a file wherever it
+/// points), or make the file itself and hold a lock on it forever. So a
+/// link or a file root does not own at that name is removed (never
+/// followed) and made again, and root's lock file is 0600: nobody else can
+/// open it, so nobody else can lock it.
 pub struct HostLock(#[allow(dead_code)] Flock<File>);
 
 impl HostLock {
     /// Wait for and take the lock at `path`.
     pub fn take(path: &Path) -> Result<HostLock, HostError> {
+        use rustix::fs::{Mode, OFlags};
+        use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(HostError::io(dir))?;
         }
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(HostError::io(path))?;
+        let me = rustix::process::geteuid().as_raw();
+        let mut tries = 0;
+        let f = loop {
+            tries += 1;
+            let opened = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+                .open(path);
+            let foreign = match &opened {
+                Ok(f) => rustix::fs::fstat(f)
+                    .map(|st| {
+                        st.st_uid != me
+                            || rustix::fs::FileType::from_raw_mode(st.st_mode)
+                                != rustix::fs::FileType::RegularFile
+                    })
+                    .unwrap_or(true),
+                // ELOOP: a link is there; ENXIO/EISDIR and others: not a plain file.
+                Err(e) => e.raw_os_error() != Some(rustix::io::Errno::NOENT.raw_os_error()),
+            };
+            if !foreign {
+                let f = opened.map_err(HostError::io(path))?;
+                rustix::fs::fchmod(&f, Mode::from_raw_mode(0o600))
+                    .map_err(|e| HostError::io(path)(e.into()))?;
+                break f;
+            }
+            if tries > 3 {
+                return Err(HostError::Refused {
+                    path: path.to_path_buf(),
+                    why: "something other than root's lock file keeps appearing there".into(),
+                });
+            }
+            tracing::warn!(
+                "{}: not root's lock file (a link, or another user's file); replacing it",
+                path.display()
+            );
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(HostError::io(path)(e)),
+            }
+        };
         Flock::lock(f, FlockArg::LockExclusive)
             .map(HostLock)
             .map_err(|(_, e)| HostError::Io {

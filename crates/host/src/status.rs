@@ -1,14 +1,79 @@
 //! What the town looks like on this host right now.
+//!
+//! Status reads inside the agents' trees (the public key, the chat bridge's
+//! status file) the way apply does — beneath root's directories, no links,
+//! regular files the agent owns, bounded — and everything read there, being
+//! the agent's text, is escaped for the terminal before it is kept (both the
+//! text and `--json` show it escaped).
 
 use std::fmt;
-use std::fs;
+use std::path::Path;
 
 use serde::Serialize;
 
+use nuketown_town::display::clean;
 use nuketown_town::Town;
 
-use crate::plan::GENERATED_KEY;
+use crate::change::{public_key, Origin};
+use crate::plan::{generated_key, origin, persist_agents};
+use crate::safe::Tree;
 use crate::system;
+
+/// What status reads of a chat status file at most.
+const MAX_STATUS: u64 = 64 << 10;
+
+/// Every string in a JSON value (keys too) escaped for the terminal.
+fn clean_json(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(clean(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(clean_json).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (clean(&k), clean_json(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The agent's public key as installed in its home, else from where apply takes it.
+fn ssh_public_key(town: &Town, name: &str, uid: u32) -> Option<String> {
+    let installed = Tree::open(&town.agents_dir).and_then(|t| {
+        t.read(
+            &Path::new(name).join(".ssh/id_ed25519.pub"),
+            Some(uid),
+            64 << 10,
+        )
+    });
+    let bytes = match installed {
+        Ok(b) => b,
+        Err(_) => {
+            let key = match &town.agents[name].secrets.ssh_key {
+                Some(k) => origin(town, k).ok()?,
+                None => Origin::Beneath {
+                    at: generated_key(town, name),
+                    owner: 0,
+                },
+            };
+            public_key(&key).ok()?
+        }
+    };
+    Some(clean(String::from_utf8_lossy(&bytes).trim()))
+}
+
+/// The chat bridge's status file (written by the bridge, as the agent).
+fn chat_status(town: &Town, name: &str, uid: u32) -> Option<serde_json::Value> {
+    let tree = Tree::open(&persist_agents(town)).ok()?;
+    let bytes = tree
+        .read(
+            &Path::new(name).join(".nuketown/matrix/status.json"),
+            Some(uid),
+            MAX_STATUS,
+        )
+        .ok()?;
+    serde_json::from_slice(&bytes).ok().map(clean_json)
+}
 
 /// The town as found on the host.
 #[derive(Debug, Clone, Serialize)]
@@ -53,7 +118,7 @@ pub struct AgentStatus {
     pub home_mode: Option<String>,
     /// Persisted paths and whether each is bind-mounted now.
     pub persist: Vec<PersistStatus>,
-    /// The SSH public key.
+    /// The SSH public key (escaped: its comment is the agent's text).
     pub ssh_public_key: Option<String>,
     /// Whether sudo goes through the hall.
     pub sudo: bool,
@@ -61,7 +126,8 @@ pub struct AgentStatus {
     pub devices: Vec<String>,
     /// Supplementary groups.
     pub groups: Vec<String>,
-    /// The chat bridge's last status (connected, rooms, last message), if it runs.
+    /// The chat bridge's last status (connected, rooms, last message), if it
+    /// runs; every string escaped.
     pub chat: Option<serde_json::Value>,
 }
 
@@ -105,15 +171,7 @@ pub fn status(town: &Town) -> Status {
         .map(|(name, agent)| {
             let home = town.home_of(name);
             let persist_root = town.persist_of(name);
-            let key = agent
-                .secrets
-                .ssh_key
-                .clone()
-                .unwrap_or_else(|| persist_root.join(GENERATED_KEY));
-            let ssh_public_key = fs::read_to_string(home.join(".ssh/id_ed25519.pub"))
-                .or_else(|_| fs::read_to_string(format!("{}.pub", key.display())))
-                .ok()
-                .map(|s| s.trim().to_string());
+            let ssh_public_key = ssh_public_key(town, name, agent.uid);
             AgentStatus {
                 name: name.clone(),
                 uid: agent.uid,
@@ -145,9 +203,7 @@ pub fn status(town: &Town) -> Status {
                     })
                     .collect(),
                 groups: system::groups_of(name),
-                chat: fs::read_to_string(persist_root.join(".nuketown/matrix/status.json"))
-                    .ok()
-                    .and_then(|t| serde_json::from_str(&t).ok()),
+                chat: chat_status(town, name, agent.uid),
             }
         })
         .collect();

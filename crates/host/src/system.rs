@@ -172,6 +172,120 @@ fn tool_missing(program: &OsStr, e: io::Error) -> String {
     }
 }
 
+/// Run a host tool with `input` on its stdin; a failure names the command
+/// and its stderr. With `as_uid`, the tool runs as that user (its private
+/// group, no supplementary groups): a tool parsing what an agent wrote
+/// (its old key, a key file in its tree) gets none of root's privileges.
+pub fn run_with_input<I, S>(
+    program: &str,
+    args: I,
+    input: &[u8],
+    as_uid: Option<u32>,
+) -> Result<Output, HostError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    use std::io::Write as _;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if let Some(uid) = as_uid.filter(|u| *u != 0) {
+        // std drops supplementary groups (setgroups) before setgid/setuid.
+        let gid = user_by_uid(uid).map_or(uid, |a| a.gid);
+        cmd.uid(uid)
+            .gid(gid)
+            .current_dir("/")
+            .env("HOME", "/nonexistent");
+    }
+    let shown = format!(
+        "{} {}",
+        program,
+        cmd.get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| HostError::Tool {
+            command: shown.clone(),
+            message: tool_missing(OsStr::new(program), e),
+        })?;
+    let mut stdin = child.stdin.take().expect("piped");
+    // Write from a thread: the tool may answer before it has read everything.
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().map_err(|e| HostError::Tool {
+        command: shown.clone(),
+        message: e.to_string(),
+    })?;
+    let _ = writer.join();
+    if !out.status.success() {
+        return Err(HostError::Tool {
+            command: shown,
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// The uid's live (non-zombie) processes.
+fn processes_of(uid: u32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let uid_matches = status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .is_some_and(|l| l.split_whitespace().skip(1).any(|u| u == uid.to_string()));
+            let zombie = status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'));
+            uid_matches && !zombie
+        })
+        .collect()
+}
+
+/// End every process running as `uid` (SIGKILL, repeated until none is left).
+pub fn stop_processes(uid: u32) -> Result<(), HostError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let pids = processes_of(uid);
+        if pids.is_empty() {
+            return Ok(());
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(HostError::Conflict(format!(
+                "processes of uid {uid} survive SIGKILL; not levelling the home"
+            )));
+        }
+        // Give the kernel a moment to tear them down before looking again.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Whether the effective user is root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -195,7 +309,9 @@ pub fn as_user(user: &str, program: &str) -> Command {
 }
 
 /// Unmount everything mounted at or below `dir`, deepest first, so that
-/// removing `dir` can never reach into a persisted (bind-mounted) tree.
+/// removing `dir` can never reach into a persisted (bind-mounted) tree. By
+/// path: for directories only root controls (test scaffolding); inside an
+/// agent's tree use [`crate::safe::Tree::unmount_all`].
 pub fn unmount_under(dir: &Path) -> Result<(), HostError> {
     let mut mounts: Vec<PathBuf> = mount_points()
         .into_iter()

@@ -140,10 +140,18 @@ fn apply_creates_private_agents_and_is_idempotent() {
         "{}",
         stderr(&git)
     );
+    // The generated key is kept in root's key store, out of the agent's reach.
     let key = t
         .persist_dir()
-        .join("agents/nkhada/.nuketown/ssh/id_ed25519");
-    assert_eq!(stat("%a %U", &key), "600 nkhada");
+        .join("agents/.nuketown-keys/nkhada/id_ed25519");
+    assert_eq!(stat("%a %U", &key), "600 root");
+    assert_eq!(
+        stat(
+            "%a %U",
+            &t.persist_dir().join("agents/.nuketown-keys/nkhada")
+        ),
+        "700 root"
+    );
     assert_eq!(
         fs::read(&key).unwrap(),
         fs::read(ada_home.join(".ssh/id_ed25519")).unwrap()
@@ -372,6 +380,8 @@ fn removed_agents_are_reported_then_pruned_keeping_persist() {
         "keep me",
         "persist kept"
     );
+    let eel_key = t.persist_dir().join("agents/.nuketown-keys/nkheel");
+    assert!(eel_key.join("id_ed25519").exists(), "its key is kept too");
     assert_eq!(id(&["-u"], "nkhemu"), "1920", "the other agent stays");
 
     // Back again, then purge.
@@ -387,6 +397,11 @@ fn removed_agents_are_reported_then_pruned_keeping_persist() {
         "{purged}"
     );
     assert!(!eel_persist.exists());
+    assert!(
+        purged.contains(&format!("- dir {}", eel_key.display())),
+        "{purged}"
+    );
+    assert!(!eel_key.exists(), "its key goes with its persist dir");
 }
 
 #[test]
@@ -420,7 +435,7 @@ fn declared_ssh_key_is_installed() {
     );
     assert!(
         !t.persist_dir()
-            .join("agents/nkhfox/.nuketown/ssh/id_ed25519")
+            .join("agents/.nuketown-keys/nkhfox/id_ed25519")
             .exists(),
         "no key generated"
     );

@@ -362,3 +362,101 @@ fn devices_shows_present_devices_and_apply_puts_the_acl_in_place() {
     );
     assert_eq!(stdout(&o), "yes\n", "{}", stderr(&o));
 }
+
+#[test]
+fn reset_restarts_home_manager_after_the_lay_down_and_restores_secrets() {
+    let (h, a, uid) = ("nkhmh", "nkhmada", 1871);
+    let t = TestTown::new(&[h, a], &[]);
+    // A secret as sops-nix keeps it: root's, outside the home.
+    let secret = t.path("run-secrets/gh");
+    fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    fs::write(&secret, "gh-token\n").unwrap();
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
+    let town = t.write(
+        "town.toml",
+        &format!(
+            "{}[agents.{a}]\nuid = {uid}\npersist.directories = [\"dev\"]\n\
+             [agents.{a}.secrets.extraSecrets.gh]\npath = \".config/gh/token\"\nsource = \"{}\"\nmode = \"0400\"\n",
+            t.header(h),
+            secret.display()
+        ),
+    );
+    let town = town.to_str().unwrap();
+    t.ok(&["apply", town]);
+    let home = t.agents_dir().join(a);
+
+    // NixOS with home-manager: its unit for the agent is installed and systemd
+    // runs. This machine has no systemd, so `systemctl` is stood in by a
+    // script that logs each call and, when home-manager is restarted, whether
+    // the new home was laid down (key, secret, persisted path bound) by then.
+    let unit = t.path(&format!("systemd/home-manager-{a}.service"));
+    fs::write(&unit, "[Service]\nType=oneshot\n").unwrap();
+    let bin = t.path("fakebin");
+    fs::create_dir(&bin).unwrap();
+    let log = t.path("systemctl.log");
+    let script = format!(
+        "#!/bin/sh\necho \"$*\" >> {log}\n\
+         if [ \"$1\" = --quiet ] && [ \"$2\" = is-active ]; then [ \"$3\" = user@{uid}.service ]; exit $?; fi\n\
+         if [ \"$1\" = restart ] && [ -f {h}/.ssh/id_ed25519 ] && [ -f {h}/.config/gh/token ] && grep -q ' {h}/dev ' /proc/self/mountinfo; then echo '  home laid down' >> {log}; fi\n\
+         exit 0\n",
+        log = log.display(),
+        h = home.display()
+    );
+    fs::write(bin.join("systemctl"), script).unwrap();
+    fs::set_permissions(
+        bin.join("systemctl"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    fs::create_dir(t.path("run-systemd")).unwrap();
+    let reset = || {
+        let out = t
+            .cmd(&["reset", a, "--town", town])
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("NUKETOWN_SYSTEMD_RUNTIME_DIR", t.path("run-systemd"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let out = reset();
+    assert!(
+        out.contains(&format!(
+            "{a}: home-manager laid its files down (home-manager-{a}.service)"
+        )),
+        "{out}"
+    );
+    let calls = fs::read_to_string(&log).unwrap();
+    let at = |line: &str| {
+        calls
+            .lines()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("no `{line}` in:\n{calls}"))
+    };
+    let stop = at(&format!("stop user@{uid}.service"));
+    let hm = at(&format!("restart home-manager-{a}.service"));
+    let laid = at("  home laid down");
+    let start = at(&format!("start user@{uid}.service"));
+    assert!(
+        stop < hm && hm + 1 == laid && laid < start,
+        "home-manager must run after the lay-down and before the agent's units start:\n{calls}"
+    );
+    // The secret is back in the new home, the agent's, with its mode.
+    let token = home.join(".config/gh/token");
+    assert_eq!(fs::read_to_string(&token).unwrap(), "gh-token\n");
+    assert_eq!(stat("%a %U", &token), format!("400 {a}"));
+    // Dotfiles are home-manager's there: nuketown leaves them to it.
+    assert!(!home.join("AGENTS.md").exists());
+
+    // Without home-manager's unit, nothing is restarted for it.
+    fs::remove_file(&unit).unwrap();
+    fs::write(&log, "").unwrap();
+    let out = reset();
+    assert!(!out.contains("home-manager"), "{out}");
+    assert!(!fs::read_to_string(&log).unwrap().contains("home-manager"));
+    assert!(home.join("AGENTS.md").exists());
+    assert_eq!(fs::read_to_string(&token).unwrap(), "gh-token\n");
+}

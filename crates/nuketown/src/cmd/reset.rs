@@ -29,13 +29,10 @@ pub struct Args {
 pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let town = super::load_town(None, global)?;
     let paths = HostPaths::from_env();
-    let names: Vec<String> = match (&args.agent, args.all) {
-        (Some(a), _) => vec![a.clone()],
-        (None, true) => town.enabled_agents().map(|(n, _)| n.clone()).collect(),
+    match (&args.agent, args.all) {
+        (Some(a), _) => nuketown_host::round::reset(&town, a, &paths, |line| println!("{line}"))?,
+        (None, true) => nuketown_host::round::reset_all(&town, &paths, |line| println!("{line}"))?,
         (None, false) => bail!("name an agent or pass --all"),
-    };
-    for name in &names {
-        nuketown_host::round::reset(&town, name, &paths, |line| println!("{line}"))?;
     }
     Ok(ExitCode::SUCCESS)
 }
