@@ -20,7 +20,6 @@ pub mod entry;
 pub mod files;
 pub mod policy;
 pub mod protocol;
-pub mod render;
 pub mod shim;
 pub mod state;
 pub mod sudoers;

@@ -54,8 +54,10 @@ pub fn generated_key(town: &Town, name: &str) -> At {
 pub struct Privileged {
     /// The sudoers drop-in text.
     pub sudoers: String,
-    /// The `sudo` shim script.
+    /// The `sudo` shim script, installed when the compiled shim is not at hand.
     pub shim: String,
+    /// The compiled shim (`nuketown-sudo`) to install as `<shim dir>/sudo`.
+    pub shim_binary: Option<PathBuf>,
     /// The built entry point binary to install at `hall.elevatePath`.
     pub elevate_binary: Option<PathBuf>,
 }
@@ -284,13 +286,13 @@ impl Planner {
                 }
                 let shim = shim_dir(town);
                 self.dir(&At::system(&shim), 0o755, 0, 0, true);
-                self.file(
-                    &At::system(&shim.join("sudo")),
-                    Source::Text(pr.shim.clone()),
-                    0o755,
-                    0,
-                    0,
-                );
+                // The compiled shim finds the entry point one directory up:
+                // `<dir of elevatePath>/bin/sudo` → `<dir>/nuketown-elevate`.
+                let source = match &pr.shim_binary {
+                    Some(bin) => Source::CopyOf(Origin::Trusted(bin.clone())),
+                    None => Source::Text(pr.shim.clone()),
+                };
+                self.file(&At::system(&shim.join("sudo")), source, 0o755, 0, 0);
                 if current(&paths.sudoers).as_deref() != Some(pr.sudoers.as_bytes())
                     || !mode_is(&paths.sudoers, 0o440, 0, 0)
                 {

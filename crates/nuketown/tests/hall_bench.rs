@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use hall_fixture::*;
 use nuketown_hall::client::{Approver, Requester};
-use nuketown_hall::protocol::{Ask, ToApprover, ToRequester};
+use nuketown_hall::protocol::{ToApprover, ToRequester};
 
 const PLAIN_SUDOERS: &str = "/etc/sudoers.d/nuketown-hall-bench";
 

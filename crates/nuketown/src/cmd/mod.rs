@@ -37,15 +37,18 @@ pub fn load_town(positional: Option<&Path>, global: Option<&Path>) -> Result<Tow
 
 /// The privilege path (sudoers drop-in, sudo shim, entry point) rendered by the town hall.
 pub fn privileged(town: &Town) -> Option<nuketown_host::Privileged> {
-    // The entry point is built next to this binary.
-    let elevate_binary = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("nuketown-elevate")))
-        .filter(|p| p.is_file());
+    // The entry point and the compiled shim are built next to this binary.
+    let beside = |name: &str| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join(name)))
+            .filter(|p| p.is_file())
+    };
     Some(nuketown_host::Privileged {
-        sudoers: nuketown_hall::render::sudoers(town),
-        shim: nuketown_hall::render::shim(&town.hall.elevate_path),
-        elevate_binary,
+        sudoers: nuketown_hall::sudoers::render(town),
+        shim: nuketown_hall::shim::render(&town.hall.elevate_path),
+        shim_binary: beside("nuketown-sudo"),
+        elevate_binary: beside("nuketown-elevate"),
     })
 }
 
@@ -70,17 +73,17 @@ pub fn options(
         for (name, text, target) in [
             (
                 "nuketown-hall.service",
-                nuketown_hall::render::hall_service(bin),
+                nuketown_hall::units::hall_service(bin),
                 "multi-user.target",
             ),
             (
                 "nuketown-hall.socket",
-                nuketown_hall::render::hall_socket(),
+                nuketown_hall::units::hall_socket(),
                 "sockets.target",
             ),
             (
                 "nuketown-approvers.socket",
-                nuketown_hall::render::approvers_socket(),
+                nuketown_hall::units::approvers_socket(),
                 "sockets.target",
             ),
         ] {
