@@ -194,7 +194,30 @@ pub fn reset_all(
     }
 }
 
-/// The home-manager unit of agent `name` (NixOS with home-manager).
+/// The home-manager unit of agent `name` (NixOS with home-manager): the
+/// user name escaped as systemd escapes unit names (`ci-bot` →
+/// `home-manager-ci\x2dbot.service`).
 pub fn home_manager_unit(name: &str) -> String {
-    format!("home-manager-{name}.service")
+    let mut escaped = String::new();
+    for (i, b) in name.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b':' || (b == b'.' && i > 0) {
+            escaped.push(b as char);
+        } else {
+            escaped.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    format!("home-manager-{escaped}.service")
+}
+
+#[cfg(test)]
+mod unit_names {
+    #[test]
+    fn home_manager_units_are_named_as_systemd_escapes_them() {
+        assert_eq!(super::home_manager_unit("ada"), "home-manager-ada.service");
+        assert_eq!(
+            super::home_manager_unit("ci-bot"),
+            "home-manager-ci\\x2dbot.service"
+        );
+        assert_eq!(super::home_manager_unit("a_b"), "home-manager-a_b.service");
+    }
 }
