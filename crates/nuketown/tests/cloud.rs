@@ -327,7 +327,18 @@ in import {repo}/nix/lib/cloud.nix {{
         rev = REVISION,
     );
     let out = Command::new("nix-build")
-        .args(["--no-out-link", "--option", "sandbox", "false", "-E", &expr])
+        // No build users: Debian's nix-bin alone creates no nixbld group.
+        .args([
+            "--no-out-link",
+            "--option",
+            "sandbox",
+            "false",
+            "--option",
+            "build-users-group",
+            "",
+            "-E",
+            &expr,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "nix-build: {}", text(&out.stderr));
