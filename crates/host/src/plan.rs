@@ -938,7 +938,12 @@ impl Planner {
             self.parents(&cx.home, &at, 0o755, uid, gid);
             self.file(&at, Source::Text(proj.contents), proj.mode, uid, gid);
         }
-        let shim = cx.agent.sudo.enable.then(|| shim_dir(town));
+        let shim_dir = shim_dir(town);
+        let shim = cx
+            .agent
+            .sudo
+            .enable
+            .then_some((shim_dir.as_path(), town.hall.elevate_path.as_path()));
         self.file(
             &cx.home.join(".profile"),
             Source::Text(render::profile()),
@@ -948,7 +953,7 @@ impl Planner {
         );
         self.file(
             &cx.home.join(".bashrc"),
-            Source::Text(render::bashrc(cx.name, shim.as_deref())),
+            Source::Text(render::bashrc(cx.name, shim)),
             0o644,
             uid,
             gid,

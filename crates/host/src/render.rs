@@ -55,15 +55,23 @@ pub fn profile() -> String {
     "# Written by nuketown; rewritten every round.\n[ -n \"$BASH_VERSION\" ] && [ -f \"$HOME/.bashrc\" ] && . \"$HOME/.bashrc\"\n".to_string()
 }
 
-/// `~/.bashrc`: who the shell belongs to, and (with sudo) the `sudo` shim first on PATH.
-pub fn bashrc(agent: &str, shim_dir: Option<&Path>) -> String {
+/// `~/.bashrc`: who the shell belongs to, and (with sudo) the `sudo` shim
+/// first on PATH (`shim` = the shim's directory and the entry point). In
+/// bash, and the bash commands it starts, `sudo` is also a function that
+/// calls the real sudo on the entry point at once: one exec fewer than the
+/// shim. Neither is a boundary — sudoers lets the agent run the entry point
+/// and nothing else.
+pub fn bashrc(agent: &str, shim: Option<(&Path, &Path)>) -> String {
     let mut s = String::from("# Written by nuketown; rewritten every round.\n");
     let _ = writeln!(s, "export NUKETOWN_AGENT={agent}");
-    if let Some(dir) = shim_dir {
+    if let Some((dir, elevate)) = shim {
         let d = dir.display();
+        let e = crate::portal::sh_quote(&elevate.to_string_lossy());
         let _ = writeln!(
             s,
-            "# sudo asks the town hall: a human approves each exact command.\ncase \":$PATH:\" in *\":{d}:\"*) ;; *) PATH=\"{d}:$PATH\" ;; esac\nexport PATH"
+            "# sudo asks the town hall: a human approves each exact command.\ncase \":$PATH:\" in *\":{d}:\"*) ;; *) PATH=\"{d}:$PATH\" ;; esac\nexport PATH\n\
+             sudo() {{ if [ -x /run/wrappers/bin/sudo ]; then /run/wrappers/bin/sudo {e} \"$@\"; else /usr/bin/sudo {e} \"$@\"; fi; }}\n\
+             export -f sudo"
         );
     }
     s

@@ -35,10 +35,28 @@ fn acl_command_matches_the_rule() {
 
 #[test]
 fn bashrc_puts_the_shim_first() {
-    insta::assert_snapshot!(render::bashrc(
+    let ada = render::bashrc(
         "ada",
-        Some(Path::new("/usr/local/libexec/nuketown/bin"))
-    ));
+        Some((
+            Path::new("/usr/local/libexec/nuketown/bin"),
+            Path::new("/usr/local/libexec/nuketown/nuketown-elevate"),
+        )),
+    );
+    insta::assert_snapshot!(ada);
+    // bash itself runs it: the function is defined and exported.
+    let o = std::process::Command::new("bash")
+        .args(["--norc", "-c"])
+        .arg(format!(
+            "{ada}\ndeclare -f sudo >/dev/null && bash -c 'declare -F sudo'"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "sudo\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let plain = render::bashrc("vox", None);
     assert!(!plain.contains("PATH"), "{plain}");
 }

@@ -61,13 +61,25 @@ fn process_cpu(pid: u32) -> Duration {
 }
 
 /// Wall time and CPU time (the loop's processes plus the hall's) for `n`
-/// runs of `cmd` as the agent, in one shell (su's start-up counted once).
-fn loop_as(t: &TestTown, user: &str, cmd: &str, n: usize) -> (Duration, Duration) {
+/// runs of `cmd` as the agent, in one shell (su's start-up counted once):
+/// `sh`, or with `bashrc`, a bash that read that file first (as the agent's
+/// shells and the commands its CLI runs through bash do).
+fn loop_as(
+    t: &TestTown,
+    user: &str,
+    cmd: &str,
+    n: usize,
+    bashrc: Option<&std::path::Path>,
+) -> (Duration, Duration) {
     let (cpu0, hall0) = (children_cpu(), process_cpu(t.hall_pid()));
     let start = Instant::now();
+    let body = format!("i=0; while [ $i -lt {n} ]; do {cmd} || exit 9; i=$((i+1)); done");
     let o = t.agent(
         user,
-        &format!("i=0; while [ $i -lt {n} ]; do {cmd} || exit 9; i=$((i+1)); done"),
+        &match bashrc {
+            Some(rc) => format!("exec bash --norc -c '. {}; {body}'", rc.display()),
+            None => body,
+        },
     );
     let took = start.elapsed();
     assert!(o.status.success(), "{cmd}: {}", stderr(&o));
@@ -92,20 +104,27 @@ fn sudo_true_through_the_hall_vs_plain_sudo() {
         .unwrap();
     assert!(check.status.success());
     let n = 200;
+    // The agent's ~/.bashrc as apply writes it: the shim on PATH, `sudo` a function.
+    let rc = t.path("bashrc");
+    std::fs::write(
+        &rc,
+        nuketown_host::render::bashrc(ADA, Some((&t.shim_dir, &t.elevate))),
+    )
+    .unwrap();
     // Warm both paths, then alternate batches so drift hits both alike.
-    loop_as(&t, ADA, "/usr/bin/sudo -n /usr/bin/true", 10);
-    loop_as(&t, ADA, "sudo true", 10);
-    let direct = format!("/usr/bin/sudo -n {} true", t.elevate.display());
+    loop_as(&t, ADA, "/usr/bin/sudo -n /usr/bin/true", 10, None);
+    loop_as(&t, ADA, "sudo true", 10, None);
+    loop_as(&t, ADA, "sudo true", 10, Some(&rc));
     let (mut plain, mut hall, mut no_shim) = (Vec::new(), Vec::new(), Vec::new());
     let (mut plain_cpu, mut hall_cpu, mut no_shim_cpu) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
-        let (w, c) = loop_as(&t, ADA, "/usr/bin/sudo -n /usr/bin/true", n);
+        let (w, c) = loop_as(&t, ADA, "/usr/bin/sudo -n /usr/bin/true", n, None);
         plain.push(w / n as u32);
         plain_cpu.push(c / n as u32);
-        let (w, c) = loop_as(&t, ADA, "sudo true", n);
+        let (w, c) = loop_as(&t, ADA, "sudo true", n, None);
         hall.push(w / n as u32);
         hall_cpu.push(c / n as u32);
-        let (w, c) = loop_as(&t, ADA, &direct, n);
+        let (w, c) = loop_as(&t, ADA, "sudo true", n, Some(&rc));
         no_shim.push(w / n as u32);
         no_shim_cpu.push(c / n as u32);
     }
@@ -122,15 +141,17 @@ fn sudo_true_through_the_hall_vs_plain_sudo() {
     let (p, h, d) = (plain[2], hall[2], no_shim[2]);
     let (pc, hc, dc) = (plain_cpu[2], hall_cpu[2], no_shim_cpu[2]);
     println!(
-        "BENCH sudo_true wall: plain_ms={:.2} hall_ms={:.2} ratio={:.2} without_shim_ms={:.2}; cpu: plain_ms={:.2} hall_ms={:.2} ratio={:.2} without_shim_ms={:.2} (medians of 5 batches of {n})",
+        "BENCH sudo_true wall: plain_ms={:.2} sh_shim_ms={:.2} ratio={:.2} bash_function_ms={:.2} ratio={:.2}; cpu: plain_ms={:.2} sh_shim_ms={:.2} ratio={:.2} bash_function_ms={:.2} ratio={:.2} (medians of 5 batches of {n})",
         ms(p),
         ms(h),
         h.as_secs_f64() / p.as_secs_f64(),
         ms(d),
+        d.as_secs_f64() / p.as_secs_f64(),
         ms(pc),
         ms(hc),
         hc.as_secs_f64() / pc.as_secs_f64(),
-        ms(dc)
+        ms(dc),
+        dc.as_secs_f64() / pc.as_secs_f64()
     );
     // The hall's own share: a policy-approved request straight on its socket, as root.
     let mut rt = Vec::new();

@@ -175,8 +175,14 @@ fn run() -> Result<u8, Stop> {
     })
     .map_err(|e| deny(format!("{e}; denied")))?;
     // The target's groups, looked up while the hall decides (and before any
-    // fork: the child only makes syscalls).
-    let groups = nix::unistd::getgrouplist(&cstr(target.name.as_bytes())?, gid);
+    // fork: the child only makes syscalls). For root with its own group, sudo
+    // already gave this process root's groups (initgroups): take them as they
+    // are rather than asking every NSS source again.
+    let groups = if target.uid.is_root() && gid == target.gid {
+        nix::unistd::getgroups()
+    } else {
+        nix::unistd::getgrouplist(&cstr(target.name.as_bytes())?, gid)
+    };
 
     let mut pending: Option<(String, u64)> = None;
     let (id, say) = loop {
