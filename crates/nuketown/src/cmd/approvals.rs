@@ -521,7 +521,7 @@ impl Watch {
                 std::io::stdout().flush()?;
                 // Whatever is still in the line buffer was typed before this request was shown.
                 if let Some(k) = &mut self.keys {
-                    k.dropped = k.line.len();
+                    k.dropped += k.line.len();
                     k.line.clear();
                 }
                 self.asking = Some(Asking {
