@@ -162,7 +162,10 @@ fn type_ahead_never_decides_a_request() {
     assert!(finish(ada).status.success());
     assert!(ran_a.exists());
     let asked = out.until(&format!("request {} — approve? ", short(&b)));
-    assert!(asked.contains(&format!("from \"{VOX}\"")), "{asked}");
+    assert!(
+        asked.contains(&format!("request {} from \"{VOX}\"", short(&b))),
+        "{asked}"
+    );
     assert!(
         asked.contains("(ignored what was typed before this question"),
         "{asked}"
@@ -212,8 +215,8 @@ fn a_terminal_flushes_what_was_typed_before_the_question() {
     out.until(&format!("approved {}", short(&a)));
     assert!(finish(agent).status.success());
     assert!(ran.exists());
-    drop(keys);
-    let _ = finish(watch);
+    keys.write_all(b"\x04").unwrap(); // ^D: the human's input ends, so does watch
+    assert!(finish(watch).status.success());
 }
 
 /// The desktop: a click that lands on B's dialog within the settle time of
@@ -230,7 +233,7 @@ fn a_click_meant_for_a_withdrawn_dialog_never_approves_its_replacement() {
     let mut t = TestTown::new(Options::default());
     t.start_hall();
     let mut desktop = t
-        .nuketown_as(HUMAN, "approvals --settle-ms 3000 desktop")
+        .nuketown_as(HUMAN, "approvals --settle-ms 2000 desktop")
         .env("DISPLAY", &x.display)
         .spawn()
         .unwrap();
@@ -263,13 +266,14 @@ fn a_click_meant_for_a_withdrawn_dialog_never_approves_its_replacement() {
     {
         assert!(Instant::now() < deadline, "A's dialog never closed");
     }
-    log.until(&format!("request {}: dialog shown", short(&b)));
+    log.until(&format!("request {}: dialog started", short(&b)));
     let started = Instant::now();
-    let win = x.window(&format!("request {}", short(&b)));
+    log.until(&format!("request {}: dialog shown", short(&b)));
     let appeared = started.elapsed();
+    let win = x.window(&format!("request {}", short(&b)));
     x.keys(&win, &["alt+a"]); // the click meant for A
-    let clicked = started.elapsed();
-    eprintln!("zenity took {appeared:?} to appear; the key landed {clicked:?} after start");
+    let clicked = started.elapsed() - appeared;
+    eprintln!("zenity took {appeared:?} to appear; the key landed {clicked:?} after that");
     let said = log.until("showing it again");
     assert!(
         said.contains(&format!("request {}: answered", short(&b))) && said.contains("too soon"),

@@ -10,13 +10,16 @@
 //! withdrawn or decided elsewhere closes its question visibly. See
 //! docs/approvals.md.
 
+mod screen;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -275,6 +278,8 @@ enum Event {
         answer: Option<(bool, Option<u64>)>,
         at: Instant,
     },
+    /// A dialog's window became viewable (`None`: that cannot be seen).
+    Appeared { serial: u64, at: Option<Instant> },
 }
 
 /// Hands an event to the watch loop and rings its bell (a socket it polls
@@ -302,8 +307,11 @@ impl Post {
 /// The request on screen now.
 struct Asking {
     request: RequestView,
-    /// When it was put on screen (printed, or its dialog started).
+    /// When it was put on screen: printed, or its dialog's window seen
+    /// (until then, when the dialog was started).
     shown: Instant,
+    /// Desktop: whether its dialog has been seen on screen.
+    appeared: bool,
     /// Whether answers count: the settle time has passed and, in the
     /// terminal, the question is printed.
     open: bool,
@@ -389,6 +397,9 @@ struct Watch {
     asking: Option<Asking>,
     /// Decisions we sent, for the hall's `ok`.
     decided: Vec<(String, bool)>,
+    /// The decision the hall has not answered yet: the next request waits
+    /// for it, so its outcome is printed before the next request.
+    awaiting: Option<String>,
     /// Desktop: why a request is shown again.
     again: HashMap<String, String>,
     /// Desktop: no dialog starts before this (the settle time after the last one closed).
@@ -426,6 +437,7 @@ impl Watch {
             queue: initial.into(),
             asking: None,
             decided: Vec::new(),
+            awaiting: None,
             again: HashMap::new(),
             next_dialog: None,
             serial: 0,
@@ -495,7 +507,7 @@ impl Watch {
     /// The next moment something is due: a question to open, a dialog to start.
     fn next_timer(&self) -> Option<Instant> {
         match &self.asking {
-            Some(a) if !a.open => Some(a.shown + self.settle),
+            Some(a) if !a.open && a.appeared => Some(a.shown + self.settle),
             Some(_) => None,
             None if !self.queue.is_empty() => self.next_dialog,
             None => None,
@@ -504,7 +516,7 @@ impl Watch {
 
     /// Put the next request on screen, if nothing is.
     fn show_next(&mut self) -> Result<()> {
-        if self.asking.is_some() {
+        if self.asking.is_some() || self.awaiting.is_some() {
             return Ok(());
         }
         if self.channel == Channel::Desktop
@@ -527,6 +539,7 @@ impl Watch {
                 self.asking = Some(Asking {
                     request: r,
                     shown: Instant::now(),
+                    appeared: true,
                     open: false,
                     dialog: None,
                 });
@@ -535,14 +548,11 @@ impl Watch {
                 self.serial += 1;
                 let note = self.again.remove(&r.id);
                 let pid = dialog(&r, note.as_deref(), self.serial, self.post.try_clone()?)?;
-                println!(
-                    "request {}: dialog shown (answers count in {} s)",
-                    short_id(&r.id),
-                    seconds(self.settle.as_millis() as u64)
-                );
+                println!("request {}: dialog started", short_id(&r.id));
                 self.asking = Some(Asking {
                     request: r,
                     shown: Instant::now(),
+                    appeared: false,
                     open: false,
                     dialog: Some((self.serial, pid)),
                 });
@@ -558,7 +568,7 @@ impl Watch {
         let Some(a) = &mut self.asking else {
             return Ok(());
         };
-        if a.open || a.shown.elapsed() < self.settle {
+        if a.open || !a.appeared || a.shown.elapsed() < self.settle {
             return Ok(());
         }
         a.open = true;
@@ -590,6 +600,9 @@ impl Watch {
             }
             Event::Hall(Ok(ToApprover::Resolved { id, outcome, by })) => {
                 self.queue.retain(|r| r.id != id);
+                if self.awaiting.as_deref() == Some(id.as_str()) {
+                    self.awaiting = None;
+                }
                 self.again.remove(&id);
                 let ours = self.decided.iter().any(|(d, _)| *d == id);
                 if self.asking.as_ref().is_some_and(|a| a.request.id == id) {
@@ -603,6 +616,9 @@ impl Watch {
                 }
             }
             Event::Hall(Ok(ToApprover::Ok { id })) => {
+                if self.awaiting.as_deref() == Some(id.as_str()) {
+                    self.awaiting = None;
+                }
                 if let Some((_, approve)) = self.decided.iter().find(|(d, _)| *d == id) {
                     println!(
                         "{} {}",
@@ -612,6 +628,7 @@ impl Watch {
                 }
             }
             Event::Hall(Ok(ToApprover::Error { id, message })) => {
+                self.awaiting = None;
                 eprintln!(
                     "not decided{}: {}",
                     id.map(|i| format!(" {}", short_id(&i)))
@@ -627,6 +644,26 @@ impl Watch {
             Event::Hall(Ok(ToApprover::Requests { requests })) => self.reconcile(requests),
             Event::Hall(Err(e)) => bail!("{}", clean(&e)),
             Event::Dialog { serial, answer, at } => self.dialog_ended(serial, answer, at)?,
+            Event::Appeared { serial, at } => {
+                let settle = seconds(self.settle.as_millis() as u64);
+                if let Some(a) = self
+                    .asking
+                    .as_mut()
+                    .filter(|a| a.dialog.map(|(s, _)| s) == Some(serial))
+                {
+                    let id = short_id(&a.request.id);
+                    a.appeared = true;
+                    match at {
+                        Some(at) => {
+                            a.shown = at;
+                            println!("request {id}: dialog shown (answers count in {settle} s)");
+                        }
+                        None => println!(
+                            "request {id}: cannot see when its dialog appears (no X display?); answers count {settle} s after it was started"
+                        ),
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -733,6 +770,7 @@ impl Watch {
                     .send_decision(r, approve, grant, self.channel.name())
                     .map_err(hall_error)?;
                 self.decided.push((r.id.clone(), approve));
+                self.awaiting = Some(r.id.clone());
                 self.asking = None;
             }
             None => {
@@ -774,16 +812,20 @@ impl Watch {
             return Ok(());
         };
         let after = at.saturating_duration_since(a.shown);
-        if after < self.settle {
+        if !a.appeared || after < self.settle {
+            let when = if a.appeared {
+                format!("{} s after its dialog appeared", seconds(after.as_millis() as u64))
+            } else {
+                "before its dialog was seen on screen".to_string()
+            };
             println!(
-                "request {id}: answered {} s after its dialog appeared, too soon to have been read: nothing decided, showing it again",
-                seconds(after.as_millis() as u64)
+                "request {id}: answered {when}, too soon to have been read: nothing decided, showing it again"
             );
             self.again.insert(
                 a.request.id.clone(),
                 format!(
-                    "Your last answer came {} s after this dialog appeared, too soon to have read it: nothing was decided. Read it, then answer.\n\n",
-                    seconds(after.as_millis() as u64)
+                    "Your last answer came {}, too soon to have read it: nothing was decided. Read it, then answer.\n\n",
+                    when.replace("its dialog", "this dialog")
                 ),
             );
             self.queue.push_front(a.request);
@@ -794,6 +836,7 @@ impl Watch {
             .send_decision(&a.request, approve, grant, self.channel.name())
             .map_err(hall_error)?;
         self.decided.push((a.request.id.clone(), approve));
+        self.awaiting = Some(a.request.id.clone());
         Ok(())
     }
 }
@@ -841,6 +884,10 @@ fn dialog(r: &RequestView, note: Option<&str>, serial: u64, post: Post) -> Resul
     if r.grantable {
         cmd.arg(format!("--extra-button={GRANT_LABEL}"));
     }
+    if std::env::var_os("DISPLAY").is_some() {
+        // On X, so its window can be seen appearing (XWayland under Wayland).
+        cmd.env("GDK_BACKEND", "x11");
+    }
     let mut child = cmd
         .arg(format!(
             "--title=Nuketown: {} asks to run a command as {} (request {})",
@@ -861,6 +908,13 @@ fn dialog(r: &RequestView, note: Option<&str>, serial: u64, post: Post) -> Resul
         .context("cannot run zenity (install it for desktop approvals)")?;
     let pid = child.id();
     let grantable = r.grantable;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = post.try_clone()?;
+    let looking = stop.clone();
+    std::thread::spawn(move || {
+        let at = screen::appeared(pid, looking, Duration::from_secs(30));
+        seen.send(Event::Appeared { serial, at });
+    });
     std::thread::spawn(move || {
         let mut out = String::new();
         if let Some(mut o) = child.stdout.take() {
@@ -868,6 +922,7 @@ fn dialog(r: &RequestView, note: Option<&str>, serial: u64, post: Post) -> Resul
         }
         let status = child.wait().ok().and_then(|s| s.code());
         let at = Instant::now();
+        stop.store(true, Ordering::SeqCst);
         let answer = match status {
             Some(0) => Some((true, None)),
             Some(1) if grantable && out.trim() == GRANT_LABEL => Some((true, Some(600))),
