@@ -194,7 +194,9 @@ pub fn request_text(r: &RequestView, settle_ms: u64) -> String {
         }
     }
     let left = r.deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
-    s.push_str(&format!("expires in {left} s; approving approves it once\n"));
+    s.push_str(&format!(
+        "expires in {left} s; approving approves it once\n"
+    ));
     s.push_str(&format!(
         "Reply \"approve {id}\" or \"deny {id}\", or react ✅ / ❌ to this message; \
          answers sent within {} s of this message do not count.",
@@ -614,7 +616,11 @@ pub async fn run(cfg: ApproverConfig) -> Result<()> {
                 match room.send(RoomMessageEventContent::text_plain(text)).await {
                     Ok(r) => {
                         let event = r.response.event_id;
-                        shared.book.lock().await.announce(request, event.to_string());
+                        shared
+                            .book
+                            .lock()
+                            .await
+                            .announce(request, event.to_string());
                         // Answers count from the homeserver's own time of the
                         // announcement (the answers' times are the homeserver's too);
                         // until it is known, every answer is too soon.
@@ -729,7 +735,9 @@ mod tests {
         assert!(text.contains("only a human may decide"), "{text}");
         assert!(text.contains("\"approve 01234567\""), "{text}");
         assert!(
-            !text.chars().any(|c| c != '\n' && nuketown_town::display::is_unsafe_char(c)),
+            !text
+                .chars()
+                .any(|c| c != '\n' && nuketown_town::display::is_unsafe_char(c)),
             "{text:?}"
         );
     }
@@ -746,21 +754,31 @@ mod tests {
             prefix: p.into(),
             in_reply_to: re.map(Into::into),
         };
-        assert!(book.bind(&Target::Reaction("$a".into()), 10_500, 1000).is_err());
+        assert!(book
+            .bind(&Target::Reaction("$a".into()), 10_500, 1000)
+            .is_err());
         assert_eq!(
-            book.bind(&Target::Reaction("$a".into()), 11_000, 1000).unwrap().id,
+            book.bind(&Target::Reaction("$a".into()), 11_000, 1000)
+                .unwrap()
+                .id,
             a.id
         );
         // A withdrawn request is not replaced by a newer one with the same prefix.
         book.resolved(&a.id, "cancelled");
         book.announce(b.clone(), "$b".into());
         book.posted(&b.id, 12_000);
-        let e = book.bind(&Target::Reaction("$a".into()), 20_000, 1000).unwrap_err();
+        let e = book
+            .bind(&Target::Reaction("$a".into()), 20_000, 1000)
+            .unwrap_err();
         assert!(e.unwrap().contains("no longer pending"));
-        let e = book.bind(&named("aaaaaaaa", None), 20_000, 1000).unwrap_err();
+        let e = book
+            .bind(&named("aaaaaaaa", None), 20_000, 1000)
+            .unwrap_err();
         assert!(e.unwrap().contains("more than one request"));
         assert_eq!(
-            book.bind(&named("aaaaaaaa2", None), 20_000, 1000).unwrap().id,
+            book.bind(&named("aaaaaaaa2", None), 20_000, 1000)
+                .unwrap()
+                .id,
             b.id
         );
         // A reply to A's message cannot name B.

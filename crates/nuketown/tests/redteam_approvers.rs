@@ -123,10 +123,7 @@ fn a_keystroke_meant_for_a_withdrawn_request_never_approves_its_replacement() {
     assert!(ran_b.exists(), "B ran");
     assert!(!ran_a.exists(), "A never ran");
     assert_eq!(decision(&t, &a.id).0, "cancelled");
-    assert_eq!(
-        decision(&t, &b.id),
-        ("approved".into(), "terminal".into())
-    );
+    assert_eq!(decision(&t, &b.id), ("approved".into(), "terminal".into()));
     drop(keys);
     assert!(finish(watch).status.success());
 }
@@ -170,7 +167,10 @@ fn type_ahead_never_decides_a_request() {
         asked.contains("(ignored what was typed before this question"),
         "{asked}"
     );
-    assert!(pending(&t).contains(&b.id), "the second y did not approve B");
+    assert!(
+        pending(&t).contains(&b.id),
+        "the second y did not approve B"
+    );
     type_line(&mut keys, "n");
     out.until(&format!("denied {}", short(&b)));
     assert_eq!(finish(vox).status.code(), Some(1));
@@ -589,5 +589,8 @@ fn agent_text_reaches_the_terminal_escaped() {
     assert!(audit.contains(r#"in       ""#), "{audit}");
     let v: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
     assert_eq!(v["id"], r.id.as_str());
-    assert_eq!(v["argv"][1], "\u{9b} 31m", "the JSON still reads back exactly");
+    assert_eq!(
+        v["argv"][1], "\u{9b} 31m",
+        "the JSON still reads back exactly"
+    );
 }

@@ -241,8 +241,7 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         Action::Desktop => Watch::new(&socket, Channel::Desktop, settle)?.run()?,
         Action::Matrix { store } => {
             let town = super::load_town(None, global)?;
-            let mut cfg =
-                nuketown_chat::approver::ApproverConfig::from_town(&town, store, socket)?;
+            let mut cfg = nuketown_chat::approver::ApproverConfig::from_town(&town, store, socket)?;
             cfg.settle_ms = args.settle_ms;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -279,7 +278,10 @@ enum Event {
         at: Instant,
     },
     /// A dialog's window became viewable (`None`: that cannot be seen).
-    Appeared { serial: u64, at: Option<Instant> },
+    Appeared {
+        serial: u64,
+        at: Option<Instant>,
+    },
 }
 
 /// Hands an event to the watch loop and rings its bell (a socket it polls
@@ -473,7 +475,9 @@ impl Watch {
             if self.keys.as_ref().is_some_and(|k| k.ended) {
                 return Ok(());
             }
-            let wait = self.next_timer().map(|t| t.saturating_duration_since(Instant::now()));
+            let wait = self
+                .next_timer()
+                .map(|t| t.saturating_duration_since(Instant::now()));
             let timeout = match wait {
                 Some(d) => PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX),
                 None => PollTimeout::NONE,
@@ -519,8 +523,7 @@ impl Watch {
         if self.asking.is_some() || self.awaiting.is_some() {
             return Ok(());
         }
-        if self.channel == Channel::Desktop
-            && self.next_dialog.is_some_and(|t| Instant::now() < t)
+        if self.channel == Channel::Desktop && self.next_dialog.is_some_and(|t| Instant::now() < t)
         {
             return Ok(());
         }
@@ -593,7 +596,10 @@ impl Watch {
         match ev {
             Event::Hall(Ok(ToApprover::Request { request })) => {
                 let known = self.queue.iter().any(|q| q.id == request.id)
-                    || self.asking.as_ref().is_some_and(|a| a.request.id == request.id);
+                    || self
+                        .asking
+                        .as_ref()
+                        .is_some_and(|a| a.request.id == request.id);
                 if !known {
                     self.queue.push_back(request);
                 }
@@ -631,8 +637,7 @@ impl Watch {
                 self.awaiting = None;
                 eprintln!(
                     "not decided{}: {}",
-                    id.map(|i| format!(" {}", short_id(&i)))
-                        .unwrap_or_default(),
+                    id.map(|i| format!(" {}", short_id(&i))).unwrap_or_default(),
                     clean(&message)
                 );
                 if message.starts_with("missed ") {
@@ -814,7 +819,10 @@ impl Watch {
         let after = at.saturating_duration_since(a.shown);
         if !a.appeared || after < self.settle {
             let when = if a.appeared {
-                format!("{} s after its dialog appeared", seconds(after.as_millis() as u64))
+                format!(
+                    "{} s after its dialog appeared",
+                    seconds(after.as_millis() as u64)
+                )
             } else {
                 "before its dialog was seen on screen".to_string()
             };
@@ -997,7 +1005,10 @@ mod tests {
             d.contains(r#"WARNING  the agent can change the program: \u{1b}]0;pwned\u{7}"#),
             "{d}"
         );
-        assert!(d.contains(r#"WARNING  the argument "./x\u{1b}[2J" names"#), "{d}");
+        assert!(
+            d.contains(r#"WARNING  the argument "./x\u{1b}[2J" names"#),
+            "{d}"
+        );
         assert!(d.contains(r#"files    "./x\u{1b}[2J""#), "{d}");
         assert!(d.contains(r#"typed    "./echo\u{9b}""#), "{d}");
         assert!(d.contains("file     device 8:1, inode 7"), "{d}");

@@ -73,7 +73,11 @@ pub fn line(r: &Record) -> String {
     if !r.cwd.is_empty() {
         s.push_str(&format!("\n    in       {}", show_str(&r.cwd)));
     }
-    if let Some(p) = r.program.as_ref().filter(|p| r.argv.first() != Some(&p.path)) {
+    if let Some(p) = r
+        .program
+        .as_ref()
+        .filter(|p| r.argv.first() != Some(&p.path))
+    {
         s.push_str(&format!("\n    program  {}", show_str(&p.path)));
     }
     if let Some(t) = &r.typed {
@@ -130,7 +134,10 @@ mod tests {
             "{l:?}"
         );
         assert_eq!(l.lines().count(), 4, "{l}");
-        assert!(l.contains("    WARNING  the argument \\u{9b}31m names"), "{l}");
+        assert!(
+            l.contains("    WARNING  the argument \\u{9b}31m names"),
+            "{l}"
+        );
         assert!(l.contains(r#"    typed    "./e\ncho""#), "{l}");
     }
 }

@@ -23,7 +23,12 @@ const DEPTH: usize = 3;
 pub fn appeared(pid: u32, stop: Arc<AtomicBool>, give_up: Duration) -> Option<Instant> {
     let (conn, screen) = x11rb::connect(None).ok()?;
     let root = conn.setup().roots.get(screen)?.root;
-    let pid_atom = conn.intern_atom(false, b"_NET_WM_PID").ok()?.reply().ok()?.atom;
+    let pid_atom = conn
+        .intern_atom(false, b"_NET_WM_PID")
+        .ok()?
+        .reply()
+        .ok()?
+        .atom;
     let deadline = Instant::now() + give_up;
     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
         if viewable(&conn, root, pid_atom, pid)? {
