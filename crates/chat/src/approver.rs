@@ -207,7 +207,7 @@ pub fn request_text(r: &RequestView, settle_ms: u64) -> String {
 
 /// Milliseconds as seconds for people: `1`, `0.5`, `2.25`.
 pub fn seconds(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}", ms / 1000)
     } else {
         format!("{}", ms as f64 / 1000.0)

@@ -270,7 +270,7 @@ impl Channel {
 
 /// What other threads tell the watch loop.
 enum Event {
-    Hall(Result<ToApprover, String>),
+    Hall(Result<Box<ToApprover>, String>),
     /// A dialog ended: which one, with what answer, when.
     Dialog {
         serial: u64,
@@ -421,7 +421,7 @@ impl Watch {
         let post = Post { tx, bell: ring };
         let hall = post.try_clone()?;
         std::thread::spawn(move || loop {
-            let m = conn.recv().map_err(|e| e.to_string());
+            let m = conn.recv().map(Box::new).map_err(|e| e.to_string());
             let stop = m.is_err();
             if !hall.send(Event::Hall(m)) || stop {
                 return;
@@ -594,7 +594,18 @@ impl Watch {
     /// Something the hall or a dialog said.
     fn event(&mut self, ev: Event) -> Result<()> {
         match ev {
-            Event::Hall(Ok(ToApprover::Request { request })) => {
+            Event::Hall(Ok(m)) => self.hall(*m)?,
+            Event::Hall(Err(e)) => bail!("{}", clean(&e)),
+            Event::Dialog { serial, answer, at } => self.dialog_ended(serial, answer, at)?,
+            Event::Appeared { serial, at } => self.appeared(serial, at),
+        }
+        Ok(())
+    }
+
+    /// Something the hall said.
+    fn hall(&mut self, m: ToApprover) -> Result<()> {
+        match m {
+            ToApprover::Request { request } => {
                 let known = self.queue.iter().any(|q| q.id == request.id)
                     || self
                         .asking
@@ -604,7 +615,7 @@ impl Watch {
                     self.queue.push_back(request);
                 }
             }
-            Event::Hall(Ok(ToApprover::Resolved { id, outcome, by })) => {
+            ToApprover::Resolved { id, outcome, by } => {
                 self.queue.retain(|r| r.id != id);
                 if self.awaiting.as_deref() == Some(id.as_str()) {
                     self.awaiting = None;
@@ -621,7 +632,7 @@ impl Watch {
                     self.close(&id, &why, ours);
                 }
             }
-            Event::Hall(Ok(ToApprover::Ok { id })) => {
+            ToApprover::Ok { id } => {
                 if self.awaiting.as_deref() == Some(id.as_str()) {
                     self.awaiting = None;
                 }
@@ -633,7 +644,7 @@ impl Watch {
                     );
                 }
             }
-            Event::Hall(Ok(ToApprover::Error { id, message })) => {
+            ToApprover::Error { id, message } => {
                 self.awaiting = None;
                 eprintln!(
                     "not decided{}: {}",
@@ -646,31 +657,32 @@ impl Watch {
                     self.reconcile(now);
                 }
             }
-            Event::Hall(Ok(ToApprover::Requests { requests })) => self.reconcile(requests),
-            Event::Hall(Err(e)) => bail!("{}", clean(&e)),
-            Event::Dialog { serial, answer, at } => self.dialog_ended(serial, answer, at)?,
-            Event::Appeared { serial, at } => {
-                let settle = seconds(self.settle.as_millis() as u64);
-                if let Some(a) = self
-                    .asking
-                    .as_mut()
-                    .filter(|a| a.dialog.map(|(s, _)| s) == Some(serial))
-                {
-                    let id = short_id(&a.request.id);
-                    a.appeared = true;
-                    match at {
-                        Some(at) => {
-                            a.shown = at;
-                            println!("request {id}: dialog shown (answers count in {settle} s)");
-                        }
-                        None => println!(
-                            "request {id}: cannot see when its dialog appears (no X display?); answers count {settle} s after it was started"
-                        ),
-                    }
-                }
-            }
+            ToApprover::Requests { requests } => self.reconcile(requests),
         }
         Ok(())
+    }
+
+    /// A dialog's window was seen on screen (or cannot be): the settle time starts.
+    fn appeared(&mut self, serial: u64, at: Option<Instant>) {
+        let settle = seconds(self.settle.as_millis() as u64);
+        let Some(a) = self
+            .asking
+            .as_mut()
+            .filter(|a| a.dialog.map(|(s, _)| s) == Some(serial))
+        else {
+            return; // a dialog already closed
+        };
+        let id = short_id(&a.request.id);
+        a.appeared = true;
+        match at {
+            Some(at) => {
+                a.shown = at;
+                println!("request {id}: dialog shown (answers count in {settle} s)");
+            }
+            None => println!(
+                "request {id}: cannot see when its dialog appears (no X display?); answers count {settle} s after it was started"
+            ),
+        }
     }
 
     /// Bring the queue in line with what the hall says is pending.
