@@ -28,6 +28,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nuketown_chat::approver::{facts, seconds, short_id, DEFAULT_SETTLE_MS, MIN_PREFIX};
 use nuketown_hall::client::{Approver, ApproverSender, ClientError};
 use nuketown_hall::protocol::{RequestView, ToApprover};
+use nuketown_hall::state::MAX_GRANT_SECS;
 use nuketown_hall::time::now_ms;
 use nuketown_town::display::{clean, show_argv, show_str};
 
@@ -648,11 +649,13 @@ impl Watch {
                 self.awaiting = None;
                 eprintln!(
                     "not decided{}: {}",
-                    id.map(|i| format!(" {}", short_id(&i))).unwrap_or_default(),
+                    id.as_ref()
+                        .map(|i| format!(" {}", short_id(i)))
+                        .unwrap_or_default(),
                     clean(&message)
                 );
-                if message.starts_with("missed ") {
-                    // Events were lost: ask again what is pending.
+                if message.starts_with("missed ") || id.is_some() {
+                    // Events were lost, or a decision refused: ask again what is pending.
                     let now = connect(&self.socket)?.list().map_err(hall_error)?;
                     self.reconcile(now);
                 }
@@ -769,6 +772,14 @@ impl Watch {
             "y" | "yes" => Some((true, None)),
             "n" | "no" => Some((false, None)),
             other => match parse_duration(other) {
+                Some(s) if r.grantable && s > MAX_GRANT_SECS => {
+                    print!(
+                        "request {}: a grant lasts at most 24h; answer again: ",
+                        short_id(&r.id)
+                    );
+                    std::io::stdout().flush()?;
+                    return Ok(());
+                }
                 Some(s) if r.grantable => Some((true, Some(s))),
                 Some(_) => {
                     print!(
