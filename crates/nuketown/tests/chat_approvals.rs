@@ -1,7 +1,9 @@
 //! Approvals in chat, end to end: an agent's real `sudo` waits in the real
 //! town hall; the Matrix approver posts it to the approval room of a real
 //! Synapse; a stranger's reply and ✅ decide nothing; the human's ✅ approves
-//! and the command runs; the human's `deny ID` denies. Needs root and Synapse.
+//! and the command runs; the human's `deny ID` denies. An answer sent within
+//! the settle time (the default, 1 s) of the request's message decides
+//! nothing and the bot says so: the human answers again. Needs root and Synapse.
 
 mod hall_fixture;
 mod synapse;
@@ -27,6 +29,25 @@ impl Drop for Kill {
     }
 }
 
+/// The hall bot's next answer about request `id` (after `after`): too soon, or its outcome.
+async fn verdict(h: &mut Human, log: &mut Vec<Seen>, after: usize, id: &str) -> (usize, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        while let Ok(s) = h.seen.try_recv() {
+            log.push(s);
+        }
+        if let Some((i, s)) = log.iter().enumerate().skip(after).find(|(_, s)| {
+            s.sender == "@hall:localhost"
+                && s.body.contains(&format!("request {id}"))
+                && (s.body.contains("too soon") || s.body.contains(" was "))
+        }) {
+            return (i + 1, s.body.clone());
+        }
+        assert!(Instant::now() < deadline, "no verdict on {id}: {log:?}");
+        h.sync().await;
+    }
+}
+
 /// Wait for the hall bot's announcement of a request; returns (its event id, the id prefix).
 async fn announcement(h: &mut Human, log: &mut Vec<Seen>, after: usize) -> (OwnedEventId, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -37,7 +58,7 @@ async fn announcement(h: &mut Human, log: &mut Vec<Seen>, after: usize) -> (Owne
         if let Some(s) = log
             .iter()
             .skip(after)
-            .find(|s| s.sender == "@hall:localhost" && s.body.contains("asks to run"))
+            .find(|s| s.sender == "@hall:localhost" && s.body.starts_with("🔐 request "))
         {
             let prefix = s
                 .body
@@ -111,15 +132,27 @@ fn the_humans_reaction_approves_a_strangers_does_not() {
         let agent = t.spawn_agent(ADA, "sudo whoami");
         let (ev, id) = announcement(&mut josh, &mut log, 0).await;
         let posted = &log.iter().find(|s| s.event_id == ev.as_str()).unwrap().body;
-        assert!(posted.contains("nktada (uid 1950) asks to run as root:\n\"/usr/bin/whoami\""), "{posted}");
+        assert!(posted.contains(&format!("🔐 request {id}: nktada (uid 1950) asks to run as \"root\":\nrun: \"/usr/bin/whoami\"\n")), "{posted}");
+        assert!(posted.contains("program: \"/usr/bin/whoami\" (nktada cannot change it)"), "{posted}");
+        assert!(posted.contains("answers sent within 1 s of this message do not count"), "{posted}");
 
         // A stranger: a reply and a reaction, both ignored.
         let mroom = mallory.client.get_room(&room_id).unwrap();
         mroom.send(RoomMessageEventContent::text_plain(format!("approve {id}"))).await.unwrap();
         mroom.send(ReactionEventContent::new(Annotation::new(ev.clone(), "✅".into()))).await.unwrap();
-        // The human: a ✅ on the request.
+        // The human: a ✅ on the request — again, when the bot says it came too soon.
         let jroom = josh.client.get_room(&room_id).unwrap();
-        jroom.send(ReactionEventContent::new(Annotation::new(ev.clone(), "✅".into()))).await.unwrap();
+        let mut seen = log.len();
+        loop {
+            let r = jroom.send(ReactionEventContent::new(Annotation::new(ev.clone(), "✅".into()))).await.unwrap();
+            let (next, said) = verdict(&mut josh, &mut log, seen, &id).await;
+            seen = next;
+            if !said.contains("too soon") {
+                assert!(said.contains("was approved by"), "{said}");
+                break;
+            }
+            jroom.redact(&r.response.event_id, None, None).await.unwrap();
+        }
         let o = finish(agent);
         assert_eq!(stdout(&o), "root\n", "{}", String::from_utf8_lossy(&o.stderr));
         let rec = t.audit().into_iter().find(|r| r.event == "decision" && r.argv == ["/usr/bin/whoami"]).unwrap();
@@ -131,7 +164,15 @@ fn the_humans_reaction_approves_a_strangers_does_not() {
         let after = log.len();
         let agent = t.spawn_agent(ADA, "sudo id -u");
         let (_, id2) = announcement(&mut josh, &mut log, after).await;
-        jroom.send(RoomMessageEventContent::text_plain(format!("deny {id2}"))).await.unwrap();
+        let mut seen = log.len();
+        loop {
+            jroom.send(RoomMessageEventContent::text_plain(format!("deny {id2}"))).await.unwrap();
+            let (next, said) = verdict(&mut josh, &mut log, seen, &id2).await;
+            seen = next;
+            if !said.contains("too soon") {
+                break;
+            }
+        }
         let o = finish(agent);
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("via matrix:@josh:localhost"), "{}", String::from_utf8_lossy(&o.stderr));

@@ -1,102 +1,14 @@
 //! The desktop approver end to end: `nuketown approvals desktop` as the human
-//! in an X session (Xvfb), a real zenity dialog per request, keys pressed with
-//! xdotool, the agent's real sudo waiting on the answer. Needs root, Xvfb,
-//! zenity and xdotool (scripts/deps.sh installs them).
+//! in an X session (Xvfb), a real zenity dialog per request (its id in the
+//! title), keys pressed with xdotool once the approver says answers count
+//! (the default settle time), the agent's real sudo waiting on the answer.
+//! Needs root, Xvfb, zenity and xdotool (scripts/deps.sh installs them).
 
 mod hall_fixture;
-
-use std::process::{Child, Command, Stdio};
+mod xvfb;
 
 use hall_fixture::*;
-
-/// An X server of our own; its display number comes back on a pipe when it is ready.
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Xvfb {
-    fn start() -> Option<Xvfb> {
-        let mut child = match Command::new("Xvfb")
-            .args([
-                "-displayfd",
-                "1",
-                "-nolisten",
-                "tcp",
-                "-screen",
-                "0",
-                "1280x800x24",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("SKIPPING: cannot run Xvfb ({e}); scripts/deps.sh installs xvfb, zenity and xdotool");
-                return None;
-            }
-        };
-        let mut out = Stream::new(child.stdout.take().unwrap());
-        let n = out.until("\n");
-        Some(Xvfb {
-            child,
-            display: format!(":{}", n.trim()),
-        })
-    }
-
-    /// `xdotool ARGS…` on this display, with a deadline.
-    fn xdotool(&self, args: &[&str]) -> String {
-        let o = finish(
-            Command::new("xdotool")
-                .env("DISPLAY", &self.display)
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        assert!(o.status.success(), "xdotool {args:?}: {}", stderr(&o));
-        stdout(&o)
-    }
-
-    /// Wait for a window whose title matches, then press `keys` in it.
-    fn answer(&self, title: &str, keys: &[&str]) {
-        let win = self.xdotool(&["search", "--sync", "--name", title]);
-        let win = win.lines().next().expect("a dialog").to_string();
-        let mut args = vec![
-            "windowfocus",
-            "--sync",
-            &win,
-            "key",
-            "--clearmodifiers",
-            "--delay",
-            "50",
-        ];
-        args.extend(keys);
-        self.xdotool(&args);
-    }
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tools_present() -> bool {
-    ["zenity", "xdotool"].iter().all(|t| {
-        let ok = Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            eprintln!("SKIPPING: {t} is not installed (scripts/deps.sh installs it)");
-        }
-        ok
-    })
-}
+use xvfb::*;
 
 #[test]
 fn the_desktop_approver_asks_with_a_dialog_that_denies_by_default() {
@@ -106,20 +18,34 @@ fn the_desktop_approver_asks_with_a_dialog_that_denies_by_default() {
     let Some(x) = Xvfb::start() else { return };
     let mut t = TestTown::new(Options::default());
     t.start_hall();
-    let desktop = t
+    let mut desktop = t
         .nuketown_as(HUMAN, "approvals desktop")
         .env("DISPLAY", &x.display)
         .spawn()
         .unwrap();
+    let mut log = Stream::new(desktop.stdout.take().unwrap());
+    log.until("watching for requests as the desktop approver");
     let mut w = t.watch();
+    // The dialog of request `r`, once its answers count.
+    let mut ready = |r: &nuketown_hall::protocol::RequestView| {
+        let s = &r.id[..8];
+        log.until(&format!("request {s}: answers count from now"));
+        x.window(&format!("request {s}"))
+    };
 
     // Return presses the focused button, which is Deny.
     let child = t.spawn_agent(VOX, "sudo id -un");
-    next_request(&mut w);
-    x.answer(
-        &format!("Nuketown: {VOX} asks to run a command as root"),
-        &["Return"],
+    let r = next_request(&mut w);
+    let win = ready(&r);
+    let title = x.xdotool(&["getwindowname", &win]);
+    assert_eq!(
+        title.trim(),
+        format!(
+            "Nuketown: {VOX} asks to run a command as root (request {})",
+            &r.id[..8]
+        )
     );
+    x.keys(&win, &["Return"]);
     let o = finish(child);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -130,11 +56,9 @@ fn the_desktop_approver_asks_with_a_dialog_that_denies_by_default() {
 
     // Alt+A is Approve.
     let child = t.spawn_agent(VOX, "sudo id -un");
-    next_request(&mut w);
-    x.answer(
-        &format!("Nuketown: {VOX} asks to run a command as root"),
-        &["alt+a"],
-    );
+    let r = next_request(&mut w);
+    let win = ready(&r);
+    x.keys(&win, &["alt+a"]);
     let o = finish(child);
     assert_eq!(stdout(&o), "root\n", "{}", stderr(&o));
     assert!(
@@ -146,32 +70,28 @@ fn the_desktop_approver_asks_with_a_dialog_that_denies_by_default() {
     // A request decided elsewhere closes its dialog; the next request gets a dialog of its own.
     let first = t.spawn_agent(ADA, "sudo id -u");
     let r = next_request(&mut w);
-    x.xdotool(&[
-        "search",
-        "--sync",
-        "--name",
-        &format!("Nuketown: {ADA} asks"),
-    ]);
+    ready(&r);
     assert!(t
         .human(HUMAN, &format!("approvals approve {}", r.id))
         .status
         .success());
     assert_eq!(stdout(&finish(first)), "0\n");
     let second = t.spawn_agent(ADA, "sudo -u nktvox id -un");
-    next_request(&mut w);
-    x.answer(
-        &format!("Nuketown: {ADA} asks to run a command as {VOX}"),
-        &["alt+a"],
+    let r2 = next_request(&mut w);
+    let win = ready(&r2);
+    assert!(
+        !x.try_xdotool(&["search", "--name", &format!("request {}", &r.id[..8])])
+            .0,
+        "the first request's dialog is gone"
     );
+    x.keys(&win, &["alt+a"]);
     assert_eq!(stdout(&finish(second)), format!("{VOX}\n"));
 
     // Alt+1 approves for ten minutes: the same command again needs no dialog.
     let child = t.spawn_agent(VOX, "sudo id -u");
-    next_request(&mut w);
-    x.answer(
-        &format!("Nuketown: {VOX} asks to run a command as root"),
-        &["alt+1"],
-    );
+    let r = next_request(&mut w);
+    let win = ready(&r);
+    x.keys(&win, &["alt+1"]);
     let o = finish(child);
     assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
     assert!(
@@ -193,17 +113,5 @@ fn the_desktop_approver_asks_with_a_dialog_that_denies_by_default() {
         channels,
         ["desktop", "desktop", "terminal", "desktop", "desktop", "grant"]
     );
-    // The approver (su's child) ends on SIGTERM; su then ends too.
-    let su = desktop.id();
-    let approver: i32 = std::fs::read_to_string(format!("/proc/{su}/task/{su}/children"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(approver),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let _ = finish(desktop);
+    stop_approver(desktop);
 }

@@ -1,16 +1,36 @@
-//! `nuketown approvals [list|approve ID|deny ID|watch|desktop]`: the human's side.
+//! `nuketown approvals [list|approve ID|deny ID|watch|desktop|matrix]`: the human's side.
+//!
+//! Every answer is bound to one request: it names the request's id (with its
+//! agent and argv, which the hall checks), and input that came before that
+//! request was on screen — plus a settle time — never decides it. The
+//! terminal shows a request, waits the settle time, throws away whatever was
+//! typed meanwhile (`tcflush` on a terminal, what is buffered on a pipe) and
+//! only then asks; the desktop shows one dialog per request and shows it
+//! again when it is answered within the settle time; a request that is
+//! withdrawn or decided elsewhere closes its question visibly. See
+//! docs/approvals.md.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, Write};
+mod screen;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::fd::BorrowedFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nuketown_chat::approver::{facts, seconds, short_id, DEFAULT_SETTLE_MS, MIN_PREFIX};
 use nuketown_hall::client::{Approver, ApproverSender, ClientError};
-use nuketown_hall::protocol::{show_argv, show_str, RequestView, ToApprover};
+use nuketown_hall::protocol::{RequestView, ToApprover};
+use nuketown_hall::state::MAX_GRANT_SECS;
 use nuketown_hall::time::now_ms;
+use nuketown_town::display::{clean, show_argv, show_str};
 
 /// Approve or deny agents' privilege requests.
 ///
@@ -22,6 +42,12 @@ pub struct Args {
     /// The hall's approver socket.
     #[arg(long, env = "NUKETOWN_APPROVER_SOCKET", default_value = nuketown_hall::APPROVER_SOCKET, global = true)]
     socket: PathBuf,
+    /// How long a request is on screen before an answer counts, in ms (0 to
+    /// 60000). Keys typed, dialogs clicked and Matrix answers sent sooner
+    /// were meant for something else: they decide nothing.
+    #[arg(long, env = "NUKETOWN_APPROVER_SETTLE_MS", default_value_t = DEFAULT_SETTLE_MS,
+          value_parser = clap::value_parser!(u64).range(0..=60_000), value_name = "MS", global = true)]
+    settle_ms: u64,
     #[command(subcommand)]
     action: Option<Action>,
 }
@@ -30,11 +56,11 @@ pub struct Args {
 enum Action {
     /// List pending requests (the default).
     List {
-        /// One JSON object per request, as the hall sent it.
+        /// One JSON object per request, as the hall sent it (non-ASCII controls escaped).
         #[arg(long)]
         json: bool,
     },
-    /// Approve one request (its id, or a unique prefix of at least 6 characters).
+    /// Approve one request (its id, or a unique prefix of at least 8 characters).
     Approve {
         /// Request id.
         id: String,
@@ -76,61 +102,51 @@ pub fn parse_duration(s: &str) -> Option<u64> {
     n.checked_mul(mult).filter(|s| *s > 0)
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(8)]
-}
-
-/// A request as the human reads it: every string quoted and escaped, one per line.
+/// A request as the human reads it: every string quoted and escaped, one
+/// fact per line, every warning the hall sent (the same facts every channel
+/// shows: [`nuketown_chat::approver::facts`]).
 pub fn describe(r: &RequestView) -> String {
     let left = r.deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
     let mut s = format!(
         "request {} from {} (uid {})\n",
-        short(&r.id),
+        short_id(&r.id),
         show_str(&r.agent),
         r.uid
     );
-    s.push_str(&format!("  run      {}\n", show_argv(&r.argv)));
-    s.push_str(&format!(
-        "  as       {}{}\n",
-        show_str(&r.user),
-        r.group
-            .as_ref()
-            .map(|g| format!(", group {}", show_str(g)))
-            .unwrap_or_default()
-    ));
-    s.push_str(&format!("  in       {}\n", show_str(&r.cwd)));
-    if r.agent_can_write {
-        s.push_str(&format!(
-            "  program  {}\n  WARNING  {} can change this program (the file, or a directory or link on its path): what runs may not be what you read\n",
-            show_str(&r.argv[0]),
-            r.agent
-        ));
-    } else {
-        s.push_str(&format!(
-            "  program  {} ({} cannot change it)\n",
-            show_str(&r.argv[0]),
-            r.agent
-        ));
-    }
-    for a in &r.agent_writable_args {
-        s.push_str(&format!(
-            "  WARNING  {} can change the file {}, named in the arguments\n",
-            r.agent,
-            show_str(a)
-        ));
+    for (label, text) in facts(r) {
+        s.push_str(&format!("  {label:<8} {text}\n"));
     }
     s.push_str(&format!("  expires  in {left} s\n"));
     s
 }
 
-fn find(approver: &mut Approver, id: &str) -> Result<RequestView> {
-    if id.len() < 6 {
-        bail!("give at least 6 characters of the request id");
+/// One JSON line safe for a terminal: every character that could steer it
+/// (C1 controls, bidi overrides, …) written as a `\uXXXX` escape, which JSON
+/// reads back as the same string.
+pub fn json_line(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if nuketown_town::display::is_unsafe_char(c) {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
     }
+    out
+}
+
+fn find(approver: &mut Approver, id: &str) -> Result<RequestView> {
+    if id.len() < MIN_PREFIX || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("give at least {MIN_PREFIX} hex digits of the request id (as `nuketown approvals list` shows it)");
+    }
+    let id = id.to_ascii_lowercase();
     let matches: Vec<RequestView> = approver
         .list()?
         .into_iter()
-        .filter(|r| r.id.starts_with(id))
+        .filter(|r| r.id.starts_with(&id))
         .collect();
     match matches.len() {
         0 => bail!("no pending request {id} (decided, withdrawn or timed out); see `nuketown approvals list`"),
@@ -145,7 +161,8 @@ fn connect(socket: &Path) -> Result<Approver> {
     })
 }
 
-fn closed_hint(e: ClientError) -> anyhow::Error {
+/// A hall error, its text escaped (it may quote an agent's argv).
+fn hall_error(e: ClientError) -> anyhow::Error {
     let hung_up = match &e {
         ClientError::Closed => true,
         ClientError::Io(io) => matches!(
@@ -157,71 +174,76 @@ fn closed_hint(e: ClientError) -> anyhow::Error {
     if hung_up {
         anyhow!("the town hall closed the connection: you are not one of this town's approvers (humanUser or hall.approvers)")
     } else {
-        e.into()
+        anyhow!("{}", clean(&e.to_string()))
     }
+}
+
+fn found(a: &mut Approver, id: &str) -> Result<RequestView> {
+    find(a, id).map_err(|e| match e.downcast::<ClientError>() {
+        Ok(c) => hall_error(c),
+        Err(e) => e,
+    })
 }
 
 /// Run the approvals command.
 pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let socket = args.socket;
+    let settle = Duration::from_millis(args.settle_ms);
     match args.action.unwrap_or(Action::List { json: false }) {
         Action::List { json } => {
-            let requests = connect(&socket)?.list().map_err(closed_hint)?;
+            let requests = connect(&socket)?.list().map_err(hall_error)?;
             if json {
                 for r in &requests {
-                    println!("{}", serde_json::to_string(r)?);
+                    println!("{}", json_line(&serde_json::to_string(r)?));
                 }
             } else if requests.is_empty() {
                 println!("no pending requests");
             } else {
                 for r in &requests {
                     print!("{}", describe(r));
-                    println!("  id       {}\n", r.id);
+                    println!("  id       {}\n", clean(&r.id));
                 }
             }
         }
         Action::Approve { id, grant } => {
             let secs = match &grant {
-                Some(g) => Some(
-                    parse_duration(g)
-                        .ok_or_else(|| anyhow!("--for {g}: give a duration like 30s, 10m or 1h"))?,
-                ),
+                Some(g) => Some(parse_duration(g).ok_or_else(|| {
+                    anyhow!("--for {}: give a duration like 30s, 10m or 1h", clean(g))
+                })?),
                 None => None,
             };
             let mut a = connect(&socket)?;
-            let r = find(&mut a, &id).map_err(|e| match e.downcast::<ClientError>() {
-                Ok(c) => closed_hint(c),
-                Err(e) => e,
-            })?;
-            a.decide(&r, true, secs, "terminal")?;
+            let r = found(&mut a, &id)?;
+            a.decide(&r, true, secs, "terminal").map_err(hall_error)?;
+            let grant = match secs {
+                Some(s) if r.grantable => format!(" (and for the next {s} s)"),
+                Some(_) => " (this once: no grant covers a request the agent can change)".into(),
+                None => String::new(),
+            };
             println!(
-                "approved {} for {}: {}{}",
-                short(&r.id),
-                r.agent,
+                "approved {} for {}: {}{grant}",
+                short_id(&r.id),
+                show_str(&r.agent),
                 show_argv(&r.argv),
-                secs.map(|s| format!(" (and for the next {s} s)"))
-                    .unwrap_or_default()
             );
         }
         Action::Deny { id } => {
             let mut a = connect(&socket)?;
-            let r = find(&mut a, &id).map_err(|e| match e.downcast::<ClientError>() {
-                Ok(c) => closed_hint(c),
-                Err(e) => e,
-            })?;
-            a.decide(&r, false, None, "terminal")?;
+            let r = found(&mut a, &id)?;
+            a.decide(&r, false, None, "terminal").map_err(hall_error)?;
             println!(
                 "denied {} for {}: {}",
-                short(&r.id),
-                r.agent,
+                short_id(&r.id),
+                show_str(&r.agent),
                 show_argv(&r.argv)
             );
         }
-        Action::Watch => watch(&socket, Channel::Terminal)?,
-        Action::Desktop => watch(&socket, Channel::Desktop)?,
+        Action::Watch => Watch::new(&socket, Channel::Terminal, settle)?.run()?,
+        Action::Desktop => Watch::new(&socket, Channel::Desktop, settle)?.run()?,
         Action::Matrix { store } => {
             let town = super::load_town(None, global)?;
-            let cfg = nuketown_chat::approver::ApproverConfig::from_town(&town, store, socket)?;
+            let mut cfg = nuketown_chat::approver::ApproverConfig::from_town(&town, store, socket)?;
+            cfg.settle_ms = args.settle_ms;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -247,213 +269,699 @@ impl Channel {
     }
 }
 
-/// What the watch loop waits for.
+/// What other threads tell the watch loop.
 enum Event {
-    Hall(Result<ToApprover, String>),
-    /// A line typed in the terminal; `None` when stdin ended.
-    Typed(Option<String>),
-    /// A dialog closed: for which request, with what answer.
-    Dialog(String, Option<(bool, Option<u64>)>),
+    Hall(Result<Box<ToApprover>, String>),
+    /// A dialog ended: which one, with what answer, when.
+    Dialog {
+        serial: u64,
+        answer: Option<(bool, Option<u64>)>,
+        at: Instant,
+    },
+    /// A dialog's window became viewable (`None`: that cannot be seen).
+    Appeared {
+        serial: u64,
+        at: Option<Instant>,
+    },
 }
 
-/// The request being asked about now.
+/// Hands an event to the watch loop and rings its bell (a socket it polls
+/// beside the terminal), so one thread waits on both without a race.
+struct Post {
+    tx: mpsc::Sender<Event>,
+    bell: UnixStream,
+}
+
+impl Post {
+    fn send(&self, e: Event) -> bool {
+        let ok = self.tx.send(e).is_ok();
+        let _ = (&self.bell).write_all(&[1]);
+        ok
+    }
+
+    fn try_clone(&self) -> Result<Post> {
+        Ok(Post {
+            tx: self.tx.clone(),
+            bell: self.bell.try_clone()?,
+        })
+    }
+}
+
+/// The request on screen now.
 struct Asking {
     request: RequestView,
-    /// The dialog's process (desktop).
-    dialog: Option<u32>,
+    /// When it was put on screen: printed, or its dialog's window seen
+    /// (until then, when the dialog was started).
+    shown: Instant,
+    /// Desktop: whether its dialog has been seen on screen.
+    appeared: bool,
+    /// Whether answers count: the settle time has passed and, in the
+    /// terminal, the question is printed.
+    open: bool,
+    /// Desktop: the dialog's serial number and process.
+    dialog: Option<(u64, u32)>,
 }
 
-/// Stream requests and ask about each in turn, on one connection: when it
-/// closes (this program ends), the hall denies what it showed us, unless
-/// another approver is watching.
-fn watch(socket: &Path, channel: Channel) -> Result<()> {
-    let mut conn = connect(socket)?;
-    let initial = conn.watch(channel.name()).map_err(closed_hint)?;
-    let mut answers: ApproverSender = conn.sender()?;
-    let (tx, rx) = mpsc::channel::<Event>();
-    let hall_tx = tx.clone();
-    std::thread::spawn(move || loop {
-        let m = conn.recv().map_err(|e| e.to_string());
-        let stop = m.is_err();
-        if hall_tx.send(Event::Hall(m)).is_err() || stop {
-            return;
+/// The terminal's input: read only by the watch loop, never buffered ahead,
+/// so what was typed before a question can be thrown away when it is asked.
+struct Keys {
+    tty: bool,
+    line: Vec<u8>,
+    ended: bool,
+    /// Bytes thrown away since the request on screen was shown.
+    dropped: usize,
+}
+
+fn stdin_fd() -> BorrowedFd<'static> {
+    // SAFETY: fd 0 is open for the life of the process (a closed stdin reads as ended).
+    unsafe { BorrowedFd::borrow_raw(0) }
+}
+
+fn readable(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+impl Keys {
+    fn new() -> Keys {
+        Keys {
+            tty: nix::unistd::isatty(0).unwrap_or(false),
+            line: Vec::new(),
+            ended: false,
+            dropped: 0,
         }
-    });
-    if channel == Channel::Terminal {
-        let typed = tx.clone();
-        std::thread::spawn(move || {
-            let stdin = std::io::stdin();
-            for line in stdin.lock().lines() {
-                if typed.send(Event::Typed(line.ok())).is_err() {
-                    return;
-                }
+    }
+
+    /// What one read gives (never blocks after poll said so); marks the end.
+    fn read(&mut self) -> Vec<u8> {
+        let mut buf = [0u8; 4096];
+        match nix::unistd::read(0, &mut buf) {
+            Ok(0) => {
+                self.ended = true;
+                Vec::new()
             }
-            let _ = typed.send(Event::Typed(None));
+            Ok(n) => buf[..n].to_vec(),
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => Vec::new(),
+            Err(_) => {
+                self.ended = true;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Throw away everything typed so far: the kernel's input queue on a
+    /// terminal (tcflush), what is already in the pipe otherwise, and any
+    /// unfinished line.
+    fn discard(&mut self) {
+        if self.tty {
+            let _ = nix::sys::termios::tcflush(stdin_fd(), nix::sys::termios::FlushArg::TCIFLUSH);
+        }
+        while !self.ended && readable(stdin_fd()) {
+            let n = self.read().len();
+            self.dropped += n;
+        }
+        self.dropped += self.line.len();
+        self.line.clear();
+    }
+}
+
+/// The watch loop's state: one connection to the hall that streams requests
+/// and carries decisions; when it closes (this program ends), the hall
+/// denies what it showed us, unless another approver is watching.
+struct Watch {
+    socket: PathBuf,
+    channel: Channel,
+    settle: Duration,
+    answers: ApproverSender,
+    rx: mpsc::Receiver<Event>,
+    post: Post,
+    bell: UnixStream,
+    queue: VecDeque<RequestView>,
+    asking: Option<Asking>,
+    /// Decisions we sent, for the hall's `ok`.
+    decided: Vec<(String, bool)>,
+    /// The decision the hall has not answered yet: the next request waits
+    /// for it, so its outcome is printed before the next request.
+    awaiting: Option<String>,
+    /// Desktop: why a request is shown again.
+    again: HashMap<String, String>,
+    /// Desktop: no dialog starts before this (the settle time after the last one closed).
+    next_dialog: Option<Instant>,
+    serial: u64,
+    keys: Option<Keys>,
+}
+
+impl Watch {
+    fn new(socket: &Path, channel: Channel, settle: Duration) -> Result<Watch> {
+        let mut conn = connect(socket)?;
+        let initial = conn.watch(channel.name()).map_err(hall_error)?;
+        let answers = conn.sender()?;
+        let (bell, ring) = UnixStream::pair()?;
+        bell.set_nonblocking(true)?;
+        let (tx, rx) = mpsc::channel::<Event>();
+        let post = Post { tx, bell: ring };
+        let hall = post.try_clone()?;
+        std::thread::spawn(move || loop {
+            let m = conn.recv().map(Box::new).map_err(|e| e.to_string());
+            let stop = m.is_err();
+            if !hall.send(Event::Hall(m)) || stop {
+                return;
+            }
         });
-        println!(
-            "watching for requests as the {} approver (Ctrl-C to stop)",
-            channel.name()
-        );
+        let keys = (channel == Channel::Terminal).then(Keys::new);
+        Ok(Watch {
+            socket: socket.to_path_buf(),
+            channel,
+            settle,
+            answers,
+            rx,
+            post,
+            bell,
+            queue: initial.into(),
+            asking: None,
+            decided: Vec::new(),
+            awaiting: None,
+            again: HashMap::new(),
+            next_dialog: None,
+            serial: 0,
+            keys,
+        })
     }
-    let mut queue: VecDeque<RequestView> = initial.into();
-    let mut asking: Option<Asking> = None;
-    let mut decided: Vec<(String, bool)> = Vec::new();
-    loop {
-        if asking.is_none() {
-            if let Some(r) = queue.pop_front() {
-                asking = Some(ask(channel, r, &tx)?);
+
+    fn run(mut self) -> Result<()> {
+        match self.channel {
+            Channel::Terminal => println!(
+                "watching for requests as the terminal approver (Ctrl-C to stop)"
+            ),
+            Channel::Desktop => println!(
+                "watching for requests as the desktop approver; a dialog's answer counts {} s after it appears",
+                seconds(self.settle.as_millis() as u64)
+            ),
+        }
+        let result = self.serve();
+        if let Some(Asking {
+            dialog: Some((_, pid)),
+            ..
+        }) = self.asking
+        {
+            stop_dialog(pid);
+        }
+        result
+    }
+
+    fn serve(&mut self) -> Result<()> {
+        loop {
+            self.show_next()?;
+            self.open_when_settled()?;
+            if self.keys.as_ref().is_some_and(|k| k.ended) {
+                return Ok(());
+            }
+            let wait = self
+                .next_timer()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = match wait {
+                Some(d) => PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX),
+                None => PollTimeout::NONE,
+            };
+            let bell_fd = std::os::fd::AsFd::as_fd(&self.bell);
+            let mut fds = vec![PollFd::new(bell_fd, PollFlags::POLLIN)];
+            if self.keys.is_some() {
+                fds.push(PollFd::new(stdin_fd(), PollFlags::POLLIN));
+            }
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => bail!("waiting for requests: {e}"),
+            }
+            let rang = fds[0].any().unwrap_or(false);
+            let typed = fds.get(1).and_then(|f| f.any()).unwrap_or(false);
+            // The hall first: a request withdrawn meanwhile closes its question
+            // before anything typed can answer it.
+            if rang {
+                let mut sink = [0u8; 256];
+                while matches!((&self.bell).read(&mut sink), Ok(n) if n > 0) {}
+                while let Ok(ev) = self.rx.try_recv() {
+                    self.event(ev)?;
+                }
+            }
+            if typed {
+                self.typed()?;
             }
         }
-        let Ok(event) = rx.recv() else { return Ok(()) };
-        match event {
-            Event::Hall(Ok(ToApprover::Request { request })) => {
-                let known = queue.iter().any(|q| q.id == request.id)
-                    || asking.as_ref().is_some_and(|a| a.request.id == request.id);
+    }
+
+    /// The next moment something is due: a question to open, a dialog to start.
+    fn next_timer(&self) -> Option<Instant> {
+        match &self.asking {
+            Some(a) if !a.open && a.appeared => Some(a.shown + self.settle),
+            Some(_) => None,
+            None if !self.queue.is_empty() => self.next_dialog,
+            None => None,
+        }
+    }
+
+    /// Put the next request on screen, if nothing is.
+    fn show_next(&mut self) -> Result<()> {
+        if self.asking.is_some() || self.awaiting.is_some() {
+            return Ok(());
+        }
+        if self.channel == Channel::Desktop && self.next_dialog.is_some_and(|t| Instant::now() < t)
+        {
+            return Ok(());
+        }
+        let Some(r) = self.queue.pop_front() else {
+            return Ok(());
+        };
+        match self.channel {
+            Channel::Terminal => {
+                print!("\n{}", describe(&r));
+                std::io::stdout().flush()?;
+                // Whatever is still in the line buffer was typed before this request was shown.
+                if let Some(k) = &mut self.keys {
+                    k.dropped += k.line.len();
+                    k.line.clear();
+                }
+                self.asking = Some(Asking {
+                    request: r,
+                    shown: Instant::now(),
+                    appeared: true,
+                    open: false,
+                    dialog: None,
+                });
+            }
+            Channel::Desktop => {
+                self.serial += 1;
+                let note = self.again.remove(&r.id);
+                let pid = dialog(&r, note.as_deref(), self.serial, self.post.try_clone()?)?;
+                println!("request {}: dialog started", short_id(&r.id));
+                self.asking = Some(Asking {
+                    request: r,
+                    shown: Instant::now(),
+                    appeared: false,
+                    open: false,
+                    dialog: Some((self.serial, pid)),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Once the request has been on screen for the settle time: throw away
+    /// what was typed meanwhile and ask (terminal), or note that the dialog's
+    /// answers count from now (desktop).
+    fn open_when_settled(&mut self) -> Result<()> {
+        let Some(a) = &mut self.asking else {
+            return Ok(());
+        };
+        if a.open || !a.appeared || a.shown.elapsed() < self.settle {
+            return Ok(());
+        }
+        a.open = true;
+        let id = short_id(&a.request.id);
+        match &mut self.keys {
+            Some(k) => {
+                k.discard();
+                if k.dropped > 0 {
+                    println!("  (ignored what was typed before this question: answer it now)");
+                }
+                k.dropped = 0;
+                print!("{}", question(&a.request));
+                std::io::stdout().flush()?;
+            }
+            None => println!("request {id}: answers count from now"),
+        }
+        Ok(())
+    }
+
+    /// Something the hall or a dialog said.
+    fn event(&mut self, ev: Event) -> Result<()> {
+        match ev {
+            Event::Hall(Ok(m)) => self.hall(*m)?,
+            Event::Hall(Err(e)) => bail!("{}", clean(&e)),
+            Event::Dialog { serial, answer, at } => self.dialog_ended(serial, answer, at)?,
+            Event::Appeared { serial, at } => self.appeared(serial, at),
+        }
+        Ok(())
+    }
+
+    /// Something the hall said.
+    fn hall(&mut self, m: ToApprover) -> Result<()> {
+        match m {
+            ToApprover::Request { request } => {
+                let known = self.queue.iter().any(|q| q.id == request.id)
+                    || self
+                        .asking
+                        .as_ref()
+                        .is_some_and(|a| a.request.id == request.id);
                 if !known {
-                    queue.push_back(request);
+                    self.queue.push_back(request);
                 }
             }
-            Event::Hall(Ok(ToApprover::Resolved { id, outcome, by })) => {
-                queue.retain(|r| r.id != id);
-                if asking.as_ref().is_some_and(|a| a.request.id == id) {
-                    let a = asking.take().expect("checked");
-                    if let Some(pid) = a.dialog {
-                        // Our own zenity: the question is moot.
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid as i32),
-                            nix::sys::signal::Signal::SIGTERM,
-                        );
-                    }
-                    if channel == Channel::Terminal && !decided.iter().any(|(d, _)| *d == id) {
-                        println!(
-                            "\nrequest {} was {outcome} by {} via {}",
-                            short(&id),
-                            by.who,
-                            by.channel
-                        );
-                    }
+            ToApprover::Resolved { id, outcome, by } => {
+                self.queue.retain(|r| r.id != id);
+                if self.awaiting.as_deref() == Some(id.as_str()) {
+                    self.awaiting = None;
+                }
+                self.again.remove(&id);
+                let ours = self.decided.iter().any(|(d, _)| *d == id);
+                if self.asking.as_ref().is_some_and(|a| a.request.id == id) {
+                    let why = format!(
+                        "was {} by {} via {}",
+                        clean(&outcome),
+                        clean(&by.who),
+                        clean(&by.channel)
+                    );
+                    self.close(&id, &why, ours);
                 }
             }
-            Event::Hall(Ok(ToApprover::Ok { id })) => {
-                if let Some((_, approve)) = decided.iter().find(|(d, _)| *d == id) {
-                    if channel == Channel::Terminal {
-                        println!(
-                            "{} {}",
-                            if *approve { "approved" } else { "denied" },
-                            short(&id)
-                        );
-                    }
+            ToApprover::Ok { id } => {
+                if self.awaiting.as_deref() == Some(id.as_str()) {
+                    self.awaiting = None;
+                }
+                if let Some((_, approve)) = self.decided.iter().find(|(d, _)| *d == id) {
+                    println!(
+                        "{} {}",
+                        if *approve { "approved" } else { "denied" },
+                        short_id(&id)
+                    );
                 }
             }
-            Event::Hall(Ok(ToApprover::Error { id, message })) => {
+            ToApprover::Error { id, message } => {
+                self.awaiting = None;
                 eprintln!(
-                    "not decided{}: {message}",
-                    id.map(|i| format!(" {}", short(&i))).unwrap_or_default()
+                    "not decided{}: {}",
+                    id.as_ref()
+                        .map(|i| format!(" {}", short_id(i)))
+                        .unwrap_or_default(),
+                    clean(&message)
                 );
-            }
-            Event::Hall(Ok(ToApprover::Requests { .. })) => {}
-            Event::Hall(Err(e)) => bail!("{e}"),
-            Event::Typed(None) => return Ok(()),
-            Event::Typed(Some(line)) => {
-                let Some(a) = &asking else { continue };
-                let answer = match line.trim() {
-                    "y" | "yes" => Some((true, None)),
-                    "n" | "no" => Some((false, None)),
-                    other => parse_duration(other).map(|s| (true, Some(s))),
-                };
-                match answer {
-                    Some((approve, grant)) => {
-                        answers.send_decision(&a.request, approve, grant, channel.name())?;
-                        decided.push((a.request.id.clone(), approve));
-                        asking = None;
-                    }
-                    None => {
-                        print!("answer y, n, or a duration like 10m (approve it for that long): ");
-                        std::io::stdout().flush()?;
-                    }
+                if message.starts_with("missed ") || id.is_some() {
+                    // Events were lost, or a decision refused: ask again what is pending.
+                    let now = connect(&self.socket)?.list().map_err(hall_error)?;
+                    self.reconcile(now);
                 }
             }
-            Event::Dialog(id, answer) => {
-                let Some(a) = &asking else { continue };
-                if a.request.id != id {
-                    continue;
-                }
-                if let Some((approve, grant)) = answer {
-                    answers.send_decision(&a.request, approve, grant, channel.name())?;
-                    decided.push((id, approve));
-                }
-                asking = None;
+            ToApprover::Requests { requests } => self.reconcile(requests),
+        }
+        Ok(())
+    }
+
+    /// A dialog's window was seen on screen (or cannot be): the settle time starts.
+    fn appeared(&mut self, serial: u64, at: Option<Instant>) {
+        let settle = seconds(self.settle.as_millis() as u64);
+        let Some(a) = self
+            .asking
+            .as_mut()
+            .filter(|a| a.dialog.map(|(s, _)| s) == Some(serial))
+        else {
+            return; // a dialog already closed
+        };
+        let id = short_id(&a.request.id);
+        a.appeared = true;
+        match at {
+            Some(at) => {
+                a.shown = at;
+                println!("request {id}: dialog shown (answers count in {settle} s)");
+            }
+            None => println!(
+                "request {id}: cannot see when its dialog appears (no X display?); answers count {settle} s after it was started"
+            ),
+        }
+    }
+
+    /// Bring the queue in line with what the hall says is pending.
+    fn reconcile(&mut self, pending: Vec<RequestView>) {
+        self.queue.retain(|q| pending.iter().any(|p| p.id == q.id));
+        if let Some(id) = self
+            .asking
+            .as_ref()
+            .map(|a| a.request.id.clone())
+            .filter(|id| !pending.iter().any(|p| p.id == *id))
+        {
+            self.close(&id, "is no longer pending", false);
+        }
+        for p in pending {
+            let known = self.queue.iter().any(|q| q.id == p.id)
+                || self.asking.as_ref().is_some_and(|a| a.request.id == p.id);
+            if !known {
+                self.queue.push_back(p);
             }
         }
+    }
+
+    /// The request on screen ended elsewhere (or by our answer): close its
+    /// question visibly, so nothing typed or clicked now answers it.
+    fn close(&mut self, id: &str, why: &str, ours: bool) {
+        let Some(a) = self.asking.take() else { return };
+        match (self.channel, a.dialog) {
+            (Channel::Desktop, Some((_, pid))) => {
+                stop_dialog(pid);
+                self.next_dialog = Some(Instant::now() + self.settle);
+                println!("request {} {why}: its dialog is closed", short_id(id));
+            }
+            _ => {
+                if !ours {
+                    println!(
+                        "\nrequest {} {why}: this question is closed; nothing typed now answers it",
+                        short_id(id)
+                    );
+                }
+                if let Some(k) = &mut self.keys {
+                    k.line.clear();
+                }
+            }
+        }
+    }
+
+    /// Read what was typed; lines count only while a question is open.
+    fn typed(&mut self) -> Result<()> {
+        let open = self.asking.as_ref().is_some_and(|a| a.open);
+        let Some(k) = &mut self.keys else {
+            return Ok(());
+        };
+        let bytes = k.read();
+        if !open {
+            k.dropped += bytes.len();
+            return Ok(());
+        }
+        k.line.extend_from_slice(&bytes);
+        loop {
+            let Some(k) = &mut self.keys else {
+                return Ok(());
+            };
+            let Some(i) = k.line.iter().position(|b| *b == b'\n') else {
+                return Ok(());
+            };
+            if !self.asking.as_ref().is_some_and(|a| a.open) {
+                // Typed ahead of the next question: it will not answer it.
+                k.dropped += k.line.len();
+                k.line.clear();
+                return Ok(());
+            }
+            let line: Vec<u8> = k.line.drain(..=i).collect();
+            self.answer(&String::from_utf8_lossy(&line))?;
+        }
+    }
+
+    /// One line typed at an open question.
+    fn answer(&mut self, line: &str) -> Result<()> {
+        let Some(a) = &self.asking else {
+            return Ok(());
+        };
+        let r = &a.request;
+        let answer = match line.trim() {
+            "y" | "yes" => Some((true, None)),
+            "n" | "no" => Some((false, None)),
+            other => match parse_duration(other) {
+                Some(s) if r.grantable && s > MAX_GRANT_SECS => {
+                    print!(
+                        "request {}: a grant lasts at most 24h; answer again: ",
+                        short_id(&r.id)
+                    );
+                    std::io::stdout().flush()?;
+                    return Ok(());
+                }
+                Some(s) if r.grantable => Some((true, Some(s))),
+                Some(_) => {
+                    print!(
+                        "request {}: no grant is possible for this one (only a human may decide it); answer y (this once) or n: ",
+                        short_id(&r.id)
+                    );
+                    std::io::stdout().flush()?;
+                    return Ok(());
+                }
+                None => None,
+            },
+        };
+        match answer {
+            Some((approve, grant)) => {
+                self.answers
+                    .send_decision(r, approve, grant, self.channel.name())
+                    .map_err(hall_error)?;
+                self.decided.push((r.id.clone(), approve));
+                self.awaiting = Some(r.id.clone());
+                self.asking = None;
+            }
+            None => {
+                print!(
+                    "request {} — answer {}",
+                    short_id(&r.id),
+                    if r.grantable {
+                        "y, n, or a duration like 10m (approve it for that long): "
+                    } else {
+                        "y (this once) or n: "
+                    }
+                );
+                std::io::stdout().flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A dialog closed. An answer within the settle time after it appeared
+    /// was aimed at something else: nothing is decided and the dialog comes back.
+    fn dialog_ended(
+        &mut self,
+        serial: u64,
+        answer: Option<(bool, Option<u64>)>,
+        at: Instant,
+    ) -> Result<()> {
+        let Some(a) = &self.asking else {
+            return Ok(());
+        };
+        if a.dialog.map(|(s, _)| s) != Some(serial) {
+            return Ok(()); // a dialog we already closed
+        }
+        let a = self.asking.take().expect("checked");
+        self.next_dialog = Some(at + self.settle);
+        let id = short_id(&a.request.id);
+        let Some((approve, grant)) = answer else {
+            // zenity's own timeout: the hall's deadline decides.
+            println!("request {id}: its dialog timed out");
+            return Ok(());
+        };
+        let after = at.saturating_duration_since(a.shown);
+        if !a.appeared || after < self.settle {
+            let when = if a.appeared {
+                format!(
+                    "{} s after its dialog appeared",
+                    seconds(after.as_millis() as u64)
+                )
+            } else {
+                "before its dialog was seen on screen".to_string()
+            };
+            println!(
+                "request {id}: answered {when}, too soon to have been read: nothing decided, showing it again"
+            );
+            self.again.insert(
+                a.request.id.clone(),
+                format!(
+                    "Your last answer came {}, too soon to have read it: nothing was decided. Read it, then answer.\n\n",
+                    when.replace("its dialog", "this dialog")
+                ),
+            );
+            self.queue.push_front(a.request);
+            return Ok(());
+        }
+        let grant = grant.filter(|_| a.request.grantable);
+        self.answers
+            .send_decision(&a.request, approve, grant, self.channel.name())
+            .map_err(hall_error)?;
+        self.decided.push((a.request.id.clone(), approve));
+        self.awaiting = Some(a.request.id.clone());
+        Ok(())
     }
 }
 
-/// Put the question: a prompt in the terminal, or a dialog on the desktop.
-fn ask(channel: Channel, r: RequestView, tx: &mpsc::Sender<Event>) -> Result<Asking> {
-    match channel {
-        Channel::Terminal => {
-            print!("\n{}", describe(&r));
-            print!("approve? [y]es, [n]o, or a duration like 10m (approve it for that long): ");
-            std::io::stdout().flush()?;
-            Ok(Asking {
-                request: r,
-                dialog: None,
-            })
+/// The terminal's question for an open request; it names the request.
+fn question(r: &RequestView) -> String {
+    format!(
+        "request {} — approve? {}",
+        short_id(&r.id),
+        if r.grantable {
+            "[y]es, [n]o, or a duration like 10m (approve it for that long): "
+        } else {
+            "[y]es (this once) or [n]o: "
         }
-        Channel::Desktop => {
-            let pid = dialog(&r, tx.clone())?;
-            Ok(Asking {
-                request: r,
-                dialog: Some(pid),
-            })
-        }
-    }
+    )
+}
+
+fn stop_dialog(pid: u32) {
+    // Our own zenity: the question is moot.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
 }
 
 /// The label of the dialog's grant button (Alt+1); zenity prints it when pressed.
 const GRANT_LABEL: &str = "Approve for _10 minutes";
 
-/// Show a zenity dialog for `r`; its answer comes back as an [`Event::Dialog`].
-/// Deny is the default button; closing the dialog denies; its timeout leaves
-/// the request to the hall's.
-fn dialog(r: &RequestView, tx: mpsc::Sender<Event>) -> Result<u32> {
+/// Show a zenity dialog for `r` (its id in the title and text); its answer
+/// comes back as an [`Event::Dialog`] with this serial. Deny is the default
+/// button; closing the dialog denies; the grant button is there only when a
+/// grant is possible; its timeout leaves the request to the hall's.
+fn dialog(r: &RequestView, note: Option<&str>, serial: u64, post: Post) -> Result<u32> {
     let left = (r.deadline_ms.saturating_sub(now_ms()) / 1000).max(1);
-    let mut child = Command::new("zenity")
-        .args([
-            "--question",
-            // The text is shown as it is: no markup, whatever the argv holds.
-            "--no-markup",
-            "--default-cancel",
-            "--width=720",
-            "--ok-label=_Approve",
-            "--cancel-label=_Deny",
-        ])
-        .arg(format!("--extra-button={GRANT_LABEL}"))
+    let mut cmd = Command::new("zenity");
+    cmd.args([
+        "--question",
+        // The text is shown as it is: no markup, whatever the argv holds.
+        "--no-markup",
+        "--default-cancel",
+        "--width=720",
+        "--ok-label=_Approve",
+        "--cancel-label=_Deny",
+    ]);
+    if r.grantable {
+        cmd.arg(format!("--extra-button={GRANT_LABEL}"));
+    }
+    if std::env::var_os("DISPLAY").is_some() {
+        // On X, so its window can be seen appearing (XWayland under Wayland).
+        cmd.env("GDK_BACKEND", "x11");
+    }
+    let mut child = cmd
         .arg(format!(
-            "--title=Nuketown: {} asks to run a command as {}",
-            r.agent, r.user
+            "--title=Nuketown: {} asks to run a command as {} (request {})",
+            clean(&r.agent),
+            clean(&r.user),
+            short_id(&r.id)
         ))
-        .arg(format!("--text={}", describe(r)))
+        .arg(format!(
+            "--text={}{}  id       {}",
+            note.unwrap_or_default(),
+            describe(r),
+            clean(&r.id)
+        ))
         .arg(format!("--timeout={left}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot run zenity (install it for desktop approvals)")?;
     let pid = child.id();
-    let id = r.id.clone();
+    let grantable = r.grantable;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = post.try_clone()?;
+    let looking = stop.clone();
+    std::thread::spawn(move || {
+        let at = screen::appeared(pid, looking, Duration::from_secs(30));
+        seen.send(Event::Appeared { serial, at });
+    });
     std::thread::spawn(move || {
         let mut out = String::new();
         if let Some(mut o) = child.stdout.take() {
             let _ = std::io::Read::read_to_string(&mut o, &mut out);
         }
-        let answer = match child.wait().ok().and_then(|s| s.code()) {
+        let status = child.wait().ok().and_then(|s| s.code());
+        let at = Instant::now();
+        stop.store(true, Ordering::SeqCst);
+        let answer = match status {
             Some(0) => Some((true, None)),
-            Some(1) if out.trim() == GRANT_LABEL => Some((true, Some(600))),
+            Some(1) if grantable && out.trim() == GRANT_LABEL => Some((true, Some(600))),
             Some(1) => Some((false, None)),
-            // 5: zenity's own timeout; killed: decided elsewhere.
+            // 5: zenity's own timeout; killed: closed by us.
             _ => None,
         };
-        let _ = tx.send(Event::Dialog(id, answer));
+        post.send(Event::Dialog { serial, answer, at });
     });
     Ok(pid)
 }
@@ -485,11 +993,22 @@ mod tests {
                 "/bin/echo".into(),
                 "ok\nrequest 2 from vox\n  run \"/bin/true\"".into(),
             ],
+            program: nuketown_hall::protocol::FileRef {
+                path: "/bin/echo".into(),
+                dev: 2049,
+                ino: 7,
+            },
+            typed: Some("./echo\u{9b}".into()),
             cwd: "/agents/ada".into(),
             user: "root".into(),
             group: None,
             agent_can_write: true,
             agent_writable_args: vec!["./x\u{1b}[2J".into()],
+            warnings: vec![
+                "the agent can change the program: \u{1b}]0;pwned\u{7}".into(),
+                "the argument \"./x\\u{1b}[2J\" names a file the agent can change".into(),
+            ],
+            grantable: false,
             asked_ms: now_ms(),
             deadline_ms: now_ms() + 60_000,
         };
@@ -504,8 +1023,36 @@ mod tests {
             d.contains(r#"run      "/bin/echo" "ok\nrequest 2 from vox\n  run \"/bin/true\"""#),
             "{d}"
         );
-        assert!(d.contains("WARNING  ada can change this program"), "{d}");
-        assert!(d.contains(r#"the file "./x\u{1b}[2J""#), "{d}");
-        assert!(!d.chars().any(|c| c.is_control() && c != '\n'), "{d:?}");
+        // Every warning, escaped; the facts the hall sent.
+        assert!(
+            d.contains(r#"WARNING  the agent can change the program: \u{1b}]0;pwned\u{7}"#),
+            "{d}"
+        );
+        assert!(
+            d.contains(r#"WARNING  the argument "./x\u{1b}[2J" names"#),
+            "{d}"
+        );
+        assert!(d.contains(r#"files    "./x\u{1b}[2J""#), "{d}");
+        assert!(d.contains(r#"typed    "./echo\u{9b}""#), "{d}");
+        assert!(d.contains("file     device 8:1, inode 7"), "{d}");
+        assert!(d.contains("only a human may decide"), "{d}");
+        assert!(d.contains("grant    none"), "{d}");
+        assert!(
+            !d.chars()
+                .any(|c| c != '\n' && nuketown_town::display::is_unsafe_char(c)),
+            "{d:?}"
+        );
+        assert!(question(&r).contains("request 01234567 — approve? [y]es (this once) or [n]o"));
+    }
+
+    #[test]
+    fn json_lines_escape_what_steers_a_terminal() {
+        let raw = serde_json::to_string(&"a\u{9b}b\u{202e}c\u{1b}").unwrap();
+        let safe = json_line(&raw);
+        assert!(safe.is_ascii(), "{safe}");
+        assert_eq!(
+            serde_json::from_str::<String>(&safe).unwrap(),
+            "a\u{9b}b\u{202e}c\u{1b}"
+        );
     }
 }

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use nuketown_hall::audit::{joined, AuditLog, Record};
 use nuketown_hall::protocol::{show_argv, show_str};
+use nuketown_town::display::clean;
 
 /// Show the town hall's audit log: every request with its decision (who,
-/// through which channel, how fast) and the command's exit status.
+/// through which channel, how fast), the command's exit status, where it
+/// ran and the warnings the approvers saw; agent text escaped.
 ///
 /// Approvers (group nuketown-approvers) and root can read it.
 #[derive(Debug, clap::Args)]
@@ -21,16 +23,19 @@ pub struct Args {
     log: PathBuf,
 }
 
-/// One record as a line for people.
+/// One record for people: a line with who asked what and how it ended, then
+/// (indented) where it ran, how the agent named the program, and every
+/// warning the approvers were shown. Everything an agent can influence —
+/// argv, paths, the reason, the warnings — is escaped.
 pub fn line(r: &Record) -> String {
     let by = r
         .decided_by
         .as_ref()
         .map(|b| {
             if b.who == b.channel {
-                format!(" by {}", b.who)
+                format!(" by {}", clean(&b.who))
             } else {
-                format!(" by {} via {}", b.who, b.channel)
+                format!(" by {} via {}", clean(&b.who), clean(&b.channel))
             }
         })
         .unwrap_or_default();
@@ -46,21 +51,42 @@ pub fn line(r: &Record) -> String {
     } else {
         format!(" — {}", show_str(&r.reason))
     };
-    format!(
+    let mut s = format!(
         "{} {} {} (uid {}) as {}: {} -> {}{}{} ({} ms){}{}",
-        r.time,
-        &r.id[..r.id.len().min(8)],
-        r.agent,
+        clean(&r.time),
+        clean(&r.id.chars().take(8).collect::<String>()),
+        clean(&r.agent),
         r.uid,
-        if r.target.is_empty() { "?" } else { &r.target },
+        if r.target.is_empty() {
+            "?".to_string()
+        } else {
+            clean(&r.target)
+        },
         show_argv(&r.argv),
-        r.decision,
+        clean(&r.decision),
         if r.mock { " [MOCK]" } else { "" },
         by,
         r.latency_ms.unwrap_or(0),
         exit,
         reason,
-    )
+    );
+    if !r.cwd.is_empty() {
+        s.push_str(&format!("\n    in       {}", show_str(&r.cwd)));
+    }
+    if let Some(p) = r
+        .program
+        .as_ref()
+        .filter(|p| r.argv.first() != Some(&p.path))
+    {
+        s.push_str(&format!("\n    program  {}", show_str(&p.path)));
+    }
+    if let Some(t) = &r.typed {
+        s.push_str(&format!("\n    typed    {}", show_str(t)));
+    }
+    for w in &r.warnings {
+        s.push_str(&format!("\n    WARNING  {}", clean(w)));
+    }
+    s
 }
 
 /// Print the log.
@@ -73,7 +99,10 @@ pub fn run(_global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let records = joined(records);
     for r in &records {
         if args.json {
-            println!("{}", serde_json::to_string(r)?);
+            println!(
+                "{}",
+                super::approvals::json_line(&serde_json::to_string(r)?)
+            );
         } else {
             println!("{}", line(r));
         }
@@ -82,4 +111,33 @@ pub fn run(_global: Option<&Path>, args: Args) -> Result<ExitCode> {
         println!("no requests recorded in {}", args.log.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_text_is_escaped() {
+        let mut r = Record::new("0123456789abcdef0123456789abcdef", "decision", "ada", 1100);
+        r.argv = vec!["/bin/echo".into(), "\u{1b}[2J".into()];
+        r.cwd = "/agents/ada/\u{1b}]0;x\u{7}".into();
+        r.typed = Some("./e\ncho".into());
+        r.warnings = vec!["the argument \u{9b}31m names a file the agent can change".into()];
+        r.reason = "denied by policy: \u{202e}".into();
+        r.decision = "denied".into();
+        r.target = "root".into();
+        let l = line(&r);
+        assert!(
+            !l.chars()
+                .any(|c| c != '\n' && nuketown_town::display::is_unsafe_char(c)),
+            "{l:?}"
+        );
+        assert_eq!(l.lines().count(), 4, "{l}");
+        assert!(
+            l.contains("    WARNING  the argument \\u{9b}31m names"),
+            "{l}"
+        );
+        assert!(l.contains(r#"    typed    "./e\ncho""#), "{l}");
+    }
 }

@@ -1,0 +1,139 @@
+//! An X server of our own (Xvfb) for the desktop approver's tests, and
+//! xdotool to find its dialogs and press keys in them. Tests skip (with a
+//! message) when Xvfb, zenity or xdotool are missing; scripts/deps.sh
+//! installs them.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+
+use crate::hall_fixture::{finish, stderr, stdout, Stream};
+
+/// An X server; its display number comes back on a pipe when it is ready.
+pub struct Xvfb {
+    child: Child,
+    pub display: String,
+}
+
+impl Xvfb {
+    pub fn start() -> Option<Xvfb> {
+        let mut child = match Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-nolisten",
+                "tcp",
+                "-screen",
+                "0",
+                "1280x800x24",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("SKIPPING: cannot run Xvfb ({e}); scripts/deps.sh installs xvfb, zenity and xdotool");
+                return None;
+            }
+        };
+        let mut out = Stream::new(child.stdout.take().unwrap());
+        let n = out.until("\n");
+        Some(Xvfb {
+            child,
+            display: format!(":{}", n.trim()),
+        })
+    }
+
+    /// `xdotool ARGS…` on this display, with a deadline; (success, stdout).
+    pub fn try_xdotool(&self, args: &[&str]) -> (bool, String) {
+        let o = finish(
+            Command::new("xdotool")
+                .env("DISPLAY", &self.display)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        (o.status.success(), stdout(&o))
+    }
+
+    /// `xdotool ARGS…`, which must succeed.
+    pub fn xdotool(&self, args: &[&str]) -> String {
+        let o = finish(
+            Command::new("xdotool")
+                .env("DISPLAY", &self.display)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(o.status.success(), "xdotool {args:?}: {}", stderr(&o));
+        stdout(&o)
+    }
+
+    /// Wait for a window whose title matches; its X id.
+    pub fn window(&self, title: &str) -> String {
+        let win = self.xdotool(&["search", "--sync", "--name", title]);
+        win.lines().next().expect("a dialog").to_string()
+    }
+
+    /// Press `keys` in window `win`.
+    pub fn keys(&self, win: &str, keys: &[&str]) {
+        let mut args = vec![
+            "windowfocus",
+            "--sync",
+            win,
+            "key",
+            "--clearmodifiers",
+            "--delay",
+            "50",
+        ];
+        args.extend(keys);
+        self.xdotool(&args);
+    }
+
+    /// Wait for a window whose title matches, then press `keys` in it.
+    pub fn answer(&self, title: &str, keys: &[&str]) {
+        let win = self.window(title);
+        self.keys(&win, keys);
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether zenity and xdotool are installed (a message says which is not).
+pub fn tools_present() -> bool {
+    ["zenity", "xdotool"].iter().all(|t| {
+        let ok = Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("SKIPPING: {t} is not installed (scripts/deps.sh installs it)");
+        }
+        ok
+    })
+}
+
+/// End the approver started through `su` (su's child) and su with it.
+pub fn stop_approver(su: Child) {
+    let pid = su.id();
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        for c in children.split_whitespace() {
+            if let Ok(c) = c.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+    let _ = finish(su);
+}
