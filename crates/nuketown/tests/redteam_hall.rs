@@ -459,3 +459,40 @@ fn one_agent_cannot_plant_what_another_runs_as_root() {
     );
     assert!(!v.join("planted").exists());
 }
+
+/// An agent withdraws a request by ending its sudo — even with SIGKILL, which
+/// sudo cannot pass on: the entry point goes with it, the request is
+/// cancelled, and a late approval decides nothing.
+#[test]
+fn a_request_whose_sudo_is_killed_is_withdrawn() {
+    let t = town("");
+    let v = victim(&t);
+    let mut w = t.watch();
+    let agent = t.spawn_agent(
+        ADA,
+        // sudo's pid is written before sudo starts (the shell execs it), so before the request exists.
+        &format!(
+            "sh -c 'echo $$ > sudo.pid; exec sudo /usr/bin/touch {}/late'",
+            v.display()
+        ),
+    );
+    let r = next_request(&mut w);
+    let pid: i32 = fs::read_to_string(t.home(ADA).join("sudo.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (id, outcome, _, _) = next_resolution(&mut w);
+    assert_eq!(
+        (id.as_str(), outcome.as_str()),
+        (r.id.as_str(), "cancelled")
+    );
+    assert!(decider(&t).decide(&r, true, None, "terminal").is_err());
+    finish(agent);
+    assert!(!v.join("late").exists());
+}

@@ -77,6 +77,17 @@ fn run() -> Result<u8, Stop> {
             1,
         ));
     }
+    // The agent withdraws a request by ending its sudo, however it ends (even
+    // SIGKILL): this process then gets SIGTERM — while waiting, it dies and the
+    // hall records the request cancelled; once the command runs, the signal is
+    // passed on to it.
+    let parent = nix::unistd::getppid();
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    if nix::unistd::getppid() != parent {
+        return Err(deny(
+            "sudo ended before the request was asked; nothing was asked",
+        ));
+    }
     // Who asks: sudo sets SUDO_UID itself; nothing else in the environment is believed.
     let sudo_uid: u32 = std::env::var("SUDO_UID")
         .ok()
