@@ -372,6 +372,35 @@ pub fn walk_absolute(who: &Identity, path: &str) -> Walk {
     walk(who, CWD, path)
 }
 
+/// The interpreter a script names on its `#!` line, if `path` is a
+/// regular file that starts with one (read without following a link, at
+/// most one line). `#!/usr/bin/env NAME` names env, which looks NAME up on
+/// the clean, fixed PATH the command runs with.
+pub fn interpreter_of(path: &str) -> Option<String> {
+    use std::io::Read;
+    let fd = rustix::fs::openat2(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+        rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return None;
+    }
+    let mut head = [0u8; 256];
+    let n = std::fs::File::from(fd).read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|b| *b == b'\n').unwrap_or(line.len())];
+    let text = std::str::from_utf8(line).ok()?.trim_start();
+    let interpreter = text.split([' ', '\t']).next()?;
+    interpreter
+        .starts_with('/')
+        .then(|| interpreter.to_string())
+}
+
 /// What in one request the agent can change, each with the reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assessment {
@@ -484,7 +513,19 @@ pub fn assess(
             nuketown_town::display::show_str(&ask.program.path)
         ));
     }
-    a.program = prog.why;
+    a.program = prog.why.or_else(|| {
+        // A script runs its interpreter: judge that file (and its own, for
+        // an interpreter that is a script) as the program.
+        let mut script = ask.program.path.clone();
+        for _ in 0..4 {
+            let interpreter = interpreter_of(&script)?;
+            if let Some(why) = walk_absolute(who, &interpreter).why {
+                return Some(format!("its interpreter {interpreter}: {why}"));
+            }
+            script = interpreter;
+        }
+        None
+    });
     if let Some(typed) = ask.typed.as_deref().filter(|t| t.contains('/')) {
         a.typed = walk(who, cwd.as_fd(), typed).why;
     }

@@ -439,3 +439,36 @@ mod agrees_with_the_kernel {
         }
     }
 }
+
+#[test]
+fn a_script_is_judged_by_its_interpreter_too() {
+    root();
+    let (d, bin, prog) = tree();
+    let home = d.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    chown(&home, AGENT_UID);
+    let interp = home.join("python");
+    std::fs::write(&interp, "#!/bin/sh\n").unwrap();
+    mode(&interp, 0o755);
+    // A root script in a root directory, interpreted by the agent's program.
+    std::fs::write(&prog, format!("#!{} -u\nprint(1)\n", interp.display())).unwrap();
+    let a = changeable::assess(&agent(), &opened_ask(&bin, &[prog.to_str().unwrap()])).unwrap();
+    let why = a.program.expect("the interpreter is the agent's");
+    assert!(
+        why.contains("its interpreter") && why.contains("owns the directory"),
+        "{why}"
+    );
+    // A root interpreter: the script is root's alone.
+    std::fs::write(&prog, "#!/bin/sh\necho ok\n").unwrap();
+    let a = changeable::assess(&agent(), &opened_ask(&bin, &[prog.to_str().unwrap()])).unwrap();
+    assert!(a.program.is_none(), "{a:?}");
+    assert_eq!(
+        changeable::interpreter_of(prog.to_str().unwrap()).as_deref(),
+        Some("/bin/sh")
+    );
+    assert_eq!(
+        changeable::interpreter_of("/usr/bin/true"),
+        None,
+        "not a script"
+    );
+}

@@ -496,3 +496,56 @@ fn a_request_whose_sudo_is_killed_is_withdrawn() {
     finish(agent);
     assert!(!v.join("late").exists());
 }
+
+/// Class 3, through an interpreter: root's script, by ada's rule, whose `#!`
+/// line names a program ada can change. The script is root's; what runs it is not.
+#[test]
+fn a_script_whose_interpreter_the_agent_can_change_goes_to_a_human() {
+    let mut t = TestTown::new(Options {
+        ada_sudo: String::new(),
+        ..Options::default()
+    });
+    let script = t.path("tool.sh");
+    let text = fs::read_to_string(&t.town).unwrap().replace(
+        "[agents.nktvox]",
+        &format!(
+            "autoApprove = [{{ argv = [\"{}\"] }}]\n[agents.nktvox]",
+            script.display()
+        ),
+    );
+    fs::write(&t.town, text).unwrap();
+    t.start_hall();
+    let v = victim(&t);
+    fs::write(&script, "#!/bin/sh\necho tool\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    // Legitimate: root's script with root's interpreter, by the rule.
+    assert_eq!(
+        agent_ok(&t, &format!("sudo {}", script.display())),
+        "tool\n"
+    );
+    // The interpreter becomes ada's program.
+    agent_ok(
+        &t,
+        &format!(
+            "printf '#!/bin/sh\\nid -u > {}/interp\\n' > interp && chmod 755 interp",
+            v.display()
+        ),
+    );
+    fs::write(
+        &script,
+        format!("#!{}\necho tool\n", t.home(ADA).join("interp").display()),
+    )
+    .unwrap();
+    let mut w = t.watch();
+    let r = human_must_decide(
+        &t,
+        &mut w,
+        t.spawn_agent(ADA, &format!("sudo {}", script.display())),
+    );
+    assert!(
+        r.warnings.iter().any(|x| x.contains("its interpreter")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(!v.join("interp").exists());
+}
