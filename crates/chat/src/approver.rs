@@ -164,6 +164,9 @@ pub fn facts(r: &RequestView) -> Vec<(&'static str, String)> {
     for w in &r.warnings {
         f.push(("WARNING", clean(w)));
     }
+    for n in &r.notes {
+        f.push(("note", clean(n)));
+    }
     f.push((
         "grant",
         if r.grantable {
@@ -692,6 +695,7 @@ mod tests {
                 "the agent can change the program: \u{1b}[31mred".into(),
                 "second warning".into(),
             ],
+            notes: vec!["it runs in a working directory an agent can change".into()],
             grantable: false,
             asked_ms: now_ms(),
             deadline_ms: now_ms() + 60_000,

@@ -49,6 +49,9 @@ pub struct Record {
     /// The warnings the approvers were shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The notes the approvers were shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// `approved`, `denied` or `cancelled` (decision records).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub decision: String,
@@ -86,6 +89,7 @@ impl Record {
             group: None,
             agent_can_write: false,
             warnings: Vec::new(),
+            notes: Vec::new(),
             decision: String::new(),
             reason: String::new(),
             decided_by: None,

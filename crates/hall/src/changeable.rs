@@ -430,7 +430,7 @@ impl Assessment {
         !self.human_only()
     }
 
-    /// One sentence per finding, for every approver channel.
+    /// One sentence per finding that makes the request human-only, for every approver channel.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         if let Some(why) = &self.program {
@@ -449,12 +449,21 @@ impl Assessment {
                 nuketown_town::display::show_str(arg)
             ));
         }
-        if let Some(why) = &self.cwd {
-            w.push(format!(
-                "it runs in a working directory an agent can change ({why}): files the program reads from there are not root's"
-            ));
-        }
         w
+    }
+
+    /// What the approver should know but that does not make the request
+    /// human-only: a working directory an agent can change (agents work in
+    /// their homes; a program like `make` reads files from there unnamed).
+    pub fn notes(&self) -> Vec<String> {
+        self.cwd
+            .iter()
+            .map(|why| {
+                format!(
+                    "it runs in a working directory an agent can change ({why}): files the program reads from there without naming them are not root's"
+                )
+            })
+            .collect()
     }
 }
 

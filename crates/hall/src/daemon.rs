@@ -230,6 +230,7 @@ impl Hall {
         if let Some(assessment) = a.assessment {
             r.agent_can_write = assessment.human_only();
             r.warnings = assessment.warnings();
+            r.notes = assessment.notes();
         }
         r.decision = match approved {
             Some(true) => "approved",
@@ -432,6 +433,7 @@ impl Hall {
                     agent_can_write: assessment.human_only(),
                     agent_writable_args: assessment.args.iter().map(|(a, _)| a.clone()).collect(),
                     warnings: assessment.warnings(),
+                    notes: assessment.notes(),
                     grantable: assessment.grantable(),
                     asked_ms: now,
                     deadline_ms: now + timeout * 1000,

@@ -156,10 +156,14 @@ pub struct RequestView {
     /// The arguments naming files the agent can change (scripts, configs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agent_writable_args: Vec<String>,
-    /// Every warning for the approver, one sentence each (agent-changeable
-    /// program or arguments, the working directory, how the program was named).
+    /// Every warning for the approver, one sentence each: what makes the
+    /// request human-only (agent-changeable program, interpreter, arguments,
+    /// how the program was named).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What the approver should know besides (a working directory an agent can change).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Whether approving it may come with a time-boxed grant.
     pub grantable: bool,
     /// When asked (ms since the epoch).

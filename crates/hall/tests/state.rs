@@ -23,6 +23,7 @@ fn view(id: &str, agent: &str, argv: &[&str]) -> RequestView {
         agent_can_write: false,
         agent_writable_args: vec![],
         warnings: vec![],
+        notes: vec![],
         grantable: true,
         asked_ms: now_ms(),
         deadline_ms: now_ms() + 60_000,

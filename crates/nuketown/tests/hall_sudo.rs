@@ -153,7 +153,7 @@ fn policy_approves_quietly_and_deny_rules_win() {
     assert!(r.agent_can_write);
     let listed = stdout(&t.human(HUMAN, "approvals list"));
     assert!(
-        listed.contains("WARNING  the agent can change the program"),
+        listed.contains("WARNING  an agent can change the program"),
         "{listed}"
     );
     assert!(t
@@ -375,7 +375,7 @@ fn the_approver_sees_exactly_what_runs() {
         "no raw control character reaches the terminal"
     );
     assert!(
-        text.contains("WARNING  the argument \"./arg\" names a file the agent can change"),
+        text.contains("WARNING  the argument \"./arg\" names a file an agent can change"),
         "{text}"
     );
     assert!(t

@@ -1008,6 +1008,7 @@ mod tests {
                 "the agent can change the program: \u{1b}]0;pwned\u{7}".into(),
                 "the argument \"./x\\u{1b}[2J\" names a file the agent can change".into(),
             ],
+            notes: vec!["it runs in a working directory an agent can change".into()],
             grantable: false,
             asked_ms: now_ms(),
             deadline_ms: now_ms() + 60_000,

@@ -86,6 +86,9 @@ pub fn line(r: &Record) -> String {
     for w in &r.warnings {
         s.push_str(&format!("\n    WARNING  {}", clean(w)));
     }
+    for n in &r.notes {
+        s.push_str(&format!("\n    note     {}", clean(n)));
+    }
     s
 }
 
