@@ -4,7 +4,7 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "scripts/deps.sh: run as root (it installs packages)" >&2; exit 1; }
 want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux btrfs-progs nix-bin
-      xvfb zenity xdotool libnotify-bin fzf ca-certificates)
+      xvfb zenity xdotool libnotify-bin fzf ca-certificates openssh-server)
 [ "${1:-}" = "--runtime" ] && want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux)
 missing=()
 for p in "${want[@]}"; do
@@ -14,7 +14,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # openssh-server is for the tests' own sshd on 127.0.0.1: keep the
+  # package from starting the system's sshd (policy-rc.d says no).
+  made_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && made_policy=1
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 # A real Matrix homeserver for the chat tests (not needed to run nuketown).
 if [ "${1:-}" != "--runtime" ]; then

@@ -108,6 +108,9 @@ pub fn device(dev: u64) -> String {
 /// hall sent is here, verbatim.
 pub fn facts(r: &RequestView) -> Vec<(&'static str, String)> {
     let agent = clean(&r.agent);
+    if let Some(k) = &r.key_use {
+        return key_facts(r, k);
+    }
     let mut f = vec![
         ("run", show_argv(&r.argv)),
         (
@@ -178,16 +181,84 @@ pub fn facts(r: &RequestView) -> Vec<(&'static str, String)> {
     f
 }
 
+/// The facts of a use of an agent's key: what would be signed, for whom,
+/// by which process, under which rule. Nothing runs; the key signs once.
+fn key_facts(
+    r: &RequestView,
+    k: &nuketown_hall::protocol::KeyUseView,
+) -> Vec<(&'static str, String)> {
+    let agent = clean(&r.agent);
+    let opt = |o: &Option<String>| o.as_deref().map(show_str).unwrap_or_else(|| "?".into());
+    let mut f = vec![(
+        "use",
+        match k.operation.as_str() {
+            "sign" => format!(
+                "sign with {agent}'s key, namespace {}{}",
+                opt(&k.namespace),
+                if k.namespace.as_deref() == Some("git") {
+                    " (a git commit or tag)"
+                } else {
+                    ""
+                }
+            ),
+            "authenticate" => format!(
+                "log in with {agent}'s key as {} to {}",
+                opt(&k.remote_user),
+                match (&k.host, &k.host_key) {
+                    (Some(h), _) => format!("{} (declared in keys.hosts)", show_str(h)),
+                    (None, Some(key)) => format!(
+                        "a host the town does not declare, host key {}",
+                        show_str(key)
+                    ),
+                    (None, None) => "a host the town could not identify".into(),
+                }
+            ),
+            other => format!("{} with {agent}'s key", show_str(other)),
+        },
+    )];
+    if let Some(h) = &k.message_hash {
+        f.push(("message", format!("hash {}", clean(h))));
+    }
+    f.push(("key", clean(&k.key)));
+    f.push((
+        "signs",
+        format!("bytes with sha256 {}", clean(&k.data_sha256)),
+    ));
+    f.push((
+        "caller",
+        format!("{} (pid {})", show_argv(&r.argv), k.caller_pid),
+    ));
+    if !k.parent.is_empty() {
+        f.push(("parent", show_argv(&k.parent)));
+    }
+    if !k.rule.is_empty() {
+        f.push(("rule", clean(&k.rule)));
+    }
+    for w in &r.warnings {
+        f.push(("WARNING", clean(w)));
+    }
+    f.push(("grant", "none: approving signs this once".to_string()));
+    f
+}
+
 /// The text posted for a request: every fact the terminal shows, every
 /// warning, the id to answer with, and the settle time.
 pub fn request_text(r: &RequestView, settle_ms: u64) -> String {
     let id = short_id(&r.id);
-    let mut s = format!(
-        "🔐 request {id}: {} (uid {}) asks to run as {}:\n",
-        clean(&r.agent),
-        r.uid,
-        show_str(&r.user),
-    );
+    let mut s = if r.key_use.is_some() {
+        format!(
+            "🔑 request {id}: {} (uid {}) asks to use its key:\n",
+            clean(&r.agent),
+            r.uid,
+        )
+    } else {
+        format!(
+            "🔐 request {id}: {} (uid {}) asks to run as {}:\n",
+            clean(&r.agent),
+            r.uid,
+            show_str(&r.user),
+        )
+    };
     for (label, text) in facts(r) {
         match label {
             // Matrix decisions never grant: each request is approved once.
@@ -699,6 +770,7 @@ mod tests {
             grantable: false,
             asked_ms: now_ms(),
             deadline_ms: now_ms() + 60_000,
+            key_use: None,
         }
     }
 

@@ -45,6 +45,10 @@ pub struct Config {
     pub audit_log: PathBuf,
     /// The town file, re-read whenever it changes, so policy changes apply at once.
     pub town: PathBuf,
+    /// Where each agent's ssh-agent socket is made: `<dir>/<agent>/agent.sock`.
+    pub ssh_agent_dir: PathBuf,
+    /// The town's sealing key, which opens the agents' sealed keys.
+    pub sealing_key: PathBuf,
 }
 
 impl Default for Config {
@@ -55,14 +59,16 @@ impl Default for Config {
             mode_file: crate::MODE_FILE.into(),
             audit_log: crate::AUDIT_LOG.into(),
             town: "/etc/nuketown/town.json".into(),
+            ssh_agent_dir: nuketown_keys::agent::SOCKET_DIR.into(),
+            sealing_key: nuketown_keys::sealing::default_path(),
         }
     }
 }
 
 /// The town as last read, with its approvers' uids and its agents' groups.
-struct Loaded {
-    town: Town,
-    approvers: Vec<(u32, String)>,
+pub(crate) struct Loaded {
+    pub(crate) town: Town,
+    pub(crate) approvers: Vec<(u32, String)>,
     /// Every enabled agent (uids and groups), looked up once per change: what
     /// any of them can change, root does not run without a human.
     agents: Identity,
@@ -170,13 +176,15 @@ fn by_hall(channel: &str) -> DecidedBy {
 
 /// The daemon: state, configuration, the town, the audit log.
 pub struct Hall {
-    cfg: Config,
+    pub(crate) cfg: Config,
     state: State,
     town: TownCache,
     audit: AuditLog,
     /// Requester connections still open, so a stopping hall can let them hear their denial.
     in_flight: AtomicUsize,
     idle: Notify,
+    /// Each agent's key socket: its uid and the task serving it.
+    key_sockets: Mutex<HashMap<String, (u32, tokio::task::JoinHandle<()>)>>,
 }
 
 /// What the audit log needs to know about a request.
@@ -202,7 +210,111 @@ impl Hall {
             cfg,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            key_sockets: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The town as last read (re-read when it changed).
+    pub(crate) fn loaded(&self) -> Result<Arc<Loaded>, String> {
+        self.town.get()
+    }
+
+    /// Append a record to the audit log (errors are logged: the hall goes on).
+    pub(crate) fn append(&self, r: &Record) {
+        if let Err(e) = self.audit.append(r) {
+            tracing::error!(
+                "cannot write the audit log {}: {e}",
+                self.audit.path().display()
+            );
+        }
+    }
+
+    /// The town's key store, opened with the sealing key.
+    fn key_store(&self, town: &Town) -> Result<nuketown_keys::Store, String> {
+        let sealing = nuketown_keys::SealingKey::load_or_create(&self.cfg.sealing_key)
+            .map_err(|e| e.to_string())?;
+        Ok(nuketown_keys::Store::new(
+            &town
+                .persist_dir
+                .join("agents")
+                .join(nuketown_keys::store::STORE_DIR),
+            sealing,
+        ))
+    }
+
+    /// Give every enabled agent its key socket, and take departed agents' away.
+    fn sync_key_sockets(self: &Arc<Self>) {
+        let Ok(loaded) = self.town.get() else {
+            return;
+        };
+        let mut sockets = self.key_sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted: HashMap<&String, u32> = loaded
+            .town
+            .enabled_agents()
+            .map(|(n, a)| (n, a.uid))
+            .collect();
+        sockets.retain(|name, (uid, task)| {
+            let keep = wanted.get(name) == Some(uid) && !task.is_finished();
+            if !keep {
+                task.abort();
+                let _ = std::fs::remove_file(nuketown_keys::agent::socket_path(
+                    &self.cfg.ssh_agent_dir,
+                    name,
+                ));
+            }
+            keep
+        });
+        let missing: Vec<(&String, u32)> = wanted
+            .iter()
+            .filter(|(n, _)| !sockets.contains_key(**n))
+            .map(|(n, u)| (*n, *u))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let store = match self.key_store(&loaded.town) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!("the agents' key sockets are not served: {e}");
+                return;
+            }
+        };
+        let gate = Arc::new(crate::keyuse::HallGate(self.clone()));
+        for (name, uid) in missing {
+            let Some(gid) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.gid.as_raw())
+            else {
+                tracing::debug!("{name} (uid {uid}) has no user yet: no key socket");
+                continue;
+            };
+            match nuketown_keys::agent::bind(&self.cfg.ssh_agent_dir, name, gid) {
+                Ok(l) => {
+                    let task = tokio::spawn(nuketown_keys::agent::serve(
+                        l,
+                        name.clone(),
+                        uid,
+                        store.clone(),
+                        gate.clone(),
+                    ));
+                    sockets.insert(name.clone(), (uid, task));
+                }
+                Err(e) => tracing::error!("{name}'s key socket: {e}"),
+            }
+        }
+    }
+
+    /// Stop serving every key socket and remove the socket files.
+    fn close_key_sockets(&self) {
+        let mut sockets = self.key_sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, (_, task)) in sockets.drain() {
+            task.abort();
+            let _ = std::fs::remove_file(nuketown_keys::agent::socket_path(
+                &self.cfg.ssh_agent_dir,
+                &name,
+            ));
+        }
     }
 
     /// The shared state (pending requests, grants, watchers).
@@ -437,6 +549,7 @@ impl Hall {
                     grantable: assessment.grantable(),
                     asked_ms: now,
                     deadline_ms: now + timeout * 1000,
+                    key_use: None,
                 };
                 let key = GrantKey {
                     program: (ask.program.dev, ask.program.ino),
@@ -831,10 +944,15 @@ impl Listening {
             hall.cfg.requester_socket.display(),
             hall.cfg.approver_socket.display()
         );
+        hall.sync_key_sockets();
         sd_notify("READY=1\nSTATUS=accepting requests");
         tokio::pin!(stop);
+        // New agents get their key socket without a restart of the hall.
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = tick.tick() => hall.sync_key_sockets(),
                 r = requester.accept() => match r {
                     Ok((s, _)) => { tokio::spawn(hall.clone().serve_requester(s)); }
                     Err(e) => tracing::warn!("accept on the requester socket: {e}"),
@@ -850,6 +968,7 @@ impl Listening {
         tracing::info!("the town hall is stopping; denying what is pending");
         drop(requester);
         drop(approver);
+        hall.close_key_sockets();
         for p in &bound {
             let _ = std::fs::remove_file(p);
         }

@@ -18,6 +18,7 @@ pub mod client;
 pub mod daemon;
 pub mod entry;
 pub mod files;
+pub mod keyuse;
 pub mod policy;
 pub mod protocol;
 pub mod shim;

@@ -170,6 +170,47 @@ pub struct RequestView {
     pub asked_ms: u64,
     /// When it will be denied (ms since the epoch).
     pub deadline_ms: u64,
+    /// Present when the request is a use of the agent's key (a signature or
+    /// an SSH authentication), not a command: then `argv` is the command
+    /// line of the process that asked (the agent's words), `user` the agent
+    /// whose key would sign, and nothing runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_use: Option<Box<KeyUseView>>,
+}
+
+/// A use of an agent's key, as approvers see it and the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUseView {
+    /// `sign` (an SSH signature: git commits and tags), `authenticate` (an SSH login), `other`.
+    pub operation: String,
+    /// The key's fingerprint (`SHA256:…`).
+    pub key: String,
+    /// For `sign`: the signature's namespace (`git` for commits and tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// For `sign`: the hash of the message, `ALG:hex`, as the signer computed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_hash: Option<String>,
+    /// For `authenticate`: the user name asked for on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_user: Option<String>,
+    /// For `authenticate`: the declared host (`keys.hosts`) whose host key the server proved it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// For `authenticate`: the server's host key, when the session was bound to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// SHA-256 of the exact bytes signed, hex.
+    pub data_sha256: String,
+    /// The asking process's pid (`SO_PEERCRED`).
+    pub caller_pid: u32,
+    /// The asking process's parent's command line (`git commit …`, `git push …`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent: Vec<String>,
+    /// What the town's policy for this operation says (`ask` when a human is asked).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rule: String,
 }
 
 /// Messages on the approver socket, approver → hall.

@@ -54,6 +54,8 @@ impl TestHall {
             mode_file: dir.path().join("mode"),
             audit_log: dir.path().join("audit.jsonl"),
             town: dir.path().join("town.toml"),
+            ssh_agent_dir: dir.path().join("ssh"),
+            sealing_key: dir.path().join("sealing.key"),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -27,6 +27,7 @@ fn view(id: &str, agent: &str, argv: &[&str]) -> RequestView {
         grantable: true,
         asked_ms: now_ms(),
         deadline_ms: now_ms() + 60_000,
+        key_use: None,
     }
 }
 

@@ -38,6 +38,7 @@ enum Command {
     Hall(cmd::hall::Args),
     Approvals(cmd::approvals::Args),
     Audit(cmd::audit::Args),
+    Keys(cmd::keys::Args),
     Cloud(cmd::cloud::Args),
 }
 
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         Command::Hall(args) => cmd::hall::run(town, args),
         Command::Approvals(args) => cmd::approvals::run(town, args),
         Command::Audit(args) => cmd::audit::run(town, args),
+        Command::Keys(args) => cmd::keys::run(town, args),
         Command::Cloud(args) => cmd::cloud::run(town, args),
     };
     match result {

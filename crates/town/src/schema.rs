@@ -185,6 +185,9 @@ pub struct Agent {
     /// Privilege escalation through the town hall.
     #[serde(default)]
     pub sudo: Sudo,
+    /// How the town's hall lets the agent use its keys (the agent never holds them).
+    #[serde(default)]
+    pub keys: Keys,
     /// Use of the town hall's rebuild coordinator.
     #[serde(default)]
     pub rebuild: AgentRebuild,
@@ -373,6 +376,90 @@ impl Default for Sudo {
             deny: Vec::new(),
             timeout: default_sudo_timeout(),
             max_pending: default_max_pending(),
+        }
+    }
+}
+
+/// What the town does with one kind of key use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyPolicy {
+    /// Sign at once (audited).
+    Allow,
+    /// Ask the approvers; sign only on a yes, deny on timeout.
+    Ask,
+    /// Refuse (audited).
+    Deny,
+}
+
+impl KeyPolicy {
+    /// `allow`, `ask`, `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPolicy::Allow => "allow",
+            KeyPolicy::Ask => "ask",
+            KeyPolicy::Deny => "deny",
+        }
+    }
+}
+
+/// A host the agent may authenticate to, known by its host key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyHost {
+    /// The server's public host key, as in `known_hosts` without the name
+    /// (`ssh-ed25519 AAAA…`): the town recognises the host by it.
+    pub host_key: String,
+    /// The policy for authenticating to this host; `keys.authenticate` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticate: Option<KeyPolicy>,
+}
+
+/// Per-operation policy for an agent's keys, which the town holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Keys {
+    /// SSH signatures in namespace `git`: commits and tags.
+    #[serde(default = "key_allow")]
+    pub sign: KeyPolicy,
+    /// SSH signatures in any other namespace (`ssh-keygen -Y sign -n file`, …).
+    #[serde(default = "key_deny")]
+    pub sign_other: KeyPolicy,
+    /// SSH authentication to a host declared in `hosts`.
+    #[serde(default = "key_allow")]
+    pub authenticate: KeyPolicy,
+    /// SSH authentication to any other host, or one the town cannot identify.
+    #[serde(default = "key_ask")]
+    pub authenticate_other: KeyPolicy,
+    /// Declared hosts, by name: their host keys (and a policy of their own).
+    #[serde(default)]
+    pub hosts: BTreeMap<String, KeyHost>,
+    /// Seconds to wait for a human before denying.
+    #[serde(default = "default_sudo_timeout")]
+    pub timeout: u64,
+}
+
+fn key_allow() -> KeyPolicy {
+    KeyPolicy::Allow
+}
+
+fn key_ask() -> KeyPolicy {
+    KeyPolicy::Ask
+}
+
+fn key_deny() -> KeyPolicy {
+    KeyPolicy::Deny
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys {
+            sign: KeyPolicy::Allow,
+            sign_other: KeyPolicy::Deny,
+            authenticate: KeyPolicy::Allow,
+            authenticate_other: KeyPolicy::Ask,
+            hosts: BTreeMap::new(),
+            timeout: default_sudo_timeout(),
         }
     }
 }

@@ -435,6 +435,26 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             format!("{} must be between 1 and 86400 seconds", agent.sudo.timeout),
         );
     }
+    if agent.keys.timeout == 0 || agent.keys.timeout > 86_400 {
+        c.fail(
+            format!("{key}.keys.timeout"),
+            format!("{} must be between 1 and 86400 seconds", agent.keys.timeout),
+        );
+    }
+    for (host, h) in &agent.keys.hosts {
+        let words: Vec<&str> = h.host_key.split_whitespace().collect();
+        let b64 = |w: &str| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        };
+        if words.len() < 2 || !words[0].contains('-') || !b64(words[1]) {
+            c.fail(
+                format!("{key}.keys.hosts.{host}.hostKey"),
+                "not a public host key; give the key as `ssh-keyscan HOST` prints it, without the host name (`ssh-ed25519 AAAA…`)".to_string(),
+            );
+        }
+    }
     if agent.sudo.max_pending == 0 || agent.sudo.max_pending > 1000 {
         c.fail(
             format!("{key}.sudo.maxPending"),

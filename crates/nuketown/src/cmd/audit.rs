@@ -18,6 +18,10 @@ pub struct Args {
     /// One JSON object per request (its decision and exit status joined).
     #[arg(long)]
     json: bool,
+    /// Check the log's hash chain instead: say where it breaks (exit 1), or
+    /// print the hash of its last line to compare with the journal's.
+    #[arg(long)]
+    verify: bool,
     /// The audit log.
     #[arg(long, env = "NUKETOWN_AUDIT_LOG", default_value = nuketown_hall::AUDIT_LOG)]
     log: PathBuf,
@@ -89,11 +93,77 @@ pub fn line(r: &Record) -> String {
     for n in &r.notes {
         s.push_str(&format!("\n    note     {}", clean(n)));
     }
+    if let Some(k) = &r.key_use {
+        let what = match k.operation.as_str() {
+            "sign" => format!(
+                "sign, namespace {}, message {}",
+                show_str(k.namespace.as_deref().unwrap_or("?")),
+                clean(k.message_hash.as_deref().unwrap_or("?"))
+            ),
+            "authenticate" => format!(
+                "authenticate as {} to {}",
+                show_str(k.remote_user.as_deref().unwrap_or("?")),
+                match (&k.host, &k.host_key) {
+                    (Some(h), _) => clean(h),
+                    (None, Some(key)) => format!("an undeclared host with key {}", clean(key)),
+                    (None, None) => "a host the town could not identify".into(),
+                }
+            ),
+            other => clean(other),
+        };
+        s.push_str(&format!("\n    key      {} — {what}", clean(&k.key)));
+        s.push_str(&format!(
+            "\n    data     sha256 {}; caller pid {}, parent {}",
+            clean(&k.data_sha256),
+            k.caller_pid,
+            show_argv(&k.parent)
+        ));
+        if !k.rule.is_empty() {
+            s.push_str(&format!("\n    rule     {}", clean(&k.rule)));
+        }
+        if let Some(res) = &r.result {
+            s.push_str(&format!("\n    result   {}", clean(res)));
+        }
+    }
     s
+}
+
+fn verify(log: &Path) -> Result<ExitCode> {
+    let text = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
+    let v = nuketown_hall::audit::verify(&String::from_utf8_lossy(&text));
+    for b in &v.breaks {
+        println!("{}: line {}: {}", log.display(), b.line, b.why);
+    }
+    if v.unchained > 0 {
+        println!(
+            "{}: the first {} line(s) predate the hash chain and cannot be verified",
+            log.display(),
+            v.unchained
+        );
+    }
+    if v.breaks.is_empty() {
+        println!(
+            "{}: {} lines, the chain holds; last hash {} (compare with the last `audit chain` hash in the journal: lines cut off the end leave no other trace)",
+            log.display(),
+            v.lines,
+            v.head
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "{}: the chain breaks at line {}",
+            log.display(),
+            v.breaks[0].line
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 /// Print the log.
 pub fn run(_global: Option<&Path>, args: Args) -> Result<ExitCode> {
+    if args.verify {
+        return verify(&args.log);
+    }
     let records = match AuditLog::read(&args.log) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),

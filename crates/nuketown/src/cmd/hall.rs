@@ -25,6 +25,12 @@ pub struct Args {
     /// Audit log (JSON lines).
     #[arg(long, env = "NUKETOWN_AUDIT_LOG", default_value = nuketown_hall::AUDIT_LOG)]
     audit_log: PathBuf,
+    /// Where each agent's ssh-agent socket is made (`DIR/AGENT/agent.sock`).
+    #[arg(long, env = "NUKETOWN_SSH_AGENT_DIR", default_value = nuketown_keys::agent::SOCKET_DIR)]
+    ssh_agent_dir: PathBuf,
+    /// The town's sealing key (default: the systemd credential `nuketown-sealing-key`, else /var/lib/nuketown/sealing.key).
+    #[arg(long, env = "NUKETOWN_SEALING_KEY")]
+    sealing_key: Option<PathBuf>,
     /// The rebuild coordinator's socket.
     #[arg(long, env = "NUKETOWN_REBUILD_SOCKET", default_value = nuketown_rebuild::SOCKET)]
     rebuild_socket: PathBuf,
@@ -53,6 +59,10 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         mode_file: args.mode_file,
         audit_log: args.audit_log,
         town,
+        ssh_agent_dir: args.ssh_agent_dir,
+        sealing_key: args
+            .sealing_key
+            .unwrap_or_else(nuketown_keys::sealing::default_path),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod cloud;
 pub mod devices;
 pub mod hall;
+pub mod keys;
 pub mod plan;
 pub mod portal;
 pub mod rebuild;

@@ -116,6 +116,8 @@ pub struct Options {
     pub vox_timeout: u64,
     /// Extra TOML under `[agents.nktada.sudo]`, e.g. autoApprove rules.
     pub ada_sudo: String,
+    /// TOML under `[agents.nktada.keys]`: the policy for ada's keys.
+    pub ada_keys: String,
 }
 
 impl Default for Options {
@@ -124,6 +126,7 @@ impl Default for Options {
             ada_timeout: 60,
             vox_timeout: 60,
             ada_sudo: "autoApprove = [{ argv = [\"true\"] }]\ndeny = [{ argv = [\"rm\"], prefix = true }]\n".into(),
+            ada_keys: String::new(),
         }
     }
 }
@@ -215,9 +218,11 @@ impl TestTown {
                 "humanUser = \"{HUMAN}\"\nagentsDir = \"{home}\"\npersistDir = \"{persist}\"\n\
                  hall.elevatePath = \"{elevate}\"\n\
                  [agents.{ADA}]\nuid = {ADA_UID}\n[agents.{ADA}.sudo]\nenable = true\ntimeout = {}\n{}\n\
+                 [agents.{ADA}.keys]\n{}\n\
                  [agents.{VOX}]\nuid = {VOX_UID}\n[agents.{VOX}.sudo]\nenable = true\ntimeout = {}\n",
                 opts.ada_timeout,
                 opts.ada_sudo,
+                opts.ada_keys,
                 opts.vox_timeout,
                 home = dir.path().join("home").display(),
                 persist = dir.path().join("persist").display(),
@@ -272,6 +277,36 @@ impl TestTown {
         self.path("mode")
     }
 
+    /// The town's sealing key (the hall and `nuketown keys` use it).
+    pub fn sealing_key(&self) -> PathBuf {
+        self.path("sealing.key")
+    }
+
+    /// `user`'s ssh-agent socket, served by the hall.
+    pub fn key_socket(&self, user: &str) -> PathBuf {
+        nuketown_keys::agent::socket_path(&self.path("ssh"), user)
+    }
+
+    /// The town's key store (`persistDir/agents/.nuketown-keys`).
+    pub fn key_store(&self) -> nuketown_keys::Store {
+        let agents = self.path("persist/agents");
+        fs::create_dir_all(&agents).unwrap();
+        let sealing = nuketown_keys::SealingKey::load_or_create(&self.sealing_key()).unwrap();
+        nuketown_keys::Store::new(&agents.join(nuketown_keys::store::STORE_DIR), sealing)
+    }
+
+    /// `nuketown ARGS…` as root, on this town, its sealing key and audit log.
+    pub fn root_nuketown(&self, args: &[&str]) -> Output {
+        Command::new(&self.nuketown)
+            .arg("--town")
+            .arg(&self.town)
+            .args(args)
+            .env("NUKETOWN_SEALING_KEY", self.sealing_key())
+            .env("NUKETOWN_AUDIT_LOG", self.audit_log())
+            .output()
+            .unwrap()
+    }
+
     /// Make sure nothing answers on the fixed requester socket: a stale file
     /// goes, a hall outside the tests is moved out of the way (and put back on drop).
     pub fn clear_fixed_socket(&mut self) {
@@ -310,6 +345,9 @@ impl TestTown {
             .arg(self.mode_file())
             .arg("--audit-log")
             .arg(self.audit_log())
+            .arg("--ssh-agent-dir")
+            .arg(self.path("ssh"))
+            .env("NUKETOWN_SEALING_KEY", self.sealing_key())
             .env("NOTIFY_SOCKET", &notify_path)
             .env("NUKETOWN_LOG", "info")
             // The rebuild coordinator shares the hall's process: keep it in the test's directory too.
