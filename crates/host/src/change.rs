@@ -308,11 +308,24 @@ pub enum Change {
     },
     /// Bind-mount `source` (a file there must be `owner`'s) onto `target`.
     Bind { source: At, owner: u32, target: At },
-    /// Generate an ed25519 key pair at `key`, in root's key store.
-    GenerateSshKey { key: At, comment: String },
-    /// Keep an agent's key generated before the key store existed: read it
-    /// (beneath its persist dir, `owner`'s only), check it, store it at `key`.
-    AdoptSshKey { from: At, owner: u32, key: At },
+    /// Generate an ed25519 key for `agent`, sealed in the town's key store.
+    GenerateSshKey {
+        agent: String,
+        store: PathBuf,
+        comment: String,
+    },
+    /// Take a private key into the town's key store (sealed): a declared
+    /// key, or a file an older nuketown kept (read beneath its tree, its
+    /// owner's only, checked as that owner); `remove`: delete that file then.
+    ImportSshKey {
+        agent: String,
+        store: PathBuf,
+        from: Origin,
+        remove: bool,
+    },
+    /// Remove a private key file the town no longer keeps there (the home's
+    /// `~/.ssh/id_ed25519`, a plain key in the store or persist dir).
+    ForgetKeyFile { at: At },
     /// Import an armored private key into the agent's GnuPG home (gpg runs as the agent).
     ImportGpgKey { user: String, key: Origin },
     /// Give an agent its ACL on a device present now (the rule's exact command).
@@ -378,9 +391,23 @@ impl fmt::Display for Change {
             Change::File { at, .. } => write!(f, "~ file {at}"),
             Change::Touch { at, .. } => write!(f, "+ file {at} (empty)"),
             Change::Bind { source, target, .. } => write!(f, "+ bind {source} -> {target}"),
-            Change::GenerateSshKey { key, .. } => write!(f, "+ ssh key {key} (ed25519)"),
-            Change::AdoptSshKey { from, key, .. } => {
-                write!(f, "+ ssh key {key} (kept from {from})")
+            Change::GenerateSshKey { agent, .. } => {
+                write!(f, "+ ssh key of {agent} (ed25519, sealed in the town's key store)")
+            }
+            Change::ImportSshKey {
+                agent,
+                from,
+                remove: true,
+                ..
+            } => write!(
+                f,
+                "+ ssh key of {agent} imported into the town's key store from {from}, then that file removed"
+            ),
+            Change::ImportSshKey { agent, from, .. } => {
+                write!(f, "+ ssh key of {agent} imported into the town's key store from {from}")
+            }
+            Change::ForgetKeyFile { at } => {
+                write!(f, "- private key file {at} (the town holds the key)")
             }
             Change::ImportGpgKey { user, key } => write!(f, "+ gpg key {key} for {user}"),
             Change::ReloadUdev => write!(f, "~ udev: reload rules"),
@@ -423,32 +450,13 @@ pub fn write_file(
 /// Generate a key pair in a private directory, then store both halves at
 /// `key` (root's, 0600 and 0644): the public half first, so a key that
 /// exists always has its `.pub`.
-fn generate_key(key: &At, comment: &str) -> Result<(), HostError> {
-    let tmp = safe::PrivateDir::new("nuketown-key")?;
-    let file = tmp.path().join("id_ed25519");
-    run(
-        "ssh-keygen",
-        [
-            OsArg::s("-q"),
-            OsArg::s("-t"),
-            OsArg::s("ed25519"),
-            OsArg::s("-N"),
-            OsArg::s(""),
-            OsArg::s("-C"),
-            OsArg::s(comment),
-            OsArg::s("-f"),
-            OsArg::p(&file),
-        ],
-    )?;
-    let private = safe::read_trusted(&file, 64 << 10)?;
-    let public = safe::read_trusted(&file.with_extension("pub"), 64 << 10)?;
-    store_key(key, &private, &public)
-}
-
-fn store_key(key: &At, private: &[u8], public: &[u8]) -> Result<(), HostError> {
-    let tree = key.tree()?;
-    tree.write(&key.with_suffix(".pub").rel, public, 0o644, 0, 0)?;
-    tree.write(&key.rel, private, 0o600, 0, 0)
+/// The town's key store at `dir`, sealed with the town's sealing key
+/// (made on first use; see `nuketown_keys::sealing`).
+pub fn key_store(dir: &Path) -> Result<nuketown_keys::Store, HostError> {
+    let path = nuketown_keys::sealing::default_path();
+    let sealing = nuketown_keys::SealingKey::load_or_create(&path)
+        .map_err(|e| HostError::Conflict(format!("the town's sealing key: {e}")))?;
+    Ok(nuketown_keys::Store::new(dir, sealing))
 }
 
 fn import_gpg_key(user: &str, key: &Origin) -> Result<(), HostError> {
@@ -576,18 +584,44 @@ impl Change {
                 &target.tree()?,
                 &target.rel,
             )?,
-            Change::GenerateSshKey { key, comment } => generate_key(key, comment)?,
-            Change::AdoptSshKey { from, owner, key } => {
-                let private = from.tree()?.read(&from.rel, Some(*owner), 64 << 10)?;
-                // Derived again (as the agent), not copied: the .pub beside
-                // the old key is the agent's to change.
-                let public = derive_public(&private, Some(*owner)).map_err(|_| {
+            Change::GenerateSshKey {
+                agent,
+                store,
+                comment,
+            } => {
+                key_store(store)?
+                    .generate(agent, comment)
+                    .map_err(|e| HostError::Conflict(format!("{agent}'s key: {e}")))?;
+            }
+            Change::ImportSshKey {
+                agent,
+                store,
+                from,
+                remove,
+            } => {
+                let private = zeroize::Zeroizing::new(from.read()?);
+                if let Origin::Beneath { owner, .. } = from {
+                    if *owner != 0 {
+                        // Checked as its owner first, like every key from an agent's tree.
+                        derive_public(&private, Some(*owner)).map_err(|_| {
+                            HostError::Conflict(format!(
+                                "{from} is not an unencrypted SSH private key; move it away to have a new key generated"
+                            ))
+                        })?;
+                    }
+                }
+                key_store(store)?.import(agent, &private).map_err(|e| {
                     HostError::Conflict(format!(
-                        "{from} is not an unencrypted SSH private key; move it away to have a new key generated"
+                        "{from}: {e}; give {agent} an unencrypted ed25519 key"
                     ))
                 })?;
-                store_key(key, &private, &public)?
+                if *remove {
+                    if let Origin::Beneath { at, .. } = from {
+                        at.tree()?.remove(&at.rel)?;
+                    }
+                }
             }
+            Change::ForgetKeyFile { at } => at.tree()?.remove(&at.rel)?,
             Change::ImportGpgKey { user, key } => import_gpg_key(user, key)?,
             Change::DeviceAcl { argv, .. } => {
                 run(&argv[0], &argv[1..])?;

@@ -462,6 +462,15 @@ pub fn plan_agent(town: &Town, name: &str, paths: &HostPaths) -> Result<Plan, Ho
     Ok(p.plan)
 }
 
+/// The first two words of a public key line (type and key), without the comment.
+fn key_words(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn current(path: &Path) -> Option<Vec<u8>> {
     fs::read(path).ok()
 }
@@ -798,11 +807,34 @@ impl Planner {
         }
     }
 
-    /// The SSH key (declared, or generated into root's key store), installed
-    /// as `~/.ssh/id_ed25519` and `.pub`; returns where the key is read from.
+    /// The SSH key, held by the town: generated into the key store, or
+    /// imported there (a declared `secrets.sshKey`, a key an older nuketown
+    /// kept as a file). Only its public half goes into the home
+    /// (`~/.ssh/id_ed25519.pub`); a private key nuketown once installed
+    /// there is removed. Returns the key's place in the store (its `.pub`
+    /// beside it is what is published).
     fn ssh_key(&mut self, town: &Town, cx: &Ctx<'_>) -> Result<Origin, HostError> {
         let name = cx.name;
-        let key = match &cx.agent.secrets.ssh_key {
+        let key = generated_key(town, name);
+        let store_dir = persist_agents(town).join(KEY_STORE);
+        let root = At::new(&key.base, "");
+        self.dir(&root.join(KEY_STORE), 0o700, 0, 0, true);
+        self.dir(&root.join(KEY_STORE).join(name), 0o700, 0, 0, true);
+        let sealed = matches!(
+            meta(&root.join(KEY_STORE).join(name).join(nuketown_keys::store::SEALED)),
+            Ok(Some(m)) if m.kind == Kind::File
+        );
+        let stored = Source::PublicKeyOf(Origin::Beneath {
+            at: key.clone(),
+            owner: 0,
+        })
+        .bytes()
+        .ok()
+        .filter(|_| sealed);
+        let plain = !matches!(meta(&key), Ok(None));
+        let old = cx.persist.join(OLD_GENERATED_KEY);
+        let old_there = !matches!(meta(&old), Ok(None));
+        match &cx.agent.secrets.ssh_key {
             Some(k) => {
                 let o = origin(town, k)?;
                 if !o.exists() {
@@ -811,42 +843,77 @@ impl Planner {
                         k.display()
                     )));
                 }
-                o
+                let want = crate::change::public_key(&o).map_err(|e| {
+                    HostError::Conflict(format!("agents.{name}.secrets.sshKey: {e}"))
+                })?;
+                if stored.as_deref().map(key_words) != Some(key_words(&want)) {
+                    self.push(Change::ImportSshKey {
+                        agent: name.into(),
+                        store: store_dir.clone(),
+                        from: o,
+                        remove: false,
+                    });
+                }
+            }
+            None if !sealed => {
+                // A key an older nuketown kept as a file is imported (then
+                // removed), so the agent keeps its identity; anything at the
+                // old places is imported or refused, never silently replaced.
+                if plain {
+                    self.push(Change::ImportSshKey {
+                        agent: name.into(),
+                        store: store_dir.clone(),
+                        from: Origin::Beneath {
+                            at: key.clone(),
+                            owner: 0,
+                        },
+                        remove: true,
+                    });
+                } else if old_there {
+                    self.push(Change::ImportSshKey {
+                        agent: name.into(),
+                        store: store_dir.clone(),
+                        from: Origin::Beneath {
+                            at: old.clone(),
+                            owner: cx.uid,
+                        },
+                        remove: true,
+                    });
+                } else {
+                    self.push(Change::GenerateSshKey {
+                        agent: name.into(),
+                        store: store_dir.clone(),
+                        comment: format!("{name}@{}", town.domain()),
+                    });
+                }
             }
             None => {
-                let key = generated_key(town, name);
-                let store = At::new(&key.base, "");
-                self.dir(&store.join(KEY_STORE), 0o700, 0, 0, true);
-                self.dir(&store.join(KEY_STORE).join(name), 0o700, 0, 0, true);
-                if !matches!(meta(&key), Ok(Some(m)) if m.kind == Kind::File) {
-                    // Anything at the old place is adopted or refused (a
-                    // link, another owner's file), never silently replaced.
-                    let old = cx.persist.join(OLD_GENERATED_KEY);
-                    if !matches!(meta(&old), Ok(None)) {
-                        self.push(Change::AdoptSshKey {
-                            from: old,
-                            owner: cx.uid,
-                            key: key.clone(),
-                        });
-                    } else {
-                        self.push(Change::GenerateSshKey {
-                            key: key.clone(),
-                            comment: format!("{name}@{}", town.domain()),
-                        });
-                    }
+                // Sealed already: private key files left at the old places go.
+                if plain {
+                    self.push(Change::ForgetKeyFile { at: key.clone() });
                 }
-                Origin::Beneath { at: key, owner: 0 }
+                if old_there {
+                    self.push(Change::ForgetKeyFile { at: old.clone() });
+                }
             }
-        };
+        }
         let ssh = cx.home.join(".ssh");
         self.dir(&ssh, 0o700, cx.uid, cx.gid, true);
-        self.file(
-            &ssh.join("id_ed25519"),
-            Source::CopyOf(key.clone()),
-            0o600,
-            cx.uid,
-            cx.gid,
-        );
+        let installed = ssh.join("id_ed25519");
+        if matches!(meta(&installed), Ok(Some(m)) if m.kind != Kind::Dir) {
+            self.push(Change::ForgetKeyFile {
+                at: installed.clone(),
+            });
+            self.plan.notes.push(format!(
+                "{name}: the private key at {installed} is removed: the town holds {name}'s key now and signs through {name}'s socket {} (SSH_AUTH_SOCK); ssh, git push and git signing work unchanged",
+                nuketown_keys::agent::socket_path(
+                    Path::new(nuketown_keys::agent::SOCKET_DIR),
+                    name
+                )
+                .display()
+            ));
+        }
+        let key = Origin::Beneath { at: key, owner: 0 };
         self.file(
             &ssh.join("id_ed25519.pub"),
             Source::PublicKeyOf(key.clone()),

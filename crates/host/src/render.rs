@@ -52,7 +52,13 @@ pub fn acl_command(setfacl: &str, agent: &str, permission: &str, devnode: &Path)
 
 /// `~/.profile`: login shells read `~/.bashrc` too.
 pub fn profile() -> String {
-    "# Written by nuketown; rewritten every round.\n[ -n \"$BASH_VERSION\" ] && [ -f \"$HOME/.bashrc\" ] && . \"$HOME/.bashrc\"\n".to_string()
+    format!(
+        "# Written by nuketown; rewritten every round.\n\
+         # The agent's keys are the town's: ssh, git push and git signing use them through this socket.\n\
+         SSH_AUTH_SOCK={}/$(id -un)/agent.sock; export SSH_AUTH_SOCK\n\
+         [ -n \"$BASH_VERSION\" ] && [ -f \"$HOME/.bashrc\" ] && . \"$HOME/.bashrc\"\n",
+        nuketown_keys::agent::SOCKET_DIR
+    )
 }
 
 /// `~/.bashrc`: who the shell belongs to, and (with sudo) the `sudo` shim
@@ -64,6 +70,11 @@ pub fn profile() -> String {
 pub fn bashrc(agent: &str, shim: Option<(&Path, &Path)>) -> String {
     let mut s = String::from("# Written by nuketown; rewritten every round.\n");
     let _ = writeln!(s, "export NUKETOWN_AGENT={agent}");
+    let _ = writeln!(
+        s,
+        "# The agent's keys are the town's: ssh, git push and git signing use them through this socket.\nexport SSH_AUTH_SOCK={}",
+        nuketown_keys::agent::socket_path(std::path::Path::new(nuketown_keys::agent::SOCKET_DIR), agent).display()
+    );
     if let Some((dir, elevate)) = shim {
         let d = dir.display();
         let e = crate::portal::sh_quote(&elevate.to_string_lossy());

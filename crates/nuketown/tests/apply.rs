@@ -140,37 +140,28 @@ fn apply_creates_private_agents_and_is_idempotent() {
         "{}",
         stderr(&git)
     );
-    // The generated key is kept in root's key store, out of the agent's reach.
-    let key = t
-        .persist_dir()
-        .join("agents/.nuketown-keys/nkhada/id_ed25519");
-    assert_eq!(stat("%a %U", &key), "600 root");
+    // The generated key is kept sealed in root's key store, out of the agent's
+    // reach; only its public half is in the home (signing goes through the
+    // town hall's socket: tests/keys.rs).
+    let store = t.persist_dir().join("agents/.nuketown-keys/nkhada");
+    assert_eq!(stat("%a %U", &store.join("id_ed25519.sealed")), "600 root");
+    assert_eq!(stat("%a %U", &store), "700 root");
+    assert!(!store.join("id_ed25519").exists());
+    assert!(!ada_home.join(".ssh/id_ed25519").exists());
     assert_eq!(
-        stat(
-            "%a %U",
-            &t.persist_dir().join("agents/.nuketown-keys/nkhada")
-        ),
-        "700 root"
+        fs::read(store.join("id_ed25519.pub")).unwrap(),
+        fs::read(ada_home.join(".ssh/id_ed25519.pub")).unwrap()
     );
-    assert_eq!(
-        fs::read(&key).unwrap(),
-        fs::read(ada_home.join(".ssh/id_ed25519")).unwrap()
-    );
-    assert_eq!(stat("%a", &ada_home.join(".ssh/id_ed25519")), "600");
-    let commit = as_user(
-        "nkhada",
-        "cd ~/dev && git init -q r && cd r && echo x > f && git add f && git commit -qm one && git verify-commit HEAD 2>&1",
-    );
+    let signing = as_user("nkhada", "git config --global user.signingkey");
     assert!(
-        commit.status.success(),
-        "signed commit: {}{}",
-        stdout(&commit),
-        stderr(&commit)
-    );
-    assert!(
-        stdout(&commit).contains("Good \"git\" signature for nkhada@test.local"),
+        stdout(&signing).contains("id_ed25519.pub"),
         "{}",
-        stdout(&commit)
+        stdout(&signing)
+    );
+    let profile = fs::read_to_string(ada_home.join(".bashrc")).unwrap();
+    assert!(
+        profile.contains("export SSH_AUTH_SOCK=/run/nuketown/ssh/nkhada/agent.sock"),
+        "{profile}"
     );
 
     // udev rules and town.json were written where the town said.
@@ -381,7 +372,10 @@ fn removed_agents_are_reported_then_pruned_keeping_persist() {
         "persist kept"
     );
     let eel_key = t.persist_dir().join("agents/.nuketown-keys/nkheel");
-    assert!(eel_key.join("id_ed25519").exists(), "its key is kept too");
+    assert!(
+        eel_key.join("id_ed25519.sealed").exists(),
+        "its key is kept too"
+    );
     assert_eq!(id(&["-u"], "nkhemu"), "1920", "the other agent stays");
 
     // Back again, then purge.
@@ -422,23 +416,27 @@ fn declared_ssh_key_is_installed() {
             key.display()
         ),
     );
-    t.ok(&["apply", town.to_str().unwrap()]);
-    let home = t.agents_dir().join("nkhfox");
-    assert_eq!(
-        fs::read(home.join(".ssh/id_ed25519")).unwrap(),
-        fs::read(&key).unwrap()
-    );
-    assert_eq!(stat("%a %U", &home.join(".ssh/id_ed25519")), "600 nkhfox");
-    assert_eq!(
-        fs::read_to_string(home.join(".ssh/id_ed25519.pub")).unwrap(),
-        fs::read_to_string(format!("{}.pub", key.display())).unwrap()
-    );
+    let applied = t.ok(&["apply", town.to_str().unwrap()]);
     assert!(
-        !t.persist_dir()
-            .join("agents/.nuketown-keys/nkhfox/id_ed25519")
-            .exists(),
-        "no key generated"
+        applied.contains("ssh key of nkhfox imported into the town's key store from"),
+        "{applied}"
     );
+    let home = t.agents_dir().join("nkhfox");
+    // Imported, not placed in the home; the declared file itself is left alone.
+    assert!(!home.join(".ssh/id_ed25519").exists());
+    assert!(key.exists());
+    let words = |s: String| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    assert_eq!(
+        words(fs::read_to_string(home.join(".ssh/id_ed25519.pub")).unwrap()),
+        words(fs::read_to_string(format!("{}.pub", key.display())).unwrap())
+    );
+    assert!(t
+        .persist_dir()
+        .join("agents/.nuketown-keys/nkhfox/id_ed25519.sealed")
+        .exists());
+    assert!(t
+        .ok(&["apply", town.to_str().unwrap()])
+        .contains("nothing to change"));
     let missing = t.write(
         "missing.toml",
         &format!(
@@ -514,4 +512,62 @@ fn declared_gpg_key_signs_commits() {
     let _ = std::process::Command::new("pkill")
         .args(["-u", "nkhgnu", "gpg-agent"])
         .output();
+}
+
+#[test]
+fn keys_kept_as_files_are_imported_then_removed_and_plan_says_so_first() {
+    let t = TestTown::new(&["nkhmh", "nkhmig"], &[]);
+    let town = t.write(
+        "town.toml",
+        &format!("{}[agents.nkhmig]\nuid = 1926\n", t.header("nkhmh")),
+    );
+    let town = town.to_str().unwrap();
+    t.ok(&["apply", town]);
+    // The layout of an older nuketown: the key in the clear in the store, and a copy in the home.
+    let store = t.persist_dir().join("agents/.nuketown-keys/nkhmig");
+    let home = t.agents_dir().join("nkhmig");
+    fs::remove_file(store.join("id_ed25519.sealed")).unwrap();
+    fs::remove_file(store.join("id_ed25519.pub")).unwrap();
+    let gen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "old@key", "-f"])
+        .arg(store.join("id_ed25519"))
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    let old_public = fs::read_to_string(store.join("id_ed25519.pub")).unwrap();
+    fs::copy(store.join("id_ed25519"), home.join(".ssh/id_ed25519")).unwrap();
+    let planned = t.ok(&["plan", town]);
+    assert!(
+        planned.contains(&format!(
+            "+ ssh key of nkhmig imported into the town's key store from {}, then that file removed",
+            store.join("id_ed25519").display()
+        )),
+        "{planned}"
+    );
+    assert!(
+        planned.contains(&format!(
+            "- private key file {} (the town holds the key)",
+            home.join(".ssh/id_ed25519").display()
+        )),
+        "{planned}"
+    );
+    assert!(
+        planned.contains("the town holds nkhmig's key now"),
+        "{planned}"
+    );
+    assert!(
+        home.join(".ssh/id_ed25519").exists(),
+        "plan changes nothing"
+    );
+    t.ok(&["apply", town]);
+    assert!(!store.join("id_ed25519").exists());
+    assert!(!home.join(".ssh/id_ed25519").exists());
+    assert!(store.join("id_ed25519.sealed").exists());
+    // The agent keeps its identity: the same public key is published.
+    let words = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    assert_eq!(
+        words(&fs::read_to_string(home.join(".ssh/id_ed25519.pub")).unwrap()),
+        words(&old_public)
+    );
+    assert!(t.ok(&["apply", town]).contains("nothing to change"));
 }

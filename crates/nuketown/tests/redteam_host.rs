@@ -147,7 +147,6 @@ fn links_planted_where_root_writes_files_are_replaced_never_followed() {
         ".profile",
         "AGENTS.md",
         ".gitconfig",
-        ".ssh/id_ed25519",
         ".ssh/id_ed25519.pub",
     ] {
         let m = fs::symlink_metadata(h_.join(f)).unwrap();
@@ -157,11 +156,13 @@ fn links_planted_where_root_writes_files_are_replaced_never_followed() {
     assert!(fs::read_to_string(h_.join("AGENTS.md"))
         .unwrap()
         .contains(&format!("You are **{a}**")));
+    // The link planted where a private key used to be installed is removed, not followed.
+    assert!(fs::symlink_metadata(h_.join(".ssh/id_ed25519")).is_err());
     assert_eq!(
-        fs::read(h_.join(".ssh/id_ed25519")).unwrap(),
+        fs::read(h_.join(".ssh/id_ed25519.pub")).unwrap(),
         fs::read(
             t.persist_dir()
-                .join(format!("agents/.nuketown-keys/{a}/id_ed25519"))
+                .join(format!("agents/.nuketown-keys/{a}/id_ed25519.pub"))
         )
         .unwrap()
     );
@@ -558,7 +559,8 @@ fn generated_keys_live_where_agents_cannot_plant_links() {
     let store = t.persist_dir().join(format!("agents/.nuketown-keys/{a}"));
     assert_eq!(stat("%a %U", &store.join("..")), "700 root");
     assert_eq!(stat("%a %U", &store), "700 root");
-    assert_eq!(stat("%a %U", &store.join("id_ed25519")), "600 root");
+    assert_eq!(stat("%a %U", &store.join("id_ed25519.sealed")), "600 root");
+    assert!(!store.join("id_ed25519").exists(), "no key in the clear");
     // The agent can neither reach nor replace what root keeps there.
     for attempt in [
         format!("ls {}", store.display()),
@@ -590,7 +592,7 @@ fn generated_keys_live_where_agents_cannot_plant_links() {
     );
     let out = t.run(&["apply", town]);
     assert_refused(&out, &old, "symbolic link");
-    assert!(!store.join("id_ed25519").exists());
+    assert!(!store.join("id_ed25519.sealed").exists());
     assert_not_leaked_home(&t, a);
     assert_eq!(v.snapshot(), before);
     // Or a hard link to root's file.
@@ -599,7 +601,7 @@ fn generated_keys_live_where_agents_cannot_plant_links() {
         fs::hard_link(&v.secret, &old).unwrap();
         let out = t.run(&["apply", town]);
         assert_refused(&out, &old, "belongs to uid 0");
-        assert!(!store.join("id_ed25519").exists());
+        assert!(!store.join("id_ed25519.sealed").exists());
         fs::remove_file(&old).unwrap();
     }
     assert_eq!(v.snapshot(), before);
@@ -613,16 +615,13 @@ fn generated_keys_live_where_agents_cannot_plant_links() {
         ),
     );
     let applied = t.ok(&["apply", town]);
-    assert!(applied.contains("(kept from "), "{applied}");
-    assert_eq!(
-        fs::read(store.join("id_ed25519")).unwrap(),
-        fs::read(&old).unwrap()
+    assert!(
+        applied.contains("imported into the town's key store from"),
+        "{applied}"
     );
-    assert_eq!(stat("%a %U", &store.join("id_ed25519")), "600 root");
-    assert_eq!(
-        fs::read(home(&t, a).join(".ssh/id_ed25519")).unwrap(),
-        fs::read(&old).unwrap()
-    );
+    assert_eq!(stat("%a %U", &store.join("id_ed25519.sealed")), "600 root");
+    assert!(!old.exists(), "the old key file is removed once imported");
+    assert!(!home(&t, a).join(".ssh/id_ed25519").exists());
     let derived = fs::read_to_string(format!("{}.pub", old.display())).unwrap();
     let installed = fs::read_to_string(home(&t, a).join(".ssh/id_ed25519.pub")).unwrap();
     assert_eq!(

@@ -397,7 +397,7 @@ fn reset_restarts_home_manager_after_the_lay_down_and_restores_secrets() {
     let script = format!(
         "#!/bin/sh\necho \"$*\" >> {log}\n\
          if [ \"$1\" = --quiet ] && [ \"$2\" = is-active ]; then [ \"$3\" = user@{uid}.service ]; exit $?; fi\n\
-         if [ \"$1\" = restart ] && [ -f {h}/.ssh/id_ed25519 ] && [ -f {h}/.config/gh/token ] && grep -q ' {h}/dev ' /proc/self/mountinfo; then echo '  home laid down' >> {log}; fi\n\
+         if [ \"$1\" = restart ] && [ -f {h}/.ssh/id_ed25519.pub ] && [ -f {h}/.config/gh/token ] && grep -q ' {h}/dev ' /proc/self/mountinfo; then echo '  home laid down' >> {log}; fi\n\
          exit 0\n",
         log = log.display(),
         h = home.display()
