@@ -92,6 +92,26 @@ let
     umount /nuketown-btrfs
   '';
 
+  keyPolicy = what: default: mkOption {
+    type = types.enum [ "allow" "ask" "deny" ];
+    inherit default;
+    description = "What the town does with ${what}: `allow` signs (audited), `ask` waits for an approver's yes (denied on timeout), `deny` refuses (audited).";
+  };
+  keyHost = types.submodule {
+    options = {
+      hostKey = mkOption {
+        type = types.str;
+        description = "The server's public host key as `ssh-keyscan HOST` prints it, without the host name; the town recognises the host by it.";
+        example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+      };
+      authenticate = mkOption {
+        type = types.nullOr (types.enum [ "allow" "ask" "deny" ]);
+        default = null;
+        description = "The policy for logging in to this host (default: `keys.authenticate`).";
+      };
+    };
+  };
+
   commandRule = types.submodule {
     options = {
       argv = mkOption {
@@ -144,8 +164,11 @@ let
     description = ''
       Absolute path of the ${what} file, as on every host. With sops-nix:
       `config.sops.secrets."<agent>/${if what == "private SSH key" then "ssh-key" else "gpg-key"}".path`
-      (and that sops secret declared). `nuketown reset` installs it in the
-      home every round.
+      (and that sops secret declared). ${if what == "private SSH key" then ''
+      `nuketown apply` and `nuketown reset` import it into the town's sealed
+      key store (when it changed); it is never placed in the home: the
+      agent uses it through its ssh-agent socket.'' else ''
+      `nuketown reset` imports it into the agent's keyring every round.''}
     '';
     example = literalExpression ''config.sops.secrets."ada/ssh-key".path'';
   };
@@ -179,6 +202,14 @@ let
         deny = mkOption { type = types.listOf commandRule; default = [ ]; description = "Commands denied without asking (deny wins)."; };
         timeout = mkOption { type = types.ints.between 1 86400; default = 120; description = "Seconds to wait for a human before denying."; };
         maxPending = mkOption { type = types.ints.between 1 1000; default = 8; description = "Most requests this agent may have waiting for a human at once; more are denied."; };
+      };
+      keys = {
+        sign = keyPolicy "SSH signatures in namespace `git` (commits and tags)" "allow";
+        signOther = keyPolicy "SSH signatures in any other namespace" "deny";
+        authenticate = keyPolicy "SSH logins to a host declared in `keys.hosts`" "allow";
+        authenticateOther = keyPolicy "SSH logins to any other host, or one the town cannot identify" "ask";
+        hosts = mkOption { type = types.attrsOf keyHost; default = { }; description = "Hosts the agent logs in to, by name, known by their host keys."; };
+        timeout = mkOption { type = types.ints.between 1 86400; default = 120; description = "Seconds to wait for an approver before denying a key use."; };
       };
       rebuild.enable = mkEnableOption "the rebuild coordinator for this agent (`nuketown rebuild`: build as the agent, switch after a human's approval)";
       portal = {
@@ -488,6 +519,8 @@ in
           home.stateVersion = lib.mkDefault systemStateVersion;
           home.packages = cfg.basePackages ++ a.packages;
           home.sessionVariables.NUKETOWN_AGENT = name;
+          # The agent's keys are the town's: ssh, git push and git signing use them through the hall.
+          home.sessionVariables.SSH_AUTH_SOCK = "/run/nuketown/ssh/${name}/agent.sock";
           home.sessionPath = optional a.sudo.enable "${sudoShim}/bin";
           home.file =
             mapAttrs' (path: _: nameValuePair path { source = "${renderedHome name}/${path}"; })

@@ -294,3 +294,241 @@ fn a_use_the_policy_asks_about_waits_for_a_human_and_signs_once() {
     let o = t.agent(ADA, &with_socket(&t, ADA, &format!("{SIGN} && {VERIFY}")));
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
+
+/// A throw-away sshd on 127.0.0.1 with its own configuration and host key,
+/// never the system's; killed on drop.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    host_key: String,
+}
+
+impl Sshd {
+    fn start(dir: &std::path::Path, user: &str, authorized: &str) -> Sshd {
+        fs::create_dir_all(dir).unwrap();
+        let key = dir.join("host_key");
+        let o = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let host_key = fs::read_to_string(key.with_extension("pub")).unwrap();
+        let host_key = host_key
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        fs::write(dir.join("authorized_keys"), format!("{authorized}\n")).unwrap();
+        // A free port: the kernel picks one, we hand it to sshd.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("sshd_config");
+        fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+                 StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PubkeyAuthentication yes\nAllowUsers {user}\nLogLevel VERBOSE\n",
+                key.display(),
+                dir.join("sshd.pid").display(),
+                dir.join("authorized_keys").display()
+            ),
+        )
+        .unwrap();
+        // sshd's privilege separation directory (the package makes it when it starts the system's).
+        fs::create_dir_all("/run/sshd").unwrap();
+        let mut child = std::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Ready when it says so; its log is drained to the end so it never blocks on a full pipe.
+        let err = child.stderr.take().unwrap();
+        let (ready, listening) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("Server listening on 127.0.0.1") {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        listening
+            .recv_timeout(DEADLINE)
+            .expect("sshd never said it was listening");
+        Sshd {
+            child,
+            port,
+            host_key,
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn git_push_over_ssh_logs_in_through_the_socket_to_declared_hosts_only() {
+    let host_dir = tempfile::tempdir().unwrap();
+    let mut t = TestTown::new(Options::default());
+    let public = t
+        .key_store()
+        .generate(ADA, "nktada@town")
+        .unwrap()
+        .to_openssh()
+        .unwrap();
+    // sshd refuses accounts whose password is locked ('!'); '*' is no password at all.
+    let o = std::process::Command::new("usermod")
+        .args(["-p", "*", ADA])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let sshd = Sshd::start(&host_dir.path().join("sshd"), ADA, &public);
+    let town = fs::read_to_string(&t.town).unwrap();
+    let declared = town.replace(
+        &format!("[agents.{ADA}.keys]\n"),
+        &format!(
+            "[agents.{ADA}.keys]\nauthenticateOther = \"deny\"\nhosts.local.hostKey = \"{}\"\n",
+            sshd.host_key
+        ),
+    );
+    assert_ne!(declared, town);
+    fs::write(&t.town, &declared).unwrap();
+    t.start_hall();
+
+    let remote = t.home(ADA).join("remote.git");
+    let push = format!(
+        "cd && echo '[127.0.0.1]:{port} {hk}' > known_hosts && git init -q --bare remote.git && \
+         git init -q w && cd w && git -c user.name=ada -c user.email=nktada@town commit -q --allow-empty -m one && \
+         GIT_SSH_COMMAND='ssh -F /dev/null -p {port} -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$HOME/known_hosts' \
+         git push -q ssh://{ADA}@127.0.0.1:{port}{remote} HEAD:refs/heads/main",
+        port = sshd.port,
+        hk = sshd.host_key,
+        remote = remote.display()
+    );
+    let o = t.agent(ADA, &with_socket(&t, ADA, &push));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let log = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&remote)
+        .args(["log", "--format=%s", "main"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&log).trim(), "one");
+    let auth: Vec<Record> = key_records(&t)
+        .into_iter()
+        .filter(|r| {
+            r.key_use
+                .as_ref()
+                .is_some_and(|k| k.operation == "authenticate")
+        })
+        .collect();
+    assert_eq!(auth.len(), 1, "{auth:#?}");
+    let k = auth[0].key_use.as_ref().unwrap();
+    assert_eq!(k.remote_user.as_deref(), Some(ADA));
+    assert_eq!(
+        k.host.as_deref(),
+        Some("local"),
+        "the host is known by its key: {k:?}"
+    );
+    assert_eq!(
+        k.host_key
+            .as_deref()
+            .map(|h| h.split_whitespace().take(2).collect::<Vec<_>>().join(" ")),
+        Some(sshd.host_key.clone())
+    );
+    assert_eq!(auth[0].result.as_deref(), Some("signed"));
+    assert!(auth[0].reason.contains("keys.hosts.local"), "{:?}", auth[0]);
+    assert!(
+        k.parent.iter().any(|a| a.contains("git"))
+            || auth[0].argv.iter().any(|a| a.contains("ssh")),
+        "{:?}",
+        auth[0]
+    );
+
+    // The same server no longer declared: the town refuses to log in there.
+    fs::write(
+        &t.town,
+        town.replace(
+            &format!("[agents.{ADA}.keys]\n"),
+            &format!("[agents.{ADA}.keys]\nauthenticateOther = \"deny\"\n"),
+        ),
+    )
+    .unwrap();
+    let again = format!(
+        "cd w && git -c user.name=ada -c user.email=nktada@town commit -q --allow-empty -m two && \
+         GIT_SSH_COMMAND='ssh -F /dev/null -p {port} -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$HOME/known_hosts' \
+         git push -q ssh://{ADA}@127.0.0.1:{port}{remote} HEAD:refs/heads/main",
+        port = sshd.port,
+        remote = remote.display()
+    );
+    let o = t.agent(ADA, &with_socket(&t, ADA, &again));
+    assert!(!o.status.success(), "pushed to an undeclared host");
+    let denied: Vec<Record> = key_records(&t)
+        .into_iter()
+        .filter(|r| {
+            r.key_use
+                .as_ref()
+                .is_some_and(|k| k.operation == "authenticate")
+                && r.decision == "denied"
+        })
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert!(
+        denied[0].reason.contains("keys.authenticateOther = deny"),
+        "{:?}",
+        denied[0]
+    );
+    let log = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&remote)
+        .args(["log", "--format=%s", "main"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&log).trim(), "one");
+}
+
+/// The benchmark in docs/benchmarks.md: `ssh-keygen -Y sign` of a commit-sized
+/// message, 100 times, with a key file and through the town's socket (policy
+/// `allow`, every signature audited), as the agent. Run:
+/// `cargo test --release -p nuketown --test keys -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_signing_through_the_socket_against_a_key_file() {
+    let (t, _) = town_with_adas_key(Options::default());
+    let n = 100;
+    let script = format!(
+        "ssh-keygen -q -t ed25519 -N '' -f filekey && head -c 600 /dev/urandom | base64 > commit && \
+         now() {{ date +%s%N; }}; \
+         a=$(now); for i in $(seq {n}); do ssh-keygen -q -Y sign -n git -f filekey commit && rm commit.sig; done; b=$(now); \
+         for i in $(seq {n}); do ssh-keygen -q -Y sign -n git -f .ssh/id_ed25519.pub commit && rm commit.sig; done; c=$(now); \
+         echo $(( (b - a) / {n} / 1000 )) $(( (c - b) / {n} / 1000 ))"
+    );
+    let o = t.agent(ADA, &with_socket(&t, ADA, &script));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let us: Vec<u64> = stdout(&o)
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (file, socket) = (us[0], us[1]);
+    println!(
+        "ssh-keygen -Y sign, mean of {n}: key file {file} µs, town socket {socket} µs, ratio {:.2}",
+        socket as f64 / file as f64
+    );
+    assert_eq!(key_records(&t).len(), n, "every signature audited");
+    assert!(
+        (socket as f64) < 2.0 * file as f64,
+        "signing through the socket must stay within 2x of a key file"
+    );
+}

@@ -319,6 +319,18 @@ fn laptop_with_systemd_stage_1() {
     );
     assert!(t.agents["ada"].rebuild.enable);
     assert_eq!(t.agents["ada"].sudo.max_pending, 8);
+    // The sops-provided SSH key is imported by the hall's key store, never placed in the home.
+    assert_eq!(t.agents["ada"].keys, nuketown_town::Keys::default());
+    let targets: Vec<&str> = v["home"]["ada"]["fileTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(
+        !targets.iter().any(|t| t.ends_with("id_ed25519")),
+        "{targets:?}"
+    );
 }
 
 /// Finding 6 (scripted stage 1) and secrets installed by a unit (sysusers).
@@ -384,7 +396,7 @@ fn sudo_shim_is_first_in_a_non_interactive_login_shell() {
             "bash",
             "--login",
             "-c",
-            "command -v sudo; echo \"$NUKETOWN_AGENT\"",
+            "command -v sudo; echo \"$NUKETOWN_AGENT\"; echo \"$SSH_AUTH_SOCK\"",
         ])
         .output()
         .unwrap();
@@ -392,7 +404,11 @@ fn sudo_shim_is_first_in_a_non_interactive_login_shell() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,
-        [shim_path.to_str().unwrap(), "ada"],
+        [
+            shim_path.to_str().unwrap(),
+            "ada",
+            "/run/nuketown/ssh/ada/agent.sock"
+        ],
         "bash --login -c: {}",
         String::from_utf8_lossy(&out.stderr)
     );
