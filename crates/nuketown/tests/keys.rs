@@ -206,6 +206,34 @@ fn ada_signs_through_her_socket_and_nobody_else_can_use_it() {
     // `nuketown audit` shows key uses, agent text escaped.
     let o = t.root_nuketown(&["audit"]);
     assert!(stdout(&o).contains("namespace \"git\""), "{}", stdout(&o));
+
+    // Rotate: a new key at once, the old one never signs again, and what to re-authorise is said.
+    let o = t.root_nuketown(&["keys", "rotate", ADA]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("Authorise it again wherever the old one was"),
+        "{}",
+        stdout(&o)
+    );
+    let o = t.agent(ADA, &with_socket(&t, ADA, "ssh-add -L"));
+    let new = stdout(&o).trim().to_string();
+    assert!(
+        new.starts_with("ssh-ed25519 ") && new != public.trim(),
+        "{new}"
+    );
+    assert!(stdout(&t.root_nuketown(&["keys", "list"])).contains(&new));
+    // Signing with the old public key finds no such key; with the new one it signs.
+    let o = t.agent(ADA, &with_socket(&t, ADA, SIGN));
+    assert!(!o.status.success(), "the old key still signs");
+    let o = t.agent(
+        ADA,
+        &with_socket(
+            &t,
+            ADA,
+            &format!("ssh-add -L > .ssh/id_ed25519.pub && {SIGN}"),
+        ),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
