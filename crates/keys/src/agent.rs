@@ -189,6 +189,13 @@ pub fn bind(dir: &Path, agent: &str, gid: u32) -> std::io::Result<UnixListener> 
     Ok(l)
 }
 
+/// Most connections one agent may hold open to its socket at once: more are
+/// closed at once, so an agent cannot exhaust the hall's descriptors.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Most bytes one connection may send: a session of ssh signs a handful of
+/// small messages; an agent cannot make the hall buffer without bound.
+pub const MAX_BYTES: u64 = 4 << 20;
+
 /// The listener, handing on only connections whose peer is the agent's uid.
 #[derive(Debug)]
 struct OnlyFor {
@@ -196,6 +203,63 @@ struct OnlyFor {
     agent: String,
     uid: u32,
     gate: Arc<dyn GateDebug>,
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One accepted connection: its peer, counted while open, its input bounded.
+#[derive(Debug)]
+struct Guarded {
+    inner: UnixStream,
+    pid: u32,
+    uid: u32,
+    read: u64,
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl tokio::io::AsyncRead for Guarded {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.read += (buf.filled().len() - before) as u64;
+        if self.read > MAX_BYTES {
+            return std::task::Poll::Ready(Err(std::io::Error::other(
+                "more than the agent protocol ever needs on one connection",
+            )));
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 trait GateDebug: Gate {}
@@ -208,12 +272,29 @@ impl std::fmt::Debug for dyn GateDebug {
 
 #[async_trait]
 impl ListeningSocket for OnlyFor {
-    type Stream = UnixStream;
-    async fn accept(&mut self) -> std::io::Result<UnixStream> {
+    type Stream = Guarded;
+    async fn accept(&mut self) -> std::io::Result<Guarded> {
+        use std::sync::atomic::Ordering;
         loop {
             let (s, _) = self.listener.accept().await?;
             match s.peer_cred() {
-                Ok(c) if c.uid() == self.uid => return Ok(s),
+                Ok(c) if c.uid() == self.uid => {
+                    if self.live.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                        tracing::warn!(
+                            "{} has {MAX_CONNECTIONS} connections open to its key socket; closed another",
+                            self.agent
+                        );
+                        continue;
+                    }
+                    self.live.fetch_add(1, Ordering::SeqCst);
+                    return Ok(Guarded {
+                        inner: s,
+                        pid: c.pid().map_or(0, |p| p as u32),
+                        uid: c.uid(),
+                        read: 0,
+                        live: self.live.clone(),
+                    });
+                }
                 Ok(c) => {
                     self.gate
                         .refused_peer(&self.agent, Some(c.uid()), c.pid().map(|p| p as u32))
@@ -243,10 +324,8 @@ struct Server {
 }
 
 impl agent::Agent<OnlyFor> for Server {
-    fn new_session(&mut self, socket: &UnixStream) -> impl agent::Session {
-        let cred = socket.peer_cred().ok();
-        let uid = cred.as_ref().map_or(u32::MAX, |c| c.uid());
-        let pid = cred.and_then(|c| c.pid()).map_or(0, |p| p as u32);
+    fn new_session(&mut self, socket: &Guarded) -> impl agent::Session {
+        let (uid, pid) = (socket.uid, socket.pid);
         Conn {
             agent: self.agent.clone(),
             store: self.store.clone(),
@@ -271,6 +350,7 @@ pub async fn serve(
         agent: agent.clone(),
         uid,
         gate: gate.clone(),
+        live: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
     let server = Server {
         agent: agent.clone(),

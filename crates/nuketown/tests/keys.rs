@@ -560,3 +560,70 @@ fn bench_signing_through_the_socket_against_a_key_file() {
         "signing through the socket must stay within 2x of a key file"
     );
 }
+
+/// Open 100 connections and hold them; print how many the hall closed
+/// (waits for the expected count, with a deadline).
+const FLOOD: &str = r#"import socket, sys, select, time
+socks = []
+for i in range(100):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    socks.append(s)
+want = int(sys.argv[2])
+deadline = time.time() + 30
+closed = set()
+while time.time() < deadline and len(closed) < want:
+    r, _, _ = select.select([s for s in socks if s not in closed], [], [], 1)
+    for s in r:
+        if s.recv(1) == b"":
+            closed.add(s)
+print(len(closed))
+"#;
+
+/// Announce a 16 MiB message and send it; print where the hall cut it off.
+const HUGE: &str = r#"import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall((0xffffff).to_bytes(4, "big"))
+n = 0
+try:
+    while n < 64 << 20:
+        s.sendall(bytes(65536))
+        n += 65536
+    print("sent", n)
+except OSError:
+    print("cut", n)
+"#;
+
+#[test]
+fn an_agent_cannot_exhaust_the_hall_through_its_socket() {
+    let (t, public) = town_with_adas_key(Options::default());
+    // 100 connections held open: past the cap, the hall closes them at once.
+    let flood = format!(
+        "python3 - {} {} <<'PY'\n{FLOOD}PY",
+        t.key_socket(ADA).display(),
+        100 - nuketown_keys::agent::MAX_CONNECTIONS
+    );
+    let o = t.agent(ADA, &flood);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        (100 - nuketown_keys::agent::MAX_CONNECTIONS).to_string()
+    );
+    // Afterwards the town works: sudo, and ada's own socket.
+    let o = t.agent(ADA, "sudo true");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = t.agent(ADA, &with_socket(&t, ADA, "ssh-add -L"));
+    assert_eq!(stdout(&o).trim(), public.trim(), "{}", stderr(&o));
+    // One huge message is cut off, not buffered without bound.
+    let huge = format!("python3 - {} <<'PY'\n{HUGE}PY", t.key_socket(ADA).display());
+    let o = t.agent(ADA, &huge);
+    assert!(
+        stdout(&o).starts_with("cut"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let o = t.agent(ADA, &with_socket(&t, ADA, "ssh-add -L"));
+    assert_eq!(stdout(&o).trim(), public.trim(), "{}", stderr(&o));
+}

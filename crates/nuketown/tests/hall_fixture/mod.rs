@@ -116,7 +116,9 @@ pub struct Options {
     pub vox_timeout: u64,
     /// Extra TOML under `[agents.nktada.sudo]`, e.g. autoApprove rules.
     pub ada_sudo: String,
-    /// TOML under `[agents.nktada.keys]`: the policy for ada's keys.
+    /// TOML under `[agents.nktada.keys]`: the policy for ada's keys (the
+    /// table comes before ada's sudo table, so text added before
+    /// `[agents.nktvox]` still lands in ada's sudo).
     pub ada_keys: String,
 }
 
@@ -217,12 +219,12 @@ impl TestTown {
             format!(
                 "humanUser = \"{HUMAN}\"\nagentsDir = \"{home}\"\npersistDir = \"{persist}\"\n\
                  hall.elevatePath = \"{elevate}\"\n\
-                 [agents.{ADA}]\nuid = {ADA_UID}\n[agents.{ADA}.sudo]\nenable = true\ntimeout = {}\n{}\n\
-                 [agents.{ADA}.keys]\n{}\n\
+                 [agents.{ADA}]\nuid = {ADA_UID}\n[agents.{ADA}.keys]\n{}\n\
+                 [agents.{ADA}.sudo]\nenable = true\ntimeout = {}\n{}\n\
                  [agents.{VOX}]\nuid = {VOX_UID}\n[agents.{VOX}.sudo]\nenable = true\ntimeout = {}\n",
+                opts.ada_keys,
                 opts.ada_timeout,
                 opts.ada_sudo,
-                opts.ada_keys,
                 opts.vox_timeout,
                 home = dir.path().join("home").display(),
                 persist = dir.path().join("persist").display(),
