@@ -819,6 +819,51 @@ mod tests {
     }
 
     #[test]
+    fn a_key_use_reads_as_what_is_signed_for_whom() {
+        let mut r = request("0123456789abcdef0123456789abcdef");
+        r.argv = vec!["ssh-keygen".into(), "-Y".into(), "\u{1b}[2Jsign".into()];
+        r.warnings = vec!["the command line is ada's own words".into()];
+        r.grantable = false;
+        r.key_use = Some(Box::new(nuketown_hall::protocol::KeyUseView {
+            operation: "sign".into(),
+            key: "SHA256:abc".into(),
+            namespace: Some("file\u{202e}".into()),
+            message_hash: Some("sha512:00ff".into()),
+            data_sha256: "ab".repeat(32),
+            caller_pid: 42,
+            parent: vec!["git".into(), "commit".into()],
+            rule: "keys.signOther = ask".into(),
+            ..Default::default()
+        }));
+        let text = request_text(&r, 1000);
+        assert!(text.contains("asks to use its key"), "{text}");
+        assert!(text.contains("namespace \"file\\u{202e}\""), "{text}");
+        assert!(text.contains("message: hash sha512:00ff"), "{text}");
+        assert!(
+            text.contains(&format!("bytes with sha256 {}", "ab".repeat(32))),
+            "{text}"
+        );
+        assert!(text.contains("(pid 42)"), "{text}");
+        assert!(text.contains("parent: \"git\" \"commit\""), "{text}");
+        assert!(text.contains("rule: keys.signOther = ask"), "{text}");
+        assert!(
+            text.contains("WARNING: the command line is ada's own words"),
+            "{text}"
+        );
+        // Nothing about running a program as a user: nothing runs.
+        assert!(
+            !text.contains("as: ") && !text.contains("program: "),
+            "{text}"
+        );
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && nuketown_town::display::is_unsafe_char(c)),
+            "{text:?}"
+        );
+    }
+
+    #[test]
     fn an_answer_binds_to_one_request_shown_long_enough_ago() {
         let a = request("aaaaaaaa11111111111111111111111a");
         let b = request("aaaaaaaa22222222222222222222222b");

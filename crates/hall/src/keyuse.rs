@@ -128,7 +128,7 @@ fn verdict(id: &str, allowed: bool, who: &str, channel: &str, reason: String) ->
 impl Gate for HallGate {
     async fn decide(&self, u: &KeyUse) -> Verdict {
         let hall = &self.0;
-        let id = crate::protocol::new_id().unwrap_or_default();
+        let id = u.id.clone();
         let loaded = match hall.loaded() {
             Ok(l) => l,
             Err(e) => return verdict(&id, false, "hall", "hall", e),
@@ -256,6 +256,39 @@ impl Gate for HallGate {
             Ok(()) => "signed".into(),
             Err(e) => e,
         });
+        hall.append(&r);
+    }
+
+    fn withdraw(&self, u: &KeyUse) {
+        let by = crate::protocol::DecidedBy {
+            who: "hall".into(),
+            channel: "requester".into(),
+        };
+        let reason = "the caller went away before the decision; nothing was signed".to_string();
+        // Whoever takes it out of the pending set decides it: when an approver
+        // got there first, the signature is simply not made.
+        self.0.state().resolve(
+            &u.id,
+            Outcome {
+                approved: false,
+                by: by.clone(),
+                reason: reason.clone(),
+            },
+        );
+        let hall = &self.0;
+        let rule = hall
+            .loaded()
+            .ok()
+            .and_then(|l| l.town.agents.get(&u.agent).map(|a| judge(&a.keys, u)));
+        let (rule, host) = rule.map(|(_, r, h)| (r, h)).unwrap_or_default();
+        let mut r = Record::new(&u.id, "key", &u.agent, u.caller.uid);
+        r.argv = caller_argv(u);
+        r.target = u.agent.clone();
+        r.decision = "cancelled".into();
+        r.reason = reason;
+        r.decided_by = Some(by);
+        r.key_use = Some(view_of(u, &rule, host));
+        r.result = Some("not signed".into());
         hall.append(&r);
     }
 

@@ -115,6 +115,8 @@ impl Operation {
 /// One use of an agent's key, as the gate judges and the audit log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyUse {
+    /// Its id (128 random bits, hex): the request id approvers answer and the audit record's.
+    pub id: String,
     /// The agent whose key it is.
     pub agent: String,
     /// The key's fingerprint (`SHA256:…`).
@@ -155,6 +157,8 @@ pub trait Gate: Send + Sync + 'static {
     fn record(&self, u: &KeyUse, v: &Verdict, result: Result<(), String>);
     /// A connection from someone who is not the agent was closed.
     fn refused_peer(&self, agent: &str, uid: Option<u32>, pid: Option<u32>);
+    /// The caller went away before the decision: withdraw `u` (nothing is signed).
+    fn withdraw(&self, u: &KeyUse);
 }
 
 /// Make the agent's socket: `<dir>/<agent>/` (root, the agent's group, 0750)
@@ -306,9 +310,48 @@ impl ListeningSocket for OnlyFor {
     }
 }
 
+/// A second tokio handle on the same connection (a duplicated descriptor).
+fn dup_stream(s: &UnixStream) -> Option<UnixStream> {
+    use std::os::fd::{AsFd, OwnedFd};
+    let fd: OwnedFd = s.as_fd().try_clone_to_owned().ok()?;
+    let std = std::os::unix::net::UnixStream::from(fd);
+    std.set_nonblocking(true).ok()?;
+    UnixStream::from_std(std).ok()
+}
+
+/// Completes when the peer has closed the connection (EOF), never when it
+/// merely sent more (the agent protocol is one request at a time).
+async fn peer_gone(s: &UnixStream) {
+    use std::os::fd::AsRawFd;
+    loop {
+        if s.readable().await.is_err() {
+            return;
+        }
+        let mut b = [0u8; 1];
+        let peeked = s.try_io(tokio::io::Interest::READABLE, || {
+            nix::sys::socket::recv(
+                s.as_raw_fd(),
+                &mut b,
+                nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match peeked {
+            // The end of the stream: the caller closed it.
+            Ok(0) => return,
+            // More bytes: the caller is still there.
+            Ok(_) => std::future::pending::<()>().await,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            // Reset: gone.
+            Err(_) => return,
+        }
+    }
+}
+
 /// One connection's state.
 #[derive(Clone)]
 struct Conn {
+    watch: Option<Arc<UnixStream>>,
     agent: String,
     store: Arc<Store>,
     gate: Arc<dyn GateDebug>,
@@ -326,7 +369,11 @@ struct Server {
 impl agent::Agent<OnlyFor> for Server {
     fn new_session(&mut self, socket: &Guarded) -> impl agent::Session {
         let (uid, pid) = (socket.uid, socket.pid);
+        // A second handle on the connection, to notice the caller leave while
+        // a human decides (the protocol's own reader waits for our answer).
+        let watch = dup_stream(&socket.inner).map(Arc::new);
         Conn {
+            watch,
             agent: self.agent.clone(),
             store: self.store.clone(),
             gate: self.gate.clone(),
@@ -517,6 +564,7 @@ impl agent::Session for Conn {
         }
         let (operation, refused) = self.judge(&request.data);
         let u = KeyUse {
+            id: crate::new_id().map_err(|e| failure(e.to_string()))?,
             agent: self.agent.clone(),
             key: crate::store::fingerprint(&public),
             operation,
@@ -533,10 +581,22 @@ impl agent::Session for Conn {
                     "{}'s keys are paused (`nuketown keys resume {}`)",
                     self.agent, self.agent
                 ),
-                id: crate::new_id().unwrap_or_default(),
+                id: u.id.clone(),
             }
         } else {
-            self.gate.decide(&u).await
+            let gone = async {
+                match &self.watch {
+                    Some(w) => peer_gone(w).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                v = self.gate.decide(&u) => v,
+                _ = gone => {
+                    self.gate.withdraw(&u);
+                    return Err(failure("the caller went away"));
+                }
+            }
         };
         if !verdict.allowed {
             self.gate.record(&u, &verdict, Err("not signed".into()));

@@ -318,6 +318,39 @@ fn a_use_the_policy_asks_about_waits_for_a_human_and_signs_once() {
         .collect();
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].decision, "denied");
+    // The caller going away withdraws the request: the approvers see it
+    // cancelled, nothing is signed, the audit log says so.
+    let child = t.spawn_agent(
+        ADA,
+        &with_socket(
+            &t,
+            ADA,
+            "echo x > doc2 && ssh-keygen -q -Y sign -n file -f .ssh/id_ed25519.pub doc2",
+        ),
+    );
+    let r = next_request(&mut w);
+    // The process that asked, as the kernel named it to the hall.
+    let pid = r.key_use.as_ref().unwrap().caller_pid as i32;
+    assert!(r.argv[0].contains("ssh-keygen"), "{:?}", r.argv);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (id, outcome, _, channel) = next_resolution(&mut w);
+    assert_eq!(
+        (id.as_str(), outcome.as_str(), channel.as_str()),
+        (r.id.as_str(), "cancelled", "requester")
+    );
+    let _ = finish(child);
+    let recs: Vec<Record> = key_records(&t)
+        .into_iter()
+        .filter(|x| x.id == r.id)
+        .collect();
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(recs[0].decision, "cancelled");
+    assert!(!t.home(ADA).join("doc2.sig").exists());
+
     // Git signatures are still allowed by the default policy, without asking.
     let o = t.agent(ADA, &with_socket(&t, ADA, &format!("{SIGN} && {VERIFY}")));
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
