@@ -237,6 +237,9 @@ fn key_facts(
     for w in &r.warnings {
         f.push(("WARNING", clean(w)));
     }
+    for n in &r.notes {
+        f.push(("note", clean(n)));
+    }
     f.push(("grant", "none: approving signs this once".to_string()));
     f
 }
@@ -822,7 +825,8 @@ mod tests {
     fn a_key_use_reads_as_what_is_signed_for_whom() {
         let mut r = request("0123456789abcdef0123456789abcdef");
         r.argv = vec!["ssh-keygen".into(), "-Y".into(), "\u{1b}[2Jsign".into()];
-        r.warnings = vec!["the command line is ada's own words".into()];
+        r.warnings = Vec::new();
+        r.notes = vec!["the command line is ada's own words".into()];
         r.grantable = false;
         r.key_use = Some(Box::new(nuketown_hall::protocol::KeyUseView {
             operation: "sign".into(),
@@ -847,7 +851,7 @@ mod tests {
         assert!(text.contains("parent: \"git\" \"commit\""), "{text}");
         assert!(text.contains("rule: keys.signOther = ask"), "{text}");
         assert!(
-            text.contains("WARNING: the command line is ada's own words"),
+            text.contains("note: the command line is ada's own words"),
             "{text}"
         );
         // Nothing about running a program as a user: nothing runs.

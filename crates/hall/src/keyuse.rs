@@ -185,7 +185,8 @@ impl Gate for HallGate {
             group: None,
             agent_can_write: false,
             agent_writable_args: Vec::new(),
-            warnings: vec![format!(
+            warnings: Vec::new(),
+            notes: vec![format!(
                 "the command line is what {}'s own process says of itself; what would be signed is the hash shown",
                 u.agent
             )],
