@@ -145,6 +145,7 @@ fn town_shell(town: &Town) -> Town {
         hall: town.hall.clone(),
         rebuild: town.rebuild.clone(),
         agents: BTreeMap::new(),
+        shared_dirs: BTreeMap::new(),
     }
 }
 

@@ -158,6 +158,7 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
         );
     }
 
+    p.shared_dirs(town);
     p.devices(town, paths);
     p.privileged(town, paths, opts);
     p.units(paths, opts);
@@ -225,6 +226,62 @@ impl Planner {
             });
         }
         self.dir(&At::system(&persist_agents(town)), 0o755, 0, 0, true);
+    }
+
+    /// Shared directories: a group each with exactly the declared members,
+    /// the directory's ancestors, the directory itself (see [`crate::shared`]).
+    fn shared_dirs(&mut self, town: &Town) {
+        for name in town.shared_dirs.keys() {
+            let group = Town::shared_group(name);
+            let members = crate::shared::members(town, name);
+            self.group(&group, None, true);
+            let current = system::group(&group).map(|(_, m)| m).unwrap_or_default();
+            for (who, _) in &members {
+                if !current.contains(who) {
+                    self.push(Change::AddToGroup {
+                        user: who.clone(),
+                        group: group.clone(),
+                    });
+                }
+            }
+            for who in &current {
+                if !members.iter().any(|(m, _)| m == who) {
+                    self.push(Change::RemoveFromGroup {
+                        user: who.clone(),
+                        group: group.clone(),
+                    });
+                }
+            }
+            let path = town.shared_path(name);
+            if let Some(parent) = path.parent() {
+                self.dir_chain(parent, 0o755, 0, 0);
+            }
+            let at = At::system(&path);
+            // Agents' uids are declared; a human's is the host's (or not yet).
+            let uids: Option<Vec<_>> = members
+                .iter()
+                .map(|(w, a)| {
+                    let uid = match town.agents.get(w) {
+                        Some(agent) => Some(agent.uid),
+                        None => system::user(w).map(|u| u.uid),
+                    };
+                    uid.map(|u| (u, *a))
+                })
+                .collect();
+            let found = match &uids {
+                Some(uids) => crate::shared::inspect(&at, &group, uids),
+                None => crate::shared::Found::Differs("a member has no account yet".into()),
+            };
+            if found != crate::shared::Found::AsDeclared {
+                self.push(Change::SharedDir {
+                    at,
+                    name: name.clone(),
+                    group,
+                    members,
+                    new: found == crate::shared::Found::Missing,
+                });
+            }
+        }
     }
 
     /// udev rules, and ACLs for declared devices plugged in now.

@@ -57,6 +57,43 @@ pub struct Town {
     /// The agents, by Unix user name.
     #[serde(default)]
     pub agents: BTreeMap<String, Agent>,
+    /// Directories shared by some agents and humans, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared_dirs: BTreeMap<String, SharedDir>,
+}
+
+/// A directory shared by declared members: a group of its own, setgid, and
+/// ACLs naming each member, so `getfacl` tells who can read and write there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SharedDir {
+    /// Where it lives; defaults to `<persistDir>/shared/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Who may use it (agents and humans of the town), and how.
+    #[serde(default)]
+    pub members: BTreeMap<String, SharedAccess>,
+}
+
+/// What a member may do in a shared directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SharedAccess {
+    /// Read and write: create, change and remove files.
+    #[serde(rename = "rw")]
+    ReadWrite,
+    /// Read only.
+    #[serde(rename = "ro")]
+    ReadOnly,
+}
+
+impl SharedAccess {
+    /// `rw` or `ro`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SharedAccess::ReadWrite => "rw",
+            SharedAccess::ReadOnly => "ro",
+        }
+    }
 }
 
 fn default_agents_dir() -> PathBuf {

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nuketown_chat::approver::{facts, seconds, short_id, DEFAULT_SETTLE_MS, MIN_PREFIX};
 use nuketown_hall::client::{Approver, ApproverSender, ClientError};
 use nuketown_hall::protocol::{RequestView, ToApprover};
+use nuketown_hall::show::{facts, seconds, short_id, DEFAULT_SETTLE_MS, MIN_PREFIX};
 use nuketown_hall::state::MAX_GRANT_SECS;
 use nuketown_hall::time::now_ms;
 use nuketown_town::display::{clean, show_argv, show_str};
@@ -104,7 +104,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 
 /// A request as the human reads it: every string quoted and escaped, one
 /// fact per line, every warning the hall sent (the same facts every channel
-/// shows: [`nuketown_chat::approver::facts`]).
+/// shows: [`nuketown_hall::show::facts`]).
 pub fn describe(r: &RequestView) -> String {
     let left = r.deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
     let mut s = format!(
@@ -240,6 +240,12 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         }
         Action::Watch => Watch::new(&socket, Channel::Terminal, settle)?.run()?,
         Action::Desktop => Watch::new(&socket, Channel::Desktop, settle)?.run()?,
+        #[cfg(not(feature = "chat"))]
+        Action::Matrix { store } => {
+            let _ = (store, global);
+            anyhow::bail!(super::without_feature("chat", "the Matrix approver"))
+        }
+        #[cfg(feature = "chat")]
         Action::Matrix { store } => {
             let town = super::load_town(None, global)?;
             let mut cfg = nuketown_chat::approver::ApproverConfig::from_town(&town, store, socket)?;

@@ -30,6 +30,15 @@ pub fn town_path(positional: Option<&Path>, global: Option<&Path>) -> Result<Pat
         .ok_or_else(|| TownError::NotFound.into())
 }
 
+/// The error of a subcommand this binary was built without (a cargo
+/// feature left out to build the core CLI fast).
+#[allow(dead_code)]
+pub fn without_feature(feature: &str, what: &str) -> String {
+    format!(
+        "this nuketown was built without {what} (cargo feature `{feature}`); build it with default features: cargo build --release"
+    )
+}
+
 /// Load and validate the town named by the arguments.
 pub fn load_town(positional: Option<&Path>, global: Option<&Path>) -> Result<Town> {
     let path = town_path(positional, global)?;
