@@ -273,12 +273,13 @@ impl Planner {
                 None => crate::shared::Found::Differs("a member has no account yet".into()),
             };
             if found != crate::shared::Found::AsDeclared {
+                let new = matches!(meta(&at), Ok(None));
                 self.push(Change::SharedDir {
                     at,
                     name: name.clone(),
                     group,
                     members,
-                    new: found == crate::shared::Found::Missing,
+                    new,
                 });
             }
         }
