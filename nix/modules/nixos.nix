@@ -329,6 +329,11 @@ in
     humanUser = mkOption { type = types.nullOr types.str; default = null; description = "The human: approver and portal owner."; example = "josh"; };
     humanName = mkOption { type = types.nullOr types.str; default = null; description = "The human's full name."; };
     humanEmail = mkOption { type = types.nullOr types.str; default = null; description = "The human's e-mail address."; };
+    humanAsAgents = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Let `humanUser` run commands as the agents — never as root — without a password (`sudo -u ada -i`); `nuketown portal` run by the human uses it for the agent's pane.";
+    };
     hall = {
       approvers = mkOption { type = types.listOf types.str; default = [ ]; description = "Who may approve escalations (default: humanUser)."; };
       elevatePath = mkOption {
@@ -541,6 +546,19 @@ in
         })
         (filterAttrs (_: a: a.chat.enable or false) agents);
     }
+
+    (let
+      # The human acts as the agents (humanAsAgents): any command as them, never as root.
+      rule = [{
+        users = [ cfg.humanUser ];
+        runAs = concatStringsSep "," (attrNames agents);
+        commands = [{ command = "ALL"; options = [ "NOPASSWD" ]; }];
+      }];
+      grant = cfg.humanAsAgents && cfg.humanUser != null && agents != { };
+    in {
+      security.sudo = mkIf (grant && config.security.sudo.enable) { extraRules = rule; };
+      security.sudo-rs = mkIf (grant && config.security.sudo-rs.enable) { extraRules = rule; };
+    })
 
     (mkIf (cfg.btrfsDevice != null) {
       # Needed for boot: impermanence binds persisted paths into the homes

@@ -54,6 +54,9 @@ pub fn generated_key(town: &Town, name: &str) -> At {
 pub struct Privileged {
     /// The sudoers drop-in text.
     pub sudoers: String,
+    /// The human's grant to act as the agents (`humanAsAgents`), appended
+    /// to the drop-in; installed even when no agent has `sudo.enable`.
+    pub human_grant: String,
     /// The `sudo` shim script, installed when the compiled shim is not at hand.
     pub shim: String,
     /// The compiled shim (`nuketown-sudo`) to install as `<shim dir>/sudo`.
@@ -319,54 +322,62 @@ impl Planner {
         }
     }
 
-    /// The privilege path: entry point, sudo shim, sudoers drop-in.
+    /// The privilege path: entry point, sudo shim, sudoers drop-in (which
+    /// also holds the human's grant to act as the agents).
     fn privileged(&mut self, town: &Town, paths: &HostPaths, opts: &Options) {
         let any_sudo = town.enabled_agents().any(|(_, a)| a.sudo.enable);
-        match (&opts.privileged, any_sudo) {
-            (Some(pr), true) => {
-                let dir = town.hall.elevate_path.parent().unwrap_or(Path::new("/"));
-                self.dir_chain(dir, 0o755, 0, 0);
-                match &pr.elevate_binary {
-                    Some(bin) => {
-                        self.file(
-                            &At::system(&town.hall.elevate_path),
-                            Source::CopyOf(Origin::Trusted(bin.clone())),
-                            0o755,
-                            0,
-                            0,
-                        );
-                    }
-                    None if town.hall.elevate_path.exists() => {}
-                    None => self.plan.notes.push(format!(
-                        "the entry point nuketown-elevate was not found next to this nuketown binary; install it at {} or sudo requests will fail",
-                        town.hall.elevate_path.display()
-                    )),
+        let grant = opts
+            .privileged
+            .as_ref()
+            .is_some_and(|p| !p.human_grant.is_empty());
+        if let (Some(pr), true) = (&opts.privileged, any_sudo) {
+            let dir = town.hall.elevate_path.parent().unwrap_or(Path::new("/"));
+            self.dir_chain(dir, 0o755, 0, 0);
+            match &pr.elevate_binary {
+                Some(bin) => {
+                    self.file(
+                        &At::system(&town.hall.elevate_path),
+                        Source::CopyOf(Origin::Trusted(bin.clone())),
+                        0o755,
+                        0,
+                        0,
+                    );
                 }
-                let shim = shim_dir(town);
-                self.dir(&At::system(&shim), 0o755, 0, 0, true);
-                // The compiled shim finds the entry point one directory up:
-                // `<dir of elevatePath>/bin/sudo` → `<dir>/nuketown-elevate`.
-                let source = match &pr.shim_binary {
-                    Some(bin) => Source::CopyOf(Origin::Trusted(bin.clone())),
-                    None => Source::Text(pr.shim.clone()),
-                };
-                self.file(&At::system(&shim.join("sudo")), source, 0o755, 0, 0);
-                if current(&paths.sudoers).as_deref() != Some(pr.sudoers.as_bytes())
+                None if town.hall.elevate_path.exists() => {}
+                None => self.plan.notes.push(format!(
+                    "the entry point nuketown-elevate was not found next to this nuketown binary; install it at {} or sudo requests will fail",
+                    town.hall.elevate_path.display()
+                )),
+            }
+            let shim = shim_dir(town);
+            self.dir(&At::system(&shim), 0o755, 0, 0, true);
+            // The compiled shim finds the entry point one directory up:
+            // `<dir of elevatePath>/bin/sudo` → `<dir>/nuketown-elevate`.
+            let source = match &pr.shim_binary {
+                Some(bin) => Source::CopyOf(Origin::Trusted(bin.clone())),
+                None => Source::Text(pr.shim.clone()),
+            };
+            self.file(&At::system(&shim.join("sudo")), source, 0o755, 0, 0);
+        }
+        match &opts.privileged {
+            Some(pr) if any_sudo || grant => {
+                let text = format!("{}{}", pr.sudoers, pr.human_grant);
+                if current(&paths.sudoers).as_deref() != Some(text.as_bytes())
                     || !mode_is(&paths.sudoers, 0o440, 0, 0)
                 {
                     self.push(Change::Sudoers {
                         path: paths.sudoers.clone(),
-                        text: pr.sudoers.clone(),
+                        text,
                     });
                 }
             }
-            (_, false) if paths.sudoers.exists() => self.push(Change::RemoveFile {
-                path: paths.sudoers.clone(),
-            }),
-            (None, true) => self.plan.notes.push(
+            None if any_sudo => self.plan.notes.push(
                 "sudo is enabled for some agents but this build cannot render the sudoers drop-in"
                     .into(),
             ),
+            _ if paths.sudoers.exists() => self.push(Change::RemoveFile {
+                path: paths.sudoers.clone(),
+            }),
             _ => {}
         }
     }

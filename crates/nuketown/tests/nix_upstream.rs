@@ -433,11 +433,17 @@ fn sudo_rs() {
     let elevate = v["town"]["hall"]["elevatePath"].as_str().unwrap();
     // Beside sudo-rs's own rules for root and wheel.
     let rules = n["security.sudo-rs.extraRules"].as_array().unwrap();
-    assert_eq!(rules.len(), 3, "{rules:?}");
+    assert_eq!(rules.len(), 4, "{rules:?}");
     assert_eq!(
         rules[2],
         json!({ "users": ["ada", "ci-bot"], "groups": [], "host": "ALL", "runAs": "root",
                 "commands": [{ "command": elevate, "options": ["NOPASSWD"] }] })
+    );
+    // humanAsAgents: the human runs commands as the agents, never as root.
+    assert_eq!(
+        rules[3],
+        json!({ "users": ["josh"], "groups": [], "host": "ALL", "runAs": "ada,ci-bot,vox",
+                "commands": [{ "command": "ALL", "options": ["NOPASSWD"] }] })
     );
     // The boot round is before home-manager's unit, named as home-manager names it.
     assert!(strings(&v["hmUnits"]).contains(&"home-manager-ci\\x2dbot"));
@@ -521,7 +527,16 @@ fn agent_with_enable_false() {
     assert!(n["users.groups"].get("vox").is_none());
     assert!(v["home"].get("vox").is_none());
     assert_eq!(v["hmUnits"], json!(["home-manager-ada"]));
-    assert!(n.get("security.sudo.extraRules").is_none());
+    // No sudo rule for the disabled vox: only the human's grant to act as ada.
+    let rules = n["security.sudo.extraRules"].to_string();
+    assert!(
+        !rules.contains("vox") && !rules.contains("nuketown-elevate"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(r#""runAs":"ada","users":["josh"]"#),
+        "{rules}"
+    );
     assert_eq!(n["sops.secrets"], json!({}));
     assert!(!n["services.udev.packages"]
         .to_string()

@@ -48,6 +48,10 @@ pub struct Town {
     /// The human's e-mail address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub human_email: Option<String>,
+    /// Let `humanUser` run commands as the agents (never as root) without a
+    /// password: `sudo -u ada -i`, and the portal's agent pane.
+    #[serde(default = "yes")]
+    pub human_as_agents: bool,
     /// Town hall settings (approvals).
     #[serde(default)]
     pub hall: Hall,
