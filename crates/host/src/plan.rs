@@ -100,6 +100,8 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Notes for the user (left alone, skipped, needs a flag).
     pub notes: Vec<String>,
+    /// What will go wrong later if left as it is (shown on stderr).
+    pub warnings: Vec<String>,
 }
 
 struct Planner {
@@ -162,6 +164,7 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
     }
 
     p.shared_dirs(town);
+    p.reachable(town, paths);
     p.devices(town, paths);
     p.privileged(town, paths, opts);
     p.units(paths, opts);
@@ -284,6 +287,39 @@ impl Planner {
                     members,
                     new,
                 });
+            }
+        }
+    }
+
+    /// Warn when an agent could not reach a directory of the town (its home
+    /// under `agentsDir`, its persist dir, the published town file the
+    /// hall's clients and the chat bridge read, a shared directory) because
+    /// a directory above it gives others no search permission: the agent's
+    /// tools would fail later with "Permission denied", far from the cause.
+    fn reachable(&mut self, town: &Town, paths: &HostPaths) {
+        if town.enabled_agents().next().is_none() {
+            return;
+        }
+        let mut targets: Vec<(String, PathBuf, bool)> = vec![
+            ("agentsDir".into(), town.agents_dir.clone(), false),
+            ("persistDir".into(), town.persist_dir.clone(), true),
+            (
+                "the town file".into(),
+                paths.etc_dir.join("town.json"),
+                false,
+            ),
+        ];
+        for name in town.shared_dirs.keys() {
+            targets.push((format!("sharedDirs.{name}"), town.shared_path(name), false));
+        }
+        for (what, path, itself) in targets {
+            if let Some((dir, mode)) = unsearchable(&path, itself) {
+                self.plan.warnings.push(format!(
+                    "agents cannot reach {what} {}: {} is mode {mode:04o}, which gives others no search permission; run `chmod o+x {}` or move {what} elsewhere — else agents and their chat bridges fail with \"Permission denied\"",
+                    path.display(),
+                    dir.display(),
+                    dir.display()
+                ));
             }
         }
     }
@@ -497,6 +533,21 @@ impl Planner {
             }
         }
     }
+}
+
+/// The first existing directory above `path` (and `path` itself with
+/// `itself`) that others may not search, with its mode.
+fn unsearchable(path: &Path, itself: bool) -> Option<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs: Vec<&Path> = path.ancestors().skip(1).collect();
+    dirs.reverse();
+    if itself {
+        dirs.push(path);
+    }
+    dirs.into_iter().find_map(|d| {
+        let m = fs::metadata(d).ok()?;
+        (m.is_dir() && m.mode() & 0o001 == 0).then(|| (d.to_path_buf(), m.mode() & 0o7777))
+    })
 }
 
 /// Whether home-manager (the NixOS module) lays down `name`'s dotfiles:
