@@ -254,6 +254,12 @@ let
         description = "Who shares it — agents and humans of the town — and how: `rw` (read and write) or `ro` (read only). Nobody else can read it.";
         example = { ada = "rw"; vox = "ro"; josh = "rw"; };
       };
+      gid = mkOption {
+        type = types.nullOr types.int;
+        default = null;
+        description = "The gid of group `shared-<name>`. Set it with impermanence (or whenever /var/lib/nixos is not kept): files inside record the gid, which must not change across reboots.";
+        example = 31200;
+      };
     };
   };
   sharedPath = name: d: if d.path != null then d.path else "${cfg.persistDir}/shared/${name}";
@@ -421,7 +427,7 @@ in
       users.groups = {
         nuketown-approvers = { gid = lib.mkDefault 31100; members = approvers; };
       } // mapAttrs (_: a: { gid = a.uid; }) agents
-      // mapAttrs' (name: d: nameValuePair "shared-${name}" { members = attrNames d.members; }) cfg.sharedDirs
+      // mapAttrs' (name: d: nameValuePair "shared-${name}" ({ members = attrNames d.members; } // optionalAttrs (d.gid != null) { inherit (d) gid; })) cfg.sharedDirs
       // builtins.listToAttrs (map (g: nameValuePair g (optionalAttrs (g == "plugdev") { gid = lib.mkDefault 31101; }))
         (unique (concatMap (a: map (d: d.group) a.devices) (attrValues agents))));
 

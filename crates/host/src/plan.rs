@@ -240,7 +240,14 @@ impl Planner {
         for name in town.shared_dirs.keys() {
             let group = Town::shared_group(name);
             let members = crate::shared::members(town, name);
-            self.group(&group, None, true);
+            let gid = town.shared_dirs[name].gid;
+            match (system::group(&group), gid) {
+                (Some((have, _)), Some(want)) if have != want => self.plan.notes.push(format!(
+                    "group {group} has gid {have}, not sharedDirs.{name}.gid {want}; apply leaves it (files inside record the gid): change it with groupmod and chgrp, or declare {have}"
+                )),
+                _ => {}
+            }
+            self.group(&group, gid, gid.is_none());
             let current = system::group(&group).map(|(_, m)| m).unwrap_or_default();
             for (who, _) in &members {
                 if !current.contains(who) {

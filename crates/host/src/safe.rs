@@ -510,6 +510,9 @@ impl Tree {
     }
 }
 
+/// A directory's metadata with its access and default ACLs (if it has them).
+pub type DirAcls = (Meta, Option<crate::acl::Acl>, Option<crate::acl::Acl>);
+
 impl Tree {
     /// Make the directory `rel` root's shared directory: created if missing
     /// (an existing one must already be root's — a directory someone else
@@ -568,10 +571,7 @@ impl Tree {
     /// A directory's type, mode and owner with its access and default ACLs,
     /// read on a descriptor opened beneath (no link followed); `None` when
     /// nothing is there.
-    pub fn dir_acls(
-        &self,
-        rel: &Path,
-    ) -> Result<Option<(Meta, Option<crate::acl::Acl>, Option<crate::acl::Acl>)>, HostError> {
+    pub fn dir_acls(&self, rel: &Path) -> Result<Option<DirAcls>, HostError> {
         match self.meta(rel)? {
             None => return Ok(None),
             Some(m) if m.kind != Kind::Dir => return Ok(Some((m, None, None))),

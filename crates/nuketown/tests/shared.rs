@@ -21,7 +21,7 @@ const GROUP: &str = "shared-nkshreview";
 fn town(t: &TestTown, members: &str, path: &Path) -> String {
     let text = format!(
         "{}[agents.{ADA}]\nuid = 1960\n[agents.{VOX}]\nuid = 1961\n[agents.{ZED}]\nuid = 1962\n\
-[sharedDirs.nkshreview]\npath = \"{}\"\nmembers = {{ {members} }}\n",
+[sharedDirs.nkshreview]\npath = \"{}\"\ngid = 31965\nmembers = {{ {members} }}\n",
         t.header(H),
         path.display()
     );
@@ -103,6 +103,7 @@ fn shared_dir_gives_exactly_its_members_their_access_and_removal_revokes() {
         assert!(members.contains(who), "{who} not in {members}");
     }
     assert!(!members.contains(ZED), "{members}");
+    assert!(members.starts_with(&format!("{GROUP}:x:31965:")), "declared gid: {members}");
 
     // The read-write member writes; what she makes is the group's and
     // carries every member's entry (the default ACL), in subdirectories too.

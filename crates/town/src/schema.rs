@@ -77,6 +77,11 @@ pub struct SharedDir {
     /// Who may use it (agents and humans of the town), and how.
     #[serde(default)]
     pub members: BTreeMap<String, SharedAccess>,
+    /// The gid of its group `shared-<name>`; unset, the host picks one.
+    /// Fix it where gids must not change across reinstalls (NixOS with
+    /// impermanence): files inside record the gid, not the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
 }
 
 /// What a member may do in a shared directory.

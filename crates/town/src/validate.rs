@@ -261,6 +261,30 @@ fn check_shared_dirs(c: &mut Check, town: &Town) {
             }
         }
         paths.push((name.clone(), path.clone()));
+        if let Some(gid) = dir.gid {
+            if !(1000..=59999).contains(&gid) {
+                c.fail(
+                    format!("{key}.gid"),
+                    format!("{gid} is outside 1000–59999; pick a free gid, e.g. 31200"),
+                );
+            } else if let Some((agent, _)) = town.agents.iter().find(|(_, a)| a.uid == gid) {
+                c.fail(
+                    format!("{key}.gid"),
+                    format!(
+                        "{gid} is the gid of {agent}'s private group; pick a free gid, e.g. 31200"
+                    ),
+                );
+            } else if let Some((other, _)) = town
+                .shared_dirs
+                .iter()
+                .find(|(n, d)| *n != name && d.gid == Some(gid))
+            {
+                c.fail(
+                    format!("{key}.gid"),
+                    format!("{gid} is also sharedDirs.{other}'s gid; give each its own"),
+                );
+            }
+        }
         if dir.members.is_empty() {
             c.fail(
                 format!("{key}.members"),
