@@ -452,10 +452,13 @@ impl fmt::Display for Change {
                 new,
                 ..
             } => {
-                let who: Vec<String> = members
+                let mut who: Vec<String> = members
                     .iter()
                     .map(|(w, a)| format!("{w} {}", a.as_str()))
                     .collect();
+                if who.is_empty() {
+                    who.push("no members: closed".into());
+                }
                 write!(
                     f,
                     "{} shared dir {at} (2770, group {group}: {})",

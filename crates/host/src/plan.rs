@@ -164,6 +164,7 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
     }
 
     p.shared_dirs(town);
+    p.departed_shared(town, &state, &mut new_state);
     p.reachable(town, paths);
     p.devices(town, paths);
     p.privileged(town, paths, opts);
@@ -295,6 +296,40 @@ impl Planner {
                     new,
                 });
             }
+        }
+    }
+
+    /// Shared directories that left the town: closed to everyone but root
+    /// (no member entries; the data and the group stay), and forgotten.
+    fn departed_shared(&mut self, town: &Town, state: &State, new_state: &mut State) {
+        for name in town.shared_dirs.keys() {
+            new_state
+                .shared
+                .insert(name.clone(), town.shared_path(name));
+        }
+        for (name, path) in &state.shared {
+            if town.shared_dirs.contains_key(name) {
+                continue;
+            }
+            new_state.shared.remove(name);
+            let at = At::system(path);
+            if matches!(meta(&at), Ok(None)) {
+                continue;
+            }
+            let group = Town::shared_group(name);
+            if system::group(&group).is_some() {
+                self.push(Change::SharedDir {
+                    at,
+                    name: name.clone(),
+                    group,
+                    members: Vec::new(),
+                    new: false,
+                });
+            }
+            self.plan.notes.push(format!(
+                "sharedDirs.{name} left the town: {} is closed to all but root; its files and group shared-{name} stay (remove them yourself when done)",
+                path.display()
+            ));
         }
     }
 

@@ -103,7 +103,10 @@ fn shared_dir_gives_exactly_its_members_their_access_and_removal_revokes() {
         assert!(members.contains(who), "{who} not in {members}");
     }
     assert!(!members.contains(ZED), "{members}");
-    assert!(members.starts_with(&format!("{GROUP}:x:31965:")), "declared gid: {members}");
+    assert!(
+        members.starts_with(&format!("{GROUP}:x:31965:")),
+        "declared gid: {members}"
+    );
 
     // The read-write member writes; what she makes is the group's and
     // carries every member's entry (the default ACL), in subdirectories too.
@@ -203,6 +206,29 @@ fn shared_dir_gives_exactly_its_members_their_access_and_removal_revokes() {
     .contains(VOX));
     // The others keep theirs, and the files stay.
     assert_eq!(try_as(ADA, &format!("cat {d}/sub/f")).unwrap(), "deep\n");
+
+    // The whole shared directory leaves the town: closed to all but root,
+    // its files kept.
+    let text = fs::read_to_string(&town).unwrap();
+    let cut = text.find("[sharedDirs.").unwrap();
+    fs::write(&town, &text[..cut]).unwrap();
+    let applied = t.ok(&["apply", &town]);
+    assert!(
+        applied.contains(&format!(
+            "~ shared dir {d} (2770, group {GROUP}: no members: closed)"
+        )),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("sharedDirs.nkshreview left the town"),
+        "{applied}"
+    );
+    for who in [ADA, H] {
+        let e = try_as(who, &format!("cat {d}/notes.txt")).expect_err(who);
+        assert!(e.contains("Permission denied"), "{who}: {e}");
+    }
+    assert_eq!(fs::read_to_string(dir.join("sub/f")).unwrap(), "deep\n");
+    assert!(t.ok(&["apply", &town]).contains("nothing to change"));
 }
 
 fn town_again(t: &TestTown, members: &str, path: &Path) -> String {
