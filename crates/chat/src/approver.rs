@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, Mutex};
 use nuketown_hall::client::Approver;
 use nuketown_hall::protocol::{RequestView, ToApprover};
 use nuketown_hall::time::now_ms;
-use nuketown_town::display::{clean, show_argv, show_str};
+use nuketown_town::display::{clean, show_str};
 use nuketown_town::Town;
 
 /// Everything the Matrix approver needs.
