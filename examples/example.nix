@@ -43,5 +43,8 @@
       persist.directories = [ "notes" ];
       devices = [{ subsystem = "usb"; attrs = { idVendor = "1209"; idProduct = "5bf0"; }; permission = "r"; }];
     };
+
+    # A directory ada and josh write and vox reads (at /persist/shared/review).
+    sharedDirs.review = { gid = 31200; members = { ada = "rw"; vox = "ro"; josh = "rw"; }; };
   };
 }

@@ -239,6 +239,45 @@ let
     };
   });
 
+  # A shared directory: a path and its members with their access.
+  sharedDirModule = types.submodule {
+    options = {
+      path = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "Where the directory lives (default: `<persistDir>/shared/<name>`): outside every home and persist dir, under directories only root can change.";
+        example = "/srv/shared/review";
+      };
+      members = mkOption {
+        type = types.attrsOf (types.enum [ "rw" "ro" ]);
+        default = { };
+        description = "Who shares it — agents and humans of the town — and how: `rw` (read and write) or `ro` (read only). Nobody else can read it.";
+        example = { ada = "rw"; vox = "ro"; josh = "rw"; };
+      };
+      gid = mkOption {
+        type = types.nullOr types.int;
+        default = null;
+        description = "The gid of group `shared-<name>`. Set it with impermanence (or whenever /var/lib/nixos is not kept): files inside record the gid, which must not change across reboots.";
+        example = 31200;
+      };
+    };
+  };
+  sharedPath = name: d: if d.path != null then d.path else "${cfg.persistDir}/shared/${name}";
+  humans = unique (optional (cfg.humanUser != null) cfg.humanUser ++ approvers);
+  # systemd-tmpfiles: root's directory, setgid to its group, the members'
+  # entries as its access and default ACL (`a` replaces the ACL, so a member
+  # taken out loses access at the next switch or boot).
+  sharedTmpfiles = name: d:
+    let
+      path = sharedPath name d;
+      entries = [ "u::rwx" "g::---" "m::rwx" "o::---" ]
+        ++ lib.mapAttrsToList (who: access: "u:${who}:${if access == "rw" then "rwx" else "r-x"}") d.members;
+      acl = concatStringsSep "," (entries ++ map (e: "d:${e}") entries);
+    in [
+      "d ${path} 2770 root shared-${name} -"
+      "a ${path} - - - - ${acl}"
+    ];
+
   # Assertions about one agent.
   agentAssertions = name:
     let
@@ -296,6 +335,11 @@ in
     humanUser = mkOption { type = types.nullOr types.str; default = null; description = "The human: approver and portal owner."; example = "josh"; };
     humanName = mkOption { type = types.nullOr types.str; default = null; description = "The human's full name."; };
     humanEmail = mkOption { type = types.nullOr types.str; default = null; description = "The human's e-mail address."; };
+    humanAsAgents = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Let `humanUser` run commands as the agents — never as root — without a password (`sudo -u ada -i`); `nuketown portal` run by the human uses it for the agent's pane.";
+    };
     hall = {
       approvers = mkOption { type = types.listOf types.str; default = [ ]; description = "Who may approve escalations (default: humanUser)."; };
       elevatePath = mkOption {
@@ -318,6 +362,17 @@ in
       configRepo = mkOption { type = types.nullOr types.str; default = null; description = "The configuration repository summarised before a rebuild."; };
     };
     agents = mkOption { type = types.attrsOf agentModule; default = { }; description = "The agents, by Unix user name."; };
+    sharedDirs = mkOption {
+      type = types.attrsOf sharedDirModule;
+      default = { };
+      description = ''
+        Directories shared by some agents and humans, by name: each gets the
+        group `shared-<name>`, mode 2770 (setgid), and access and default
+        ACLs naming each member, so every file made inside stays shared with
+        exactly the members. `getfacl` on it tells who can talk to whom.
+      '';
+      example = literalExpression ''{ review.members = { ada = "rw"; vox = "ro"; josh = "rw"; }; }'';
+    };
     sudoShim = mkOption {
       type = types.package;
       readOnly = true;
@@ -350,7 +405,18 @@ in
             assertion = !hasPersistence || persistingAgents == { } || cfg.agentsDir == "/agents";
             message = "nuketown.agentsDir is \"${cfg.agentsDir}\": with impermanence, persisted paths live at persistDir + home, which is persistDir/agents/<name> (where nuketown reset binds them) only with agentsDir = \"/agents\".";
           }
-        ] ++ concatMap agentAssertions (attrNames agents);
+        ] ++ concatMap agentAssertions (attrNames agents)
+        ++ concatMap (name:
+          let d = cfg.sharedDirs.${name}; path = sharedPath name d; key = "nuketown.sharedDirs.${name}"; in
+          [
+            { assertion = d.members != { }; message = "${key}.members is empty; name who shares it, e.g. { ada = \"rw\"; vox = \"ro\"; }."; }
+            { assertion = lib.hasPrefix "/" path && !(lib.hasInfix ".." path); message = "${key}.path: \"${path}\" must be an absolute path without '..', e.g. \"/srv/shared/${name}\"."; }
+            { assertion = !(lib.hasPrefix "${cfg.agentsDir}/" path) && !(lib.hasPrefix "${cfg.persistDir}/agents/" path); message = "${key}.path: \"${path}\" is inside an agent's home or persist dir; put it outside, e.g. \"/srv/shared/${name}\"."; }
+          ] ++ map (who: {
+            assertion = agents ? ${who} || builtins.elem who humans;
+            message = "${key}.members.${who}: \"${who}\" is neither an enabled agent nor a human of the town (humanUser, hall.approvers).";
+          }) (attrNames d.members))
+          (attrNames cfg.sharedDirs);
 
       environment.etc."nuketown/town.json".source = townJson;
       environment.systemPackages = [ cfg.package ];
@@ -361,6 +427,7 @@ in
       users.groups = {
         nuketown-approvers = { gid = lib.mkDefault 31100; members = approvers; };
       } // mapAttrs (_: a: { gid = a.uid; }) agents
+      // mapAttrs' (name: d: nameValuePair "shared-${name}" ({ members = attrNames d.members; } // optionalAttrs (d.gid != null) { inherit (d) gid; })) cfg.sharedDirs
       // builtins.listToAttrs (map (g: nameValuePair g (optionalAttrs (g == "plugdev") { gid = lib.mkDefault 31101; }))
         (unique (concatMap (a: map (d: d.group) a.devices) (attrValues agents))));
 
@@ -458,7 +525,8 @@ in
           [ "d ${root} 0700 ${name} ${name} -" ]
           ++ map (d: "d ${root}/${d} 0700 ${name} ${name} -") a.persist.directories
           ++ map (f: "f ${root}/${f} 0600 ${name} ${name} -") a.persist.files)
-        (attrNames agents);
+        (attrNames agents)
+        ++ concatMap (name: sharedTmpfiles name cfg.sharedDirs.${name}) (attrNames cfg.sharedDirs);
     }
 
     {
@@ -484,6 +552,19 @@ in
         })
         (filterAttrs (_: a: a.chat.enable or false) agents);
     }
+
+    (let
+      # The human acts as the agents (humanAsAgents): any command as them, never as root.
+      rule = [{
+        users = [ cfg.humanUser ];
+        runAs = concatStringsSep "," (attrNames agents);
+        commands = [{ command = "ALL"; options = [ "NOPASSWD" ]; }];
+      }];
+      grant = cfg.humanAsAgents && cfg.humanUser != null && agents != { };
+    in {
+      security.sudo = mkIf (grant && config.security.sudo.enable) { extraRules = rule; };
+      security.sudo-rs = mkIf (grant && config.security.sudo-rs.enable) { extraRules = rule; };
+    })
 
     (mkIf (cfg.btrfsDevice != null) {
       # Needed for boot: impermanence binds persisted paths into the homes

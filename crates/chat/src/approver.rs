@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, Mutex};
 use nuketown_hall::client::Approver;
 use nuketown_hall::protocol::{RequestView, ToApprover};
 use nuketown_hall::time::now_ms;
-use nuketown_town::display::{clean, show_argv, show_str};
+use nuketown_town::display::{clean, show_str};
 use nuketown_town::Town;
 
 /// Everything the Matrix approver needs.
@@ -80,169 +80,7 @@ impl ApproverConfig {
     }
 }
 
-/// How long after a request is shown an answer starts to count, by default
-/// (ms). A keystroke, click, reply or reaction that lands sooner was aimed at
-/// whatever was on screen before: it never decides. Override with
-/// `NUKETOWN_APPROVER_SETTLE_MS` or `nuketown approvals --settle-ms`.
-pub const DEFAULT_SETTLE_MS: u64 = 1000;
-
-/// The shortest request-id prefix a human may type (the 8 digits every channel shows).
-pub const MIN_PREFIX: usize = 8;
-
-/// The first 8 digits of a request id, as every channel shows it.
-pub fn short_id(id: &str) -> String {
-    clean(&id.chars().take(MIN_PREFIX).collect::<String>())
-}
-
-/// `st_dev` as `major:minor` (the Linux encoding glibc uses).
-pub fn device(dev: u64) -> String {
-    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff);
-    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff);
-    format!("{major}:{minor}")
-}
-
-/// Everything an approver must see about a request, on every channel
-/// (terminal, desktop, Matrix), as (label, text) lines. Every string the agent
-/// can influence is escaped: argv and paths quoted with `show_str`, the
-/// hall's warnings (which quote agent text) with `clean`. Every warning the
-/// hall sent is here, verbatim.
-pub fn facts(r: &RequestView) -> Vec<(&'static str, String)> {
-    let agent = clean(&r.agent);
-    if let Some(k) = &r.key_use {
-        return key_facts(r, k);
-    }
-    let mut f = vec![
-        ("run", show_argv(&r.argv)),
-        (
-            "as",
-            format!(
-                "{}{}",
-                show_str(&r.user),
-                r.group
-                    .as_ref()
-                    .map(|g| format!(", group {}", show_str(g)))
-                    .unwrap_or_default()
-            ),
-        ),
-        ("in", show_str(&r.cwd)),
-        (
-            "program",
-            if r.agent_can_write {
-                format!(
-                    "{} (only a human may decide: {agent} can change what this runs or reads)",
-                    show_str(&r.program.path)
-                )
-            } else {
-                format!("{} ({agent} cannot change it)", show_str(&r.program.path))
-            },
-        ),
-        (
-            "file",
-            format!(
-                "device {}, inode {} (the very file that will run)",
-                device(r.program.dev),
-                r.program.ino
-            ),
-        ),
-    ];
-    if let Some(t) = &r.typed {
-        f.push((
-            "typed",
-            format!("{} (how {agent} named the program)", show_str(t)),
-        ));
-    }
-    if !r.agent_writable_args.is_empty() {
-        f.push((
-            "files",
-            format!(
-                "{} (arguments naming files {agent} can change)",
-                r.agent_writable_args
-                    .iter()
-                    .map(|a| show_str(a))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
-    }
-    for w in &r.warnings {
-        f.push(("WARNING", clean(w)));
-    }
-    for n in &r.notes {
-        f.push(("note", clean(n)));
-    }
-    f.push((
-        "grant",
-        if r.grantable {
-            "possible: a duration approves this exact command for that long".to_string()
-        } else {
-            "none: approving approves it this once".to_string()
-        },
-    ));
-    f
-}
-
-/// The facts of a use of an agent's key: what would be signed, for whom,
-/// by which process, under which rule. Nothing runs; the key signs once.
-fn key_facts(
-    r: &RequestView,
-    k: &nuketown_hall::protocol::KeyUseView,
-) -> Vec<(&'static str, String)> {
-    let agent = clean(&r.agent);
-    let opt = |o: &Option<String>| o.as_deref().map(show_str).unwrap_or_else(|| "?".into());
-    let mut f = vec![(
-        "use",
-        match k.operation.as_str() {
-            "sign" => format!(
-                "sign with {agent}'s key, namespace {}{}",
-                opt(&k.namespace),
-                if k.namespace.as_deref() == Some("git") {
-                    " (a git commit or tag)"
-                } else {
-                    ""
-                }
-            ),
-            "authenticate" => format!(
-                "log in with {agent}'s key as {} to {}",
-                opt(&k.remote_user),
-                match (&k.host, &k.host_key) {
-                    (Some(h), _) => format!("{} (declared in keys.hosts)", show_str(h)),
-                    (None, Some(key)) => format!(
-                        "a host the town does not declare, host key {}",
-                        show_str(key)
-                    ),
-                    (None, None) => "a host the town could not identify".into(),
-                }
-            ),
-            other => format!("{} with {agent}'s key", show_str(other)),
-        },
-    )];
-    if let Some(h) = &k.message_hash {
-        f.push(("message", format!("hash {}", clean(h))));
-    }
-    f.push(("key", clean(&k.key)));
-    f.push((
-        "signs",
-        format!("bytes with sha256 {}", clean(&k.data_sha256)),
-    ));
-    f.push((
-        "caller",
-        format!("{} (pid {})", show_argv(&r.argv), k.caller_pid),
-    ));
-    if !k.parent.is_empty() {
-        f.push(("parent", show_argv(&k.parent)));
-    }
-    if !k.rule.is_empty() {
-        f.push(("rule", clean(&k.rule)));
-    }
-    for w in &r.warnings {
-        f.push(("WARNING", clean(w)));
-    }
-    for n in &r.notes {
-        f.push(("note", clean(n)));
-    }
-    f.push(("grant", "none: approving signs this once".to_string()));
-    f
-}
+pub use nuketown_hall::show::{device, facts, seconds, short_id, DEFAULT_SETTLE_MS, MIN_PREFIX};
 
 /// The text posted for a request: every fact the terminal shows, every
 /// warning, the id to answer with, and the settle time.
@@ -280,15 +118,6 @@ pub fn request_text(r: &RequestView, settle_ms: u64) -> String {
         seconds(settle_ms)
     ));
     s
-}
-
-/// Milliseconds as seconds for people: `1`, `0.5`, `2.25`.
-pub fn seconds(ms: u64) -> String {
-    if ms.is_multiple_of(1000) {
-        format!("{}", ms / 1000)
-    } else {
-        format!("{}", ms as f64 / 1000.0)
-    }
 }
 
 /// A reply's meaning: (approve?, id prefix). Quoted lines (`> …`, a reply

@@ -142,9 +142,11 @@ fn town_shell(town: &Town) -> Town {
         human_user: town.human_user.clone(),
         human_name: town.human_name.clone(),
         human_email: town.human_email.clone(),
+        human_as_agents: town.human_as_agents,
         hall: town.hall.clone(),
         rebuild: town.rebuild.clone(),
         agents: BTreeMap::new(),
+        shared_dirs: BTreeMap::new(),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod keyuse;
 pub mod policy;
 pub mod protocol;
 pub mod shim;
+pub mod show;
 pub mod state;
 pub mod sudoers;
 pub mod time;

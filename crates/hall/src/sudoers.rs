@@ -60,3 +60,35 @@ pub fn render(town: &Town) -> String {
     let _ = writeln!(s, "{ALIAS} ALL = (root) NOPASSWD: NOSETENV: {elevate}");
     s
 }
+
+/// The sudoers alias naming the agents the human may act as.
+pub const AS_AGENTS_ALIAS: &str = "NUKETOWN_AGENT_USERS";
+
+/// With `humanAsAgents` (the default): `humanUser` may run any command *as*
+/// each enabled agent — `sudo -u ada -i`, which the portal uses — without a
+/// password; never as root or any other user, and with no group of its
+/// choosing. Empty when there is no human, no agent, or the grant is off.
+pub fn human_grant(town: &Town) -> String {
+    let Some(human) = town
+        .human_user
+        .as_deref()
+        .filter(|h| town.human_as_agents && nuketown_town::is_unix_name(h))
+    else {
+        return String::new();
+    };
+    let agents: Vec<&str> = town
+        .enabled_agents()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| nuketown_town::is_unix_name(n) && *n != "root" && *n != human)
+        .collect();
+    if agents.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "# humanAsAgents: the town's human may run commands as its agents (never as\n\
+         # root), without a password: `sudo -u AGENT -i`, and the portal's agent pane.\n",
+    );
+    let _ = writeln!(s, "Runas_Alias {AS_AGENTS_ALIAS} = {}", agents.join(", "));
+    let _ = writeln!(s, "{human} ALL = ({AS_AGENTS_ALIAS}) NOPASSWD: ALL");
+    s
+}

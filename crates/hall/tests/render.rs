@@ -170,3 +170,30 @@ fn units_pass_systemd_analyze_verify() {
     let ours: Vec<&str> = err.lines().filter(|l| l.contains("nuketown")).collect();
     assert!(ours.is_empty(), "{err}");
 }
+
+#[test]
+fn the_humans_grant_runs_as_each_enabled_agent_never_as_root() {
+    let t = town("");
+    let text = sudoers::human_grant(&t);
+    visudo(&format!("{}{text}", sudoers::render(&t))).unwrap();
+    assert!(
+        text.contains("Runas_Alias NUKETOWN_AGENT_USERS = ada, eve, vox\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("josh ALL = (NUKETOWN_AGENT_USERS) NOPASSWD: ALL\n"),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            !line.contains("root") && !line.contains("(ALL") && !line.contains("old"),
+            "{line}"
+        );
+    }
+    // Off, or nobody to grant it to: nothing.
+    let mut off = town("humanAsAgents = false");
+    assert_eq!(sudoers::human_grant(&off), "");
+    off.human_as_agents = true;
+    off.human_user = None;
+    assert_eq!(sudoers::human_grant(&off), "");
+}

@@ -346,6 +346,20 @@ pub enum Change {
     RemoveFile { path: PathBuf },
     /// Record what apply manages.
     SaveState { path: PathBuf, text: String },
+    /// Make or fix a shared directory: root's, setgid to `group`, each
+    /// member's ACL entry (access and default), nothing for anyone else.
+    SharedDir {
+        /// The directory (beneath its parent, which root owns).
+        at: At,
+        /// `sharedDirs.<name>`.
+        name: String,
+        /// Its group.
+        group: String,
+        /// The members (uids resolved when it is made: a human may be new).
+        members: Vec<(String, nuketown_town::SharedAccess)>,
+        /// Nothing is there yet.
+        new: bool,
+    },
 }
 
 impl fmt::Display for Change {
@@ -431,6 +445,27 @@ impl fmt::Display for Change {
             Change::RemoveTree { at } => write!(f, "- dir {at}"),
             Change::RemoveFile { path } => write!(f, "- file {}", path.display()),
             Change::SaveState { path, .. } => write!(f, "~ state {}", path.display()),
+            Change::SharedDir {
+                at,
+                group,
+                members,
+                new,
+                ..
+            } => {
+                let mut who: Vec<String> = members
+                    .iter()
+                    .map(|(w, a)| format!("{w} {}", a.as_str()))
+                    .collect();
+                if who.is_empty() {
+                    who.push("no members: closed".into());
+                }
+                write!(
+                    f,
+                    "{} shared dir {at} (2770, group {group}: {})",
+                    if *new { "+" } else { "~" },
+                    who.join(", ")
+                )
+            }
         }
     }
 }
@@ -678,6 +713,16 @@ impl Change {
                     fs::create_dir_all(dir).map_err(HostError::io(dir))?;
                 }
                 write_file(path, text.as_bytes(), 0o644, 0, 0)?;
+            }
+            Change::SharedDir {
+                at,
+                name,
+                group,
+                members,
+                ..
+            } => {
+                let uids = crate::shared::member_uids(name, members)?;
+                crate::shared::make(at, group, &uids)?
             }
         }
         Ok(())

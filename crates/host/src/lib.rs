@@ -8,6 +8,7 @@
 //! works only through [`safe`]: by descriptor, beneath a directory it owns,
 //! never following a link.
 
+pub mod acl;
 pub mod change;
 pub mod devices;
 pub mod home;
@@ -16,6 +17,7 @@ pub mod portal;
 pub mod render;
 pub mod round;
 pub mod safe;
+pub mod shared;
 pub mod state;
 pub mod status;
 pub mod system;

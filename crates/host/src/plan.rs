@@ -54,6 +54,9 @@ pub fn generated_key(town: &Town, name: &str) -> At {
 pub struct Privileged {
     /// The sudoers drop-in text.
     pub sudoers: String,
+    /// The human's grant to act as the agents (`humanAsAgents`), appended
+    /// to the drop-in; installed even when no agent has `sudo.enable`.
+    pub human_grant: String,
     /// The `sudo` shim script, installed when the compiled shim is not at hand.
     pub shim: String,
     /// The compiled shim (`nuketown-sudo`) to install as `<shim dir>/sudo`.
@@ -97,6 +100,8 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Notes for the user (left alone, skipped, needs a flag).
     pub notes: Vec<String>,
+    /// What will go wrong later if left as it is (shown on stderr).
+    pub warnings: Vec<String>,
 }
 
 struct Planner {
@@ -158,6 +163,9 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
         );
     }
 
+    p.shared_dirs(town);
+    p.departed_shared(town, &state, &mut new_state);
+    p.reachable(town, paths);
     p.devices(town, paths);
     p.privileged(town, paths, opts);
     p.units(paths, opts);
@@ -227,6 +235,137 @@ impl Planner {
         self.dir(&At::system(&persist_agents(town)), 0o755, 0, 0, true);
     }
 
+    /// Shared directories: a group each with exactly the declared members,
+    /// the directory's ancestors, the directory itself (see [`crate::shared`]).
+    fn shared_dirs(&mut self, town: &Town) {
+        for name in town.shared_dirs.keys() {
+            let group = Town::shared_group(name);
+            let members = crate::shared::members(town, name);
+            let gid = town.shared_dirs[name].gid;
+            match (system::group(&group), gid) {
+                (Some((have, _)), Some(want)) if have != want => self.plan.notes.push(format!(
+                    "group {group} has gid {have}, not sharedDirs.{name}.gid {want}; apply leaves it (files inside record the gid): change it with groupmod and chgrp, or declare {have}"
+                )),
+                _ => {}
+            }
+            self.group(&group, gid, gid.is_none());
+            let current = system::group(&group).map(|(_, m)| m).unwrap_or_default();
+            for (who, _) in &members {
+                if !current.contains(who) {
+                    self.push(Change::AddToGroup {
+                        user: who.clone(),
+                        group: group.clone(),
+                    });
+                }
+            }
+            for who in &current {
+                if !members.iter().any(|(m, _)| m == who) {
+                    self.push(Change::RemoveFromGroup {
+                        user: who.clone(),
+                        group: group.clone(),
+                    });
+                }
+            }
+            let path = town.shared_path(name);
+            if let Some(parent) = path.parent() {
+                self.dir_chain(parent, 0o755, 0, 0);
+            }
+            let at = At::system(&path);
+            // Agents' uids are declared; a human's is the host's (or not yet).
+            let uids: Option<Vec<_>> = members
+                .iter()
+                .map(|(w, a)| {
+                    let uid = match town.agents.get(w) {
+                        Some(agent) => Some(agent.uid),
+                        None => system::user(w).map(|u| u.uid),
+                    };
+                    uid.map(|u| (u, *a))
+                })
+                .collect();
+            let found = match &uids {
+                Some(uids) => crate::shared::inspect(&at, &group, uids),
+                None => crate::shared::Found::Differs("a member has no account yet".into()),
+            };
+            if found != crate::shared::Found::AsDeclared {
+                let new = matches!(meta(&at), Ok(None));
+                self.push(Change::SharedDir {
+                    at,
+                    name: name.clone(),
+                    group,
+                    members,
+                    new,
+                });
+            }
+        }
+    }
+
+    /// Shared directories that left the town: closed to everyone but root
+    /// (no member entries; the data and the group stay), and forgotten.
+    fn departed_shared(&mut self, town: &Town, state: &State, new_state: &mut State) {
+        for name in town.shared_dirs.keys() {
+            new_state
+                .shared
+                .insert(name.clone(), town.shared_path(name));
+        }
+        for (name, path) in &state.shared {
+            if town.shared_dirs.contains_key(name) {
+                continue;
+            }
+            new_state.shared.remove(name);
+            let at = At::system(path);
+            if matches!(meta(&at), Ok(None)) {
+                continue;
+            }
+            let group = Town::shared_group(name);
+            if system::group(&group).is_some() {
+                self.push(Change::SharedDir {
+                    at,
+                    name: name.clone(),
+                    group,
+                    members: Vec::new(),
+                    new: false,
+                });
+            }
+            self.plan.notes.push(format!(
+                "sharedDirs.{name} left the town: {} is closed to all but root; its files and group shared-{name} stay (remove them yourself when done)",
+                path.display()
+            ));
+        }
+    }
+
+    /// Warn when an agent could not reach a directory of the town (its home
+    /// under `agentsDir`, its persist dir, the published town file the
+    /// hall's clients and the chat bridge read, a shared directory) because
+    /// a directory above it gives others no search permission: the agent's
+    /// tools would fail later with "Permission denied", far from the cause.
+    fn reachable(&mut self, town: &Town, paths: &HostPaths) {
+        if town.enabled_agents().next().is_none() {
+            return;
+        }
+        let mut targets: Vec<(String, PathBuf, bool)> = vec![
+            ("agentsDir".into(), town.agents_dir.clone(), false),
+            ("persistDir".into(), town.persist_dir.clone(), true),
+            (
+                "the town file".into(),
+                paths.etc_dir.join("town.json"),
+                false,
+            ),
+        ];
+        for name in town.shared_dirs.keys() {
+            targets.push((format!("sharedDirs.{name}"), town.shared_path(name), false));
+        }
+        for (what, path, itself) in targets {
+            if let Some((dir, mode)) = unsearchable(&path, itself) {
+                self.plan.warnings.push(format!(
+                    "agents cannot reach {what} {}: {} is mode {mode:04o}, which gives others no search permission; run `chmod o+x {}` or move {what} elsewhere — else agents and their chat bridges fail with \"Permission denied\"",
+                    path.display(),
+                    dir.display(),
+                    dir.display()
+                ));
+            }
+        }
+    }
+
     /// udev rules, and ACLs for declared devices plugged in now.
     fn devices(&mut self, town: &Town, paths: &HostPaths) {
         let rules = render::udev_rules(town, render::SETFACL);
@@ -261,54 +400,62 @@ impl Planner {
         }
     }
 
-    /// The privilege path: entry point, sudo shim, sudoers drop-in.
+    /// The privilege path: entry point, sudo shim, sudoers drop-in (which
+    /// also holds the human's grant to act as the agents).
     fn privileged(&mut self, town: &Town, paths: &HostPaths, opts: &Options) {
         let any_sudo = town.enabled_agents().any(|(_, a)| a.sudo.enable);
-        match (&opts.privileged, any_sudo) {
-            (Some(pr), true) => {
-                let dir = town.hall.elevate_path.parent().unwrap_or(Path::new("/"));
-                self.dir_chain(dir, 0o755, 0, 0);
-                match &pr.elevate_binary {
-                    Some(bin) => {
-                        self.file(
-                            &At::system(&town.hall.elevate_path),
-                            Source::CopyOf(Origin::Trusted(bin.clone())),
-                            0o755,
-                            0,
-                            0,
-                        );
-                    }
-                    None if town.hall.elevate_path.exists() => {}
-                    None => self.plan.notes.push(format!(
-                        "the entry point nuketown-elevate was not found next to this nuketown binary; install it at {} or sudo requests will fail",
-                        town.hall.elevate_path.display()
-                    )),
+        let grant = opts
+            .privileged
+            .as_ref()
+            .is_some_and(|p| !p.human_grant.is_empty());
+        if let (Some(pr), true) = (&opts.privileged, any_sudo) {
+            let dir = town.hall.elevate_path.parent().unwrap_or(Path::new("/"));
+            self.dir_chain(dir, 0o755, 0, 0);
+            match &pr.elevate_binary {
+                Some(bin) => {
+                    self.file(
+                        &At::system(&town.hall.elevate_path),
+                        Source::CopyOf(Origin::Trusted(bin.clone())),
+                        0o755,
+                        0,
+                        0,
+                    );
                 }
-                let shim = shim_dir(town);
-                self.dir(&At::system(&shim), 0o755, 0, 0, true);
-                // The compiled shim finds the entry point one directory up:
-                // `<dir of elevatePath>/bin/sudo` → `<dir>/nuketown-elevate`.
-                let source = match &pr.shim_binary {
-                    Some(bin) => Source::CopyOf(Origin::Trusted(bin.clone())),
-                    None => Source::Text(pr.shim.clone()),
-                };
-                self.file(&At::system(&shim.join("sudo")), source, 0o755, 0, 0);
-                if current(&paths.sudoers).as_deref() != Some(pr.sudoers.as_bytes())
+                None if town.hall.elevate_path.exists() => {}
+                None => self.plan.notes.push(format!(
+                    "the entry point nuketown-elevate was not found next to this nuketown binary; install it at {} or sudo requests will fail",
+                    town.hall.elevate_path.display()
+                )),
+            }
+            let shim = shim_dir(town);
+            self.dir(&At::system(&shim), 0o755, 0, 0, true);
+            // The compiled shim finds the entry point one directory up:
+            // `<dir of elevatePath>/bin/sudo` → `<dir>/nuketown-elevate`.
+            let source = match &pr.shim_binary {
+                Some(bin) => Source::CopyOf(Origin::Trusted(bin.clone())),
+                None => Source::Text(pr.shim.clone()),
+            };
+            self.file(&At::system(&shim.join("sudo")), source, 0o755, 0, 0);
+        }
+        match &opts.privileged {
+            Some(pr) if any_sudo || grant => {
+                let text = format!("{}{}", pr.sudoers, pr.human_grant);
+                if current(&paths.sudoers).as_deref() != Some(text.as_bytes())
                     || !mode_is(&paths.sudoers, 0o440, 0, 0)
                 {
                     self.push(Change::Sudoers {
                         path: paths.sudoers.clone(),
-                        text: pr.sudoers.clone(),
+                        text,
                     });
                 }
             }
-            (_, false) if paths.sudoers.exists() => self.push(Change::RemoveFile {
-                path: paths.sudoers.clone(),
-            }),
-            (None, true) => self.plan.notes.push(
+            None if any_sudo => self.plan.notes.push(
                 "sudo is enabled for some agents but this build cannot render the sudoers drop-in"
                     .into(),
             ),
+            _ if paths.sudoers.exists() => self.push(Change::RemoveFile {
+                path: paths.sudoers.clone(),
+            }),
             _ => {}
         }
     }
@@ -428,6 +575,21 @@ impl Planner {
             }
         }
     }
+}
+
+/// The first existing directory above `path` (and `path` itself with
+/// `itself`) that others may not search, with its mode.
+fn unsearchable(path: &Path, itself: bool) -> Option<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs: Vec<&Path> = path.ancestors().skip(1).collect();
+    dirs.reverse();
+    if itself {
+        dirs.push(path);
+    }
+    dirs.into_iter().find_map(|d| {
+        let m = fs::metadata(d).ok()?;
+        (m.is_dir() && m.mode() & 0o001 == 0).then(|| (d.to_path_buf(), m.mode() & 0o7777))
+    })
 }
 
 /// Whether home-manager (the NixOS module) lays down `name`'s dotfiles:

@@ -78,8 +78,14 @@ pub enum Reach {
 }
 
 impl Reach {
-    /// The way that works on this host for this caller.
+    /// The way that works on this host for this caller: as root,
+    /// `machinectl` where systemd runs (a clean login session), else
+    /// `runuser`; as the human, `sudo -u AGENT`, which the town's sudoers
+    /// drop-in lets the human run without a password (`humanAsAgents`).
     pub fn detect() -> Reach {
+        if !system::is_root() {
+            return Reach::Sudo;
+        }
         let machinectl = [
             "/usr/bin/machinectl",
             "/bin/machinectl",
@@ -89,10 +95,8 @@ impl Reach {
         .any(|p| Path::new(p).exists());
         if Path::new("/run/systemd/system").is_dir() && machinectl {
             Reach::Machinectl
-        } else if system::is_root() {
-            Reach::Runuser
         } else {
-            Reach::Sudo
+            Reach::Runuser
         }
     }
 }
@@ -110,7 +114,19 @@ pub fn as_user_argv(reach: Reach, user: &str, script: &str) -> Vec<String> {
             script,
         ]),
         Reach::Runuser => v(&["runuser", "-l", user, "-c", script]),
-        Reach::Sudo => v(&["sudo", "-u", user, "-i", "--", "/bin/bash", "-lc", script]),
+        // -n: never stop at the human's own password prompt; without the
+        // grant, sudo says why and the pane shows it.
+        Reach::Sudo => v(&[
+            "sudo",
+            "-n",
+            "-u",
+            user,
+            "-i",
+            "--",
+            "/bin/bash",
+            "-lc",
+            script,
+        ]),
     }
 }
 
@@ -182,16 +198,41 @@ pub fn portal(
             .map(|d| expand(d, home).join(p))
             .find(|d| d.is_dir())
     };
-    let agent_dir = find(&agent_home)
-        .or_else(|| project.and_then(|_| town.project_dirs.first().map(|d| expand(d, &agent_home))))
-        .unwrap_or_else(|| agent_home.clone());
+    // Where the agent's pane should open, best first: its clone under each
+    // project dir, its first project dir, its home. The agent's home is
+    // 0700, so only the agent can tell which exists: its own shell tries
+    // them in order (the portal, run by the human, cannot look inside).
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = project {
+        candidates.extend(
+            town.project_dirs
+                .iter()
+                .map(|d| expand(d, &agent_home).join(p)),
+        );
+        candidates.extend(town.project_dirs.first().map(|d| expand(d, &agent_home)));
+    }
+    candidates.push(agent_home.clone());
+    // Reported: the first that exists, when this caller can see (root);
+    // else the first the agent's shell tries.
+    let can_look = fs::read_dir(&agent_home).is_ok();
+    let agent_dir = candidates
+        .iter()
+        .find(|d| can_look && d.is_dir())
+        .unwrap_or(&candidates[0])
+        .clone();
     let human_dir = find(human.home).unwrap_or_else(|| human.home.to_path_buf());
 
     let (agent_pct, _) = agent.portal.layout.split_once('/').unwrap_or(("75", "25"));
     let human_pct = 100 - agent_pct.parse::<u32>().unwrap_or(75);
+    // No `$` in what nuketown writes: `sudo -i` hands the script to the
+    // agent's login shell with `$` unescaped, which would expand it first.
+    let tries: Vec<String> = candidates
+        .iter()
+        .map(|d| format!("cd -- {}", sh_quote(&d.display().to_string())))
+        .collect();
     let script = format!(
-        "cd -- {} 2>/dev/null || cd; {}",
-        sh_quote(&agent_dir.display().to_string()),
+        "{{ {}; }} 2>/dev/null; {}",
+        tries.join(" || "),
         agent_command(agent)
     );
     let top = as_user_argv(reach, agent_name, &script);

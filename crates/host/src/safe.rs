@@ -510,6 +510,81 @@ impl Tree {
     }
 }
 
+/// A directory's metadata with its access and default ACLs (if it has them).
+pub type DirAcls = (Meta, Option<crate::acl::Acl>, Option<crate::acl::Acl>);
+
+impl Tree {
+    /// Make the directory `rel` root's shared directory: created if missing
+    /// (an existing one must already be root's — a directory someone else
+    /// made there may hold their links and open descriptors, so it is
+    /// refused), then on the descriptor opened beneath without following a
+    /// link: owner root, group `gid`, the access and default ACLs, `mode`.
+    pub fn shared_dir(
+        &self,
+        rel: &Path,
+        gid: u32,
+        mode: u32,
+        access: &crate::acl::Acl,
+        default: &crate::acl::Acl,
+    ) -> Result<(), HostError> {
+        let (dir, name) = self.parent(rel)?;
+        match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(self.fail(rel, e)),
+        }
+        let fd = open_beneath(
+            dir.as_fd(),
+            Path::new(name),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::NOTDIR | Errno::LOOP => self.not_a_dir(rel),
+            e => self.fail(rel, e),
+        })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| self.fail(rel, e))?;
+        if st.st_uid != 0 {
+            return Err(HostError::Refused {
+                path: self.shown(rel),
+                why: format!(
+                    "it belongs to uid {}, not root; a shared directory is made by root — move it away and apply again",
+                    st.st_uid
+                ),
+            });
+        }
+        let set = || -> Result<(), Errno> {
+            rustix::fs::fchown(&fd, Some(Uid::ROOT), Some(Gid::from_raw(gid)))?;
+            crate::acl::set(&fd, crate::acl::ACCESS, access)?;
+            crate::acl::set(&fd, crate::acl::DEFAULT, default)?;
+            // After the ACL: chmod sets the mask from the group bits, and keeps setgid (root).
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+        };
+        set().map_err(|e| match e {
+            Errno::OPNOTSUPP => HostError::Conflict(format!(
+                "{}: this filesystem does not support POSIX ACLs; put the shared directory on one that does (ext4, btrfs, xfs, tmpfs) or mount it with `acl`",
+                self.shown(rel).display()
+            )),
+            e => self.fail(rel, e),
+        })
+    }
+
+    /// A directory's type, mode and owner with its access and default ACLs,
+    /// read on a descriptor opened beneath (no link followed); `None` when
+    /// nothing is there.
+    pub fn dir_acls(&self, rel: &Path) -> Result<Option<DirAcls>, HostError> {
+        match self.meta(rel)? {
+            None => return Ok(None),
+            Some(m) if m.kind != Kind::Dir => return Ok(Some((m, None, None))),
+            Some(_) => {}
+        }
+        let fd = self.dir_fd(rel)?;
+        let meta = Meta::of(&rustix::fs::fstat(&fd).map_err(|e| self.fail(rel, e))?);
+        let access = crate::acl::get(&fd, crate::acl::ACCESS).map_err(|e| self.fail(rel, e))?;
+        let default = crate::acl::get(&fd, crate::acl::DEFAULT).map_err(|e| self.fail(rel, e))?;
+        Ok(Some((meta, access, default)))
+    }
+}
+
 /// `fchown` then `fchmod` on a descriptor root holds.
 fn own(fd: impl AsFd, mode: u32, uid: u32, gid: u32) -> Result<(), Errno> {
     rustix::fs::fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;

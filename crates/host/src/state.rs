@@ -15,6 +15,9 @@ use crate::HostError;
 pub struct State {
     /// By agent name.
     pub agents: BTreeMap<String, ManagedAgent>,
+    /// Shared directories apply made, by name: closed when they leave the town.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared: BTreeMap<String, PathBuf>,
 }
 
 /// One agent apply created.

@@ -84,6 +84,23 @@ pub struct Status {
     pub humans: Vec<HumanStatus>,
     /// The agents.
     pub agents: Vec<AgentStatus>,
+    /// The shared directories.
+    pub shared: Vec<SharedStatus>,
+}
+
+/// A shared directory as found on the host.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedStatus {
+    /// `sharedDirs.<name>`.
+    pub name: String,
+    /// Where it is.
+    pub path: String,
+    /// Its group.
+    pub group: String,
+    /// Declared members and their access (`rw`/`ro`).
+    pub members: Vec<(String, String)>,
+    /// `as declared`, `missing`, or what differs (apply fixes it).
+    pub state: String,
 }
 
 /// A human as found on the host.
@@ -207,10 +224,42 @@ pub fn status(town: &Town) -> Status {
             }
         })
         .collect();
+    let shared = town
+        .shared_dirs
+        .keys()
+        .map(|name| {
+            let group = Town::shared_group(name);
+            let members = crate::shared::members(town, name);
+            let path = town.shared_path(name);
+            let state = match crate::shared::member_uids(name, &members) {
+                Err(_) => "a member has no account: not applied".to_string(),
+                Ok(uids) => {
+                    match crate::shared::inspect(&crate::change::At::system(&path), &group, &uids) {
+                        crate::shared::Found::AsDeclared => "as declared".into(),
+                        crate::shared::Found::Missing => "missing: not applied".into(),
+                        crate::shared::Found::Differs(why) => {
+                            format!("differs ({}): apply fixes it", clean(&why))
+                        }
+                    }
+                }
+            };
+            SharedStatus {
+                name: name.clone(),
+                path: path.display().to_string(),
+                group,
+                members: members
+                    .iter()
+                    .map(|(w, a)| (w.clone(), a.as_str().to_string()))
+                    .collect(),
+                state,
+            }
+        })
+        .collect();
     Status {
         domain: town.domain().to_string(),
         humans,
         agents,
+        shared,
     }
 }
 
@@ -296,6 +345,15 @@ impl fmt::Display for Status {
             if !a.groups.is_empty() {
                 writeln!(f, "  groups   {}", a.groups.join(", "))?;
             }
+        }
+        for s in &self.shared {
+            writeln!(
+                f,
+                "\nshared {} {} (group {}) {}",
+                s.name, s.path, s.group, s.state
+            )?;
+            let who: Vec<String> = s.members.iter().map(|(w, a)| format!("{w} {a}")).collect();
+            writeln!(f, "  members  {}", who.join(", "))?;
         }
         Ok(())
     }

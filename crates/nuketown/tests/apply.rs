@@ -571,3 +571,55 @@ fn keys_kept_as_files_are_imported_then_removed_and_plan_says_so_first() {
     );
     assert!(t.ok(&["apply", town]).contains("nothing to change"));
 }
+
+#[test]
+fn apply_warns_when_agents_cannot_reach_the_towns_directories() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestTown::new(&["nkrch", "nkrcada"], &[]);
+    // The town's directories and the published town file below a directory
+    // only root may search (a 0700 parent, as a root-made temp dir is).
+    let top = t.path("closed");
+    fs::create_dir(&top).unwrap();
+    fs::set_permissions(&top, fs::Permissions::from_mode(0o700)).unwrap();
+    let town = t.write(
+        "town.toml",
+        &format!(
+            "domain = \"test.local\"\nagentsDir = \"{0}/agents\"\npersistDir = \"{0}/persist\"\nhumanUser = \"nkrch\"\n[agents.nkrcada]\nuid = 1964\n",
+            top.display()
+        ),
+    );
+    let town = town.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = t
+            .cmd(args)
+            .env("NUKETOWN_ETC_DIR", top.join("etc"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        stderr(&out)
+    };
+    let warned = run(&["apply", town]);
+    let d = top.display();
+    for what in [
+        format!("agentsDir {d}/agents"),
+        format!("persistDir {d}/persist"),
+        format!("the town file {d}/etc/town.json"),
+    ] {
+        assert!(
+            warned.contains(&format!(
+                "warning: agents cannot reach {what}: {d} is mode 0700, which gives others no search permission; run `chmod o+x {d}`"
+            )),
+            "{what}: {warned}"
+        );
+    }
+    // It is true: the agent cannot even enter its home.
+    let o = as_user("nkrcada", "cat ~/AGENTS.md");
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+
+    // Fixed as the warning says: no warning, and the agent gets in.
+    fs::set_permissions(&top, fs::Permissions::from_mode(0o711)).unwrap();
+    let quiet = run(&["plan", town]);
+    assert!(!quiet.contains("warning:"), "{quiet}");
+    let o = as_user("nkrcada", "cat ~/AGENTS.md");
+    assert!(o.status.success(), "{}", stderr(&o));
+}

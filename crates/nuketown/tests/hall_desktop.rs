@@ -115,3 +115,50 @@ fn the_desktop_approver_asks_with_a_dialog_that_denies_by_default() {
     );
     stop_approver(desktop);
 }
+
+/// The dialog reads as a request, not a generic question: warnings about
+/// what the agent can change are red (the text is markup), a plain request
+/// has no red at all, and Return still denies.
+#[test]
+fn the_dialog_shows_what_the_agent_can_change_in_red() {
+    if !tools_present() {
+        return;
+    }
+    let Some(x) = Xvfb::start() else { return };
+    let mut t = TestTown::new(Options::default());
+    t.start_hall();
+    let mut desktop = t
+        .nuketown_as(HUMAN, "approvals desktop")
+        .env("DISPLAY", &x.display)
+        .spawn()
+        .unwrap();
+    let mut log = Stream::new(desktop.stdout.take().unwrap());
+    log.until("watching for requests as the desktop approver");
+    let mut w = t.watch();
+    let mut ready = |r: &nuketown_hall::protocol::RequestView| {
+        let s = &r.id[..8];
+        log.until(&format!("request {s}: answers count from now"));
+        x.window(&format!("request {s}"))
+    };
+    let red = (0xc0, 0x1c, 0x28);
+
+    let child = t.spawn_agent(VOX, "sudo id -un");
+    let r = next_request(&mut w);
+    assert!(!r.agent_can_write, "{r:?}");
+    let win = ready(&r);
+    assert_eq!(x.pixels_like(&win, red), 0, "red in a plain request");
+    x.keys(&win, &["Return"]);
+    assert_eq!(finish(child).status.code(), Some(1));
+
+    // A program in the agent's own home: the agent can change it.
+    let child = t.spawn_agent(VOX, "cp /usr/bin/id ~/myid && sudo ~/myid -un");
+    let r = next_request(&mut w);
+    assert!(r.agent_can_write, "{r:?}");
+    let win = ready(&r);
+    let n = x.pixels_like(&win, red);
+    assert!(n > 100, "the warning is not red ({n} red pixels)");
+    x.keys(&win, &["Return"]);
+    let o = finish(child);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    stop_approver(desktop);
+}

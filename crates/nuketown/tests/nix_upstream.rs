@@ -433,11 +433,17 @@ fn sudo_rs() {
     let elevate = v["town"]["hall"]["elevatePath"].as_str().unwrap();
     // Beside sudo-rs's own rules for root and wheel.
     let rules = n["security.sudo-rs.extraRules"].as_array().unwrap();
-    assert_eq!(rules.len(), 3, "{rules:?}");
+    assert_eq!(rules.len(), 4, "{rules:?}");
     assert_eq!(
         rules[2],
         json!({ "users": ["ada", "ci-bot"], "groups": [], "host": "ALL", "runAs": "root",
                 "commands": [{ "command": elevate, "options": ["NOPASSWD"] }] })
+    );
+    // humanAsAgents: the human runs commands as the agents, never as root.
+    assert_eq!(
+        rules[3],
+        json!({ "users": ["josh"], "groups": [], "host": "ALL", "runAs": "ada,ci-bot,vox",
+                "commands": [{ "command": "ALL", "options": ["NOPASSWD"] }] })
     );
     // The boot round is before home-manager's unit, named as home-manager names it.
     assert!(strings(&v["hmUnits"]).contains(&"home-manager-ci\\x2dbot"));
@@ -521,7 +527,16 @@ fn agent_with_enable_false() {
     assert!(n["users.groups"].get("vox").is_none());
     assert!(v["home"].get("vox").is_none());
     assert_eq!(v["hmUnits"], json!(["home-manager-ada"]));
-    assert!(n.get("security.sudo.extraRules").is_none());
+    // No sudo rule for the disabled vox: only the human's grant to act as ada.
+    let rules = n["security.sudo.extraRules"].to_string();
+    assert!(
+        !rules.contains("vox") && !rules.contains("nuketown-elevate"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(r#""runAs":"ada","users":["josh"]"#),
+        "{rules}"
+    );
     assert_eq!(n["sops.secrets"], json!({}));
     assert!(!n["services.udev.packages"]
         .to_string()
@@ -832,5 +847,79 @@ fn rollback_levels_every_home_on_btrfs() {
         "ada\nvox\nada 1100 1100 700 256\nvox 1101 1101 700 256\nada:\n\nvox:\n",
         "{}",
         String::from_utf8_lossy(&listing.stderr)
+    );
+}
+
+#[test]
+fn shared_dirs_become_groups_and_tmpfiles_acls() {
+    let Some(v) = clean("shared-dirs") else {
+        return;
+    };
+    let n = &v["nixos"];
+    assert_eq!(
+        n["users.groups"]["shared-review"]["members"],
+        json!(["ada", "josh", "vox"])
+    );
+    assert_eq!(n["users.groups"]["shared-drop"]["members"], json!(["vox"]));
+    let rules = strings(&n["systemd.tmpfiles.rules"]);
+    // Root's, setgid to its group, at the default place under persistDir.
+    assert!(
+        rules.contains(&"d /persist/shared/review 2770 root shared-review -"),
+        "{rules:?}"
+    );
+    assert!(
+        rules.contains(&"d /srv/shared/drop 2770 root shared-drop -"),
+        "{rules:?}"
+    );
+    // `a` (not `a+`): the ACL is replaced, so a member taken out loses access.
+    let acl = rules
+        .iter()
+        .find(|r| r.starts_with("a /persist/shared/review "))
+        .unwrap_or_else(|| panic!("no ACL rule: {rules:?}"));
+    let entries: Vec<&str> = acl.rsplit(' ').next().unwrap().split(',').collect();
+    for e in [
+        "u:ada:rwx",
+        "u:vox:r-x",
+        "u:josh:rwx",
+        "g::---",
+        "o::---",
+        "m::rwx",
+        "d:u:ada:rwx",
+        "d:u:vox:r-x",
+        "d:u:josh:rwx",
+        "d:g::---",
+        "d:o::---",
+    ] {
+        assert!(entries.contains(&e), "{e} missing from {acl}");
+    }
+    // The module's town.json is the Rust town: same directories, same members.
+    let t = town(&v);
+    assert_eq!(t.shared_path("review"), Path::new("/persist/shared/review"));
+    assert_eq!(t.shared_path("drop"), Path::new("/srv/shared/drop"));
+    assert_eq!(
+        t.shared_dirs["review"].members["vox"],
+        nuketown_town::SharedAccess::ReadOnly
+    );
+}
+
+#[test]
+fn bad_shared_dirs_are_refused_with_the_fix() {
+    let Some(failed) = refused("shared-dirs-bad") else {
+        return;
+    };
+    let all = failed.join("\n");
+    assert!(
+        all.contains("nuketown.sharedDirs.empty.members is empty"),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "nuketown.sharedDirs.inside.path: \"/agents/ada/notes\" is inside an agent's home"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains("nuketown.sharedDirs.stranger.members.mallory: \"mallory\" is neither"),
+        "{all}"
     );
 }

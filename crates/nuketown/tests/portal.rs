@@ -253,3 +253,156 @@ fn unknown_agent_or_escaping_project_is_refused() {
         stderr(&out)
     );
 }
+
+/// A sudoers drop-in in the real /etc/sudoers.d (so real sudo reads it),
+/// removed when the test ends, pass or fail.
+struct RealSudoers(&'static str);
+
+impl Drop for RealSudoers {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(self.0);
+    }
+}
+
+/// Run `script` as `user` with a shell; the output.
+fn as_human(user: &str, script: &str) -> Output {
+    fixture::as_user(user, script)
+}
+
+#[test]
+fn portal_run_by_the_human_opens_the_agents_clone_through_the_granted_sudo() {
+    let (h, a) = ("nkpoh", "nkpoada");
+    let t = TestTown::new(&[h, a], &[]);
+    let sudoers = RealSudoers("/etc/sudoers.d/nkpo-portal-test");
+    let write_town = |grant: bool| {
+        let town = t.write(
+            "town.toml",
+            &format!(
+                "{}projectDirs = [\"~/dev\"]\nhumanAsAgents = {grant}\n[agents.{a}]\nuid = 1963\nportal.command = \"echo AGENT=$(whoami) AT=$(pwd); exec sleep 600\"\n",
+                t.header(h)
+            ),
+        );
+        town.to_str().unwrap().to_string()
+    };
+    let apply = |town: &str| {
+        let out = t
+            .cmd(&["apply", town])
+            .env("NUKETOWN_SUDOERS", sudoers.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    };
+    let town = write_town(true);
+    apply(&town);
+
+    // The grant: the human may run commands as the agent — never as root.
+    let text = fs::read_to_string(sudoers.0).unwrap();
+    assert!(
+        text.contains(&format!("Runas_Alias NUKETOWN_AGENT_USERS = {a}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{h} ALL = (NUKETOWN_AGENT_USERS) NOPASSWD: ALL")),
+        "{text}"
+    );
+    let listed = stdout(&Command::new("sudo").args(["-l", "-U", h]).output().unwrap());
+    assert!(listed.contains(&format!("({a}) NOPASSWD: ALL")), "{listed}");
+    assert!(
+        !listed.contains("(root)") && !listed.contains("(ALL"),
+        "{listed}"
+    );
+    let o = as_human(h, &format!("sudo -n -u {a} -- whoami"));
+    assert_eq!(stdout(&o).trim(), a, "{}", stderr(&o));
+    let o = as_human(h, "sudo -n -u root -- whoami");
+    assert!(!o.status.success(), "the human became root: {}", stdout(&o));
+    let o = as_human(h, &format!("sudo -n -u {a} -g root -- id -gn"));
+    assert!(
+        !o.status.success(),
+        "the human chose group root: {}",
+        stdout(&o)
+    );
+
+    // ada's own clone (her home is 0700: the human cannot see it) and the human's.
+    for user in [a, h] {
+        let o = fixture::as_user(user, "mkdir -p ~/dev/demo/.git");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(
+        !as_human(h, &format!("ls {}/{a}", t.agents_dir().display()))
+            .status
+            .success()
+    );
+    let tmux_dir = t.path("tmux-human");
+    fs::create_dir(&tmux_dir).unwrap();
+    let o = Command::new("chown")
+        .arg(h)
+        .arg(&tmux_dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let bin = env!("CARGO_BIN_EXE_nuketown");
+    let tmux = |args: &str| {
+        as_human(
+            h,
+            &format!("TMUX_TMPDIR={} tmux {args}", tmux_dir.display()),
+        )
+    };
+    let open = |town: &str| {
+        as_human(
+            h,
+            &format!(
+                "unset TMUX; TMUX_TMPDIR={} {bin} portal {a} demo --detach --session nkpo --town {town}",
+                tmux_dir.display()
+            ),
+        )
+    };
+    let out = open(&town);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let agent_dir = t.agents_dir().join(a).join("dev/demo");
+    assert!(
+        stdout(&out).contains(&format!("portal to {a}: {} (agent)", agent_dir.display())),
+        "{}",
+        stdout(&out)
+    );
+    let panes = stdout(&tmux(&format!("list-panes -t nkpo:{a} -F '#{{pane_id}}'")));
+    let panes: Vec<&str> = panes.lines().collect();
+    assert_eq!(panes.len(), 2, "{panes:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let want = format!("AGENT={a} AT={}", agent_dir.display());
+    loop {
+        let text = stdout(&tmux(&format!("capture-pane -p -J -t '{}'", panes[0])));
+        if text.contains(&want) {
+            break;
+        }
+        assert!(
+            !text.to_lowercase().contains("password"),
+            "the agent pane asks for a password:\n{text}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "agent pane never showed {want:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = tmux("kill-server");
+
+    // Without the grant the portal says why, before opening anything.
+    let town = write_town(false);
+    apply(&town);
+    assert!(
+        !Path::new(sudoers.0).exists(),
+        "the grant outlived humanAsAgents = false"
+    );
+    let out = open(&town);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("{h} may not act as {a} without a password")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !tmux("has-session -t nkpo").status.success(),
+        "a window was opened"
+    );
+    let _ = Command::new("pkill").args(["-KILL", "-u", h]).output();
+}

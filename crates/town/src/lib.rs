@@ -42,6 +42,30 @@ impl Town {
         self.persist_dir.join("agents").join(name)
     }
 
+    /// Where shared directory `name` lives.
+    pub fn shared_path(&self, name: &str) -> PathBuf {
+        match self.shared_dirs.get(name).and_then(|d| d.path.clone()) {
+            Some(p) => p,
+            None => self.persist_dir.join("shared").join(name),
+        }
+    }
+
+    /// The group of shared directory `name`.
+    pub fn shared_group(name: &str) -> String {
+        format!("shared-{name}")
+    }
+
+    /// The humans of the town: `humanUser` and the approvers.
+    pub fn humans(&self) -> Vec<String> {
+        let mut h: Vec<String> = self.human_user.iter().cloned().collect();
+        for a in self.approvers() {
+            if !h.contains(&a) {
+                h.push(a);
+            }
+        }
+        h
+    }
+
     /// The Unix users allowed to approve escalations.
     pub fn approvers(&self) -> Vec<String> {
         if self.hall.approvers.is_empty() {

@@ -48,6 +48,10 @@ pub struct Town {
     /// The human's e-mail address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub human_email: Option<String>,
+    /// Let `humanUser` run commands as the agents (never as root) without a
+    /// password: `sudo -u ada -i`, and the portal's agent pane.
+    #[serde(default = "yes")]
+    pub human_as_agents: bool,
     /// Town hall settings (approvals).
     #[serde(default)]
     pub hall: Hall,
@@ -57,6 +61,48 @@ pub struct Town {
     /// The agents, by Unix user name.
     #[serde(default)]
     pub agents: BTreeMap<String, Agent>,
+    /// Directories shared by some agents and humans, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared_dirs: BTreeMap<String, SharedDir>,
+}
+
+/// A directory shared by declared members: a group of its own, setgid, and
+/// ACLs naming each member, so `getfacl` tells who can read and write there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SharedDir {
+    /// Where it lives; defaults to `<persistDir>/shared/<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Who may use it (agents and humans of the town), and how.
+    #[serde(default)]
+    pub members: BTreeMap<String, SharedAccess>,
+    /// The gid of its group `shared-<name>`; unset, the host picks one.
+    /// Fix it where gids must not change across reinstalls (NixOS with
+    /// impermanence): files inside record the gid, not the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+/// What a member may do in a shared directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SharedAccess {
+    /// Read and write: create, change and remove files.
+    #[serde(rename = "rw")]
+    ReadWrite,
+    /// Read only.
+    #[serde(rename = "ro")]
+    ReadOnly,
+}
+
+impl SharedAccess {
+    /// `rw` or `ro`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SharedAccess::ReadWrite => "rw",
+            SharedAccess::ReadOnly => "ro",
+        }
+    }
 }
 
 fn default_agents_dir() -> PathBuf {

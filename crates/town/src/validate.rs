@@ -212,7 +212,97 @@ pub fn validate(town: &Town) -> Vec<Problem> {
         }
         check_agent(&mut c, &key, name, agent);
     }
+    check_shared_dirs(&mut c, town);
     c.problems
+}
+
+/// Shared directories: a name that makes a group, a path root can own
+/// outside every agent's tree, and members who are the town's own people.
+fn check_shared_dirs(c: &mut Check, town: &Town) {
+    let humans = town.humans();
+    let mut paths: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for (name, dir) in &town.shared_dirs {
+        let key = format!("sharedDirs.{name}");
+        let group = Town::shared_group(name);
+        if !is_unix_name(name) || !is_unix_name(&group) {
+            c.fail(&key, format!("{name:?} cannot name a group ({group:?}); use at most 25 lowercase letters, digits, '_' or '-', starting with a letter"));
+        }
+        if town.agents.contains_key(&group) || humans.contains(&group) {
+            c.fail(
+                &key,
+                format!(
+                    "its group {group:?} is also a user of the town; rename the shared directory"
+                ),
+            );
+        }
+        let path = town.shared_path(name);
+        let pkey = format!("{key}.path");
+        let shown = path.display();
+        if !path.is_absolute()
+            || path.components().any(|c| c == Component::ParentDir)
+            || path.parent().is_none()
+        {
+            c.fail(&pkey, format!("{shown} must be an absolute path below \"/\" without '..', e.g. \"/srv/shared/{name}\""));
+        } else if path.starts_with(&town.agents_dir) || town.agents_dir.starts_with(&path) {
+            c.fail(&pkey, format!("{shown} is inside agentsDir (or holds it), which every round levels and agents control; put it outside, e.g. \"/srv/shared/{name}\""));
+        } else if path.starts_with(town.persist_dir.join("agents"))
+            || town.persist_dir.starts_with(&path)
+        {
+            c.fail(&pkey, format!("{shown} is inside an agent's persist dir (or holds persistDir); put it outside, e.g. the default \"{}\"", town.persist_dir.join("shared").join(name).display()));
+        } else if path.to_string_lossy().contains(['\n', '\0', ' ']) {
+            c.fail(
+                &pkey,
+                format!("{shown:?} contains a space, newline or NUL; pick a plain path"),
+            );
+        }
+        for (other, p) in &paths {
+            if p.starts_with(&path) || path.starts_with(p) {
+                c.fail(&pkey, format!("{shown} and sharedDirs.{other} ({}) contain each other; give each its own directory", p.display()));
+            }
+        }
+        paths.push((name.clone(), path.clone()));
+        if let Some(gid) = dir.gid {
+            if !(1000..=59999).contains(&gid) {
+                c.fail(
+                    format!("{key}.gid"),
+                    format!("{gid} is outside 1000–59999; pick a free gid, e.g. 31200"),
+                );
+            } else if let Some((agent, _)) = town.agents.iter().find(|(_, a)| a.uid == gid) {
+                c.fail(
+                    format!("{key}.gid"),
+                    format!(
+                        "{gid} is the gid of {agent}'s private group; pick a free gid, e.g. 31200"
+                    ),
+                );
+            } else if let Some((other, _)) = town
+                .shared_dirs
+                .iter()
+                .find(|(n, d)| *n != name && d.gid == Some(gid))
+            {
+                c.fail(
+                    format!("{key}.gid"),
+                    format!("{gid} is also sharedDirs.{other}'s gid; give each its own"),
+                );
+            }
+        }
+        if dir.members.is_empty() {
+            c.fail(
+                format!("{key}.members"),
+                "is empty; name who shares it, e.g. { ada = \"rw\", vox = \"ro\" }",
+            );
+        }
+        for who in dir.members.keys() {
+            let is_agent = town.agents.get(who).is_some_and(|a| a.enable);
+            if !is_agent && !humans.contains(who) {
+                let mut known: Vec<&str> = town.enabled_agents().map(|(n, _)| n.as_str()).collect();
+                known.extend(humans.iter().map(String::as_str));
+                c.fail(
+                    format!("{key}.members.{who}"),
+                    format!("{who:?} is neither an enabled agent nor a human of the town (humanUser, hall.approvers); use one of: {}", known.join(", ")),
+                );
+            }
+        }
+    }
 }
 
 /// A home-relative path that stays inside the home.

@@ -63,7 +63,7 @@ fn minimal_town_is_valid() {
 fn unknown_top_level_key() {
     assert_eq!(
         err("humanUsr = \"josh\"\n"),
-        "town.toml: humanUsr: unknown key `humanUsr`; remove it or use one of: enable, domain, agentsDir, persistDir, btrfsDevice, sopsFile, basePackages, projectDirs, humanUser, humanName, humanEmail, hall, rebuild, agents (line 1)"
+        "town.toml: humanUsr: unknown key `humanUsr`; remove it or use one of: enable, domain, agentsDir, persistDir, btrfsDevice, sopsFile, basePackages, projectDirs, humanUser, humanName, humanEmail, humanAsAgents, hall, rebuild, agents, sharedDirs (line 1)"
     );
 }
 
@@ -352,6 +352,36 @@ fn matrix_approver_needs_its_settings() {
     assert!(
         e.contains(
             "hall.matrix.approvers[0]: \"josh\" is not a Matrix id like \"@josh:example.org\""
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn shared_dirs_parse_with_defaults_and_name_bad_access() {
+    let town = toml(
+        "humanUser = \"josh\"\n[agents.ada]\nuid = 1100\n[agents.vox]\nuid = 1101\n\
+         [sharedDirs.review]\nmembers = { ada = \"rw\", vox = \"ro\", josh = \"rw\" }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        town.shared_path("review"),
+        std::path::Path::new("/persist/shared/review")
+    );
+    assert_eq!(
+        town.shared_dirs["review"].members["vox"],
+        nuketown_town::SharedAccess::ReadOnly
+    );
+    assert!(town.human_as_agents, "on by default");
+    let e = err("[agents.ada]\nuid = 1100\n[sharedDirs.review]\nmembers = { ada = \"write\" }\n");
+    assert!(
+        e.contains("sharedDirs.review.members.ada") && e.contains("`rw`") && e.contains("`ro`"),
+        "{e}"
+    );
+    let e = err("[agents.ada]\nuid = 1100\n[sharedDirs.review]\npath = \"/persist/agents/ada/x\"\nmembers = { ada = \"rw\" }\n");
+    assert!(
+        e.contains(
+            "sharedDirs.review.path: /persist/agents/ada/x is inside an agent's persist dir"
         ),
         "{e}"
     );

@@ -34,6 +34,9 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     for note in &plan.notes {
         println!("note: {note}");
     }
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
     if n == 0 {
         println!("nothing to change: the host matches the town");
     } else {

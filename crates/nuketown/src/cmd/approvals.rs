@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nuketown_chat::approver::{facts, seconds, short_id, DEFAULT_SETTLE_MS, MIN_PREFIX};
 use nuketown_hall::client::{Approver, ApproverSender, ClientError};
 use nuketown_hall::protocol::{RequestView, ToApprover};
+use nuketown_hall::show::{facts, seconds, short_id, DEFAULT_SETTLE_MS, MIN_PREFIX};
 use nuketown_hall::state::MAX_GRANT_SECS;
 use nuketown_hall::time::now_ms;
 use nuketown_town::display::{clean, show_argv, show_str};
@@ -104,7 +104,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 
 /// A request as the human reads it: every string quoted and escaped, one
 /// fact per line, every warning the hall sent (the same facts every channel
-/// shows: [`nuketown_chat::approver::facts`]).
+/// shows: [`nuketown_hall::show::facts`]).
 pub fn describe(r: &RequestView) -> String {
     let left = r.deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
     let mut s = format!(
@@ -240,6 +240,12 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         }
         Action::Watch => Watch::new(&socket, Channel::Terminal, settle)?.run()?,
         Action::Desktop => Watch::new(&socket, Channel::Desktop, settle)?.run()?,
+        #[cfg(not(feature = "chat"))]
+        Action::Matrix { store } => {
+            let _ = (store, global);
+            anyhow::bail!(super::without_feature("chat", "the Matrix approver"))
+        }
+        #[cfg(feature = "chat")]
         Action::Matrix { store } => {
             let town = super::load_town(None, global)?;
             let mut cfg = nuketown_chat::approver::ApproverConfig::from_town(&town, store, socket)?;
@@ -893,6 +899,64 @@ fn stop_dialog(pid: u32) {
     );
 }
 
+/// `s` as Pango markup text: every character markup gives a meaning escaped.
+fn markup_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The colour of what an agent could have changed.
+const WARNING_COLOUR: &str = "#c01c28";
+
+/// The dialog's text (Pango markup): who asks, then the request's facts in
+/// a monospace block, aligned as the terminal shows them, with every
+/// warning — and the facts saying the agent can change the program or a
+/// file an argument names — in red. Every string from the request is
+/// escaped (already quoted by [`facts`], then for markup), so an argv holding
+/// `<span>` shows as text.
+fn dialog_text(r: &RequestView, note: Option<&str>) -> String {
+    let left = r.deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
+    let mut s = format!(
+        "<b>{}</b> (uid {}) asks to run a command as <b>{}</b>.\n",
+        markup_escape(&show_str(&r.agent)),
+        r.uid,
+        markup_escape(&show_str(&r.user))
+    );
+    if let Some(n) = note {
+        s.push_str(&format!("<i>{}</i>\n", markup_escape(n.trim_end())));
+    }
+    s.push_str("<tt>");
+    for (label, text) in facts(r) {
+        let line = markup_escape(&format!("{label:<8} {text}"));
+        let warn =
+            label == "WARNING" || label == "files" || (label == "program" && r.agent_can_write);
+        if warn {
+            s.push_str(&format!(
+                "<span foreground=\"{WARNING_COLOUR}\" weight=\"bold\">{line}</span>\n"
+            ));
+        } else {
+            s.push_str(&line);
+            s.push('\n');
+        }
+    }
+    s.push_str(&format!(
+        "{}\n{}</tt>",
+        markup_escape(&format!("{:<8} in {left} s", "expires")),
+        markup_escape(&format!("{:<8} {}", "id", clean(&r.id)))
+    ));
+    s
+}
+
 /// The label of the dialog's grant button (Alt+1); zenity prints it when pressed.
 const GRANT_LABEL: &str = "Approve for _10 minutes";
 
@@ -905,8 +969,8 @@ fn dialog(r: &RequestView, note: Option<&str>, serial: u64, post: Post) -> Resul
     let mut cmd = Command::new("zenity");
     cmd.args([
         "--question",
-        // The text is shown as it is: no markup, whatever the argv holds.
-        "--no-markup",
+        // The text is Pango markup built by `dialog_text`, every string of the
+        // request escaped there; Deny is the focused button (Return denies).
         "--default-cancel",
         "--width=720",
         "--ok-label=_Approve",
@@ -926,12 +990,7 @@ fn dialog(r: &RequestView, note: Option<&str>, serial: u64, post: Post) -> Resul
             clean(&r.user),
             short_id(&r.id)
         ))
-        .arg(format!(
-            "--text={}{}  id       {}",
-            note.unwrap_or_default(),
-            describe(r),
-            clean(&r.id)
-        ))
+        .arg(format!("--text={}", dialog_text(r, note)))
         .arg(format!("--timeout={left}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1045,6 +1104,39 @@ mod tests {
             "{d:?}"
         );
         assert!(question(&r).contains("request 01234567 — approve? [y]es (this once) or [n]o"));
+
+        // The dialog: the same facts, markup-escaped, monospace, warnings in red.
+        let mut hostile = r.clone();
+        hostile.argv[1] = "<span foreground='green'>fine</span> & <b>".into();
+        let text = dialog_text(&hostile, None);
+        assert!(
+            text.starts_with("<b>&quot;ada&quot;</b> (uid 1100) asks to run a command as <b>&quot;root&quot;</b>.\n<tt>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("run      &quot;/bin/echo&quot; &quot;&lt;span foreground=&apos;green&apos;&gt;fine&lt;/span&gt; &amp; &lt;b&gt;&quot;\n"),
+            "{text}"
+        );
+        assert!(!text.contains("<span foreground='green'>"), "{text}");
+        let red = format!("<span foreground=\"{WARNING_COLOUR}\" weight=\"bold\">");
+        for coloured in [
+            "WARNING  the agent can change",
+            "program  &quot;/bin/echo&quot; (only a human",
+            "files    ",
+        ] {
+            assert!(
+                text.contains(&format!("{red}{coloured}")),
+                "{coloured} not red: {text}"
+            );
+        }
+        assert!(!text.contains(&format!("{red}run ")), "{text}");
+        assert!(text.ends_with(&format!("id       {}</tt>", r.id)), "{text}");
+        // Balanced: as many spans and tt blocks opened as closed.
+        assert_eq!(
+            text.matches("<span").count(),
+            text.matches("</span>").count()
+        );
+        assert_eq!(text.matches("<tt>").count(), 1);
     }
 
     #[test]

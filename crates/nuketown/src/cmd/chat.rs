@@ -18,6 +18,7 @@ pub struct Args {
 }
 
 /// Become `name` (as root), or check that we already are.
+#[cfg_attr(not(feature = "chat"), allow(dead_code))]
 fn become_agent(name: &str) -> Result<()> {
     let user = User::from_name(name)?
         .with_context(|| format!("{name} has no account on this host; run nuketown apply"))?;
@@ -44,12 +45,20 @@ fn become_agent(name: &str) -> Result<()> {
 /// Run the bridge.
 pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let town = super::load_town(None, global)?;
-    let cfg = nuketown_chat::BridgeConfig::from_town(&town, &args.agent)?;
-    become_agent(&args.agent)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(nuketown_chat::bridge::run(cfg))?;
-    Ok(ExitCode::SUCCESS)
+    #[cfg(not(feature = "chat"))]
+    {
+        let _ = (town, args);
+        bail!(super::without_feature("chat", "the Matrix bridge"))
+    }
+    #[cfg(feature = "chat")]
+    {
+        let cfg = nuketown_chat::BridgeConfig::from_town(&town, &args.agent)?;
+        become_agent(&args.agent)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(nuketown_chat::bridge::run(cfg))?;
+        Ok(ExitCode::SUCCESS)
+    }
 }

@@ -1,6 +1,8 @@
 //! `nuketown cloud render [TOWN]`: the town as Kubernetes manifests.
 
-use std::io::{Read, Write};
+use std::io::Read;
+#[cfg(feature = "cloud")]
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -66,7 +68,13 @@ fn render(
             .with_context(|| format!("cannot read town {}", path.display()))?;
         (text, Format::of(&path), path.display().to_string())
     };
-    let town = nuketown_cloud::load(&text, format, &origin)?;
+    emit(&text, format, &origin, revision)
+}
+
+/// Render the town's text as YAML on stdout.
+#[cfg(feature = "cloud")]
+fn emit(text: &str, format: Format, origin: &str, revision: Option<&str>) -> Result<ExitCode> {
+    let town = nuketown_cloud::load(text, format, origin)?;
     let manifests = nuketown_cloud::render(&town, revision.filter(|r| !r.is_empty()))?;
     if manifests.is_empty() {
         eprintln!("nuketown: no agent of {origin} has cloud.enable; nothing to render");
@@ -75,4 +83,10 @@ fn render(
     out.write_all(nuketown_cloud::to_yaml(&manifests).as_bytes())?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Built without the render.
+#[cfg(not(feature = "cloud"))]
+fn emit(_: &str, _: Format, _: &str, _: Option<&str>) -> Result<ExitCode> {
+    anyhow::bail!(super::without_feature("cloud", "the Kubernetes render"))
 }

@@ -30,6 +30,15 @@ pub fn town_path(positional: Option<&Path>, global: Option<&Path>) -> Result<Pat
         .ok_or_else(|| TownError::NotFound.into())
 }
 
+/// The error of a subcommand this binary was built without (a cargo
+/// feature left out to build the core CLI fast).
+#[allow(dead_code)]
+pub fn without_feature(feature: &str, what: &str) -> String {
+    format!(
+        "this nuketown was built without {what} (cargo feature `{feature}`); build it with default features: cargo build --release"
+    )
+}
+
 /// Load and validate the town named by the arguments.
 pub fn load_town(positional: Option<&Path>, global: Option<&Path>) -> Result<Town> {
     let path = town_path(positional, global)?;
@@ -47,6 +56,7 @@ pub fn privileged(town: &Town) -> Option<nuketown_host::Privileged> {
     };
     Some(nuketown_host::Privileged {
         sudoers: nuketown_hall::sudoers::render(town),
+        human_grant: nuketown_hall::sudoers::human_grant(town),
         shim: nuketown_hall::shim::render(&town.hall.elevate_path),
         shim_binary: beside("nuketown-sudo"),
         elevate_binary: beside("nuketown-elevate"),

@@ -35,6 +35,9 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     for note in &plan.notes {
         println!("note: {note}");
     }
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
     if plan.changes.is_empty() {
         println!("nothing to change: the host matches the town");
         Ok(ExitCode::SUCCESS)

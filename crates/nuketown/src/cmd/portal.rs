@@ -149,6 +149,22 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let inside = std::env::var_os("TMUX").is_some();
     let session = (!inside).then_some(args.session.as_str());
     let reach = Reach::detect();
+    if reach == Reach::Sudo {
+        // As the human: the agent's pane runs through sudo, which must not
+        // stop at a password prompt inside a pane nobody is looking at.
+        let ok = Command::new("sudo")
+            .args(["-n", "-u", &agent, "--", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            bail!(
+                "{human} may not act as {agent} without a password; as root, run `nuketown apply` with humanUser = {human:?} and humanAsAgents = true (the default) — it lets {human} run commands as the agents, never as root — or run the portal as root"
+            );
+        }
+    }
     let side = Human {
         user: &human,
         home: &human_home,

@@ -137,3 +137,42 @@ pub fn stop_approver(su: Child) {
     }
     let _ = finish(su);
 }
+
+impl Xvfb {
+    /// How many pixels of window `win` (an xdotool id) are close to `rgb`:
+    /// the window's area read from the screen (GetImage on the root, 24-bit
+    /// ZPixmap as Xvfb keeps it).
+    pub fn pixels_like(&self, win: &str, rgb: (u8, u8, u8)) -> usize {
+        use x11rb::connection::Connection;
+        use x11rb::protocol::xproto::{ConnectionExt, ImageFormat};
+        let geo = self.xdotool(&["getwindowgeometry", "--shell", win]);
+        let field = |k: &str| -> i32 {
+            geo.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {geo}"))
+        };
+        let (x, y, w, h) = (field("X"), field("Y"), field("WIDTH"), field("HEIGHT"));
+        let (conn, screen) = x11rb::connect(Some(&self.display)).unwrap();
+        let root = conn.setup().roots[screen].root;
+        let img = conn
+            .get_image(
+                ImageFormat::Z_PIXMAP,
+                root,
+                x as i16,
+                y as i16,
+                w as u16,
+                h as u16,
+                !0,
+            )
+            .unwrap()
+            .reply()
+            .unwrap();
+        assert_eq!(img.data.len(), (w * h * 4) as usize, "32 bits a pixel");
+        let near = |a: u8, b: u8| a.abs_diff(b) < 40;
+        img.data
+            .chunks_exact(4)
+            .filter(|p| near(p[2], rgb.0) && near(p[1], rgb.1) && near(p[0], rgb.2))
+            .count()
+    }
+}
