@@ -626,7 +626,11 @@ async fn answer(shared: Arc<Shared>, room: Room, event: OwnedEventId, author: Au
         Some(lines_tx),
     )
     .await;
-    let _ = watcher.await;
+    // The watcher ends with the backend's stderr; a straggler keeping it open never holds the room.
+    let stop_watching = watcher.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), watcher).await.is_err() {
+        stop_watching.abort();
+    }
     keep_typing.abort();
     let _ = room.typing_notice(false).await;
     let stopped = shared

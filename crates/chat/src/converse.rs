@@ -3,9 +3,10 @@
 //! on their own.
 //!
 //! - An agent answers its humans (`chat.allowedHumans`) anywhere, and a
-//!   declared room's humans in that room. A human's message that addresses
-//!   agents (a mention or a reply) is answered by those agents; one that
-//!   addresses none is answered by every agent in the room.
+//!   declared room's humans in that room. In a declared room, a human's
+//!   message that addresses agents (a mention or a reply) is answered by
+//!   those agents, one that addresses none by every agent in the room;
+//!   elsewhere (a direct chat) the human is always answered.
 //! - It answers another agent only in a declared room with
 //!   `agentsAnswerAgents`, only when addressed (a mention, or a reply to one
 //!   of its own messages), and only while the room has seen fewer than
@@ -157,7 +158,8 @@ pub fn decide(
     match author {
         Author::Stranger(_) => Decision::Ignore("not one of this agent's humans, nor a declared member"),
         Author::OwnHuman(_) | Author::RoomHuman(_) => {
-            if addressed || !addresses_agents {
+            // Outside declared rooms (a human's direct chat) the human always talks to this agent.
+            if rules.is_none() || addressed || !addresses_agents {
                 Decision::Answer
             } else {
                 Decision::Ignore("a human's message to other agents")
@@ -299,6 +301,7 @@ mod tests {
         t.count(&josh);
         assert_eq!(decide(&josh, false, false, rules, &t), Decision::Answer);
         assert_eq!(decide(&josh, false, true, rules, &t), Decision::Ignore("a human's message to other agents"));
+        assert_eq!(decide(&josh, false, true, None, &t), Decision::Answer, "a direct chat");
         t.count(&vox);
         assert_eq!(decide(&vox, true, true, rules, &t), Decision::Answer);
         assert!(matches!(decide(&vox, false, true, rules, &t), Decision::Ignore(_)));

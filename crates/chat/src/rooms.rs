@@ -16,9 +16,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::event_handler::Ctx;
-use matrix_sdk::ruma::api::client::room::create_room::v3::{
-    Request as CreateRoom, RoomPowerLevelsContentOverride, RoomPreset,
-};
+use matrix_sdk::ruma::api::client::room::create_room::v3::{Request as CreateRoom, RoomPreset};
+use matrix_sdk::ruma::api::client::room::create_room::RoomPowerLevelsContentOverride;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
 use matrix_sdk::ruma::events::room::member::{MembershipState, OriginalSyncRoomMemberEvent};
 use matrix_sdk::ruma::events::InitialStateEvent;
@@ -155,7 +154,7 @@ async fn find_or_create(client: &Client, me: &OwnedUserId, plan: &RoomPlan, chan
             changes.push(format!("adopted {} ({})", plan.alias, r.room_id));
             Ok(room)
         }
-        Err(e) if e.client_api_error_kind() == Some(&matrix_sdk::ruma::api::client::error::ErrorKind::NotFound) => {
+        Err(e) if e.client_api_error_kind() == Some(&matrix_sdk::ruma::api::error::ErrorKind::NotFound) => {
             if alias.server_name() != me.server_name() {
                 bail!("rooms.{}: {} does not exist, and the hall's account can only create aliases on {}; create the room there, or use an alias on {}", plan.name, plan.alias, me.server_name(), me.server_name());
             }

@@ -144,6 +144,7 @@ fn town_shell(town: &Town) -> Town {
         human_email: town.human_email.clone(),
         hall: town.hall.clone(),
         rebuild: town.rebuild.clone(),
+        rooms: BTreeMap::new(),
         agents: BTreeMap::new(),
     }
 }

@@ -433,8 +433,9 @@ fn commands_are_answered_by_the_bridge_stop_cancels_a_turn_and_status_tells_a_ki
             h.has_joined(&dm_id, agent_id.as_str())
         })
         .await;
+        let dm_room = josh.room(&dm_id);
         let say = |text: &str| {
-            let room = josh.room(&dm_id);
+            let room = dm_room.clone();
             let text = text.to_string();
             async move {
                 room.send(RoomMessageEventContent::text_plain(text))

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use fixture::TestTown;
 use nuketown_chat::matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use nuketown_chat::matrix_sdk::ruma::events::Mentions;
-use nuketown_chat::matrix_sdk::ruma::{OwnedUserId, RoomAliasId, UserId};
+use nuketown_chat::matrix_sdk::ruma::{OwnedUserId, RoomAliasId, RoomOrAliasId, UserId};
 use synapse::{Human, Seen, Synapse};
 
 const HUMAN: &str = "nkrhh";
@@ -168,7 +168,7 @@ fn a_declared_room_answers_its_human_and_bounds_agents_talking_to_agents() {
         let zed_client = Human::login(&server, "nkrzed", "nkrzed-pw", &t.path("zed-store")).await;
         let joined = zed_client
             .client
-            .join_room_by_id_or_alias(alias.as_ref().into(), &[])
+            .join_room_by_id_or_alias(<&RoomOrAliasId>::from(&*alias), &[])
             .await;
         assert!(joined.is_err(), "a non-member agent joined the declared room");
 
