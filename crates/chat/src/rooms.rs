@@ -176,9 +176,8 @@ async fn find_or_create(client: &Client, me: &OwnedUserId, plan: &RoomPlan, chan
                 )
                 .to_raw_any()];
             }
-            // Only the hall's account invites, removes or changes the room.
+            // Only the hall's account (the creator: all power) invites, removes or changes the room.
             let mut power = RoomPowerLevelsContentOverride::new();
-            power.users.insert(me.clone(), Int::from(100));
             for level in [
                 &mut power.invite,
                 &mut power.kick,
@@ -300,7 +299,9 @@ pub async fn run(cfg: KeeperConfig, watch: bool, mut report: impl FnMut(&str)) -
             }
             Err(e) => {
                 ok = false;
-                report(&format!("rooms.{name}: {e:#}"));
+                // Every error already names its room.
+                let _ = name;
+                report(&format!("{e:#}"));
             }
         }
     }

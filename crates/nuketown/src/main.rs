@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     // data yet, no key backup) are not errors of ours.
     let default = match cli.command {
         Command::Chat(_) | Command::Rooms(_) => {
-            "warn,nuketown=info,nuketown_chat=info,matrix_sdk=error,matrix_sdk_crypto=off,matrix_sdk_base=error"
+            "warn,nuketown=info,nuketown_chat=info,matrix_sdk=error,matrix_sdk::http_client=off,matrix_sdk_crypto=off,matrix_sdk_base=error"
         }
         _ => "warn",
     };
