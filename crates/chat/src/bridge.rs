@@ -185,12 +185,13 @@ impl ChatStatus {
     /// not running and not connected. None when no bridge ever ran there.
     pub fn read(store: &Path) -> Option<ChatStatus> {
         let mut status: ChatStatus =
-            serde_json::from_str(&std::fs::read_to_string(store.join("status.json")).ok()?)
-                .ok()?;
+            serde_json::from_str(&std::fs::read_to_string(store.join("status.json")).ok()?).ok()?;
         status.running = bridge_running(store);
         if !status.running {
             status.connected = false;
-            status.error.get_or_insert_with(|| "the bridge is not running".to_string());
+            status
+                .error
+                .get_or_insert_with(|| "the bridge is not running".to_string());
         }
         Some(status)
     }
@@ -422,8 +423,12 @@ async fn on_invite(
             match room.join().await {
                 Ok(()) => {
                     match &declared {
-                        Some(name) => tracing::info!(room = %room.room_id(), "joined the declared room rooms.{name}"),
-                        None => tracing::info!(room = %room.room_id(), sender = %ev.sender, "joined a direct chat"),
+                        Some(name) => {
+                            tracing::info!(room = %room.room_id(), "joined the declared room rooms.{name}")
+                        }
+                        None => {
+                            tracing::info!(room = %room.room_id(), sender = %ev.sender, "joined a direct chat")
+                        }
                     }
                     return;
                 }
@@ -449,17 +454,16 @@ async fn sender_of(shared: &Shared, room: &Room, id: &matrix_sdk::ruma::EventId)
         .map(|s| s.to_string())
 }
 
-async fn on_message(
-    ev: OriginalSyncRoomMessageEvent,
-    room: Room,
-    Ctx(shared): Ctx<Arc<Shared>>,
-) {
+async fn on_message(ev: OriginalSyncRoomMessageEvent, room: Room, Ctx(shared): Ctx<Arc<Shared>>) {
     if room.state() != RoomState::Joined {
         return;
     }
     let room_id = room.room_id().to_owned();
     let declared = shared.declared_room(&room_id).cloned();
-    let room_humans = declared.as_ref().map(|d| d.humans.as_slice()).unwrap_or(&[]);
+    let room_humans = declared
+        .as_ref()
+        .map(|d| d.humans.as_slice())
+        .unwrap_or(&[]);
     let author = if ev.sender == shared.me {
         shared.remember_mine(ev.event_id.clone());
         Author::Agent {
@@ -502,7 +506,13 @@ async fn on_message(
     if let Author::OwnHuman(_) = &author {
         if let Some(cmd) = converse::command(&text, &shared.cfg.agent, shared.me.as_str()) {
             if mark_handled(&shared, &ev.event_id).await {
-                tokio::spawn(run_command(shared.clone(), room, ev.event_id.clone(), author, cmd));
+                tokio::spawn(run_command(
+                    shared.clone(),
+                    room,
+                    ev.event_id.clone(),
+                    author,
+                    cmd,
+                ));
             }
             return;
         }
@@ -569,7 +579,13 @@ async fn mark_handled(shared: &Shared, event: &matrix_sdk::ruma::EventId) -> boo
     true
 }
 
-async fn answer(shared: Arc<Shared>, room: Room, event: OwnedEventId, author: Author, body: String) {
+async fn answer(
+    shared: Arc<Shared>,
+    room: Room,
+    event: OwnedEventId,
+    author: Author,
+    body: String,
+) {
     let room_id = room.room_id().to_string();
     let lock = shared
         .rooms
@@ -578,15 +594,33 @@ async fn answer(shared: Arc<Shared>, room: Room, event: OwnedEventId, author: Au
         .entry(room_id.clone())
         .or_default()
         .clone();
-    shared.work.lock().unwrap().entry(room_id.clone()).or_default().queued += 1;
+    shared
+        .work
+        .lock()
+        .unwrap()
+        .entry(room_id.clone())
+        .or_default()
+        .queued += 1;
     let turn = lock.lock().await; // one conversation per room, in order
-    shared.work.lock().unwrap().entry(room_id.clone()).or_default().queued -= 1;
+    shared
+        .work
+        .lock()
+        .unwrap()
+        .entry(room_id.clone())
+        .or_default()
+        .queued -= 1;
     if !mark_handled(&shared, &event).await {
         return;
     }
     let session = shared.ledger.lock().await.sessions.get(&room_id).cloned();
     let cancel = Arc::new(Notify::new());
-    shared.work.lock().unwrap().entry(room_id.clone()).or_default().running = Some(Running {
+    shared
+        .work
+        .lock()
+        .unwrap()
+        .entry(room_id.clone())
+        .or_default()
+        .running = Some(Running {
         since_ms: now_ms(),
         sender: author.name().to_string(),
         cancel: cancel.clone(),
@@ -616,7 +650,10 @@ async fn answer(shared: Arc<Shared>, room: Room, event: OwnedEventId, author: Au
         &inv,
         &[
             ("NUKETOWN_ROOM", &room_id),
-            ("NUKETOWN_ROOM_NAME", declared.as_ref().map(|d| d.name.as_str()).unwrap_or("")),
+            (
+                "NUKETOWN_ROOM_NAME",
+                declared.as_ref().map(|d| d.name.as_str()).unwrap_or(""),
+            ),
             ("NUKETOWN_SENDER", &sender_id(&author)),
             ("NUKETOWN_SENDER_KIND", author.kind()),
             ("NUKETOWN_SENDER_NAME", author.name()),
@@ -628,7 +665,10 @@ async fn answer(shared: Arc<Shared>, room: Room, event: OwnedEventId, author: Au
     .await;
     // The watcher ends with the backend's stderr; a straggler keeping it open never holds the room.
     let stop_watching = watcher.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(2), watcher).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), watcher)
+        .await
+        .is_err()
+    {
         stop_watching.abort();
     }
     keep_typing.abort();
@@ -662,7 +702,13 @@ async fn answer(shared: Arc<Shared>, room: Room, event: OwnedEventId, author: Au
             let (by, since) = stopped.unwrap_or_default();
             let secs = now_ms().saturating_sub(since) / 1000;
             shared
-                .notice(&room, Some(&event), &format!("⏹ stopped by {by} after {secs} s; nothing more will come of this message"))
+                .notice(
+                    &room,
+                    Some(&event),
+                    &format!(
+                        "⏹ stopped by {by} after {secs} s; nothing more will come of this message"
+                    ),
+                )
                 .await;
             drop(turn);
             return;
@@ -836,9 +882,18 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
                 cfg.store.join("bridge.lock").display()
             )
         })?;
+    // BENCH-KNOB (temporary, for docs/benchmarks.md): store configuration.
+    let store = match std::env::var("NKBENCH_STORE").as_deref() {
+        Ok("low") => matrix_sdk::SqliteStoreConfig::with_low_memory_config(cfg.store.join("store")),
+        Ok("min") => matrix_sdk::SqliteStoreConfig::new(cfg.store.join("store"))
+            .pool_max_size(2)
+            .cache_size(256_000)
+            .journal_size_limit(1_000_000),
+        _ => matrix_sdk::SqliteStoreConfig::new(cfg.store.join("store")),
+    };
     let client = Client::builder()
         .homeserver_url(&cfg.homeserver)
-        .sqlite_store(cfg.store.join("store"), None)
+        .sqlite_store_with_config_and_cache_path(store, None::<&Path>)
         .build()
         .await
         .context("building the Matrix client")?;
@@ -904,6 +959,12 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
         match client.sync_once(settings.clone()).await {
             Ok(resp) => {
                 settings = settings.token(resp.next_batch);
+                if std::env::var("NKBENCH_TRIM").is_ok() {
+                    // BENCH-KNOB: give freed memory back to the kernel after each sync.
+                    unsafe {
+                        nix::libc::malloc_trim(0);
+                    }
+                }
                 delay = Duration::from_millis(250);
                 if !started {
                     for r in &cfg.rooms {

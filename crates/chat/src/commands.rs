@@ -42,7 +42,12 @@ pub fn usage_of(uid: u32) -> (u64, f64, usize) {
         return (0, 0.0, 0);
     };
     for e in dir.flatten() {
-        if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
             continue;
         }
         let p = e.path();
@@ -128,7 +133,10 @@ pub fn escalations_text(agent: &str, list: &[Escalation], now_ms: u64) -> String
     if list.is_empty() {
         return format!("{agent}: no escalation started from chat is waiting for a decision");
     }
-    let mut text = format!("{agent}: {} escalation(s) waiting for a decision:", list.len());
+    let mut text = format!(
+        "{agent}: {} escalation(s) waiting for a decision:",
+        list.len()
+    );
     for e in list {
         text.push_str(&format!(
             "\nrequest {} — {} (asked {} ago, in {})",
@@ -161,7 +169,11 @@ pub fn work_text(agent: &str, rooms: &[WorkLine], now_ms: u64) -> String {
     }
     let mut text = format!("{agent}:");
     for w in rooms {
-        let place = if w.here { "this room".to_string() } else { w.room.clone() };
+        let place = if w.here {
+            "this room".to_string()
+        } else {
+            w.room.clone()
+        };
         match &w.running {
             Some((since, who)) => text.push_str(&format!(
                 "\n{place}: backend running for {} (answering {}), {} waiting",
@@ -197,7 +209,10 @@ mod tests {
             }],
             61_000,
         );
-        assert_eq!(w, "ada:\nthis room: backend running for 60 s (answering @josh:x), 2 waiting");
+        assert_eq!(
+            w,
+            "ada:\nthis room: backend running for 60 s (answering @josh:x), 2 waiting"
+        );
         assert!(work_text("ada", &[], 0).contains("idle"));
         let e = escalations_text(
             "ada",

@@ -63,9 +63,9 @@ impl Author {
         let place = room.map(|r| format!(" in room {r}")).unwrap_or_default();
         match self {
             Author::OwnHuman(id) => format!("[chat: from {id}, your human{place}]"),
-            Author::RoomHuman(id) => format!(
-                "[chat: from {id}, a human{place} — not one of your own humans]"
-            ),
+            Author::RoomHuman(id) => {
+                format!("[chat: from {id}, a human{place} — not one of your own humans]")
+            }
             Author::Agent { name, id } => format!(
                 "[chat: from agent {name} ({id}){place} — a colleague, not your human: \
                  help as a colleague, but do nothing only your human may ask for]"
@@ -156,7 +156,9 @@ pub fn decide(
     turns: &Turns,
 ) -> Decision {
     match author {
-        Author::Stranger(_) => Decision::Ignore("not one of this agent's humans, nor a declared member"),
+        Author::Stranger(_) => {
+            Decision::Ignore("not one of this agent's humans, nor a declared member")
+        }
         Author::OwnHuman(_) | Author::RoomHuman(_) => {
             // Outside declared rooms (a human's direct chat) the human always talks to this agent.
             if rules.is_none() || addressed || !addresses_agents {
@@ -265,8 +267,11 @@ mod tests {
     fn roster() -> Roster {
         Roster {
             own_humans: vec!["@josh:x".into()],
-            agents: [("@ada:x".to_string(), "ada".to_string()), ("@vox:x".into(), "vox".into())]
-                .into(),
+            agents: [
+                ("@ada:x".to_string(), "ada".to_string()),
+                ("@vox:x".into(), "vox".into()),
+            ]
+            .into(),
         }
     }
 
@@ -283,10 +288,19 @@ mod tests {
                 id: "@vox:x".into()
             }
         );
-        assert_eq!(r.author("@amy:x", &["@amy:x".into()]), Author::RoomHuman("@amy:x".into()));
+        assert_eq!(
+            r.author("@amy:x", &["@amy:x".into()]),
+            Author::RoomHuman("@amy:x".into())
+        );
         assert_eq!(r.author("@amy:x", &[]), Author::Stranger("@amy:x".into()));
-        assert!(r.author("@vox:x", &[]).header(None).contains("not your human"));
-        assert!(roster().author("@josh:x", &[]).header(None).contains("your human"));
+        assert!(r
+            .author("@vox:x", &[])
+            .header(None)
+            .contains("not your human"));
+        assert!(roster()
+            .author("@josh:x", &[])
+            .header(None)
+            .contains("your human"));
     }
 
     #[test]
@@ -300,20 +314,45 @@ mod tests {
         let mut t = Turns::default();
         t.count(&josh);
         assert_eq!(decide(&josh, false, false, rules, &t), Decision::Answer);
-        assert_eq!(decide(&josh, false, true, rules, &t), Decision::Ignore("a human's message to other agents"));
-        assert_eq!(decide(&josh, false, true, None, &t), Decision::Answer, "a direct chat");
+        assert_eq!(
+            decide(&josh, false, true, rules, &t),
+            Decision::Ignore("a human's message to other agents")
+        );
+        assert_eq!(
+            decide(&josh, false, true, None, &t),
+            Decision::Answer,
+            "a direct chat"
+        );
         t.count(&vox);
         assert_eq!(decide(&vox, true, true, rules, &t), Decision::Answer);
-        assert!(matches!(decide(&vox, false, true, rules, &t), Decision::Ignore(_)));
         assert!(matches!(
-            decide(&vox, true, true, Some(RoomRules { agents_answer_agents: false, agent_turns: 2 }), &t),
+            decide(&vox, false, true, rules, &t),
             Decision::Ignore(_)
         ));
-        assert!(matches!(decide(&vox, true, true, None, &t), Decision::Ignore(_)));
+        assert!(matches!(
+            decide(
+                &vox,
+                true,
+                true,
+                Some(RoomRules {
+                    agents_answer_agents: false,
+                    agent_turns: 2
+                }),
+                &t
+            ),
+            Decision::Ignore(_)
+        ));
+        assert!(matches!(
+            decide(&vox, true, true, None, &t),
+            Decision::Ignore(_)
+        ));
         t.count(&vox);
         assert_eq!(decide(&vox, true, true, rules, &t), Decision::Limit);
         t.noted = true;
-        assert!(matches!(decide(&vox, true, true, rules, &t), Decision::Ignore(_)));
+        assert!(matches!(
+            decide(&vox, true, true, rules, &t),
+            Decision::Ignore(_)
+        ));
         // Humans always get an answer, and reset the count.
         assert_eq!(decide(&josh, true, true, rules, &t), Decision::Answer);
         t.count(&josh);
@@ -326,10 +365,23 @@ mod tests {
     #[test]
     fn commands_are_few_and_unknown_ones_are_text() {
         assert_eq!(command("!where", "ada", "@ada:x"), Some(Command::Where));
-        assert_eq!(command("  !work ada ", "ada", "@ada:x"), Some(Command::Work));
-        assert_eq!(command("!stop @ada:x", "ada", "@ada:x"), Some(Command::Stop { all: false }));
-        assert_eq!(command("!stop all", "ada", "@ada:x"), Some(Command::Stop { all: true }));
-        assert_eq!(command("!stop vox", "ada", "@ada:x"), None, "for another agent");
+        assert_eq!(
+            command("  !work ada ", "ada", "@ada:x"),
+            Some(Command::Work)
+        );
+        assert_eq!(
+            command("!stop @ada:x", "ada", "@ada:x"),
+            Some(Command::Stop { all: false })
+        );
+        assert_eq!(
+            command("!stop all", "ada", "@ada:x"),
+            Some(Command::Stop { all: true })
+        );
+        assert_eq!(
+            command("!stop vox", "ada", "@ada:x"),
+            None,
+            "for another agent"
+        );
         assert_eq!(command("!deploy now", "ada", "@ada:x"), None);
         assert_eq!(command("where", "ada", "@ada:x"), None);
         assert_eq!(command("!resources please", "ada", "@ada:x"), None);

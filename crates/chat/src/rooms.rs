@@ -78,7 +78,11 @@ impl KeeperConfig {
                     .humans
                     .iter()
                     .cloned()
-                    .chain(r.agents.iter().filter_map(|a| ids.get(a).map(|s| s.to_string())))
+                    .chain(
+                        r.agents
+                            .iter()
+                            .filter_map(|a| ids.get(a).map(|s| s.to_string())),
+                    )
                     .collect(),
                 encrypted: r.encrypted,
             })
@@ -115,7 +119,10 @@ async fn login(cfg: &KeeperConfig) -> Result<Client> {
             .context("restoring the hall's saved Matrix session")?;
     } else {
         let pw = std::fs::read_to_string(&cfg.password_file).with_context(|| {
-            format!("reading hall.matrix.passwordFile {}", cfg.password_file.display())
+            format!(
+                "reading hall.matrix.passwordFile {}",
+                cfg.password_file.display()
+            )
         })?;
         client
             .matrix_auth()
@@ -139,12 +146,20 @@ async fn login(cfg: &KeeperConfig) -> Result<Client> {
 }
 
 /// The room `plan` names, created if its alias is free, joined if the hall is not in it yet.
-async fn find_or_create(client: &Client, me: &OwnedUserId, plan: &RoomPlan, changes: &mut Changes) -> Result<Room> {
+async fn find_or_create(
+    client: &Client,
+    me: &OwnedUserId,
+    plan: &RoomPlan,
+    changes: &mut Changes,
+) -> Result<Room> {
     let alias = RoomAliasId::parse(&plan.alias)
         .with_context(|| format!("rooms.{}: {} is not a room alias", plan.name, plan.alias))?;
     match client.resolve_room_alias(&alias).await {
         Ok(r) => {
-            if let Some(room) = client.get_room(&r.room_id).filter(|r| r.state() == matrix_sdk::RoomState::Joined) {
+            if let Some(room) = client
+                .get_room(&r.room_id)
+                .filter(|r| r.state() == matrix_sdk::RoomState::Joined)
+            {
                 return Ok(room);
             }
             let room = client
@@ -154,7 +169,10 @@ async fn find_or_create(client: &Client, me: &OwnedUserId, plan: &RoomPlan, chan
             changes.push(format!("adopted {} ({})", plan.alias, r.room_id));
             Ok(room)
         }
-        Err(e) if e.client_api_error_kind() == Some(&matrix_sdk::ruma::api::error::ErrorKind::NotFound) => {
+        Err(e)
+            if e.client_api_error_kind()
+                == Some(&matrix_sdk::ruma::api::error::ErrorKind::NotFound) =>
+        {
             if alias.server_name() != me.server_name() {
                 bail!("rooms.{}: {} does not exist, and the hall's account can only create aliases on {}; create the room there, or use an alias on {}", plan.name, plan.alias, me.server_name(), me.server_name());
             }
@@ -204,7 +222,12 @@ async fn find_or_create(client: &Client, me: &OwnedUserId, plan: &RoomPlan, chan
 }
 
 /// Make the members of `room` those of `plan`: invite who is missing, remove who is not declared.
-async fn reconcile(room: &Room, me: &OwnedUserId, plan: &RoomPlan, changes: &mut Changes) -> Result<()> {
+async fn reconcile(
+    room: &Room,
+    me: &OwnedUserId,
+    plan: &RoomPlan,
+    changes: &mut Changes,
+) -> Result<()> {
     room.sync_members()
         .await
         .with_context(|| format!("rooms.{}: reading the members", plan.name))?;
@@ -219,9 +242,12 @@ async fn reconcile(room: &Room, me: &OwnedUserId, plan: &RoomPlan, changes: &mut
             continue;
         }
         let user = OwnedUserId::try_from(who.as_str())?;
-        room.kick_user(&user, Some(&format!("not a member of rooms.{} in the town", plan.name)))
-            .await
-            .with_context(|| format!("rooms.{}: removing {who}", plan.name))?;
+        room.kick_user(
+            &user,
+            Some(&format!("not a member of rooms.{} in the town", plan.name)),
+        )
+        .await
+        .with_context(|| format!("rooms.{}: removing {who}", plan.name))?;
         changes.push(format!("removed {who} (not declared)"));
     }
     for who in plan.members.difference(&present) {
@@ -242,7 +268,10 @@ async fn reconcile(room: &Room, me: &OwnedUserId, plan: &RoomPlan, changes: &mut
 }
 
 /// Make every declared room as declared, once; what was done, room by room.
-pub async fn keep_once(client: &Client, cfg: &KeeperConfig) -> Result<Vec<(String, Result<Changes>)>> {
+pub async fn keep_once(
+    client: &Client,
+    cfg: &KeeperConfig,
+) -> Result<Vec<(String, Result<Changes>)>> {
     let me = client.user_id().context("not logged in")?.to_owned();
     let mut out = Vec::new();
     for plan in &cfg.rooms {
@@ -269,10 +298,16 @@ async fn on_member(ev: OriginalSyncRoomMemberEvent, room: Room, Ctx(w): Ctx<Arc<
     };
     let plan = &w.cfg.rooms[i];
     let who = ev.state_key.to_string();
-    let active = matches!(ev.content.membership, MembershipState::Join | MembershipState::Invite);
+    let active = matches!(
+        ev.content.membership,
+        MembershipState::Join | MembershipState::Invite
+    );
     if active && who != w.me.as_str() && !plan.members.contains(&who) {
         match room
-            .kick_user(&ev.state_key, Some(&format!("not a member of rooms.{} in the town", plan.name)))
+            .kick_user(
+                &ev.state_key,
+                Some(&format!("not a member of rooms.{} in the town", plan.name)),
+            )
             .await
         {
             Ok(()) => tracing::info!("rooms.{}: removed {who} (not declared)", plan.name),
@@ -287,7 +322,10 @@ async fn on_member(ev: OriginalSyncRoomMemberEvent, room: Room, Ctx(w): Ctx<Arc<
 pub async fn run(cfg: KeeperConfig, watch: bool, mut report: impl FnMut(&str)) -> Result<bool> {
     let client = login(&cfg).await?;
     let settings = SyncSettings::default().timeout(Duration::from_secs(0));
-    let resp = client.sync_once(settings.clone()).await.context("the first sync")?;
+    let resp = client
+        .sync_once(settings.clone())
+        .await
+        .context("the first sync")?;
     let mut ok = true;
     for (name, r) in keep_once(&client, &cfg).await? {
         match r {

@@ -76,7 +76,10 @@ fn chat_status(town: &Town, name: &str, uid: u32) -> Option<serde_json::Value> {
     // Alive is what the process says by holding its lock, not what its file
     // last said: a killed bridge leaves `connected: true` behind.
     let running = tree
-        .locked(&Path::new(name).join(".nuketown/matrix/bridge.lock"), Some(uid))
+        .locked(
+            &Path::new(name).join(".nuketown/matrix/bridge.lock"),
+            Some(uid),
+        )
         .unwrap_or(false);
     if let Some(o) = status.as_object_mut() {
         o.insert("running".into(), running.into());

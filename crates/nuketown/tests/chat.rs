@@ -330,6 +330,7 @@ fn chat_bridge_benchmark() {
     );
     fs::write(&town, text).unwrap();
     t.ok(&["apply", &town]);
+    // The bridge gets the NKBENCH_* knobs and MALLOC_ARENA_MAX of this process (memory experiments).
     let mut bridge_proc = bridge(&t, &town);
     wait_status(&t, "connected", |s| s["connected"] == true);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -449,8 +450,16 @@ fn commands_are_answered_by_the_bridge_stop_cancels_a_turn_and_status_tells_a_ki
         let e = say("!where").await;
         let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
         assert!(r.notice, "the bridge's own answer is a notice: {r:?}");
-        assert!(r.body.contains(&format!("{AGENT} runs on host ")), "{}", r.body);
-        assert!(r.body.contains(&format!("as uid {AGENT_UID}")), "{}", r.body);
+        assert!(
+            r.body.contains(&format!("{AGENT} runs on host ")),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body.contains(&format!("as uid {AGENT_UID}")),
+            "{}",
+            r.body
+        );
         assert!(
             r.body
                 .contains(&format!("{}/{AGENT}/dev", t.agents_dir().display())),
@@ -459,7 +468,11 @@ fn commands_are_answered_by_the_bridge_stop_cancels_a_turn_and_status_tells_a_ki
         );
         let e = say("!resources").await;
         let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
-        assert!(r.body.contains("no tier") && r.body.contains("resident"), "{}", r.body);
+        assert!(
+            r.body.contains("no tier") && r.body.contains("resident"),
+            "{}",
+            r.body
+        );
         let e = say("!work").await;
         let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
         assert!(r.body.contains("idle"), "{}", r.body);
@@ -486,7 +499,9 @@ fn commands_are_answered_by_the_bridge_stop_cancels_a_turn_and_status_tells_a_ki
         let e = say("!stop").await;
         let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
         assert!(r.body.contains("stopping 1 running turn"), "{}", r.body);
-        let r = josh.reply_to(agent_id.as_str(), slow.as_str(), &mut log).await;
+        let r = josh
+            .reply_to(agent_id.as_str(), slow.as_str(), &mut log)
+            .await;
         assert!(
             r.notice && r.body.starts_with("⏹ stopped by @josh:localhost"),
             "{r:?}"
@@ -494,7 +509,10 @@ fn commands_are_answered_by_the_bridge_stop_cancels_a_turn_and_status_tells_a_ki
         // The backend's process is gone (the sleep it became).
         let deadline = Instant::now() + Duration::from_secs(10);
         while Path::new(&format!("/proc/{pid}")).exists() {
-            assert!(Instant::now() < deadline, "the stopped backend {pid} still runs");
+            assert!(
+                Instant::now() < deadline,
+                "the stopped backend {pid} still runs"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let e = say("after the stop").await;
@@ -507,7 +525,11 @@ fn commands_are_answered_by_the_bridge_stop_cancels_a_turn_and_status_tells_a_ki
     assert_eq!(before["connected"], true, "{before}");
     bridge_proc.kill().unwrap();
     bridge_proc.wait().unwrap();
-    assert_eq!(status(&t)["connected"], true, "the file still says connected");
+    assert_eq!(
+        status(&t)["connected"],
+        true,
+        "the file still says connected"
+    );
     let text = status_text();
     assert!(
         text.contains("chat     disconnected (the bridge is not running)"),
@@ -527,9 +549,13 @@ fn commands_are_answered_by_the_bridge_stop_cancels_a_turn_and_status_tells_a_ki
     // A healthy start said so in one line, and no ERROR line.
     let log = fs::read_to_string(t.path("bridge.log")).unwrap();
     assert!(
-        log.contains(&format!("logged in as @{AGENT}:localhost (device ")) && log.contains("listening"),
+        log.contains(&format!("logged in as @{AGENT}:localhost (device "))
+            && log.contains("listening"),
         "{log}"
     );
     assert!(!log.contains("ERROR"), "{log}");
-    assert!(!log.contains('\u{1b}'), "no colour codes in a log file: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes in a log file: {log}"
+    );
 }

@@ -100,7 +100,12 @@ fn agent_texts(log: &[Seen], from: usize) -> Vec<&Seen> {
 }
 
 /// Sync until `done` holds over everything seen so far.
-async fn seen_until(h: &mut Human, log: &mut Vec<Seen>, what: &str, done: impl Fn(&[Seen]) -> bool) {
+async fn seen_until(
+    h: &mut Human,
+    log: &mut Vec<Seen>,
+    what: &str,
+    done: impl Fn(&[Seen]) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         while let Ok(s) = h.seen.try_recv() {
@@ -109,14 +114,19 @@ async fn seen_until(h: &mut Human, log: &mut Vec<Seen>, what: &str, done: impl F
         if done(log) {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; seen: {log:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; seen: {log:#?}"
+        );
         h.sync().await;
     }
 }
 
 #[test]
 fn a_declared_room_answers_its_human_and_bounds_agents_talking_to_agents() {
-    let users: Vec<&str> = std::iter::once(HUMAN).chain(AGENTS.iter().map(|a| a.0)).collect();
+    let users: Vec<&str> = std::iter::once(HUMAN)
+        .chain(AGENTS.iter().map(|a| a.0))
+        .collect();
     let t = TestTown::new(&users, &[]);
     let server = Synapse::start(&t.path("synapse"));
     server.register("hall", "hall-pw");
@@ -151,7 +161,10 @@ fn a_declared_room_answers_its_human_and_bounds_agents_talking_to_agents() {
         "a second run changes nothing"
     );
 
-    let _bridges: Vec<Kill> = AGENTS.iter().map(|(a, _, _)| bridge(&t, &town, a)).collect();
+    let _bridges: Vec<Kill> = AGENTS
+        .iter()
+        .map(|(a, _, _)| bridge(&t, &town, a))
+        .collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let alias = RoomAliasId::parse("#team:localhost").unwrap();

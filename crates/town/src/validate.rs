@@ -278,22 +278,41 @@ fn check_rooms(c: &mut Check, town: &Town) {
             c.fail(&key, format!("{name:?} is not a room name; use lowercase letters, digits, '.', '_', '=' or '-' (it is the alias's local part)"));
         }
         if let Some(alias) = &room.alias {
-            if !(alias.starts_with('#') && alias.contains(':') && !alias.contains(char::is_whitespace)) {
-                c.fail(format!("{key}.alias"), format!("{alias:?} is not a room alias like \"#team:example.org\""));
+            if !(alias.starts_with('#')
+                && alias.contains(':')
+                && !alias.contains(char::is_whitespace))
+            {
+                c.fail(
+                    format!("{key}.alias"),
+                    format!("{alias:?} is not a room alias like \"#team:example.org\""),
+                );
             }
         }
         if let Some(alias) = town.room_alias(name) {
             if let Some(other) = aliases.insert(alias.clone(), name) {
-                c.fail(format!("{key}.alias"), format!("{alias:?} is already the alias of rooms.{other}; give each room its own"));
+                c.fail(
+                    format!("{key}.alias"),
+                    format!(
+                        "{alias:?} is already the alias of rooms.{other}; give each room its own"
+                    ),
+                );
             }
         }
         for (i, h) in room.humans.iter().enumerate() {
             if !is_matrix_id(h) {
-                c.fail(format!("{key}.humans[{i}]"), format!("{h:?} is not a Matrix id like \"@josh:example.org\""));
+                c.fail(
+                    format!("{key}.humans[{i}]"),
+                    format!("{h:?} is not a Matrix id like \"@josh:example.org\""),
+                );
             } else if let Some(agent) = agent_ids.get(h.as_str()) {
                 c.fail(format!("{key}.humans[{i}]"), format!("{h:?} is agent {agent}'s Matrix account; list agents under agents, never as humans"));
             } else if m.user_id.as_deref() == Some(h.as_str()) {
-                c.fail(format!("{key}.humans[{i}]"), format!("{h:?} is the hall's own account, which is always in the room; remove it"));
+                c.fail(
+                    format!("{key}.humans[{i}]"),
+                    format!(
+                        "{h:?} is the hall's own account, which is always in the room; remove it"
+                    ),
+                );
             }
         }
         for (i, a) in room.agents.iter().enumerate() {
@@ -303,7 +322,10 @@ fn check_rooms(c: &mut Check, town: &Town) {
                 Some(_) => {}
             }
             if room.agents[..i].contains(a) {
-                c.fail(format!("{key}.agents[{i}]"), format!("{a} is listed twice; list it once"));
+                c.fail(
+                    format!("{key}.agents[{i}]"),
+                    format!("{a} is listed twice; list it once"),
+                );
             }
         }
         if !(1..=100).contains(&room.agent_turns) {

@@ -63,7 +63,7 @@ fn minimal_town_is_valid() {
 fn unknown_top_level_key() {
     assert_eq!(
         err("humanUsr = \"josh\"\n"),
-        "town.toml: humanUsr: unknown key `humanUsr`; remove it or use one of: enable, domain, agentsDir, persistDir, btrfsDevice, sopsFile, basePackages, projectDirs, humanUser, humanName, humanEmail, hall, rebuild, agents (line 1)"
+        "town.toml: humanUsr: unknown key `humanUsr`; remove it or use one of: enable, domain, agentsDir, persistDir, btrfsDevice, sopsFile, basePackages, projectDirs, humanUser, humanName, humanEmail, hall, rebuild, rooms, agents (line 1)"
     );
 }
 
@@ -369,10 +369,16 @@ fn a_declared_room_gets_defaults_and_its_alias_from_the_hall_account() {
     ))
     .unwrap();
     let team = &town.rooms["team"];
-    assert!(!team.agents_answer_agents, "agents answer agents only when declared");
+    assert!(
+        !team.agents_answer_agents,
+        "agents answer agents only when declared"
+    );
     assert_eq!(team.agent_turns, 4);
     assert!(team.encrypted);
-    assert_eq!(town.room_alias("team").as_deref(), Some("#team:example.org"));
+    assert_eq!(
+        town.room_alias("team").as_deref(),
+        Some("#team:example.org")
+    );
     let json = serde_json::to_string(&town).unwrap();
     let back: Town = serde_json::from_str(&json).unwrap();
     assert_eq!(back, town);
