@@ -12,7 +12,7 @@ use std::fs;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use hall_fixture::{finish, stdout, Options, TestTown, ADA};
+use hall_fixture::{finish, stdout, Options, TestTown, ADA, HUMAN};
 use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoom;
 use matrix_sdk::ruma::events::reaction::ReactionEventContent;
 use matrix_sdk::ruma::events::relation::Annotation;
