@@ -361,6 +361,23 @@ in
       command = mkOption { type = types.listOf types.str; default = [ "nixos-rebuild" ]; description = "The rebuild program; the action is appended."; };
       configRepo = mkOption { type = types.nullOr types.str; default = null; description = "The configuration repository summarised before a rebuild."; };
     };
+    # Rooms (docs/chat.md#rooms), kept by the hall's Matrix account (hall.matrix).
+    rooms = mkOption {
+      default = { };
+      description = "Matrix rooms the hall's account keeps (`nuketown rooms`): created invite-only or adopted, declared members invited, anyone else removed. The name is the alias's local part.";
+      example = literalExpression ''{ team = { topic = "ada and vox"; humans = [ "@josh:example.org" ]; agents = [ "ada" "vox" ]; agentsAnswerAgents = true; }; }'';
+      type = types.attrsOf (types.submodule {
+        options = {
+          alias = mkOption { type = types.nullOr types.str; default = null; description = "The room's alias (default `#<name>:<server of hall.matrix.userId>`)."; };
+          topic = mkOption { type = types.str; default = ""; description = "The room's topic."; };
+          humans = mkOption { type = types.listOf types.str; default = [ ]; description = "Matrix ids of the humans in the room; its agents answer them there."; };
+          agents = mkOption { type = types.listOf types.str; default = [ ]; description = "Agents (with chat.enable) in the room."; };
+          agentsAnswerAgents = mkOption { type = types.bool; default = false; description = "Whether an agent answers another agent that addresses it (a mention, or a reply to its message)."; };
+          agentTurns = mkOption { type = types.ints.between 1 100; default = 4; description = "Most agent messages in a row, without a human's in between, that agents answer; then they stop and say so."; };
+          encrypted = mkOption { type = types.bool; default = true; description = "Create the room end-to-end encrypted."; };
+        };
+      });
+    };
     agents = mkOption { type = types.attrsOf agentModule; default = { }; description = "The agents, by Unix user name."; };
     sharedDirs = mkOption {
       type = types.attrsOf sharedDirModule;
@@ -564,6 +581,26 @@ in
     in {
       security.sudo = mkIf (grant && config.security.sudo.enable) { extraRules = rule; };
       security.sudo-rs = mkIf (grant && config.security.sudo-rs.enable) { extraRules = rule; };
+    })
+
+    (mkIf (cfg.rooms != { }) {
+      # The declared rooms, kept as declared by the hall's Matrix account.
+      systemd.services.nuketown-rooms = {
+        description = "Nuketown: the town's Matrix rooms, kept as declared";
+        wantedBy = [ "multi-user.target" ];
+        wants = [ "network-online.target" ];
+        after = [ "network-online.target" ];
+        restartTriggers = [ townJson ];
+        serviceConfig = {
+          ExecStart = "${nuketown} rooms --watch --town /etc/nuketown/town.json --store /var/lib/nuketown-rooms";
+          StateDirectory = "nuketown-rooms";
+          StateDirectoryMode = "0700";
+          Restart = "always";
+          RestartSec = 10;
+          NoNewPrivileges = true;
+          PrivateTmp = true;
+        };
+      };
     })
 
     (mkIf (cfg.btrfsDevice != null) {

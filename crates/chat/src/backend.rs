@@ -6,9 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
 
 use nuketown_town::ChatBackend;
 
@@ -32,6 +38,12 @@ pub enum BackendError {
         status: String,
         /// The end of its stderr.
         stderr: String,
+    },
+    /// A human stopped the turn (`!stop`).
+    #[error("{program} was stopped")]
+    Cancelled {
+        /// The program.
+        program: String,
     },
     /// The program ran longer than allowed.
     #[error("{program} did not answer within {0:?}; stopped it", .timeout)]
@@ -189,12 +201,17 @@ pub fn parse_output(kind: &str, stdout: &str) -> Reply {
     }
 }
 
-/// Run the backend once; the reply, or why there is none.
+/// Run the backend once; the reply, or why there is none. The program runs
+/// in a process group of its own: a timeout or `cancel` ends the whole
+/// group (the tools it started too). Each line of its stderr is also sent
+/// to `lines` as it comes (the bridge follows escalations there).
 pub async fn run(
     backend: &ChatBackend,
     inv: &Invocation,
     env: &[(&str, &str)],
     timeout: Duration,
+    cancel: &Notify,
+    lines: Option<UnboundedSender<String>>,
 ) -> Result<Reply, BackendError> {
     let program = inv.argv.first().cloned().unwrap_or_default();
     let mut cmd = Command::new(&program);
@@ -203,6 +220,7 @@ pub async fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
@@ -211,40 +229,60 @@ pub async fn run(
         program: program.clone(),
         source,
     })?;
+    let group = child.id().map(|p| Pid::from_raw(p as i32));
     let mut stdin = child.stdin.take().expect("piped");
     let text = inv.stdin.clone();
     let feed = tokio::spawn(async move {
         let _ = stdin.write_all(text.as_bytes()).await;
     });
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(r) => r.map_err(|source| BackendError::Spawn {
-            program: program.clone(),
-            source,
-        })?,
-        Err(_) => return Err(BackendError::Timeout { program, timeout }),
+    let mut stdout = child.stdout.take().expect("piped");
+    let read_out = tokio::spawn(async move {
+        let mut b = Vec::new();
+        let _ = stdout.read_to_end(&mut b).await;
+        b
+    });
+    let stderr = child.stderr.take().expect("piped");
+    let read_err = tokio::spawn(async move {
+        let mut tail: VecDeque<String> = VecDeque::new();
+        let mut r = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = r.next_line().await {
+            if let Some(tx) = &lines {
+                let _ = tx.send(line.clone());
+            }
+            tail.push_back(line);
+            if tail.len() > 20 {
+                tail.pop_front();
+            }
+        }
+        Vec::from(tail).join("\n")
+    });
+    let kill_group = || {
+        if let Some(g) = group {
+            let _ = killpg(g, Signal::SIGKILL);
+        }
+    };
+    let status = tokio::select! {
+        r = child.wait() => r.map_err(|source| BackendError::Spawn { program: program.clone(), source })?,
+        _ = tokio::time::sleep(timeout) => {
+            kill_group();
+            return Err(BackendError::Timeout { program, timeout });
+        }
+        _ = cancel.notified() => {
+            kill_group();
+            return Err(BackendError::Cancelled { program });
+        }
     };
     let _ = feed.await;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: String = err
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
+    let out = read_out.await.unwrap_or_default();
+    let err = read_err.await.unwrap_or_default();
+    if !status.success() {
         return Err(BackendError::Failed {
             program,
-            status: out.status.to_string(),
-            stderr: tail,
+            status: status.to_string(),
+            stderr: err,
         });
     }
-    Ok(parse_output(
-        &backend.kind,
-        &String::from_utf8_lossy(&out.stdout),
-    ))
+    Ok(parse_output(&backend.kind, &String::from_utf8_lossy(&out)))
 }
 
 /// Split `text` into messages of at most `max` bytes, on line boundaries where possible.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -16,14 +16,17 @@ use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMember
 use matrix_sdk::ruma::events::room::message::{
     MessageType, OriginalSyncRoomMessageEvent, Relation, RoomMessageEventContent,
 };
-use matrix_sdk::ruma::{OwnedEventId, OwnedUserId, RoomOrAliasId};
+use matrix_sdk::ruma::events::Mentions;
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomOrAliasId};
 use matrix_sdk::{Client, Room, RoomState, SessionMeta, SessionTokens};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use nuketown_town::{ChatBackend, Town};
 
 use crate::backend;
+use crate::commands;
+use crate::converse::{self, Author, Command, Decision, RoomRules, Roster, Turns};
 
 /// Largest message the bridge posts; longer answers are split.
 pub const MAX_MESSAGE: usize = 16_000;
@@ -53,6 +56,25 @@ pub struct BridgeConfig {
     pub workdir: PathBuf,
     /// Longest a backend may run for one message.
     pub timeout: Duration,
+    /// The declared rooms this agent is a member of.
+    pub declared: Vec<DeclaredRoom>,
+    /// Matrix id → town name of every chat agent (this one included).
+    pub agents: BTreeMap<String, String>,
+    /// The resource tier (`cloud.resources`) when the agent is a cloud agent.
+    pub tier: Option<String>,
+}
+
+/// A declared room (`rooms.<name>`) as one of its agents sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredRoom {
+    /// The room's name in the town.
+    pub name: String,
+    /// Its alias, resolved to the room at start and on invites.
+    pub alias: String,
+    /// The humans declared in it.
+    pub humans: Vec<String>,
+    /// Its rules for agents.
+    pub rules: RoomRules,
 }
 
 /// The bridge's state directory for `agent`: under its persist root, so a new round keeps the device.
@@ -97,6 +119,27 @@ impl BridgeConfig {
             store: store_dir(town, name),
             workdir,
             timeout: Duration::from_secs(30 * 60),
+            declared: town
+                .rooms
+                .iter()
+                .filter(|(_, r)| r.agents.iter().any(|a| a == name))
+                .filter_map(|(n, r)| {
+                    Some(DeclaredRoom {
+                        name: n.clone(),
+                        alias: town.room_alias(n)?,
+                        humans: r.humans.clone(),
+                        rules: RoomRules {
+                            agents_answer_agents: r.agents_answer_agents,
+                            agent_turns: r.agent_turns,
+                        },
+                    })
+                })
+                .collect(),
+            agents: town
+                .agent_matrix_ids()
+                .map(|(id, n)| (id.to_string(), n.clone()))
+                .collect(),
+            tier: agent.cloud.enable.then(|| agent.cloud.resources.clone()),
         })
     }
 }
@@ -115,8 +158,15 @@ pub struct Ledger {
 /// What `nuketown status` shows of a bridge.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChatStatus {
-    /// Connected to the homeserver at the last sync.
+    /// Connected to the homeserver: the bridge process is alive (it holds its
+    /// lock) and its last sync succeeded. A dead bridge is never connected.
     pub connected: bool,
+    /// Whether the bridge process is running (read from its lock, never from the file).
+    #[serde(default)]
+    pub running: bool,
+    /// The bridge's process id, as it wrote it.
+    #[serde(default)]
+    pub pid: Option<u32>,
     /// Joined rooms.
     pub rooms: Vec<String>,
     /// When the last message was answered (ms since the epoch).
@@ -128,9 +178,34 @@ pub struct ChatStatus {
 }
 
 impl ChatStatus {
-    /// Read the status a bridge left in `store`.
+    /// The status of the bridge whose store is `store`: what it last wrote,
+    /// corrected by whether it is alive. The bridge holds an exclusive lock
+    /// on `store/bridge.lock` for as long as it runs; the kernel drops it
+    /// when the process dies, however it dies, so a killed bridge reads as
+    /// not running and not connected. None when no bridge ever ran there.
     pub fn read(store: &Path) -> Option<ChatStatus> {
-        serde_json::from_str(&std::fs::read_to_string(store.join("status.json")).ok()?).ok()
+        let mut status: ChatStatus =
+            serde_json::from_str(&std::fs::read_to_string(store.join("status.json")).ok()?).ok()?;
+        status.running = bridge_running(store);
+        if !status.running {
+            status.connected = false;
+            status
+                .error
+                .get_or_insert_with(|| "the bridge is not running".to_string());
+        }
+        Some(status)
+    }
+}
+
+/// Whether a bridge holds the lock in `store` (a live process).
+pub fn bridge_running(store: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(store.join("bridge.lock")) else {
+        return false;
+    };
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_shared) => false, // nobody holds it exclusively
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => true,
+        Err(_) => false,
     }
 }
 
@@ -155,12 +230,48 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
+/// The backend turn running in a room.
+struct Running {
+    since_ms: u64,
+    sender: String,
+    cancel: Arc<Notify>,
+    stopped_by: Option<String>,
+}
+
+/// What one room's conversation is doing.
+#[derive(Default)]
+struct RoomWork {
+    running: Option<Running>,
+    queued: usize,
+}
+
+/// An escalation a backend started from chat, still waiting for a decision.
+#[derive(Debug, Clone)]
+pub struct Escalation {
+    /// The request id (as the entry point shows it).
+    pub id: String,
+    /// What was asked, as the entry point printed it.
+    pub what: String,
+    /// The room whose message started it.
+    pub room: String,
+    /// When it was asked (ms since the epoch).
+    pub since_ms: u64,
+}
+
 struct Shared {
     cfg: BridgeConfig,
-    allowed: Vec<OwnedUserId>,
+    me: OwnedUserId,
+    roster: Roster,
     ledger: Mutex<Ledger>,
     status: Mutex<ChatStatus>,
     rooms: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Room id → index into `cfg.declared`, for the declared rooms resolved so far.
+    declared: StdMutex<HashMap<OwnedRoomId, usize>>,
+    turns: StdMutex<HashMap<OwnedRoomId, Turns>>,
+    /// Events this bridge posted (bounded): a reply to one of them addresses this agent.
+    mine: StdMutex<VecDeque<OwnedEventId>>,
+    work: StdMutex<HashMap<String, RoomWork>>,
+    escalations: StdMutex<Vec<Escalation>>,
 }
 
 impl Shared {
@@ -174,13 +285,65 @@ impl Shared {
         let mut s = self.status.lock().await;
         f(&mut s);
         s.updated_ms = now_ms();
+        s.running = true;
+        s.pid = Some(std::process::id());
         if let Err(e) = write_json(&self.cfg.store.join("status.json"), &*s) {
             tracing::error!("cannot write status: {e:#}");
         }
     }
 
-    fn is_allowed(&self, who: &matrix_sdk::ruma::UserId) -> bool {
-        self.allowed.iter().any(|a| a == who)
+    fn declared_room(&self, room: &matrix_sdk::ruma::RoomId) -> Option<&DeclaredRoom> {
+        let i = *self.declared.lock().unwrap().get(room)?;
+        self.cfg.declared.get(i)
+    }
+
+    fn remember_mine(&self, id: OwnedEventId) {
+        let mut mine = self.mine.lock().unwrap();
+        mine.push_back(id);
+        while mine.len() > 1000 {
+            mine.pop_front();
+        }
+    }
+
+    fn is_mine(&self, id: &matrix_sdk::ruma::EventId) -> bool {
+        self.mine.lock().unwrap().iter().any(|m| m == id)
+    }
+
+    /// Resolve the declared rooms' aliases (those not resolved yet).
+    async fn resolve_declared(&self, client: &Client) {
+        for (i, d) in self.cfg.declared.iter().enumerate() {
+            if self.declared.lock().unwrap().values().any(|&j| j == i) {
+                continue;
+            }
+            let Ok(alias) = RoomAliasId::parse(&d.alias) else {
+                tracing::warn!("rooms.{}: {} is not a room alias", d.name, d.alias);
+                continue;
+            };
+            match client.resolve_room_alias(&alias).await {
+                Ok(r) => {
+                    self.declared.lock().unwrap().insert(r.room_id, i);
+                }
+                Err(e) => tracing::info!(
+                    "rooms.{}: {} does not resolve yet ({e}); the hall's account creates it (nuketown rooms)",
+                    d.name,
+                    d.alias
+                ),
+            }
+        }
+    }
+
+    /// Post `text` to `room` as a notice from the bridge itself (not the
+    /// model), replying to `to` when given; other agents never answer notices.
+    async fn notice(&self, room: &Room, to: Option<&OwnedEventId>, text: &str) {
+        let mut content = RoomMessageEventContent::notice_plain(text);
+        content.mentions = Some(Mentions::new());
+        if let Some(to) = to {
+            content.relates_to = Some(Relation::Reply(Reply::new(InReplyTo::new(to.clone()))));
+        }
+        match room.send(content).await {
+            Ok(r) => self.remember_mine(r.response.event_id),
+            Err(e) => tracing::warn!(room = %room.room_id(), "cannot post a notice: {e}"),
+        }
     }
 }
 
@@ -232,6 +395,7 @@ async fn login(cfg: &BridgeConfig, client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// Join only declared rooms this agent is a member of, and its own humans' DMs.
 async fn on_invite(
     ev: StrippedRoomMemberEvent,
     room: Room,
@@ -243,8 +407,12 @@ async fn on_invite(
     {
         return;
     }
-    if !shared.is_allowed(&ev.sender) {
-        tracing::warn!(sender = %ev.sender, room = %room.room_id(), "ignored an invite from someone not in chat.allowedHumans");
+    shared.resolve_declared(&client).await;
+    let declared = shared.declared_room(room.room_id()).map(|d| d.name.clone());
+    let dm_from_human = ev.content.is_direct == Some(true)
+        && shared.roster.author(ev.sender.as_str(), &[]) == Author::OwnHuman(ev.sender.to_string());
+    if declared.is_none() && !dm_from_human {
+        tracing::warn!(sender = %ev.sender, room = %room.room_id(), "refused an invite: not a declared room of this agent (rooms.*.agents), nor a direct chat from one of chat.allowedHumans");
         let _ = room.leave().await;
         return;
     }
@@ -254,7 +422,14 @@ async fn on_invite(
         for _ in 0..10 {
             match room.join().await {
                 Ok(()) => {
-                    tracing::info!(room = %room.room_id(), sender = %ev.sender, "joined");
+                    match &declared {
+                        Some(name) => {
+                            tracing::info!(room = %room.room_id(), "joined the declared room rooms.{name}")
+                        }
+                        None => {
+                            tracing::info!(room = %room.room_id(), sender = %ev.sender, "joined a direct chat")
+                        }
+                    }
                     return;
                 }
                 Err(e) => {
@@ -267,20 +442,58 @@ async fn on_invite(
     });
 }
 
-async fn on_message(
-    ev: OriginalSyncRoomMessageEvent,
-    room: Room,
-    client: Client,
-    Ctx(shared): Ctx<Arc<Shared>>,
-) {
-    if room.state() != RoomState::Joined || Some(ev.sender.as_ref()) == client.user_id() {
+/// The sender of the event `id` in `room` (this bridge's own events are known without asking).
+async fn sender_of(shared: &Shared, room: &Room, id: &matrix_sdk::ruma::EventId) -> Option<String> {
+    if shared.is_mine(id) {
+        return Some(shared.me.to_string());
+    }
+    room.event(id, None)
+        .await
+        .ok()
+        .and_then(|e| e.sender())
+        .map(|s| s.to_string())
+}
+
+async fn on_message(ev: OriginalSyncRoomMessageEvent, room: Room, Ctx(shared): Ctx<Arc<Shared>>) {
+    if room.state() != RoomState::Joined {
         return;
     }
-    let MessageType::Text(text) = &ev.content.msgtype else {
-        return;
+    let room_id = room.room_id().to_owned();
+    let declared = shared.declared_room(&room_id).cloned();
+    let room_humans = declared
+        .as_ref()
+        .map(|d| d.humans.as_slice())
+        .unwrap_or(&[]);
+    let author = if ev.sender == shared.me {
+        shared.remember_mine(ev.event_id.clone());
+        Author::Agent {
+            name: shared.cfg.agent.clone(),
+            id: shared.me.to_string(),
+        }
+    } else {
+        shared.roster.author(ev.sender.as_str(), room_humans)
     };
-    if !shared.is_allowed(&ev.sender) {
-        tracing::warn!(sender = %ev.sender, room = %room.room_id(), "ignored a message from someone not in chat.allowedHumans");
+    let text = match &ev.content.msgtype {
+        MessageType::Text(t) => t.body.clone(),
+        MessageType::Notice(_) => {
+            // A bridge's own notice (a limit note, a command's answer): never
+            // answered, never counted; a limit note means this stop is told.
+            if matches!(author, Author::Agent { .. }) {
+                if let Some(t) = shared.turns.lock().unwrap().get_mut(&room_id) {
+                    t.noted = true;
+                }
+            }
+            return;
+        }
+        _ => return,
+    };
+    let turns = {
+        let mut all = shared.turns.lock().unwrap();
+        let t = all.entry(room_id.clone()).or_default();
+        t.count(&author);
+        t.clone()
+    };
+    if ev.sender == shared.me {
         return;
     }
     let ts: u64 = ev.origin_server_ts.0.into();
@@ -290,21 +503,87 @@ async fn on_message(
             return; // history, or answered before a restart
         }
     }
-    let body = text.body.clone();
-    tokio::spawn(answer(
-        shared,
-        room,
-        ev.event_id.clone(),
-        ev.sender.to_string(),
-        body,
-    ));
+    if let Author::OwnHuman(_) = &author {
+        if let Some(cmd) = converse::command(&text, &shared.cfg.agent, shared.me.as_str()) {
+            if mark_handled(&shared, &ev.event_id).await {
+                tokio::spawn(run_command(
+                    shared.clone(),
+                    room,
+                    ev.event_id.clone(),
+                    author,
+                    cmd,
+                ));
+            }
+            return;
+        }
+    }
+    // Addressed: a mention (m.mentions, or the id in the text), or a reply to one of ours.
+    let mentioned: Vec<String> = ev
+        .content
+        .mentions
+        .as_ref()
+        .map(|m| m.user_ids.iter().map(|u| u.to_string()).collect())
+        .unwrap_or_default();
+    let reply_to = match &ev.content.relates_to {
+        Some(Relation::Reply(r)) => Some(r.in_reply_to.event_id.clone()),
+        _ => None,
+    };
+    let replied_sender = match &reply_to {
+        Some(id) => sender_of(&shared, &room, id).await,
+        None => None,
+    };
+    let is_addressed = |id: &str| {
+        mentioned.iter().any(|m| m == id)
+            || converse::names(&text, id)
+            || replied_sender.as_deref() == Some(id)
+    };
+    let addressed = is_addressed(shared.me.as_str());
+    let addresses_agents = shared.cfg.agents.keys().any(|a| is_addressed(a));
+    let rules = declared.as_ref().map(|d| d.rules);
+    match converse::decide(&author, addressed, addresses_agents, rules, &turns) {
+        Decision::Answer => {
+            tokio::spawn(answer(shared, room, ev.event_id.clone(), author, text));
+        }
+        Decision::Limit => {
+            if let Some(t) = shared.turns.lock().unwrap().get_mut(&room_id) {
+                t.noted = true;
+            }
+            if mark_handled(&shared, &ev.event_id).await {
+                tracing::info!(room = %room_id, "agent-to-agent limit reached; said so");
+                let rules = rules.expect("a limit needs a declared room");
+                let note = converse::limit_note(&shared.cfg.agent, rules);
+                shared.notice(&room, None, &note).await;
+            }
+        }
+        Decision::Ignore(why) => {
+            if matches!(author, Author::Stranger(_)) {
+                tracing::warn!(sender = %ev.sender, room = %room_id, "ignored a message: {why}");
+            } else {
+                tracing::debug!(sender = %ev.sender, room = %room_id, "not answering: {why}");
+            }
+        }
+    }
+}
+
+/// Record `event` as handled before acting on it (a crash never acts twice); false if it already was.
+async fn mark_handled(shared: &Shared, event: &matrix_sdk::ruma::EventId) -> bool {
+    let mut ledger = shared.ledger.lock().await;
+    if ledger.handled.iter().any(|h| h == event.as_str()) {
+        return false;
+    }
+    ledger.handled.push_back(event.to_string());
+    while ledger.handled.len() > 1000 {
+        ledger.handled.pop_front();
+    }
+    shared.save_ledger(&ledger).await;
+    true
 }
 
 async fn answer(
     shared: Arc<Shared>,
     room: Room,
     event: OwnedEventId,
-    sender: String,
+    author: Author,
     body: String,
 ) {
     let room_id = room.room_id().to_string();
@@ -315,20 +594,38 @@ async fn answer(
         .entry(room_id.clone())
         .or_default()
         .clone();
-    let _turn = lock.lock().await; // one conversation per room, in order
-    let session = {
-        let mut ledger = shared.ledger.lock().await;
-        if ledger.handled.iter().any(|h| h == event.as_str()) {
-            return;
-        }
-        // Recorded before running: a crash mid-answer never answers twice.
-        ledger.handled.push_back(event.to_string());
-        while ledger.handled.len() > 1000 {
-            ledger.handled.pop_front();
-        }
-        shared.save_ledger(&ledger).await;
-        ledger.sessions.get(&room_id).cloned()
-    };
+    shared
+        .work
+        .lock()
+        .unwrap()
+        .entry(room_id.clone())
+        .or_default()
+        .queued += 1;
+    let turn = lock.lock().await; // one conversation per room, in order
+    shared
+        .work
+        .lock()
+        .unwrap()
+        .entry(room_id.clone())
+        .or_default()
+        .queued -= 1;
+    if !mark_handled(&shared, &event).await {
+        return;
+    }
+    let session = shared.ledger.lock().await.sessions.get(&room_id).cloned();
+    let cancel = Arc::new(Notify::new());
+    shared
+        .work
+        .lock()
+        .unwrap()
+        .entry(room_id.clone())
+        .or_default()
+        .running = Some(Running {
+        since_ms: now_ms(),
+        sender: author.name().to_string(),
+        cancel: cancel.clone(),
+        stopped_by: None,
+    });
     let typing = room.clone();
     let keep_typing = tokio::spawn(async move {
         loop {
@@ -336,17 +633,53 @@ async fn answer(
             tokio::time::sleep(Duration::from_secs(20)).await;
         }
     });
+    let declared = shared.declared_room(room.room_id()).cloned();
+    let room_name = declared.as_ref().map(|d| d.alias.clone());
+    let message = format!("{}\n{body}", author.header(room_name.as_deref()));
     let cfg = &shared.cfg;
-    let inv = backend::invocation(&cfg.backend, &body, session.as_deref(), &cfg.workdir);
+    let inv = backend::invocation(&cfg.backend, &message, session.as_deref(), &cfg.workdir);
+    let (lines_tx, lines_rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = tokio::spawn(watch_escalations(
+        shared.clone(),
+        room.clone(),
+        event.clone(),
+        lines_rx,
+    ));
     let result = backend::run(
         &cfg.backend,
         &inv,
-        &[("NUKETOWN_ROOM", &room_id), ("NUKETOWN_SENDER", &sender)],
+        &[
+            ("NUKETOWN_ROOM", &room_id),
+            (
+                "NUKETOWN_ROOM_NAME",
+                declared.as_ref().map(|d| d.name.as_str()).unwrap_or(""),
+            ),
+            ("NUKETOWN_SENDER", &sender_id(&author)),
+            ("NUKETOWN_SENDER_KIND", author.kind()),
+            ("NUKETOWN_SENDER_NAME", author.name()),
+        ],
         cfg.timeout,
+        &cancel,
+        Some(lines_tx),
     )
     .await;
+    // The watcher ends with the backend's stderr; a straggler keeping it open never holds the room.
+    let stop_watching = watcher.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), watcher)
+        .await
+        .is_err()
+    {
+        stop_watching.abort();
+    }
     keep_typing.abort();
     let _ = room.typing_notice(false).await;
+    let stopped = shared
+        .work
+        .lock()
+        .unwrap()
+        .get_mut(&room_id)
+        .and_then(|w| w.running.take())
+        .and_then(|r| r.stopped_by.map(|by| (by, r.since_ms)));
     let text = match result {
         Ok(reply) => {
             if let Some(s) = reply.session {
@@ -355,27 +688,177 @@ async fn answer(
                 shared.save_ledger(&ledger).await;
             }
             if reply.text.trim().is_empty() {
+                if matches!(author, Author::Agent { .. }) {
+                    // An agent may end a conversation with a colleague by saying nothing.
+                    drop(turn);
+                    return;
+                }
                 "(no output)".to_string()
             } else {
                 reply.text
             }
+        }
+        Err(backend::BackendError::Cancelled { .. }) => {
+            let (by, since) = stopped.unwrap_or_default();
+            let secs = now_ms().saturating_sub(since) / 1000;
+            shared
+                .notice(
+                    &room,
+                    Some(&event),
+                    &format!(
+                        "⏹ stopped by {by} after {secs} s; nothing more will come of this message"
+                    ),
+                )
+                .await;
+            drop(turn);
+            return;
         }
         Err(e) => {
             tracing::error!(room = %room_id, "backend failed: {e}");
             format!("⚠ {e}")
         }
     };
+    // Matrix ids of the town's agents and the room's humans written in the answer are mentions.
+    let mut mentions = Mentions::new();
+    for id in shared
+        .cfg
+        .agents
+        .keys()
+        .chain(declared.iter().flat_map(|d| d.humans.iter()))
+        .chain(&shared.cfg.allowed)
+    {
+        if id != shared.me.as_str() && converse::names(&text, id) {
+            if let Ok(u) = OwnedUserId::try_from(id.as_str()) {
+                mentions.user_ids.insert(u);
+            }
+        }
+    }
     for chunk in backend::chunks(&text, MAX_MESSAGE) {
         let mut content = RoomMessageEventContent::text_plain(chunk);
         content.relates_to = Some(Relation::Reply(Reply::new(InReplyTo::new(event.clone()))));
-        if let Err(e) = room.send(content).await {
-            tracing::error!(room = %room_id, "cannot post the answer: {e}");
-            break;
+        content.mentions = Some(mentions.clone());
+        match room.send(content).await {
+            Ok(r) => shared.remember_mine(r.response.event_id),
+            Err(e) => {
+                tracing::error!(room = %room_id, "cannot post the answer: {e}");
+                break;
+            }
         }
     }
+    drop(turn);
     shared
         .set_status(|s| s.last_message_ms = Some(now_ms()))
         .await;
+}
+
+fn sender_id(author: &Author) -> String {
+    match author {
+        Author::OwnHuman(id) | Author::RoomHuman(id) | Author::Stranger(id) => id.clone(),
+        Author::Agent { id, .. } => id.clone(),
+    }
+}
+
+/// Follow the backend's stderr for the entry point's lines about an
+/// escalation (`nuketown: asking a human to approve … (request ID, …)`, then
+/// its decision) and show each in the room the message came from.
+async fn watch_escalations(
+    shared: Arc<Shared>,
+    room: Room,
+    event: OwnedEventId,
+    mut lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let mut pending: Option<String> = None;
+    while let Some(line) = lines.recv().await {
+        let Some(said) = line.strip_prefix("nuketown: ") else {
+            continue;
+        };
+        if let Some(asked) = said.strip_prefix("asking a human to approve ") {
+            let Some((what, rest)) = asked.rsplit_once(" (request ") else {
+                continue;
+            };
+            let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+            if id.is_empty() {
+                continue;
+            }
+            shared.escalations.lock().unwrap().push(Escalation {
+                id: id.clone(),
+                what: what.to_string(),
+                room: room.room_id().to_string(),
+                since_ms: now_ms(),
+            });
+            let text = format!(
+                "🔐 {} asked to run {} — request {id}, waiting for a human's decision",
+                shared.cfg.agent,
+                nuketown_town::display::clean(what)
+            );
+            shared.notice(&room, Some(&event), &text).await;
+            pending = Some(id);
+        } else if let Some(id) = pending.take() {
+            shared.escalations.lock().unwrap().retain(|e| e.id != id);
+            let text = format!("🔐 request {id}: {}", nuketown_town::display::clean(said));
+            shared.notice(&room, Some(&event), &text).await;
+        }
+    }
+    // The backend ended: whatever it still waited for is not waited for anymore.
+    if let Some(id) = pending {
+        shared.escalations.lock().unwrap().retain(|e| e.id != id);
+    }
+}
+
+async fn run_command(
+    shared: Arc<Shared>,
+    room: Room,
+    event: OwnedEventId,
+    author: Author,
+    cmd: Command,
+) {
+    let cfg = &shared.cfg;
+    let text = match cmd {
+        Command::Help => converse::help(&cfg.agent),
+        Command::Where => commands::where_text(&cfg.agent, &cfg.workdir),
+        Command::Resources => commands::resources_text(&cfg.agent, cfg.tier.as_deref()),
+        Command::Escalations => {
+            let list = shared.escalations.lock().unwrap().clone();
+            commands::escalations_text(&cfg.agent, &list, now_ms())
+        }
+        Command::Work => {
+            let here = room.room_id().to_string();
+            let work = shared.work.lock().unwrap();
+            let rooms: Vec<commands::WorkLine> = work
+                .iter()
+                .filter(|(_, w)| w.running.is_some() || w.queued > 0)
+                .map(|(r, w)| commands::WorkLine {
+                    here: *r == here,
+                    room: r.clone(),
+                    running: w.running.as_ref().map(|x| (x.since_ms, x.sender.clone())),
+                    queued: w.queued,
+                })
+                .collect();
+            commands::work_text(&cfg.agent, &rooms, now_ms())
+        }
+        Command::Stop { all } => {
+            let here = room.room_id().to_string();
+            let mut stopped = 0;
+            for (r, w) in shared.work.lock().unwrap().iter_mut() {
+                if !(all || *r == here) {
+                    continue;
+                }
+                if let Some(run) = &mut w.running {
+                    if run.stopped_by.is_none() {
+                        run.stopped_by = Some(author.name().to_string());
+                        run.cancel.notify_one();
+                        stopped += 1;
+                    }
+                }
+            }
+            match (stopped, all) {
+                (0, false) => format!("{}: nothing is running in this room", cfg.agent),
+                (0, true) => format!("{}: nothing is running", cfg.agent),
+                (n, _) => format!("{}: stopping {n} running turn(s)", cfg.agent),
+            }
+        }
+    };
+    shared.notice(&room, Some(&event), &text).await;
 }
 
 /// Run the bridge until the process is stopped: log in (or restore the saved
@@ -384,9 +867,33 @@ async fn answer(
 pub async fn run(cfg: BridgeConfig) -> Result<()> {
     std::fs::create_dir_all(&cfg.store)
         .with_context(|| format!("creating the bridge store {}", cfg.store.display()))?;
+    // Held for the life of the process: `nuketown status` reads liveness from it.
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cfg.store.join("bridge.lock"))
+        .with_context(|| format!("opening {}", cfg.store.join("bridge.lock").display()))?;
+    let _alive = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| {
+            anyhow::anyhow!(
+                "another bridge of {} is running (it holds {}: {e}); stop it first",
+                cfg.agent,
+                cfg.store.join("bridge.lock").display()
+            )
+        })?;
+    // BENCH-KNOB (temporary, for docs/benchmarks.md): store configuration.
+    let store = match std::env::var("NKBENCH_STORE").as_deref() {
+        Ok("low") => matrix_sdk::SqliteStoreConfig::with_low_memory_config(cfg.store.join("store")),
+        Ok("min") => matrix_sdk::SqliteStoreConfig::new(cfg.store.join("store"))
+            .pool_max_size(2)
+            .cache_size(256_000)
+            .journal_size_limit(1_000_000),
+        _ => matrix_sdk::SqliteStoreConfig::new(cfg.store.join("store")),
+    };
     let client = Client::builder()
         .homeserver_url(&cfg.homeserver)
-        .sqlite_store(cfg.store.join("store"), None)
+        .sqlite_store_with_config_and_cache_path(store, None::<&Path>)
         .build()
         .await
         .context("building the Matrix client")?;
@@ -416,31 +923,50 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
         ledger.since_ms = now_ms(); // first start: what came before is history
         write_json(&ledger_path, &ledger)?;
     }
-    let allowed = cfg
-        .allowed
-        .iter()
-        .filter_map(|a| a.as_str().try_into().ok())
-        .collect();
+    let me = client
+        .user_id()
+        .context("logged in without a user id")?
+        .to_owned();
+    let device = client
+        .device_id()
+        .map(|d| d.to_string())
+        .unwrap_or_default();
     let shared = Arc::new(Shared {
+        roster: Roster {
+            own_humans: cfg.allowed.clone(),
+            agents: cfg.agents.clone(),
+        },
+        me,
         cfg: cfg.clone(),
-        allowed,
         ledger: Mutex::new(ledger),
         status: Mutex::new(ChatStatus::default()),
         rooms: Mutex::new(HashMap::new()),
+        declared: StdMutex::new(HashMap::new()),
+        turns: StdMutex::new(HashMap::new()),
+        mine: StdMutex::new(VecDeque::new()),
+        work: StdMutex::new(HashMap::new()),
+        escalations: StdMutex::new(Vec::new()),
     });
+    shared.resolve_declared(&client).await;
     client.add_event_handler_context(shared.clone());
     client.add_event_handler(on_invite);
     client.add_event_handler(on_message);
 
     let mut settings = SyncSettings::default().timeout(Duration::from_secs(30));
-    let mut joined_declared = false;
+    let mut started = false;
     let mut delay = Duration::from_millis(250);
     loop {
         match client.sync_once(settings.clone()).await {
             Ok(resp) => {
                 settings = settings.token(resp.next_batch);
+                if std::env::var("NKBENCH_TRIM").is_ok() {
+                    // BENCH-KNOB: give freed memory back to the kernel after each sync.
+                    unsafe {
+                        nix::libc::malloc_trim(0);
+                    }
+                }
                 delay = Duration::from_millis(250);
-                if !joined_declared {
+                if !started {
                     for r in &cfg.rooms {
                         match <&RoomOrAliasId>::try_from(r.as_str()) {
                             Ok(id) => {
@@ -453,13 +979,20 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
                             }
                         }
                     }
-                    joined_declared = true;
                 }
                 let rooms: Vec<String> = client
                     .joined_rooms()
                     .iter()
                     .map(|r| r.room_id().to_string())
                     .collect();
+                if !started {
+                    tracing::info!(
+                        "logged in as {} (device {device}), {} rooms, listening",
+                        shared.me,
+                        rooms.len()
+                    );
+                    started = true;
+                }
                 shared
                     .set_status(|s| {
                         s.connected = true;

@@ -7,6 +7,9 @@
 pub mod approver;
 pub mod backend;
 pub mod bridge;
+pub mod commands;
+pub mod converse;
+pub mod rooms;
 
 pub use bridge::{store_dir, BridgeConfig, ChatStatus};
 /// The Matrix client library, for tests and tools that speak to the bridge.

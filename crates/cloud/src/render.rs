@@ -145,6 +145,7 @@ fn town_shell(town: &Town) -> Town {
         human_as_agents: town.human_as_agents,
         hall: town.hall.clone(),
         rebuild: town.rebuild.clone(),
+        rooms: BTreeMap::new(),
         agents: BTreeMap::new(),
         shared_dirs: BTreeMap::new(),
     }

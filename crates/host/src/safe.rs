@@ -324,6 +324,18 @@ impl Tree {
         Ok((std::fs::File::from(fd), meta))
     }
 
+    /// Whether a process holds a lock (`flock`) on the regular file `rel`:
+    /// how a daemon that holds its lock file for life is seen to be alive,
+    /// whatever its files last said. None when the file cannot be opened.
+    pub fn locked(&self, rel: &Path, owner: Option<u32>) -> Option<bool> {
+        let (f, _) = self.open_file(rel, owner).ok()?;
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Ok(()) => Some(false),
+            Err(Errno::WOULDBLOCK) => Some(true),
+            Err(_) => None,
+        }
+    }
+
     /// Read a regular file below the tree (see `open_file`), at most `max` bytes.
     pub fn read(&self, rel: &Path, owner: Option<u32>, max: u64) -> Result<Vec<u8>, HostError> {
         let (f, meta) = self.open_file(rel, owner)?;

@@ -72,7 +72,23 @@ fn chat_status(town: &Town, name: &str, uid: u32) -> Option<serde_json::Value> {
             MAX_STATUS,
         )
         .ok()?;
-    serde_json::from_slice(&bytes).ok().map(clean_json)
+    let mut status: serde_json::Value = serde_json::from_slice(&bytes).ok().map(clean_json)?;
+    // Alive is what the process says by holding its lock, not what its file
+    // last said: a killed bridge leaves `connected: true` behind.
+    let running = tree
+        .locked(
+            &Path::new(name).join(".nuketown/matrix/bridge.lock"),
+            Some(uid),
+        )
+        .unwrap_or(false);
+    if let Some(o) = status.as_object_mut() {
+        o.insert("running".into(), running.into());
+        if !running {
+            o.insert("connected".into(), false.into());
+            o.insert("error".into(), "the bridge is not running".into());
+        }
+    }
+    Some(status)
 }
 
 /// The town as found on the host.
@@ -333,8 +349,10 @@ impl fmt::Display for Status {
                 let rooms = chat["rooms"].as_array().map_or(0, |r| r.len());
                 let state = if chat["connected"] == true {
                     "connected"
+                } else if chat["running"] == true {
+                    "disconnected (the bridge runs, the homeserver does not answer)"
                 } else {
-                    "disconnected"
+                    "disconnected (the bridge is not running)"
                 };
                 writeln!(
                     f,

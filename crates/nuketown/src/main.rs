@@ -34,6 +34,7 @@ enum Command {
     Portal(cmd::portal::Args),
     Render(cmd::render::Args),
     Chat(cmd::chat::Args),
+    Rooms(cmd::rooms::Args),
     Rebuild(cmd::rebuild::Args),
     Hall(cmd::hall::Args),
     Approvals(cmd::approvals::Args),
@@ -43,14 +44,24 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // NUKETOWN_LOG (tracing's filter syntax) overrides. Daemons say what they
+    // do (info); matrix-sdk's complaints about normal conditions (no account
+    // data yet, no key backup) are not errors of ours.
+    let default = match cli.command {
+        Command::Chat(_) | Command::Rooms(_) => {
+            "warn,nuketown=info,nuketown_chat=info,matrix_sdk=error,matrix_sdk::http_client=off,matrix_sdk_crypto=off,matrix_sdk_base=error"
+        }
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NUKETOWN_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default.into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let town = cli.town.as_deref();
     let result = match cli.command {
         Command::Apply(args) => cmd::apply::run(town, args),
@@ -61,6 +72,7 @@ fn main() -> ExitCode {
         Command::Portal(args) => cmd::portal::run(town, args),
         Command::Render(args) => cmd::render::run(town, args),
         Command::Chat(args) => cmd::chat::run(town, args),
+        Command::Rooms(args) => cmd::rooms::run(town, args),
         Command::Rebuild(args) => cmd::rebuild::run(town, args),
         Command::Hall(args) => cmd::hall::run(town, args),
         Command::Approvals(args) => cmd::approvals::run(town, args),

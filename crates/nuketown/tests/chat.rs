@@ -21,14 +21,22 @@ const AGENT: &str = "nkcada";
 const AGENT_UID: u32 = 1891;
 
 fn bridge(t: &TestTown, town: &str) -> Child {
+    bridge_logging(t, town, Some("nuketown_chat=debug,info"))
+}
+
+/// The bridge, logging with `filter` (None: its default) to bridge.log.
+fn bridge_logging(t: &TestTown, town: &str, filter: Option<&str>) -> Child {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(t.path("bridge.log"))
         .unwrap();
-    t.cmd(&["chat", AGENT, "--town", town])
-        .env("NUKETOWN_LOG", "nuketown_chat=debug,info")
-        .stdout(log.try_clone().unwrap())
+    let mut cmd = t.cmd(&["chat", AGENT, "--town", town]);
+    match filter {
+        Some(f) => cmd.env("NUKETOWN_LOG", f),
+        None => cmd.env_remove("NUKETOWN_LOG"),
+    };
+    cmd.stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())
         .spawn()
@@ -58,7 +66,14 @@ fn wait_status(t: &TestTown, what: &str, f: impl Fn(&serde_json::Value) -> bool)
     }
 }
 
+const ECHO: &str = "[\"/bin/sh\", \"-c\", \"echo \\\"whoami=$(whoami) pwd=$(pwd) room=$NUKETOWN_ROOM msg=$(cat)\\\"\"]";
+
 fn setup(t: &TestTown, server: &Synapse) -> String {
+    setup_with(t, server, ECHO)
+}
+
+/// Register the accounts, write and apply a town whose agent's backend is `backend` (a TOML list).
+fn setup_with(t: &TestTown, server: &Synapse, backend: &str) -> String {
     server.register(AGENT, "agent-pw");
     server.register("josh", "josh-pw");
     server.register("mallory", "mallory-pw");
@@ -69,7 +84,7 @@ fn setup(t: &TestTown, server: &Synapse) -> String {
         &format!(
             "{}[agents.{AGENT}]\nuid = {AGENT_UID}\npersist.directories = [\"dev\"]\n\
 [agents.{AGENT}.chat]\nenable = true\nhomeserver = \"{}\"\nuserId = \"@{AGENT}:localhost\"\npasswordFile = \"{}\"\n\
-allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command = [\"/bin/sh\", \"-c\", \"echo \\\"whoami=$(whoami) pwd=$(pwd) room=$NUKETOWN_ROOM msg=$(cat)\\\"\"] }}\n",
+allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command = {backend} }}\n",
             t.header("nkchh"),
             server.url(),
             pw.display()
@@ -154,7 +169,14 @@ fn encrypted_dm_runs_the_backend_as_the_agent_and_survives_restarts_and_outages(
             "in its project dir: {}",
             reply.body
         );
-        assert!(reply.body.contains("msg=hello ada"), "{}", reply.body);
+        // The backend is told who wrote the message: its human.
+        assert!(
+            reply
+                .body
+                .contains("msg=[chat: from @josh:localhost, your human]\nhello ada"),
+            "{}",
+            reply.body
+        );
         assert!(
             reply.body.contains(&format!("room={dm_id}")),
             "{}",
@@ -256,7 +278,7 @@ fn encrypted_dm_runs_the_backend_as_the_agent_and_survives_restarts_and_outages(
         let r = josh
             .reply_to(agent_id.as_str(), fourth.as_str(), &mut log)
             .await;
-        assert!(r.body.contains("msg=fourth"), "{}", r.body);
+        assert!(r.body.ends_with("\nfourth"), "{}", r.body);
         for e in [&first, &second, &third] {
             assert_eq!(
                 replies_to(&log, e.as_str()).len(),
@@ -308,6 +330,7 @@ fn chat_bridge_benchmark() {
     );
     fs::write(&town, text).unwrap();
     t.ok(&["apply", &town]);
+    // The bridge gets the NKBENCH_* knobs and MALLOC_ARENA_MAX of this process (memory experiments).
     let mut bridge_proc = bridge(&t, &town);
     wait_status(&t, "connected", |s| s["connected"] == true);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -368,4 +391,171 @@ fn chat_bridge_benchmark() {
     );
     bridge_proc.kill().unwrap();
     bridge_proc.wait().unwrap();
+}
+
+/// The bridge answers `!` commands itself — while the backend is busy with a
+/// long turn — `!stop` ends that turn (its whole process group), a stranger's
+/// `!stop` is not a command, and `nuketown status` tells a killed bridge from a live one.
+#[test]
+fn commands_are_answered_by_the_bridge_stop_cancels_a_turn_and_status_tells_a_killed_bridge() {
+    let t = TestTown::new(&["nkchh", AGENT], &[]);
+    let server = Synapse::start(&t.path("synapse"));
+    // A directory the agent may write: the slow backend leaves its pid there.
+    let scratch = t.path("scratch");
+    fs::create_dir(&scratch).unwrap();
+    Command::new("chown")
+        .arg(format!("{AGENT_UID}:{AGENT_UID}"))
+        .arg(&scratch)
+        .status()
+        .unwrap();
+    let marker = scratch.join("slow.pid");
+    let backend = format!(
+        "[\"/bin/sh\", \"-c\", \"body=$(cat); case \\\"$body\\\" in *slow*) echo $$ > {}; exec sleep 300;; esac; echo \\\"answer: $body\\\"\"]",
+        marker.display()
+    );
+    let town = setup_with(&t, &server, &backend);
+    let mut bridge_proc = bridge_logging(&t, &town, None);
+    wait_status(&t, "connected", |s| s["connected"] == true);
+    let status_text = || t.ok(&["status", "--town", &town]);
+    assert!(
+        status_text().contains("chat     connected, "),
+        "{}",
+        status_text()
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let agent_id = UserId::parse(format!("@{AGENT}:localhost")).unwrap();
+        let mut josh = Human::login(&server, "josh", "josh-pw", &t.path("josh-store")).await;
+        let mut log: Vec<Seen> = Vec::new();
+        let dm = josh.client.create_dm(&agent_id).await.unwrap();
+        let dm_id = dm.room_id().to_owned();
+        josh.sync_until("the agent to join the DM", |h| {
+            h.has_joined(&dm_id, agent_id.as_str())
+        })
+        .await;
+        let dm_room = josh.room(&dm_id);
+        let say = |text: &str| {
+            let room = dm_room.clone();
+            let text = text.to_string();
+            async move {
+                room.send(RoomMessageEventContent::text_plain(text))
+                    .await
+                    .unwrap()
+                    .response
+                    .event_id
+            }
+        };
+
+        let e = say("!where").await;
+        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        assert!(r.notice, "the bridge's own answer is a notice: {r:?}");
+        assert!(
+            r.body.contains(&format!("{AGENT} runs on host ")),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body.contains(&format!("as uid {AGENT_UID}")),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body
+                .contains(&format!("{}/{AGENT}/dev", t.agents_dir().display())),
+            "{}",
+            r.body
+        );
+        let e = say("!resources").await;
+        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        assert!(
+            r.body.contains("no tier") && r.body.contains("resident"),
+            "{}",
+            r.body
+        );
+        let e = say("!work").await;
+        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        assert!(r.body.contains("idle"), "{}", r.body);
+        // An unknown command is text for the model.
+        let e = say("!deploy now").await;
+        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        assert!(!r.notice && r.body.ends_with("\n!deploy now"), "{r:?}");
+
+        // A long turn; commands are answered while it runs.
+        let slow = say("a slow job").await;
+        fixture::wait_for(&marker, 60);
+        let pid: i32 = fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+        let e = say("!work").await;
+        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        assert!(
+            r.body.contains("this room: backend running for")
+                && r.body.contains("answering @josh:localhost"),
+            "{}",
+            r.body
+        );
+        let e = say("!escalations").await;
+        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        assert!(r.body.contains("no escalation"), "{}", r.body);
+        let e = say("!stop").await;
+        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        assert!(r.body.contains("stopping 1 running turn"), "{}", r.body);
+        let r = josh
+            .reply_to(agent_id.as_str(), slow.as_str(), &mut log)
+            .await;
+        assert!(
+            r.notice && r.body.starts_with("⏹ stopped by @josh:localhost"),
+            "{r:?}"
+        );
+        // The backend's process is gone (the sleep it became).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the stopped backend {pid} still runs"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let e = say("after the stop").await;
+        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        assert!(r.body.ends_with("\nafter the stop"), "{}", r.body);
+    });
+
+    // Killed, the bridge is not connected, whatever its file last said.
+    let before = status(&t);
+    assert_eq!(before["connected"], true, "{before}");
+    bridge_proc.kill().unwrap();
+    bridge_proc.wait().unwrap();
+    assert_eq!(
+        status(&t)["connected"],
+        true,
+        "the file still says connected"
+    );
+    let text = status_text();
+    assert!(
+        text.contains("chat     disconnected (the bridge is not running)"),
+        "{text}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&t.ok(&["status", "--json", "--town", &town])).unwrap();
+    let agent = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == AGENT)
+        .unwrap()
+        .clone();
+    assert_eq!(agent["chat"]["connected"], false, "{agent}");
+    assert_eq!(agent["chat"]["running"], false, "{agent}");
+    // A healthy start said so in one line, and no ERROR line.
+    let log = fs::read_to_string(t.path("bridge.log")).unwrap();
+    assert!(
+        log.contains(&format!("logged in as @{AGENT}:localhost (device "))
+            && log.contains("listening"),
+        "{log}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes in a log file: {log}"
+    );
 }

@@ -12,7 +12,7 @@ use std::fs;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use hall_fixture::{finish, stdout, Options, TestTown, ADA};
+use hall_fixture::{finish, stdout, Options, TestTown, ADA, HUMAN};
 use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoom;
 use matrix_sdk::ruma::events::reaction::ReactionEventContent;
 use matrix_sdk::ruma::events::relation::Annotation;
@@ -177,5 +177,140 @@ fn the_humans_reaction_approves_a_strangers_does_not() {
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("via matrix:@josh:localhost"), "{}", String::from_utf8_lossy(&o.stderr));
         let _ = Stdio::null();
+    });
+}
+
+/// An escalation started from chat is shown in the room it came from: the
+/// agent's backend runs a real `sudo id -u` through the real hall; the room
+/// gets the request id while it waits (and `!escalations` lists it), then
+/// the decision, then the answer.
+#[test]
+fn an_escalation_from_chat_shows_its_request_and_decision_in_the_room() {
+    let mut t = TestTown::new(Options::default());
+    let server = Synapse::start(&t.path("synapse"));
+    server.register(ADA, "ada-pw");
+    server.register("josh", "josh-pw");
+    // The bridge's store (persisted) and password: the agent's own.
+    let store = t.path(&format!("persist/agents/{ADA}"));
+    fs::create_dir_all(&store).unwrap();
+    let pw = t.path("ada.pw");
+    fs::write(&pw, "ada-pw\n").unwrap();
+    for p in [&store, &pw] {
+        std::process::Command::new("chown")
+            .arg(format!("{ADA}:{ADA}"))
+            .arg(p)
+            .status()
+            .unwrap();
+    }
+    let mut town = fs::read_to_string(&t.town).unwrap();
+    town.push_str(&format!(
+        "\n[agents.{ADA}.chat]\nenable = true\nhomeserver = \"{}\"\nuserId = \"@{ADA}:localhost\"\npasswordFile = \"{}\"\n\
+allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command = [\"/bin/sh\", \"-c\", \"PATH={}:$PATH; cat >/dev/null; sudo id -u\"] }}\n",
+        server.url(),
+        pw.display(),
+        t.shim_dir.display()
+    ));
+    fs::write(&t.town, town).unwrap();
+    t.start_hall();
+    let log_file = fs::File::create(t.path("bridge.log")).unwrap();
+    let _bridge = Kill(
+        std::process::Command::new(&t.nuketown)
+            .args(["chat", ADA, "--town"])
+            .arg(&t.town)
+            .env("NUKETOWN_LOG", "nuketown_chat=debug,info")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let agent_id = UserId::parse(format!("@{ADA}:localhost")).unwrap();
+        let mut josh = Human::login(&server, "josh", "josh-pw", &t.path("josh-store")).await;
+        let dm = josh.client.create_dm(&agent_id).await.unwrap();
+        let dm_id = dm.room_id().to_owned();
+        josh.sync_until("the agent to join", |h| h.has_joined(&dm_id, agent_id.as_str()))
+            .await;
+        let mut log: Vec<Seen> = Vec::new();
+        let ask = dm
+            .send(RoomMessageEventContent::text_plain("what is your uid as root?"))
+            .await
+            .unwrap()
+            .response
+            .event_id;
+        // The request, with its id, in the room while it waits.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let asked = loop {
+            while let Ok(s) = josh.seen.try_recv() {
+                log.push(s);
+            }
+            if let Some(s) = log.iter().find(|s| s.notice && s.body.starts_with("🔐 ")) {
+                break s.clone();
+            }
+            assert!(Instant::now() < deadline, "no escalation shown: {log:?}");
+            josh.sync().await;
+        };
+        assert_eq!(asked.reply_to.as_deref(), Some(ask.as_str()), "{asked:?}");
+        assert!(
+            asked.body.contains(&format!("{ADA} asked to run \"/usr/bin/id\" \"-u\" as root — request ")),
+            "{}",
+            asked.body
+        );
+        let id: String = asked
+            .body
+            .split("request ")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .collect();
+        assert_eq!(id.len(), 8, "{}", asked.body);
+        let e = dm
+            .send(RoomMessageEventContent::text_plain("!escalations"))
+            .await
+            .unwrap()
+            .response
+            .event_id;
+        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        assert!(r.body.contains(&format!("request {id} — \"/usr/bin/id\" \"-u\" as root")), "{}", r.body);
+
+        // The human decides at the terminal; the room hears it.
+        let o = t.human(HUMAN, &format!("approvals approve {id}"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            while let Ok(s) = josh.seen.try_recv() {
+                log.push(s);
+            }
+            if log.iter().any(|s| s.body == format!("🔐 request {id}: approved by {HUMAN} via terminal")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no decision shown: {log:?}");
+            josh.sync().await;
+        }
+        // The backend's own answer (not a notice): the command ran as root.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let answer = loop {
+            while let Ok(s) = josh.seen.try_recv() {
+                log.push(s);
+            }
+            if let Some(s) = log
+                .iter()
+                .find(|s| !s.notice && s.reply_to.as_deref() == Some(ask.as_str()))
+            {
+                break s.clone();
+            }
+            assert!(Instant::now() < deadline, "no answer: {log:?}");
+            josh.sync().await;
+        };
+        assert_eq!(answer.body, "0", "the command ran as root: {log:?}");
+        let e = dm
+            .send(RoomMessageEventContent::text_plain("!escalations"))
+            .await
+            .unwrap()
+            .response
+            .event_id;
+        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        assert!(r.body.contains("no escalation"), "{}", r.body);
     });
 }

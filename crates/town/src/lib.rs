@@ -66,6 +66,24 @@ impl Town {
         h
     }
 
+    /// The alias of declared room `name`: `rooms.<name>.alias`, else
+    /// `#<name>:<server of hall.matrix.userId>` (None without either).
+    pub fn room_alias(&self, name: &str) -> Option<String> {
+        let room = self.rooms.get(name)?;
+        if let Some(alias) = &room.alias {
+            return Some(alias.clone());
+        }
+        let server = self.hall.matrix.user_id.as_deref()?.split_once(':')?.1;
+        Some(format!("#{name}:{server}"))
+    }
+
+    /// The Matrix id of every enabled agent with chat, and the agent's name.
+    pub fn agent_matrix_ids(&self) -> impl Iterator<Item = (&str, &String)> {
+        self.enabled_agents()
+            .filter(|(_, a)| a.chat.enable)
+            .filter_map(|(n, a)| Some((a.chat.user_id.as_deref()?, n)))
+    }
+
     /// The Unix users allowed to approve escalations.
     pub fn approvers(&self) -> Vec<String> {
         if self.hall.approvers.is_empty() {

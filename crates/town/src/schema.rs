@@ -58,6 +58,9 @@ pub struct Town {
     /// Rebuild coordinator settings.
     #[serde(default)]
     pub rebuild: Rebuild,
+    /// Matrix rooms the hall's account keeps: members, topic, whether agents answer agents.
+    #[serde(default)]
+    pub rooms: BTreeMap<String, ChatRoom>,
     /// The agents, by Unix user name.
     #[serde(default)]
     pub agents: BTreeMap<String, Agent>,
@@ -598,6 +601,41 @@ pub struct Chat {
     /// What answers messages.
     #[serde(default)]
     pub backend: ChatBackend,
+}
+
+/// A Matrix room the town declares. The hall's Matrix account creates it
+/// (invite-only) or adopts it, invites its members and removes anyone else;
+/// agents join only the declared rooms they are members of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChatRoom {
+    /// The room's alias; defaults to `#<name>:<the hall account's server>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The room's topic.
+    #[serde(default)]
+    pub topic: String,
+    /// Matrix ids of the humans in the room; agents in the room answer them.
+    #[serde(default)]
+    pub humans: Vec<String>,
+    /// Agents (town names, each with `chat.enable`) in the room.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Whether an agent answers another agent that addresses it (a mention or
+    /// a reply to its own message).
+    #[serde(default)]
+    pub agents_answer_agents: bool,
+    /// Most agent messages in a row, without a human's message in between,
+    /// that agents still answer; then they stop and say so.
+    #[serde(default = "default_agent_turns")]
+    pub agent_turns: u32,
+    /// Create the room end-to-end encrypted.
+    #[serde(default = "yes")]
+    pub encrypted: bool,
+}
+
+fn default_agent_turns() -> u32 {
+    4
 }
 
 /// The program behind an agent's chat account.

@@ -213,7 +213,126 @@ pub fn validate(town: &Town) -> Vec<Problem> {
         check_agent(&mut c, &key, name, agent);
     }
     check_shared_dirs(&mut c, town);
+    check_agent_ids(&mut c, town);
+    check_rooms(&mut c, town);
     c.problems
+}
+
+fn is_matrix_id(s: &str) -> bool {
+    s.starts_with('@') && s.contains(':') && !s.contains(char::is_whitespace)
+}
+
+/// Agents are never heard as humans: no agent's Matrix id may be another agent's human.
+fn check_agent_ids(c: &mut Check, town: &Town) {
+    let agent_ids: BTreeMap<&str, &String> = town.agent_matrix_ids().collect();
+    let mut seen: BTreeMap<&str, &String> = BTreeMap::new();
+    for (id, name) in town.agent_matrix_ids() {
+        if let Some(other) = seen.insert(id, name) {
+            c.fail(
+                format!("agents.{name}.chat.userId"),
+                format!("{id:?} is already {other}'s Matrix account; every agent needs its own"),
+            );
+        }
+    }
+    for (name, agent) in town.enabled_agents().filter(|(_, a)| a.chat.enable) {
+        for (i, h) in agent.chat.allowed_humans.iter().enumerate() {
+            if let Some(other) = agent_ids.get(h.as_str()) {
+                c.fail(
+                    format!("agents.{name}.chat.allowedHumans[{i}]"),
+                    format!("{h:?} is agent {other}'s Matrix account; an agent never commands another as its human — let them talk in a room with agentsAnswerAgents instead"),
+                );
+            }
+        }
+    }
+}
+
+fn check_rooms(c: &mut Check, town: &Town) {
+    if town.rooms.is_empty() {
+        return;
+    }
+    let m = &town.hall.matrix;
+    if !m.enable {
+        // With enable, the Matrix approver's own checks already name these keys.
+        if !m
+            .homeserver
+            .as_deref()
+            .is_some_and(|h| h.starts_with("http://") || h.starts_with("https://"))
+        {
+            c.fail("hall.matrix.homeserver", "the hall's Matrix account keeps the declared rooms: set its homeserver URL, e.g. \"https://matrix.example.org\"");
+        }
+        if !m.user_id.as_deref().is_some_and(is_matrix_id) {
+            c.fail("hall.matrix.userId", "the hall's Matrix account keeps the declared rooms: set its Matrix id, e.g. \"@hall:example.org\"");
+        }
+        if m.password_file.is_none() {
+            c.fail("hall.matrix.passwordFile", "the hall's Matrix account keeps the declared rooms: set the file holding its password");
+        }
+    }
+    let agent_ids: BTreeMap<&str, &String> = town.agent_matrix_ids().collect();
+    let mut aliases: BTreeMap<String, &String> = BTreeMap::new();
+    for (name, room) in &town.rooms {
+        let key = format!("rooms.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._=-".contains(ch))
+        {
+            c.fail(&key, format!("{name:?} is not a room name; use lowercase letters, digits, '.', '_', '=' or '-' (it is the alias's local part)"));
+        }
+        if let Some(alias) = &room.alias {
+            if !(alias.starts_with('#')
+                && alias.contains(':')
+                && !alias.contains(char::is_whitespace))
+            {
+                c.fail(
+                    format!("{key}.alias"),
+                    format!("{alias:?} is not a room alias like \"#team:example.org\""),
+                );
+            }
+        }
+        if let Some(alias) = town.room_alias(name) {
+            if let Some(other) = aliases.insert(alias.clone(), name) {
+                c.fail(
+                    format!("{key}.alias"),
+                    format!(
+                        "{alias:?} is already the alias of rooms.{other}; give each room its own"
+                    ),
+                );
+            }
+        }
+        for (i, h) in room.humans.iter().enumerate() {
+            if !is_matrix_id(h) {
+                c.fail(
+                    format!("{key}.humans[{i}]"),
+                    format!("{h:?} is not a Matrix id like \"@josh:example.org\""),
+                );
+            } else if let Some(agent) = agent_ids.get(h.as_str()) {
+                c.fail(format!("{key}.humans[{i}]"), format!("{h:?} is agent {agent}'s Matrix account; list agents under agents, never as humans"));
+            } else if m.user_id.as_deref() == Some(h.as_str()) {
+                c.fail(
+                    format!("{key}.humans[{i}]"),
+                    format!(
+                        "{h:?} is the hall's own account, which is always in the room; remove it"
+                    ),
+                );
+            }
+        }
+        for (i, a) in room.agents.iter().enumerate() {
+            match town.agents.get(a) {
+                None => c.fail(format!("{key}.agents[{i}]"), format!("{a:?} is not an agent of this town; name one of: {}", town.agents.keys().cloned().collect::<Vec<_>>().join(", "))),
+                Some(agent) if !(agent.enable && agent.chat.enable) => c.fail(format!("{key}.agents[{i}]"), format!("agent {a} has no chat account; set agents.{a}.chat.enable (with its Matrix account) or remove it from the room")),
+                Some(_) => {}
+            }
+            if room.agents[..i].contains(a) {
+                c.fail(
+                    format!("{key}.agents[{i}]"),
+                    format!("{a} is listed twice; list it once"),
+                );
+            }
+        }
+        if !(1..=100).contains(&room.agent_turns) {
+            c.fail(format!("{key}.agentTurns"), format!("{} is outside 1–100; agents may answer agents that many times in a row before a human must speak", room.agent_turns));
+        }
+    }
 }
 
 /// Shared directories: a name that makes a group, a path root can own

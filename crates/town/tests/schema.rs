@@ -63,7 +63,7 @@ fn minimal_town_is_valid() {
 fn unknown_top_level_key() {
     assert_eq!(
         err("humanUsr = \"josh\"\n"),
-        "town.toml: humanUsr: unknown key `humanUsr`; remove it or use one of: enable, domain, agentsDir, persistDir, btrfsDevice, sopsFile, basePackages, projectDirs, humanUser, humanName, humanEmail, humanAsAgents, hall, rebuild, agents, sharedDirs (line 1)"
+        "town.toml: humanUsr: unknown key `humanUsr`; remove it or use one of: enable, domain, agentsDir, persistDir, btrfsDevice, sopsFile, basePackages, projectDirs, humanUser, humanName, humanEmail, humanAsAgents, hall, rebuild, rooms, agents, sharedDirs (line 1)"
     );
 }
 
@@ -383,6 +383,71 @@ fn shared_dirs_parse_with_defaults_and_name_bad_access() {
         e.contains(
             "sharedDirs.review.path: /persist/agents/ada/x is inside an agent's persist dir"
         ),
+        "{e}"
+    );
+}
+
+const ROOM_AGENTS: &str = "[agents.ada]\nuid = 1100\n[agents.ada.chat]\nenable = true\nhomeserver = \"https://m.example.org\"\nuserId = \"@ada:example.org\"\npasswordFile = \"/run/ada\"\nallowedHumans = [\"@josh:example.org\"]\n\
+[agents.vox]\nuid = 1101\n[agents.vox.chat]\nenable = true\nhomeserver = \"https://m.example.org\"\nuserId = \"@vox:example.org\"\npasswordFile = \"/run/vox\"\n\
+[agents.zed]\nuid = 1102\n";
+
+#[test]
+fn a_declared_room_gets_defaults_and_its_alias_from_the_hall_account() {
+    let town = toml(&format!(
+        "[hall.matrix]\nhomeserver = \"https://m.example.org\"\nuserId = \"@hall:example.org\"\npasswordFile = \"/run/hall\"\n\
+[rooms.team]\ntopic = \"the team\"\nhumans = [\"@josh:example.org\"]\nagents = [\"ada\", \"vox\"]\n{ROOM_AGENTS}"
+    ))
+    .unwrap();
+    let team = &town.rooms["team"];
+    assert!(
+        !team.agents_answer_agents,
+        "agents answer agents only when declared"
+    );
+    assert_eq!(team.agent_turns, 4);
+    assert!(team.encrypted);
+    assert_eq!(
+        town.room_alias("team").as_deref(),
+        Some("#team:example.org")
+    );
+    let json = serde_json::to_string(&town).unwrap();
+    let back: Town = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, town);
+}
+
+#[test]
+fn room_mistakes_name_their_key_and_the_fix() {
+    let e = err(&format!(
+        "[rooms.Team]\nalias = \"team\"\nhumans = [\"josh\", \"@vox:example.org\"]\nagents = [\"ada\", \"zed\", \"nobody\", \"ada\"]\nagentTurns = 0\n{ROOM_AGENTS}"
+    ));
+    for want in [
+        "hall.matrix.userId: the hall's Matrix account keeps the declared rooms",
+        "hall.matrix.passwordFile: the hall's Matrix account keeps the declared rooms",
+        "rooms.Team: \"Team\" is not a room name; use lowercase letters",
+        "rooms.Team.alias: \"team\" is not a room alias like \"#team:example.org\"",
+        "rooms.Team.humans[0]: \"josh\" is not a Matrix id",
+        "rooms.Team.humans[1]: \"@vox:example.org\" is agent vox's Matrix account; list agents under agents, never as humans",
+        "rooms.Team.agents[1]: agent zed has no chat account; set agents.zed.chat.enable",
+        "rooms.Team.agents[2]: \"nobody\" is not an agent of this town",
+        "rooms.Team.agents[3]: ada is listed twice",
+        "rooms.Team.agentTurns: 0 is outside 1–100",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn an_agent_is_never_another_agents_human() {
+    let e = err(&ROOM_AGENTS.replace(
+        "allowedHumans = [\"@josh:example.org\"]",
+        "allowedHumans = [\"@vox:example.org\"]",
+    ));
+    assert!(
+        e.contains("agents.ada.chat.allowedHumans[0]: \"@vox:example.org\" is agent vox's Matrix account; an agent never commands another as its human"),
+        "{e}"
+    );
+    let e = err(&ROOM_AGENTS.replace("@vox:example.org", "@ada:example.org"));
+    assert!(
+        e.contains("agents.vox.chat.userId: \"@ada:example.org\" is already ada's Matrix account"),
         "{e}"
     );
 }

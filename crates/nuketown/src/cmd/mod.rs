@@ -13,6 +13,7 @@ pub mod portal;
 pub mod rebuild;
 pub mod render;
 pub mod reset;
+pub mod rooms;
 pub mod status;
 
 use std::path::{Path, PathBuf};

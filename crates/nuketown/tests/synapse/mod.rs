@@ -184,6 +184,8 @@ pub struct Seen {
     pub sender: String,
     pub body: String,
     pub reply_to: Option<String>,
+    /// Sent as `m.notice` (a bot's own words: a bridge's command answers and notes).
+    pub notice: bool,
 }
 
 /// A human's Matrix client that records every text message it sees.
@@ -213,7 +215,12 @@ impl Human {
         client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {
             let tx = tx.clone();
             async move {
-                if let MessageType::Text(t) = &ev.content.msgtype {
+                let (body, notice) = match &ev.content.msgtype {
+                    MessageType::Text(t) => (Some(t.body.clone()), false),
+                    MessageType::Notice(n) => (Some(n.body.clone()), true),
+                    _ => (None, false),
+                };
+                if let Some(body) = body {
                     let reply_to = match &ev.content.relates_to {
                         Some(Relation::Reply(r)) => Some(r.in_reply_to.event_id.to_string()),
                         _ => None,
@@ -221,8 +228,9 @@ impl Human {
                     let _ = tx.send(Seen {
                         event_id: ev.event_id.to_string(),
                         sender: ev.sender.to_string(),
-                        body: t.body.clone(),
+                        body,
                         reply_to,
+                        notice,
                     });
                 }
             }
