@@ -46,17 +46,10 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let town = super::load_town(None, global)?;
     let cfg = nuketown_chat::BridgeConfig::from_town(&town, &args.agent)?;
     become_agent(&args.agent)?;
-    // BENCH-KNOB (temporary, for docs/benchmarks.md): runtime flavour.
-    let rt = if std::env::var("NKBENCH_RT").as_deref() == Ok("current") {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?
-    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(nuketown_chat::bridge::run(cfg))?;
     Ok(ExitCode::SUCCESS)
 }
