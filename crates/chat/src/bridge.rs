@@ -882,18 +882,9 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
                 cfg.store.join("bridge.lock").display()
             )
         })?;
-    // BENCH-KNOB (temporary, for docs/benchmarks.md): store configuration.
-    let store = match std::env::var("NKBENCH_STORE").as_deref() {
-        Ok("low") => matrix_sdk::SqliteStoreConfig::with_low_memory_config(cfg.store.join("store")),
-        Ok("min") => matrix_sdk::SqliteStoreConfig::new(cfg.store.join("store"))
-            .pool_max_size(2)
-            .cache_size(256_000)
-            .journal_size_limit(1_000_000),
-        _ => matrix_sdk::SqliteStoreConfig::new(cfg.store.join("store")),
-    };
     let client = Client::builder()
         .homeserver_url(&cfg.homeserver)
-        .sqlite_store_with_config_and_cache_path(store, None::<&Path>)
+        .sqlite_store(cfg.store.join("store"), None)
         .build()
         .await
         .context("building the Matrix client")?;
@@ -959,12 +950,6 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
         match client.sync_once(settings.clone()).await {
             Ok(resp) => {
                 settings = settings.token(resp.next_batch);
-                if std::env::var("NKBENCH_TRIM").is_ok() {
-                    // BENCH-KNOB: give freed memory back to the kernel after each sync.
-                    unsafe {
-                        nix::libc::malloc_trim(0);
-                    }
-                }
                 delay = Duration::from_millis(250);
                 if !started {
                     for r in &cfg.rooms {

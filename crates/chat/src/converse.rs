@@ -226,7 +226,7 @@ pub enum Command {
 /// `!work`, `!work ada`, `!work @ada:example.org`; a command naming another
 /// agent is not for this one. Anything else — unknown commands too — is text for the model.
 pub fn command(body: &str, name: &str, me: &str) -> Option<Command> {
-    let mut words = body.trim().split_whitespace();
+    let mut words = body.split_whitespace();
     let word = words.next()?.strip_prefix('!')?;
     let mut all = false;
     for arg in words {

@@ -330,7 +330,6 @@ fn chat_bridge_benchmark() {
     );
     fs::write(&town, text).unwrap();
     t.ok(&["apply", &town]);
-    // The bridge gets the NKBENCH_* knobs and MALLOC_ARENA_MAX of this process (memory experiments).
     let mut bridge_proc = bridge(&t, &town);
     wait_status(&t, "connected", |s| s["connected"] == true);
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -229,11 +229,15 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
         let mut josh = Human::login(&server, "josh", "josh-pw", &t.path("josh-store")).await;
         let dm = josh.client.create_dm(&agent_id).await.unwrap();
         let dm_id = dm.room_id().to_owned();
-        josh.sync_until("the agent to join", |h| h.has_joined(&dm_id, agent_id.as_str()))
-            .await;
+        josh.sync_until("the agent to join", |h| {
+            h.has_joined(&dm_id, agent_id.as_str())
+        })
+        .await;
         let mut log: Vec<Seen> = Vec::new();
         let ask = dm
-            .send(RoomMessageEventContent::text_plain("what is your uid as root?"))
+            .send(RoomMessageEventContent::text_plain(
+                "what is your uid as root?",
+            ))
             .await
             .unwrap()
             .response
@@ -252,7 +256,9 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
         };
         assert_eq!(asked.reply_to.as_deref(), Some(ask.as_str()), "{asked:?}");
         assert!(
-            asked.body.contains(&format!("{ADA} asked to run \"/usr/bin/id\" \"-u\" as root — request ")),
+            asked.body.contains(&format!(
+                "{ADA} asked to run \"/usr/bin/id\" \"-u\" as root — request "
+            )),
             "{}",
             asked.body
         );
@@ -272,7 +278,12 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
             .response
             .event_id;
         let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
-        assert!(r.body.contains(&format!("request {id} — \"/usr/bin/id\" \"-u\" as root")), "{}", r.body);
+        assert!(
+            r.body
+                .contains(&format!("request {id} — \"/usr/bin/id\" \"-u\" as root")),
+            "{}",
+            r.body
+        );
 
         // The human decides at the terminal; the room hears it.
         let o = t.human(HUMAN, &format!("approvals approve {id}"));
@@ -282,7 +293,10 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
             while let Ok(s) = josh.seen.try_recv() {
                 log.push(s);
             }
-            if log.iter().any(|s| s.body == format!("🔐 request {id}: approved by {HUMAN} via terminal")) {
+            if log
+                .iter()
+                .any(|s| s.body == format!("🔐 request {id}: approved by {HUMAN} via terminal"))
+            {
                 break;
             }
             assert!(Instant::now() < deadline, "no decision shown: {log:?}");

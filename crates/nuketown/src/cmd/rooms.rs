@@ -30,16 +30,24 @@ pub fn run(global: Option<&std::path::Path>, args: Args) -> Result<ExitCode> {
         println!("the town declares no rooms");
         return Ok(ExitCode::SUCCESS);
     }
-    let cfg = nuketown_chat::rooms::KeeperConfig::from_town(&town, args.store)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let ok = rt.block_on(nuketown_chat::rooms::run(cfg, args.watch, |line| {
-        println!("{}", nuketown_town::display::clean(line))
-    }))?;
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    #[cfg(not(feature = "chat"))]
+    {
+        let _ = args;
+        anyhow::bail!(super::without_feature("chat", "the Matrix room keeper"))
+    }
+    #[cfg(feature = "chat")]
+    {
+        let cfg = nuketown_chat::rooms::KeeperConfig::from_town(&town, args.store)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let ok = rt.block_on(nuketown_chat::rooms::run(cfg, args.watch, |line| {
+            println!("{}", nuketown_town::display::clean(line))
+        }))?;
+        Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
 }
