@@ -575,7 +575,8 @@ fn tier_resources(t: &Tier) -> ResourceRequirements {
 }
 
 fn network_policy(meta: &Meta<'_>, a: &AgentPlan<'_>) -> NetworkPolicy {
-    let rules = &a.agent.cloud.egress;
+    let egress_policy = &a.agent.network.egress;
+    let rules = egress_policy.rules();
     let ports = |list: &[u16], protocols: &[&str]| -> Option<Vec<NetworkPolicyPort>> {
         (!list.is_empty()).then(|| {
             let mut sorted = list.to_vec();
@@ -593,8 +594,8 @@ fn network_policy(meta: &Meta<'_>, a: &AgentPlan<'_>) -> NetworkPolicy {
                 .collect()
         })
     };
-    let egress = if rules.is_empty() {
-        // No allow-list declared: all egress.
+    let egress = if !egress_policy.restricted() {
+        // `network.egress = "all"`: all egress.
         vec![NetworkPolicyEgressRule::default()]
     } else {
         // An allow-list still resolves names through the cluster DNS.
@@ -634,8 +635,16 @@ fn network_policy(meta: &Meta<'_>, a: &AgentPlan<'_>) -> NetworkPolicy {
             v.push(block("169.254.169.254/32", &[80], &["TCP"]));
             v.push(block("169.254.169.252/32", &[988], &["TCP"]));
         }
+        // Host names are refused for cloud agents by the plan; networks in
+        // their normal form (`10.0.0.0/8`, a single address as `/32`).
         for r in rules {
-            v.push(block(&r.cidr, &r.ports, &["TCP", "UDP"]));
+            if let Some(net) = r
+                .cidr
+                .as_deref()
+                .and_then(|c| nuketown_town::network::parse_net(c).ok())
+            {
+                v.push(block(&net.to_string(), &r.ports, &["TCP", "UDP"]));
+            }
         }
         v
     };

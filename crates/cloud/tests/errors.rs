@@ -159,13 +159,33 @@ fn workload_identities_must_have_their_cloud_s_shape() {
 }
 
 #[test]
-fn egress_rules_are_cidrs_and_ports() {
+fn egress_rules_are_networks_and_ports() {
+    let e = error(&town(
+        "[agents.ada.network]\negress = [{ cidr = \"github.com\", ports = [443] }, { cidr = \"10.0.0.0/8\", ports = [22, 0] }, { cidr = \"10.0.0.1/8\" }]\n",
+    ));
+    for want in [
+        "agents.ada.network.egress[0].cidr: \"github.com\" is not an address or network; write e.g. \"10.0.0.0/8\", \"203.0.113.7\" or \"2001:db8::/32\"",
+        "agents.ada.network.egress[1].ports[1]: 0 is not a port; use 1–65535, or list no ports for all of them",
+        "agents.ada.network.egress[2].cidr: \"10.0.0.1/8\" has bits set after the first 8; write \"10.0.0.0/8\"",
+    ] {
+        assert!(e.contains(want), "{want}\nnot in:\n{e}");
+    }
+}
+
+#[test]
+fn a_host_name_cannot_be_a_network_policy() {
     refused(
-        &town("egress = [{ cidr = \"github.com\", ports = [443] }, { cidr = \"10.0.0.0/8\", ports = [22, 0] }]\n"),
-        &[
-            "agents.ada.cloud.egress[0].cidr: \"github.com\" is not a CIDR; write e.g. \"10.0.0.0/8\", \"203.0.113.7/32\" or \"2001:db8::/32\"",
-            "agents.ada.cloud.egress[1].ports[1]: 0 is not a port; use 1–65535, or list no ports for all of them",
-        ],
+        &town("[agents.ada.network]\negress = [{ host = \"github.com\", ports = [443] }]\n"),
+        &["agents.ada.network.egress[0].host: \"github.com\": a NetworkPolicy cannot name hosts, only networks; write its addresses as cidr rules for a cloud agent (hosts resolve names, the cluster cannot)"],
+    );
+}
+
+#[test]
+fn the_old_cloud_egress_names_its_new_key() {
+    let e = error(&town("egress = [{ cidr = \"10.0.0.0/8\" }]\n"));
+    assert!(
+        e.contains("agents.ada.cloud.egress: `cloud.egress` moved to `agents.ada.network.egress`"),
+        "{e}"
     );
 }
 
@@ -224,14 +244,14 @@ fn extra_secrets_must_be_secret_keys() {
 fn every_problem_of_every_agent_at_once() {
     let text = format!(
         "{}[agents.vox]\nuid = 1101\n[agents.vox.cloud]\nenable = true\nresources = \"small\"\n",
-        town("egress = [{ cidr = \"10.0.0.0/33\" }]\n")
+        town("[agents.ada.network]\negress = [{ host = \"github.com\" }]\n")
     );
     match load(&text, Format::Toml, "town.toml").map(|t| render(&t, None)) {
         Ok(Err(e @ CloudError::Invalid(_))) => {
             let keys: Vec<&str> = e.problems().iter().map(|p| p.key.as_str()).collect();
             assert_eq!(
                 keys,
-                ["agents.ada.cloud.egress[0].cidr", "agents.vox.cloud.image"]
+                ["agents.ada.network.egress[0].host", "agents.vox.cloud.image"]
             );
         }
         other => panic!("{other:?}"),

@@ -193,6 +193,7 @@ impl Gate for HallGate {
             asked_ms: now,
             deadline_ms: now + timeout * 1000,
             key_use: Some(Box::new(view_of(u, &rule, host))),
+            network: None,
         };
         let key = GrantKey {
             program: (0, 0),

@@ -122,7 +122,9 @@ pub fn parse(text: &str, format: Format, origin: &str, hostname: &str) -> Result
 }
 
 fn deserialize(text: &str, format: Format, origin: &str) -> Result<Town, TownError> {
-    let syntax = |key: String, message: String| TownError::Syntax {
+    let syntax = |key: String, message: String| {
+        let message = moved(&key).unwrap_or(message);
+        TownError::Syntax {
         origin: origin.to_string(),
         key: if key.is_empty() || key == "." {
             "(top level)".to_string()
@@ -130,7 +132,7 @@ fn deserialize(text: &str, format: Format, origin: &str) -> Result<Town, TownErr
             key
         },
         message,
-    };
+    }};
     match format {
         Format::Json => {
             let mut de = serde_json::Deserializer::from_str(text);
@@ -153,6 +155,15 @@ fn deserialize(text: &str, format: Format, origin: &str) -> Result<Town, TownErr
             })
         }
     }
+}
+
+/// Keys that moved: what to write instead.
+fn moved(key: &str) -> Option<String> {
+    let agent = key.strip_prefix("agents.")?.strip_suffix(".cloud.egress")?;
+    Some(format!(
+        "`cloud.egress` moved to `agents.{agent}.network.egress`, one key for the host's firewall and the cluster's NetworkPolicy; \
+         move the list there (`network.egress = [{{ cidr = \"10.0.0.0/8\", ports = [443] }}]`; `\"all\"` or `\"none\"` also work)"
+    ))
 }
 
 /// Turn serde's wording into advice.

@@ -200,6 +200,9 @@ pub struct Agent {
     /// Matrix chat bridge.
     #[serde(default)]
     pub chat: Chat,
+    /// What the agent may reach over the network (hosts and the cloud).
+    #[serde(default)]
+    pub network: crate::network::Network,
     /// Kubernetes deployment.
     #[serde(default)]
     pub cloud: Cloud,
@@ -604,9 +607,6 @@ pub struct Cloud {
     /// Workload identity.
     #[serde(default)]
     pub identity: CloudIdentity,
-    /// Egress allow-list; empty means all egress allowed.
-    #[serde(default)]
-    pub egress: Vec<EgressRule>,
     /// GPU settings for the `gpu` tier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<Gpu>,
@@ -632,7 +632,6 @@ impl Default for Cloud {
             command: Vec::new(),
             persist: CloudPersist::default(),
             identity: CloudIdentity::default(),
-            egress: Vec::new(),
             gpu: None,
             scaling: Scaling::default(),
         }
@@ -681,17 +680,6 @@ pub struct CloudIdentity {
     /// AKS: managed identity client id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure_client_id: Option<String>,
-}
-
-/// One allowed egress destination.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EgressRule {
-    /// Destination network, e.g. `10.0.0.0/8`.
-    pub cidr: String,
-    /// Destination ports; empty means all.
-    #[serde(default)]
-    pub ports: Vec<u16>,
 }
 
 /// GPU scheduling.

@@ -435,6 +435,8 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             format!("{} must be between 1 and 86400 seconds", agent.sudo.timeout),
         );
     }
+    c.problems
+        .extend(crate::network::problems(&format!("{key}.network"), &agent.network));
     if agent.keys.timeout == 0 || agent.keys.timeout > 86_400 {
         c.fail(
             format!("{key}.keys.timeout"),
