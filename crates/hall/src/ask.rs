@@ -338,7 +338,7 @@ impl Hall {
                     rec.result = Some(format!(
                         "rule in force {} µs after the decision, until {}",
                         started.elapsed().as_micros(),
-                        crate::audit::rfc3339(until)
+                        crate::time::rfc3339(until)
                     ));
                     why = format!(
                         "{why}: {name} may reach {} for {}",

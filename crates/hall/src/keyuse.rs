@@ -189,6 +189,7 @@ impl Gate for HallGate {
                 "the command line is what {}'s own process says of itself; what would be signed is the hash shown",
                 u.agent
             )],
+            notes: Vec::new(),
             grantable: false,
             asked_ms: now,
             deadline_ms: now + timeout * 1000,
