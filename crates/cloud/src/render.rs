@@ -37,6 +37,12 @@ pub const DECLARATION_ANNOTATION: &str = "nuketown.dev/declaration";
 pub const PATH_ANNOTATION: &str = "nuketown.dev/persist-path";
 /// Annotation carrying `scaling.idleTimeout`.
 pub const IDLE_ANNOTATION: &str = "nuketown.dev/idle-timeout";
+/// Deployment annotation: the declared tier (`cloud.resources`), where an idle agent returns.
+pub const TIER_ANNOTATION: &str = "nuketown.dev/tier";
+/// Deployment annotation: the largest tier the agent may be moved to (`scaling.maxResources`).
+pub const MAX_TIER_ANNOTATION: &str = "nuketown.dev/max-tier";
+/// Deployment annotation: tiers granted without a human (`scaling.autoApprove`), comma-separated.
+pub const AUTO_APPROVE_ANNOTATION: &str = "nuketown.dev/auto-approve";
 /// Argo CD: never prune or delete persisted data with the application.
 const KEEP: (&str, &str) = (
     "argocd.argoproj.io/sync-options",
@@ -539,6 +545,18 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
     if let Some(t) = &cloud.scaling.idle_timeout {
         dep_ann.insert(IDLE_ANNOTATION.to_string(), t.clone());
     }
+    // What the scaling operator may do with this agent; the tier it is at
+    // now is the operator's (docs/scaling.md), not git's.
+    if let Some(max) = &cloud.scaling.max_resources {
+        dep_ann.insert(TIER_ANNOTATION.to_string(), cloud.resources.clone());
+        dep_ann.insert(MAX_TIER_ANNOTATION.to_string(), max.clone());
+        if !cloud.scaling.auto_approve.is_empty() {
+            dep_ann.insert(
+                AUTO_APPROVE_ANNOTATION.to_string(),
+                cloud.scaling.auto_approve.join(","),
+            );
+        }
+    }
     out.push(Manifest::Deployment(Box::new(Deployment {
         metadata: meta.object(name, ns, labels(Some(name), "agent"), dep_ann),
         spec: Some(DeploymentSpec {
@@ -561,7 +579,8 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
     })));
 }
 
-fn tier_resources(t: &Tier) -> ResourceRequirements {
+/// What a pod of tier `t` requests and is limited to (alike: Guaranteed QoS).
+pub fn tier_resources(t: &Tier) -> ResourceRequirements {
     let m = BTreeMap::from([
         ("cpu".to_string(), q(t.cpu.cpu())),
         ("ephemeral-storage".to_string(), q(t.scratch.bytes())),

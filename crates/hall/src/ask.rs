@@ -130,7 +130,10 @@ impl Hall {
             policy::agent_by_uid(&loaded.town, uid).map(|(n, a)| (n.clone(), a.clone()))
         else {
             // Not an agent of the town: nothing at all, not even a denial.
-            tracing::warn!(uid, "closed an ask connection from a user who is not an agent");
+            tracing::warn!(
+                uid,
+                "closed an ask connection from a user who is not an agent"
+            );
             return;
         };
         let arrived = Instant::now();
@@ -345,7 +348,15 @@ impl Hall {
                         t,
                         net::show_duration(secs)
                     );
-                    self.clone().expire_later(id.clone(), name.clone(), uid, nets, t.port, secs, view);
+                    self.clone().expire_later(
+                        id.clone(),
+                        name.clone(),
+                        uid,
+                        nets,
+                        t.port,
+                        secs,
+                        view,
+                    );
                 }
                 Err(e) => {
                     approved = false;
@@ -387,7 +398,9 @@ impl Hall {
             tokio::time::sleep(Duration::from_secs(secs)).await;
             let table = self.cfg.nft_table.clone();
             // Already gone by the kernel's timeout, as a rule: an error here is expected.
-            let _ = net::nft(&net::grant_elements(&table, "delete", uid, &nets, port, secs));
+            let _ = net::nft(&net::grant_elements(
+                &table, "delete", uid, &nets, port, secs,
+            ));
             let mut r = Record::new(&id, "network", &name, uid);
             r.target = name.clone();
             r.decision = "expired".into();

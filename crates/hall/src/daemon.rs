@@ -143,7 +143,9 @@ impl TownCache {
 
 /// Read one line of at most [`MAX_LINE`] bytes: `None` at a clean end,
 /// an error when it is too long or cut off.
-pub(crate) async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<Option<Vec<u8>>, String> {
+pub(crate) async fn read_line<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+) -> Result<Option<Vec<u8>>, String> {
     let mut buf = Vec::new();
     let n = (&mut *r)
         .take(MAX_LINE as u64 + 1)
@@ -164,7 +166,10 @@ pub(crate) async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Res
     Ok(Some(buf))
 }
 
-pub(crate) async fn send<W: AsyncWrite + Unpin>(w: &mut W, m: &impl serde::Serialize) -> std::io::Result<()> {
+pub(crate) async fn send<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    m: &impl serde::Serialize,
+) -> std::io::Result<()> {
     w.write_all(&protocol::encode(m)).await?;
     w.flush().await
 }

@@ -14,8 +14,8 @@ mod schema;
 mod validate;
 
 pub use identity::{projections, Identity, Projection, Signing};
-pub use parse::{default_town_path, hostname, load, parse, Format, TownError};
 pub use network::{Egress, EgressRule, Network};
+pub use parse::{default_town_path, hostname, load, parse, Format, TownError};
 pub use schema::*;
 pub use validate::{
     is_dns_label, is_dns_subdomain, is_unix_name, validate, Problem, MAX_UID, MIN_UID,

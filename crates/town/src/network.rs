@@ -80,7 +80,8 @@ impl<'de> Deserialize<'de> for Egress {
                 }
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Egress, A::Error> {
-                let rules = Vec::<EgressRule>::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                let rules =
+                    Vec::<EgressRule>::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
                 Ok(Egress::Allow(rules))
             }
         }
@@ -148,7 +149,11 @@ pub fn parse_net(s: &str) -> Result<Net, String> {
         None => max,
         Some(p) => match p.parse::<u8>() {
             Ok(n) if n <= max && p.chars().all(|c| c.is_ascii_digit()) => n,
-            _ => return Err(format!("{s:?}: the prefix length must be 0–{max}; {example}")),
+            _ => {
+                return Err(format!(
+                    "{s:?}: the prefix length must be 0–{max}; {example}"
+                ))
+            }
         },
     };
     let masked = mask(addr, prefix);
@@ -240,7 +245,9 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
     let port = |p: &str| -> Result<u16, String> {
         match p.parse::<u16>() {
             Ok(n) if n > 0 && p.chars().all(|c| c.is_ascii_digit()) => Ok(n),
-            _ => Err(format!("{p:?} is not a port: use 1–65535 (or no port for all)")),
+            _ => Err(format!(
+                "{p:?} is not a port: use 1–65535 (or no port for all)"
+            )),
         }
     };
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
@@ -249,10 +256,9 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
             .ok_or_else(|| format!("{s:?}: a '[' without ']'; {fix}"))?;
         let p = match after {
             "" => None,
-            a => Some(port(
-                a.strip_prefix(':')
-                    .ok_or_else(|| format!("{s:?}: expected ':PORT' after ']'; {fix}"))?,
-            )?),
+            a => Some(port(a.strip_prefix(':').ok_or_else(|| {
+                format!("{s:?}: expected ':PORT' after ']'; {fix}")
+            })?)?),
         };
         (inside.to_string(), p)
     } else if s.matches(':').count() > 1 {
@@ -268,7 +274,9 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
     } else if is_host_name(&host) {
         Dest::Host(host.trim_end_matches('.').to_ascii_lowercase())
     } else {
-        return Err(format!("{host:?} is neither a host name nor an address; {fix}"));
+        return Err(format!(
+            "{host:?} is neither a host name nor an address; {fix}"
+        ));
     };
     Ok(Target { dest, port })
 }
@@ -305,7 +313,9 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
                 'd' => 86_400,
                 _ => return Err(format!("{s:?} is not a duration; {fix}")),
             };
-            let v = n.take().ok_or_else(|| format!("{s:?} is not a duration; {fix}"))?;
+            let v = n
+                .take()
+                .ok_or_else(|| format!("{s:?} is not a duration; {fix}"))?;
             total = v
                 .checked_mul(mult)
                 .and_then(|x| total.checked_add(x))
@@ -394,7 +404,8 @@ pub fn is_table_name(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 64
         && t.starts_with(|c: char| c.is_ascii_alphabetic())
-        && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// The sets holding the hall's temporary rules: (IPv4, IPv6).
@@ -525,7 +536,14 @@ pub fn ruleset(
 /// The `nft -f` lines adding (`add`) or removing (`delete`) one temporary
 /// rule for `uid`: each network, `port` (or all), for `secs` seconds (the
 /// kernel removes the elements itself when their time is up).
-pub fn grant_elements(table: &str, op: &str, uid: u32, nets: &[Net], port: Option<u16>, secs: u64) -> String {
+pub fn grant_elements(
+    table: &str,
+    op: &str,
+    uid: u32,
+    nets: &[Net],
+    port: Option<u16>,
+    secs: u64,
+) -> String {
     let (g4, g6) = GRANT_SETS;
     let ports = port.map_or("0-65535".to_string(), |p| p.to_string());
     let mut s = String::new();
@@ -597,10 +615,30 @@ mod tests {
         assert_eq!(t.port, Some(8080));
         assert_eq!(t.to_string(), "127.0.0.5:8080");
         assert_eq!(parse_target("[::1]:80").unwrap().to_string(), "[::1]:80");
-        assert_eq!(parse_target("2001:db8::/32").unwrap().to_string(), "[2001:db8::/32]");
-        assert_eq!(parse_target("GitHub.com:443").unwrap().to_string(), "github.com:443");
-        assert_eq!(parse_target("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
-        for bad in ["", "a b", "10.0.0.1/8", "10.0.0.0/33", "host:0", "host:99999", "host:x", "-x-", "[::1", "1.2.3.4.5"] {
+        assert_eq!(
+            parse_target("2001:db8::/32").unwrap().to_string(),
+            "[2001:db8::/32]"
+        );
+        assert_eq!(
+            parse_target("GitHub.com:443").unwrap().to_string(),
+            "github.com:443"
+        );
+        assert_eq!(
+            parse_target("10.0.0.0/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        for bad in [
+            "",
+            "a b",
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "host:0",
+            "host:99999",
+            "host:x",
+            "-x-",
+            "[::1",
+            "1.2.3.4.5",
+        ] {
             assert!(parse_target(bad).is_err(), "{bad:?} was accepted");
         }
     }
