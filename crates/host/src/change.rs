@@ -676,6 +676,10 @@ impl Change {
                 if !removal || nuketown_town::network::table_exists(table) {
                     nuketown_town::network::nft(text).map_err(HostError::Conflict)?;
                 }
+                // Before the town's other files: its directory may not exist yet.
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(HostError::io(dir))?;
+                }
                 write_file(path, text.as_bytes(), 0o644, 0, 0)?;
             }
             Change::RemoveUser { name, home } => {
