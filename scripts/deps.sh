@@ -3,9 +3,9 @@
 # Only what is missing is installed; safe to run again.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "scripts/deps.sh: run as root (it installs packages)" >&2; exit 1; }
-want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux btrfs-progs nix-bin
+want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux btrfs-progs nix-bin nftables
       xvfb zenity xdotool libnotify-bin fzf ca-certificates openssh-server)
-[ "${1:-}" = "--runtime" ] && want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux)
+[ "${1:-}" = "--runtime" ] && want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux nftables)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,6 +15,35 @@ let
   cfg = config.nuketown;
   agents = filterAttrs (_: a: a.enable) cfg.agents;
   sudoAgents = filterAttrs (_: a: a.sudo.enable) agents;
+  restrictedAgents = filterAttrs (_: a: a.network.egress != "all") agents;
+  egressRules = a: if builtins.isList a.network.egress then a.network.egress else [ ];
+  # The agents' egress rules, the same ruleset `nuketown apply` renders
+  # (crates/town/src/network.rs) in nft's table syntax; the sets of
+  # temporary rules belong to the town hall.
+  nftRule = a: r:
+    let
+      family = if lib.hasInfix ":" r.cidr then "ip6" else "ip";
+      ports = if r.ports == [ ] then "" else " meta l4proto { tcp, udp } th dport { ${concatStringsSep ", " (map toString r.ports)} }";
+    in "meta skuid ${toString a.uid} ${family} daddr ${r.cidr}${ports} accept";
+  nftContent = ''
+    set restricted { type uid; elements = { ${concatStringsSep ", " (map (a: toString a.uid) (attrValues restrictedAgents))} }; }
+    set grants4 { type uid . ipv4_addr . inet_service; flags interval, timeout; }
+    set grants6 { type uid . ipv6_addr . inet_service; flags interval, timeout; }
+    chain output {
+      type filter hook output priority filter; policy accept;
+      meta skuid @restricted jump agents
+    }
+    chain agents {
+      oif "lo" ip daddr 127.0.0.1 accept
+      oif "lo" ip6 daddr ::1 accept
+      meta l4proto { tcp, udp } th dport 53 accept
+      ct direction reply accept
+      meta l4proto { tcp, udp } meta skuid . ip daddr . th dport @grants4 accept
+      meta l4proto { tcp, udp } meta skuid . ip6 daddr . th dport @grants6 accept
+      ${concatStringsSep "\n  " (concatMap (a: map (nftRule a) (builtins.filter (r: r.cidr != null) (egressRules a))) (attrValues restrictedAgents))}
+      reject with icmpx type admin-prohibited
+    }
+  '';
   persistingAgents = filterAttrs (_: a: a.persist.directories != [ ] || a.persist.files != [ ]) agents;
   approvers = if cfg.hall.approvers != [ ] then cfg.hall.approvers else optional (cfg.humanUser != null) cfg.humanUser;
   elevate = cfg.hall.elevatePath;
@@ -109,6 +138,14 @@ let
         default = null;
         description = "The policy for logging in to this host (default: `keys.authenticate`).";
       };
+    };
+  };
+
+  egressRule = types.submodule {
+    options = {
+      cidr = mkOption { type = types.nullOr types.str; default = null; example = "10.0.0.0/8"; description = "An address or network the agent may reach."; };
+      host = mkOption { type = types.nullOr types.str; default = null; description = "A host name (hosts running `nuketown apply` only: NixOS builds its rules without DNS; write addresses as `cidr`)."; };
+      ports = mkOption { type = types.listOf types.port; default = [ ]; example = [ 443 ]; description = "TCP and UDP destination ports; empty means all."; };
     };
   };
 
@@ -211,6 +248,19 @@ let
         hosts = mkOption { type = types.attrsOf keyHost; default = { }; description = "Hosts the agent logs in to, by name, known by their host keys."; };
         timeout = mkOption { type = types.ints.between 1 86400; default = 120; description = "Seconds to wait for an approver before denying a key use."; };
       };
+      network.egress = mkOption {
+        type = types.either (types.enum [ "all" "none" ]) (types.listOf egressRule);
+        default = "all";
+        example = literalExpression ''[ { cidr = "0.0.0.0/0"; ports = [ 443 ]; } { cidr = "10.20.0.0/16"; ports = [ 22 ]; } ]'';
+        description = ''
+          Where the agent may connect: `"all"`, `"none"` (DNS and loopback
+          only) or an allow-list of networks and TCP/UDP ports. Enforced on
+          the agent's uid by nftables (`networking.nftables`, table `inet
+          nuketown`) and, in a cluster, by the agent's NetworkPolicy. The agent
+          asks for more with `nuketown ask network HOST[:PORT] --for 1h`; a
+          human approves on any channel.
+        '';
+      };
       rebuild.enable = mkEnableOption "the rebuild coordinator for this agent (`nuketown rebuild`: build as the agent, switch after a human's approval)";
       portal = {
         enable = mkOption { type = types.bool; default = true; description = "Offer the agent in `nuketown portal`."; };
@@ -292,6 +342,8 @@ let
       (a.persist.directories ++ a.persist.files)
     ++ map (g: { assertion = !(builtins.elem g [ "wheel" "sudo" "root" "adm" ]); message = "${key}.devices: group ${g} would give root without a human; use plugdev or dialout."; })
       (map (d: d.group) a.devices)
+    ++ map (r: { assertion = (r.cidr == null) != (r.host == null); message = "${key}.network.egress: each rule names one destination, cidr or host."; }) (egressRules a)
+    ++ map (r: { assertion = r.host == null; message = "${key}.network.egress: host \"${toString r.host}\" cannot be enforced on NixOS (the rules are built without DNS); write its addresses as cidr, or let the agent ask (`nuketown ask network`)."; }) (egressRules a)
     ++ lib.optionals (a.secrets.sshKey != null) (absolute "secrets.sshKey" a.secrets.sshKey)
     ++ lib.optionals (a.secrets.gpgKey != null) (absolute "secrets.gpgKey" a.secrets.gpgKey)
     ++ concatMap
@@ -601,6 +653,12 @@ in
           PrivateTmp = true;
         };
       };
+    })
+
+    (mkIf (restrictedAgents != { }) {
+      # What each agent may reach, by uid; the human and root are never matched.
+      networking.nftables.enable = true;
+      networking.nftables.tables.nuketown = { family = "inet"; content = nftContent; };
     })
 
     (mkIf (cfg.btrfsDevice != null) {

@@ -37,6 +37,12 @@ pub const DECLARATION_ANNOTATION: &str = "nuketown.dev/declaration";
 pub const PATH_ANNOTATION: &str = "nuketown.dev/persist-path";
 /// Annotation carrying `scaling.idleTimeout`.
 pub const IDLE_ANNOTATION: &str = "nuketown.dev/idle-timeout";
+/// Deployment annotation: the declared tier (`cloud.resources`), where an idle agent returns.
+pub const TIER_ANNOTATION: &str = "nuketown.dev/tier";
+/// Deployment annotation: the largest tier the agent may be moved to (`scaling.maxResources`).
+pub const MAX_TIER_ANNOTATION: &str = "nuketown.dev/max-tier";
+/// Deployment annotation: tiers granted without a human (`scaling.autoApprove`), comma-separated.
+pub const AUTO_APPROVE_ANNOTATION: &str = "nuketown.dev/auto-approve";
 /// Argo CD: never prune or delete persisted data with the application.
 const KEEP: (&str, &str) = (
     "argocd.argoproj.io/sync-options",
@@ -542,6 +548,18 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
     if let Some(t) = &cloud.scaling.idle_timeout {
         dep_ann.insert(IDLE_ANNOTATION.to_string(), t.clone());
     }
+    // What the scaling operator may do with this agent; the tier it is at
+    // now is the operator's (docs/scaling.md), not git's.
+    if let Some(max) = &cloud.scaling.max_resources {
+        dep_ann.insert(TIER_ANNOTATION.to_string(), cloud.resources.clone());
+        dep_ann.insert(MAX_TIER_ANNOTATION.to_string(), max.clone());
+        if !cloud.scaling.auto_approve.is_empty() {
+            dep_ann.insert(
+                AUTO_APPROVE_ANNOTATION.to_string(),
+                cloud.scaling.auto_approve.join(","),
+            );
+        }
+    }
     out.push(Manifest::Deployment(Box::new(Deployment {
         metadata: meta.object(name, ns, labels(Some(name), "agent"), dep_ann),
         spec: Some(DeploymentSpec {
@@ -564,7 +582,8 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
     })));
 }
 
-fn tier_resources(t: &Tier) -> ResourceRequirements {
+/// What a pod of tier `t` requests and is limited to (alike: Guaranteed QoS).
+pub fn tier_resources(t: &Tier) -> ResourceRequirements {
     let m = BTreeMap::from([
         ("cpu".to_string(), q(t.cpu.cpu())),
         ("ephemeral-storage".to_string(), q(t.scratch.bytes())),
@@ -578,7 +597,8 @@ fn tier_resources(t: &Tier) -> ResourceRequirements {
 }
 
 fn network_policy(meta: &Meta<'_>, a: &AgentPlan<'_>) -> NetworkPolicy {
-    let rules = &a.agent.cloud.egress;
+    let egress_policy = &a.agent.network.egress;
+    let rules = egress_policy.rules();
     let ports = |list: &[u16], protocols: &[&str]| -> Option<Vec<NetworkPolicyPort>> {
         (!list.is_empty()).then(|| {
             let mut sorted = list.to_vec();
@@ -596,8 +616,8 @@ fn network_policy(meta: &Meta<'_>, a: &AgentPlan<'_>) -> NetworkPolicy {
                 .collect()
         })
     };
-    let egress = if rules.is_empty() {
-        // No allow-list declared: all egress.
+    let egress = if !egress_policy.restricted() {
+        // `network.egress = "all"`: all egress.
         vec![NetworkPolicyEgressRule::default()]
     } else {
         // An allow-list still resolves names through the cluster DNS.
@@ -637,8 +657,16 @@ fn network_policy(meta: &Meta<'_>, a: &AgentPlan<'_>) -> NetworkPolicy {
             v.push(block("169.254.169.254/32", &[80], &["TCP"]));
             v.push(block("169.254.169.252/32", &[988], &["TCP"]));
         }
+        // Host names are refused for cloud agents by the plan; networks in
+        // their normal form (`10.0.0.0/8`, a single address as `/32`).
         for r in rules {
-            v.push(block(&r.cidr, &r.ports, &["TCP", "UDP"]));
+            if let Some(net) = r
+                .cidr
+                .as_deref()
+                .and_then(|c| nuketown_town::network::parse_net(c).ok())
+            {
+                v.push(block(&net.to_string(), &r.ports, &["TCP", "UDP"]));
+            }
         }
         v
     };

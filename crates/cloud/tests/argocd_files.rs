@@ -96,3 +96,49 @@ fn argocd_files_agree() {
     );
     assert!(mounts.contains(&"/var/run/argocd"), "{mounts:?}");
 }
+
+/// The scaling operator's fields are not git's: the Application ignores
+/// them and does not put them back on sync.
+#[test]
+fn the_application_leaves_the_operators_tier_alone() {
+    let app = file("application.yaml");
+    let opts: Vec<&str> = s(&app, &["spec", "syncPolicy", "syncOptions"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(opts.contains(&"RespectIgnoreDifferences=true"), "{opts:?}");
+    let ignore = s(&app, &["spec", "ignoreDifferences"])
+        .as_sequence()
+        .unwrap();
+    let dep = ignore
+        .iter()
+        .find(|i| s(i, &["kind"]).as_str() == Some("Deployment"))
+        .expect("Deployments are in ignoreDifferences");
+    assert_eq!(s(dep, &["group"]).as_str(), Some("apps"));
+    let managers: Vec<&str> = s(dep, &["managedFieldsManagers"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(managers, ["nuketown-operator"]);
+    let pointers: Vec<&str> = s(dep, &["jsonPointers"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for p in [
+        "/spec/template/spec/nodeSelector",
+        "/spec/template/spec/tolerations",
+        "/metadata/annotations/nuketown.dev~1current-tier",
+    ] {
+        assert!(pointers.contains(&p), "{p} not ignored: {pointers:?}");
+    }
+    let jq = s(dep, &["jqPathExpressions"]).as_sequence().unwrap();
+    assert!(jq.iter().any(|e| e
+        .as_str()
+        .is_some_and(|e| e.contains("\"agent\"") && e.ends_with(".resources"))));
+}

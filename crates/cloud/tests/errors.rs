@@ -159,24 +159,85 @@ fn workload_identities_must_have_their_cloud_s_shape() {
 }
 
 #[test]
-fn egress_rules_are_cidrs_and_ports() {
+fn egress_rules_are_networks_and_ports() {
+    let e = error(&town(
+        "[agents.ada.network]\negress = [{ cidr = \"github.com\", ports = [443] }, { cidr = \"10.0.0.0/8\", ports = [22, 0] }, { cidr = \"10.0.0.1/8\" }]\n",
+    ));
+    for want in [
+        "agents.ada.network.egress[0].cidr: \"github.com\" is not an address or network; write e.g. \"10.0.0.0/8\", \"203.0.113.7\" or \"2001:db8::/32\"",
+        "agents.ada.network.egress[1].ports[1]: 0 is not a port; use 1–65535, or list no ports for all of them",
+        "agents.ada.network.egress[2].cidr: \"10.0.0.1/8\" has bits set after the first 8; write \"10.0.0.0/8\"",
+    ] {
+        assert!(e.contains(want), "{want}\nnot in:\n{e}");
+    }
+}
+
+#[test]
+fn a_host_name_cannot_be_a_network_policy() {
     refused(
-        &town("egress = [{ cidr = \"github.com\", ports = [443] }, { cidr = \"10.0.0.0/8\", ports = [22, 0] }]\n"),
-        &[
-            "agents.ada.cloud.egress[0].cidr: \"github.com\" is not a CIDR; write e.g. \"10.0.0.0/8\", \"203.0.113.7/32\" or \"2001:db8::/32\"",
-            "agents.ada.cloud.egress[1].ports[1]: 0 is not a port; use 1–65535, or list no ports for all of them",
-        ],
+        &town("[agents.ada.network]\negress = [{ host = \"github.com\", ports = [443] }]\n"),
+        &["agents.ada.network.egress[0].host: \"github.com\": a NetworkPolicy cannot name hosts, only networks; write its addresses as cidr rules for a cloud agent (hosts resolve names, the cluster cannot)"],
     );
 }
 
 #[test]
-fn quota_keys_values_and_idle_timeout() {
+fn the_old_cloud_egress_names_its_new_key() {
+    let e = error(&town("egress = [{ cidr = \"10.0.0.0/8\" }]\n"));
+    assert!(
+        e.contains("agents.ada.cloud.egress: `cloud.egress` moved to `agents.ada.network.egress`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tiers_to_ask_for_and_the_idle_timeout() {
+    let e = error(&town(
+        "resources = \"large\"\nscaling = { maxResources = \"standard\", autoApprove = [\"huge\"], idleTimeout = \"soon\" }\n",
+    ));
+    for want in [
+        "agents.ada.cloud.scaling.maxResources: \"standard\" is below the declared tier \"large\"",
+        "agents.ada.cloud.scaling.autoApprove[0]: \"huge\" is not a tier",
+        "agents.ada.cloud.scaling.idleTimeout: \"soon\" is not a duration; write e.g. \"90s\", \"30m\", \"1h\" or \"1h30m\"",
+    ] {
+        assert!(e.contains(want), "{want}\nnot in:\n{e}");
+    }
+    let e = error(&town("scaling = { maxResources = \"gpu\" }\n"));
+    assert!(
+        e.contains("agents.ada.cloud.gpu: maxResources = \"gpu\" needs gpu settings"),
+        "{e}"
+    );
+    let e = error(&town(
+        "scaling = { maxResources = \"large\", autoApprove = [\"gpu\"] }\n",
+    ));
+    assert!(
+        e.contains(
+            "agents.ada.cloud.scaling.autoApprove[0]: \"gpu\" is above maxResources \"large\""
+        ),
+        "{e}"
+    );
+    // The quota's old key names its new place.
+    let e = error(&town("scaling.maxResources = { cpu = \"8\" }\n"));
+    assert!(
+        e.contains("the namespace quota moved to `agents.ada.cloud.scaling.quota`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_agent_that_may_grow_is_counted_at_its_largest_tier() {
     refused(
-        &town("scaling = { maxResources = { gpus = \"1\", cpu = \"lots\" }, idleTimeout = \"soon\" }\n"),
+        &town("resources = \"small\"\nscaling = { maxResources = \"large\", quota = { cpu = \"2\" } }\n"),
+        &["agents.ada.cloud.scaling.quota.cpu: \"2\" is less than the 4 CPUs (ada large: 4) the agents of namespace \"nuketown\" need; raise it, or choose smaller tiers or sizes"],
+    );
+}
+
+#[test]
+fn quota_keys_values() {
+    refused(
+        &town("scaling = { quota = { gpus = \"1\", cpu = \"lots\" } }\n"),
         &[
-            "agents.ada.cloud.scaling.maxResources.cpu: \"lots\" is not a positive Kubernetes quantity; write e.g. \"8\"",
-            "agents.ada.cloud.scaling.maxResources.gpus: \"gpus\" is not a ResourceQuota resource; use cpu, memory, pods, persistentvolumeclaims, requests.storage, requests.ephemeral-storage, requests.nvidia.com/gpu, count/<resource>, …",
-            "agents.ada.cloud.scaling.idleTimeout: \"soon\" is not a duration; write e.g. \"30m\", \"2h\" or \"1h30m\"",
+            "agents.ada.cloud.scaling.quota.cpu: \"lots\" is not a positive Kubernetes quantity; write e.g. \"8\"",
+            "agents.ada.cloud.scaling.quota.gpus: \"gpus\" is not a ResourceQuota resource; use cpu, memory, pods, persistentvolumeclaims, requests.storage, requests.ephemeral-storage, requests.nvidia.com/gpu, count/<resource>, …",
         ],
     );
 }
@@ -184,11 +245,11 @@ fn quota_keys_values_and_idle_timeout() {
 #[test]
 fn a_quota_smaller_than_the_agents_need() {
     refused(
-        &town("resources = \"large\"\nscaling.maxResources = { cpu = \"2\", \"limits.memory\" = \"4Gi\", pods = \"1\", \"requests.storage\" = \"10Gi\" }\n"),
+        &town("resources = \"large\"\nscaling.quota = { cpu = \"2\", \"limits.memory\" = \"4Gi\", pods = \"1\", \"requests.storage\" = \"10Gi\" }\n"),
         &[
-            "agents.ada.cloud.scaling.maxResources.cpu: \"2\" is less than the 4 CPUs (ada large: 4) the agents of namespace \"nuketown\" need; raise it, or choose smaller tiers or sizes",
-            "agents.ada.cloud.scaling.maxResources.limits.memory: \"4Gi\" is less than the 8Gi of memory (ada large: 8Gi) the agents of namespace \"nuketown\" need; raise it, or choose smaller tiers or sizes",
-            "agents.ada.cloud.scaling.maxResources.requests.storage: \"10Gi\" is less than the 11Gi of volumes the agents of namespace \"nuketown\" need; raise it, or choose smaller tiers or sizes",
+            "agents.ada.cloud.scaling.quota.cpu: \"2\" is less than the 4 CPUs (ada large: 4) the agents of namespace \"nuketown\" need; raise it, or choose smaller tiers or sizes",
+            "agents.ada.cloud.scaling.quota.limits.memory: \"4Gi\" is less than the 8Gi of memory (ada large: 8Gi) the agents of namespace \"nuketown\" need; raise it, or choose smaller tiers or sizes",
+            "agents.ada.cloud.scaling.quota.requests.storage: \"10Gi\" is less than the 11Gi of volumes the agents of namespace \"nuketown\" need; raise it, or choose smaller tiers or sizes",
         ],
     );
 }
@@ -196,12 +257,12 @@ fn a_quota_smaller_than_the_agents_need() {
 #[test]
 fn agents_sharing_a_namespace_share_its_quota() {
     let text = format!(
-        "{}[agents.vox]\nuid = 1101\n[agents.vox.cloud]\nenable = true\nimage = \"busybox\"\nscaling.maxResources = {{ pods = \"3\" }}\n",
-        town("scaling.maxResources = { pods = \"2\" }\n")
+        "{}[agents.vox]\nuid = 1101\n[agents.vox.cloud]\nenable = true\nimage = \"busybox\"\nscaling.quota = {{ pods = \"3\" }}\n",
+        town("scaling.quota = { pods = \"2\" }\n")
     );
     refused(
         &text,
-        &["agents.vox.cloud.scaling.maxResources: differs from ada's; the agents of namespace \"nuketown\" share one quota, so declare it on one of them (or the same on each)"],
+        &["agents.vox.cloud.scaling.quota: differs from ada's; the agents of namespace \"nuketown\" share one quota, so declare it on one of them (or the same on each)"],
     );
 }
 
@@ -224,14 +285,17 @@ fn extra_secrets_must_be_secret_keys() {
 fn every_problem_of_every_agent_at_once() {
     let text = format!(
         "{}[agents.vox]\nuid = 1101\n[agents.vox.cloud]\nenable = true\nresources = \"small\"\n",
-        town("egress = [{ cidr = \"10.0.0.0/33\" }]\n")
+        town("[agents.ada.network]\negress = [{ host = \"github.com\" }]\n")
     );
     match load(&text, Format::Toml, "town.toml").map(|t| render(&t, None)) {
         Ok(Err(e @ CloudError::Invalid(_))) => {
             let keys: Vec<&str> = e.problems().iter().map(|p| p.key.as_str()).collect();
             assert_eq!(
                 keys,
-                ["agents.ada.cloud.egress[0].cidr", "agents.vox.cloud.image"]
+                [
+                    "agents.ada.network.egress[0].host",
+                    "agents.vox.cloud.image"
+                ]
             );
         }
         other => panic!("{other:?}"),

@@ -76,8 +76,10 @@ command = ["claude", "--verbose"]
 persist.sizes = { dev = "100Gi", ".bash_history" = "100Mi" }
 persist.storageClass = "premium-rwo"
 identity = { gcpServiceAccount = "ada@p.iam.gserviceaccount.com", awsRoleArn = "arn:aws:iam::123456789012:role/ada", azureClientId = "0b5e7a9c-1d2f-4e3a-9b8c-7d6e5f4a3b2c" }
+scaling = { maxResources = "large", autoApprove = ["large"], quota = { cpu = "16", memory = "64Gi", "requests.nvidia.com/gpu" = "2", "count/deployments.apps" = "4" }, idleTimeout = "1h30m" }
+
+[agents.ada.network]
 egress = [{ cidr = "0.0.0.0/0", ports = [443, 80] }, { cidr = "2001:db8::/32" }]
-scaling = { maxResources = { cpu = "16", memory = "64Gi", "requests.nvidia.com/gpu" = "2", "count/deployments.apps" = "4" }, idleTimeout = "1h30m" }
 
 [agents.gus]
 uid = 1101

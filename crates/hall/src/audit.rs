@@ -82,6 +82,9 @@ pub struct Record {
     /// For a use of an agent's key (event `key`): what was signed, for whom, by whom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_use: Option<KeyUseView>,
+    /// For a network request (event `network`): what was asked and the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::protocol::NetworkView>,
     /// For a use of an agent's key: `signed`, or why nothing was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
@@ -118,6 +121,7 @@ impl Record {
             latency_ms: None,
             exit_status: None,
             key_use: None,
+            network: None,
             result: None,
             prev: None,
             hash: None,

@@ -49,6 +49,12 @@ pub struct Config {
     pub ssh_agent_dir: PathBuf,
     /// The town's sealing key, which opens the agents' sealed keys.
     pub sealing_key: PathBuf,
+    /// The ask socket (0666; only the town's agents are served, by `SO_PEERCRED`).
+    pub ask_socket: PathBuf,
+    /// The nftables table (`inet <name>`) holding the agents' network rules.
+    pub nft_table: String,
+    /// The agents' network rules `apply` wrote, installed when the hall starts.
+    pub nftables_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -61,6 +67,9 @@ impl Default for Config {
             town: "/etc/nuketown/town.json".into(),
             ssh_agent_dir: nuketown_keys::agent::SOCKET_DIR.into(),
             sealing_key: nuketown_keys::sealing::default_path(),
+            ask_socket: crate::ASK_SOCKET.into(),
+            nft_table: nuketown_town::network::TABLE.into(),
+            nftables_file: Some(crate::NFTABLES_FILE.into()),
         }
     }
 }
@@ -134,7 +143,9 @@ impl TownCache {
 
 /// Read one line of at most [`MAX_LINE`] bytes: `None` at a clean end,
 /// an error when it is too long or cut off.
-async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<Option<Vec<u8>>, String> {
+pub(crate) async fn read_line<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+) -> Result<Option<Vec<u8>>, String> {
     let mut buf = Vec::new();
     let n = (&mut *r)
         .take(MAX_LINE as u64 + 1)
@@ -155,7 +166,10 @@ async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<Option<
     Ok(Some(buf))
 }
 
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, m: &impl serde::Serialize) -> std::io::Result<()> {
+pub(crate) async fn send<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    m: &impl serde::Serialize,
+) -> std::io::Result<()> {
     w.write_all(&protocol::encode(m)).await?;
     w.flush().await
 }
@@ -185,6 +199,8 @@ pub struct Hall {
     idle: Notify,
     /// Each agent's key socket: its uid and the task serving it.
     key_sockets: Mutex<HashMap<String, (u32, tokio::task::JoinHandle<()>)>>,
+    /// Open connections per uid on the ask socket.
+    pub(crate) askers: crate::ask::Connections,
 }
 
 /// What the audit log needs to know about a request.
@@ -211,6 +227,7 @@ impl Hall {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             key_sockets: Mutex::new(HashMap::new()),
+            askers: crate::ask::Connections::default(),
         })
     }
 
@@ -550,6 +567,7 @@ impl Hall {
                     asked_ms: now,
                     deadline_ms: now + timeout * 1000,
                     key_use: None,
+                    network: None,
                 };
                 let key = GrantKey {
                     program: (ask.program.dev, ask.program.ino),
@@ -811,7 +829,7 @@ fn activated_sockets() -> HashMap<String, std::os::unix::net::UnixListener> {
     if !for_us || n <= 0 {
         return out;
     }
-    for i in 0..n.min(2) {
+    for i in 0..n.min(3) {
         let fd = 3 + i;
         // Safety: systemd passes these descriptors open, starting at 3, for this process only.
         let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
@@ -819,9 +837,10 @@ fn activated_sockets() -> HashMap<String, std::os::unix::net::UnixListener> {
             continue;
         }
         let name = match names.get(i as usize).map(String::as_str) {
-            Some(n @ ("requester" | "approvers")) => n.to_string(),
+            Some(n @ ("requester" | "approvers" | "ask")) => n.to_string(),
             _ if i == 0 => "requester".into(),
-            _ => "approvers".into(),
+            _ if i == 1 => "approvers".into(),
+            _ => "ask".into(),
         };
         out.insert(name, l);
     }
@@ -887,6 +906,7 @@ pub struct Listening {
     hall: Arc<Hall>,
     requester: UnixListener,
     approver: UnixListener,
+    ask: UnixListener,
     /// Socket files we made (and remove when we stop).
     bound: Vec<PathBuf>,
 }
@@ -913,6 +933,16 @@ pub fn listen(cfg: Config) -> std::io::Result<Listening> {
             l
         }
     };
+    let ask = match activated.remove("ask") {
+        Some(l) => UnixListener::from_std(l)?,
+        None => {
+            let l = bind(&cfg.ask_socket, 0o666, None)?;
+            bound.push(cfg.ask_socket.clone());
+            l
+        }
+    };
+    // A temporary network rule never outlives the hall that gave it.
+    crate::ask::reset_rules(&cfg.nft_table, cfg.nftables_file.as_deref());
     let hall = Hall::new(cfg);
     if let Err(e) = hall.town.get() {
         tracing::error!("{e}");
@@ -921,6 +951,7 @@ pub fn listen(cfg: Config) -> std::io::Result<Listening> {
         hall,
         requester,
         approver,
+        ask,
         bound,
     })
 }
@@ -937,6 +968,7 @@ impl Listening {
             hall,
             requester,
             approver,
+            ask,
             bound,
         } = self;
         tracing::info!(
@@ -961,6 +993,10 @@ impl Listening {
                     Ok((s, _)) => { tokio::spawn(hall.clone().serve_approver(s)); }
                     Err(e) => tracing::warn!("accept on the approver socket: {e}"),
                 },
+                r = ask.accept() => match r {
+                    Ok((s, _)) => { tokio::spawn(hall.clone().serve_asker(s)); }
+                    Err(e) => tracing::warn!("accept on the ask socket: {e}"),
+                },
                 _ = &mut stop => break,
             }
         }
@@ -968,6 +1004,7 @@ impl Listening {
         tracing::info!("the town hall is stopping; denying what is pending");
         drop(requester);
         drop(approver);
+        drop(ask);
         hall.close_key_sockets();
         for p in &bound {
             let _ = std::fs::remove_file(p);

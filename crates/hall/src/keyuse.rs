@@ -190,11 +190,11 @@ impl Gate for HallGate {
                 "the command line is what {}'s own process says of itself; what would be signed is the hash shown",
                 u.agent
             )],
-            notes: Vec::new(),
             grantable: false,
             asked_ms: now,
             deadline_ms: now + timeout * 1000,
             key_use: Some(Box::new(view_of(u, &rule, host))),
+            network: None,
         };
         let key = GrantKey {
             program: (0, 0),

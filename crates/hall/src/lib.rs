@@ -12,6 +12,7 @@
 //! [`sudoers`], [`shim`] and [`units`] render the files `nuketown apply`
 //! installs.
 
+pub mod ask;
 pub mod audit;
 pub mod changeable;
 pub mod client;
@@ -32,6 +33,10 @@ pub mod units;
 pub const REQUESTER_SOCKET: &str = "/run/nuketown/hall.sock";
 /// The approver socket (group [`APPROVERS_GROUP`], 0660).
 pub const APPROVER_SOCKET: &str = "/run/nuketown/approvers.sock";
+/// The ask socket: agents ask for network access here (`nuketown ask`).
+pub const ASK_SOCKET: &str = "/run/nuketown/ask.sock";
+/// The agents' network rules as `apply` last rendered them (`nft -f`).
+pub const NFTABLES_FILE: &str = "/etc/nuketown/nftables.nft";
 /// The mock mode file.
 pub const MODE_FILE: &str = "/run/nuketown/mode";
 /// The audit log.

@@ -176,6 +176,89 @@ pub struct RequestView {
     /// whose key would sign, and nothing runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_use: Option<Box<KeyUseView>>,
+    /// Present when the request is for network access (`nuketown ask
+    /// network`): then `argv` is the request in the CLI's words, `user` the
+    /// agent, and approving adds exactly `network.rule` for `network.secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Box<NetworkView>>,
+}
+
+/// A request for network access, as approvers see it and the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkView {
+    /// The destination as the hall understood it: `HOST[:PORT]`, an address or a network.
+    pub target: String,
+    /// The networks the rule opens (a host name's addresses, resolved by the hall).
+    pub networks: Vec<String>,
+    /// The one TCP/UDP port opened; none means every port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// For how long, in seconds.
+    pub secs: u64,
+    /// Why, in the agent's own words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// What the agent may reach without asking (`agents.<name>.network.egress`).
+    pub declared: String,
+    /// Exactly what approving changes: the nftables elements added, with their timeout.
+    pub rule: String,
+}
+
+/// What an agent asks the hall for itself, on the ask socket (any local
+/// user may connect; the hall serves only the town's agents, known by
+/// `SO_PEERCRED`). One request per connection; the hall answers with
+/// [`ToRequester`] messages: `pending`, then the `decision`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FromAsker {
+    /// Reach `target` (`HOST`, `HOST:PORT`, `[V6]:PORT`, `CIDR[:PORT]`) for `secs` seconds.
+    Network {
+        /// Protocol version.
+        v: u32,
+        /// The destination, as the agent wrote it.
+        target: String,
+        /// How long, in seconds (1 to a day).
+        secs: u64,
+        /// Why, in the agent's words (shown escaped, at most [`MAX_REASON`] bytes).
+        #[serde(default)]
+        reason: String,
+    },
+}
+
+/// Longest reason an agent may give, in bytes.
+pub const MAX_REASON: usize = 1000;
+
+/// Parse a line from an agent on the ask socket.
+pub fn parse_asker(line: &[u8]) -> Result<FromAsker, ProtocolError> {
+    let m: FromAsker = decode(line)?;
+    match &m {
+        FromAsker::Network {
+            v,
+            target,
+            secs,
+            reason,
+        } => {
+            check_version(*v)?;
+            check_strings([target, reason])?;
+            if target.is_empty() || target.len() > 300 {
+                return Err(ProtocolError::Invalid(
+                    "target must be 1 to 300 bytes".into(),
+                ));
+            }
+            if *secs == 0 || *secs > 86_400 {
+                return Err(ProtocolError::Invalid(
+                    "secs must be 1 to 86400 (a day)".into(),
+                ));
+            }
+            if reason.len() > MAX_REASON {
+                return Err(ProtocolError::Invalid(format!(
+                    "a reason is at most {MAX_REASON} bytes"
+                )));
+            }
+        }
+    }
+    Ok(m)
 }
 
 /// A use of an agent's key, as approvers see it and the audit log keeps it.

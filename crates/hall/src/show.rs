@@ -38,6 +38,9 @@ pub fn facts(r: &RequestView) -> Vec<(&'static str, String)> {
     if let Some(k) = &r.key_use {
         return key_facts(r, k);
     }
+    if let Some(n) = &r.network {
+        return network_facts(r, n);
+    }
     let mut f = vec![
         ("run", show_argv(&r.argv)),
         (
@@ -175,4 +178,56 @@ pub fn seconds(ms: u64) -> String {
     } else {
         format!("{}", ms as f64 / 1000.0)
     }
+}
+
+/// The facts of a request for network access: where, which ports, for how
+/// long, why (the agent's words, escaped), what the agent may reach now, and
+/// exactly the rule approving adds.
+fn network_facts(
+    r: &RequestView,
+    n: &crate::protocol::NetworkView,
+) -> Vec<(&'static str, String)> {
+    let agent = clean(&r.agent);
+    let mut f = vec![(
+        "reach",
+        format!(
+            "{} — {} {} over TCP and UDP",
+            show_str(&n.target),
+            n.networks
+                .iter()
+                .map(|x| clean(x))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match n.port {
+                Some(p) => format!("port {p}"),
+                None => "every port".into(),
+            }
+        ),
+    )];
+    f.push((
+        "for",
+        format!(
+            "{} ({} s), then the rule is removed by itself",
+            nuketown_town::network::show_duration(n.secs),
+            n.secs
+        ),
+    ));
+    f.push((
+        "why",
+        if n.reason.is_empty() {
+            "(no reason given)".into()
+        } else {
+            format!("{} ({agent}'s words)", show_str(&n.reason))
+        },
+    ));
+    f.push(("now", format!("{agent} may reach {}", clean(&n.declared))));
+    f.push(("rule", clean(n.rule.trim()).replace('\n', "; ")));
+    for w in &r.warnings {
+        f.push(("WARNING", clean(w)));
+    }
+    f.push((
+        "grant",
+        "none: approving opens this once, for the time shown".to_string(),
+    ));
+    f
 }

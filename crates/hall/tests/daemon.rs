@@ -56,6 +56,10 @@ impl TestHall {
             town: dir.path().join("town.toml"),
             ssh_agent_dir: dir.path().join("ssh"),
             sealing_key: dir.path().join("sealing.key"),
+            ask_socket: dir.path().join("ask.sock"),
+            // Its own table, never touched here: no agent of this town is restricted.
+            nft_table: "nuketown_hall_daemon_test".into(),
+            nftables_file: None,
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -338,6 +338,14 @@ pub enum Change {
     ReloadUdev,
     /// Check a sudoers file with `visudo -cf`, then put it in place.
     Sudoers { path: PathBuf, text: String },
+    /// Load the agents' network rules into nftables (one `nft -f`
+    /// transaction: all or nothing), then keep them at `path` for the hall,
+    /// which loads them again when it starts.
+    Nftables {
+        path: PathBuf,
+        text: String,
+        table: String,
+    },
     /// Remove a user no longer in the town (its home too).
     RemoveUser { name: String, home: At },
     /// Remove a directory tree (a pruned agent's home or persist dir).
@@ -441,6 +449,13 @@ impl fmt::Display for Change {
                 write!(f, "+ sudoers {}", path.display())
             }
             Change::Sudoers { path, .. } => write!(f, "~ sudoers {}", path.display()),
+            Change::Nftables { table, text, .. } if text.contains("delete table") => write!(
+                f,
+                "- nftables inet {table} (no agent's egress is restricted)"
+            ),
+            Change::Nftables { table, .. } => {
+                write!(f, "~ nftables inet {table} (agents' egress, by uid)")
+            }
             Change::RemoveUser { name, home } => write!(f, "- user {name} and its home {home}"),
             Change::RemoveTree { at } => write!(f, "- dir {at}"),
             Change::RemoveFile { path } => write!(f, "- file {}", path.display()),
@@ -690,6 +705,17 @@ impl Change {
                 }
                 let name = path.file_name().map(PathBuf::from).unwrap_or_default();
                 tree.rename(Path::new(&check), &name)?;
+            }
+            Change::Nftables { path, text, table } => {
+                let removal = text.contains("delete table");
+                if !removal || nuketown_town::network::table_exists(table) {
+                    nuketown_town::network::nft(text).map_err(HostError::Conflict)?;
+                }
+                // Before the town's other files: its directory may not exist yet.
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(HostError::io(dir))?;
+                }
+                write_file(path, text.as_bytes(), 0o644, 0, 0)?;
             }
             Change::RemoveUser { name, home } => {
                 // Stop whatever still runs as the user first (or userdel

@@ -151,6 +151,8 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
     }
     p.humans(town);
     p.town_dirs(town);
+    // Before any agent exists: a restricted agent never runs unrestricted.
+    p.network(town, paths)?;
     for (name, agent) in town.enabled_agents() {
         p.agent(town, name, agent, &state)?;
         new_state.agents.insert(
@@ -398,6 +400,43 @@ impl Planner {
                 }
             }
         }
+    }
+
+    /// The agents' egress rules (`network.egress`) in nftables, by uid.
+    /// Host names are resolved now; one that does not resolve stops the
+    /// plan before anything changes.
+    fn network(&mut self, town: &Town, paths: &HostPaths) -> Result<(), HostError> {
+        use std::net::ToSocketAddrs;
+        let table = nuketown_town::network::table_from_env();
+        let text = nuketown_town::network::ruleset(town, &table, &|h| {
+            (h, 0u16)
+                .to_socket_addrs()
+                .map(|a| a.map(|s| s.ip()).collect())
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|problems| {
+            HostError::Conflict(
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        let path = paths.etc_dir.join("nftables.nft");
+        let restricted = town
+            .enabled_agents()
+            .any(|(_, a)| a.network.egress.restricted());
+        let exists = || nuketown_town::network::table_exists(&table);
+        if !restricted && !path.exists() && !exists() {
+            // Nothing restricted, nothing installed: nftables is not needed at all.
+            return Ok(());
+        }
+        let stale = current(&path).as_deref() != Some(text.as_bytes());
+        if stale || restricted != exists() {
+            self.push(Change::Nftables { path, text, table });
+        }
+        Ok(())
     }
 
     /// The privilege path: entry point, sudo shim, sudoers drop-in (which

@@ -40,6 +40,7 @@ enum Command {
     Approvals(cmd::approvals::Args),
     Audit(cmd::audit::Args),
     Keys(cmd::keys::Args),
+    Ask(cmd::ask::Args),
     Cloud(cmd::cloud::Args),
 }
 
@@ -78,6 +79,7 @@ fn main() -> ExitCode {
         Command::Approvals(args) => cmd::approvals::run(town, args),
         Command::Audit(args) => cmd::audit::run(town, args),
         Command::Keys(args) => cmd::keys::run(town, args),
+        Command::Ask(args) => cmd::ask::run(args),
         Command::Cloud(args) => cmd::cloud::run(town, args),
     };
     match result {

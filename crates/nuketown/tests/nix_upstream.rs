@@ -923,3 +923,65 @@ fn bad_shared_dirs_are_refused_with_the_fix() {
         "{all}"
     );
 }
+
+/// The module projects `network.egress` to `networking.nftables`, the same
+/// rules `apply` installs: checked by the real `nft -c` (as root) when it is
+/// there, and refused with the fix for host names.
+#[test]
+fn network_egress_becomes_nftables_by_uid() {
+    let Some(v) = clean("network") else { return };
+    let n = &v["nixos"];
+    assert_eq!(n["networking.nftables.enable"], true);
+    let table = &n["networking.nftables.tables"]["nuketown"];
+    assert_eq!(table["family"], "inet");
+    let content = table["content"].as_str().unwrap();
+    assert!(content.contains("elements = { 1100, 1101 }"), "{content}");
+    assert!(
+        content.contains(
+            "meta skuid 1101 ip daddr 0.0.0.0/0 meta l4proto { tcp, udp } th dport { 443 } accept"
+        ),
+        "{content}"
+    );
+    assert!(
+        content.contains("meta skuid 1101 ip6 daddr 2001:db8::/32 accept"),
+        "{content}"
+    );
+    assert!(
+        !content.contains("1102"),
+        "kit is not restricted: {content}"
+    );
+    let t = town(&v);
+    assert!(t.agents["ada"].network.egress.restricted());
+    assert_eq!(t.agents["vox"].network.egress.rules().len(), 2);
+    assert!(!t.agents["kit"].network.egress.restricted());
+    // What NixOS's nftables service would load, checked by the kernel's parser.
+    if nix::unistd::geteuid().is_root() && Command::new("nft").arg("--version").output().is_ok() {
+        let ruleset = format!("table inet nuketown_nix_check {{\n{content}\n}}\n");
+        let mut c = Command::new("nft")
+            .args(["-c", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "nft -c refuses the module's table: {}\n{ruleset}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // Host names cannot be resolved while the system is built: refused with the fix.
+    let failed = refused("network-host").unwrap();
+    assert!(
+        failed.iter().any(|m| m.contains(
+            "nuketown.agents.ada.network.egress: host \"github.com\" cannot be enforced on NixOS"
+        )),
+        "{failed:?}"
+    );
+}

@@ -8,11 +8,13 @@
 
 pub mod display;
 mod identity;
+pub mod network;
 mod parse;
 mod schema;
 mod validate;
 
 pub use identity::{projections, Identity, Projection, Signing};
+pub use network::{Egress, EgressRule, Network};
 pub use parse::{default_town_path, hostname, load, parse, Format, TownError};
 pub use schema::*;
 pub use validate::{

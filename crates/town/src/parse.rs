@@ -122,14 +122,17 @@ pub fn parse(text: &str, format: Format, origin: &str, hostname: &str) -> Result
 }
 
 fn deserialize(text: &str, format: Format, origin: &str) -> Result<Town, TownError> {
-    let syntax = |key: String, message: String| TownError::Syntax {
-        origin: origin.to_string(),
-        key: if key.is_empty() || key == "." {
-            "(top level)".to_string()
-        } else {
-            key
-        },
-        message,
+    let syntax = |key: String, message: String| {
+        let message = moved(&key, &message).unwrap_or(message);
+        TownError::Syntax {
+            origin: origin.to_string(),
+            key: if key.is_empty() || key == "." {
+                "(top level)".to_string()
+            } else {
+                key
+            },
+            message,
+        }
     };
     match format {
         Format::Json => {
@@ -153,6 +156,25 @@ fn deserialize(text: &str, format: Format, origin: &str) -> Result<Town, TownErr
             })
         }
     }
+}
+
+/// Keys that moved: what to write instead.
+fn moved(key: &str, message: &str) -> Option<String> {
+    let rest = key.strip_prefix("agents.")?;
+    if let Some(agent) = rest.strip_suffix(".cloud.scaling.maxResources") {
+        if message.contains("map") || message.contains("table") {
+            return Some(format!(
+                "is now the largest tier agents.{agent} may be moved to when it asks (e.g. maxResources = \"large\"); \
+                 the namespace quota moved to `agents.{agent}.cloud.scaling.quota`: move the table there"
+            ));
+        }
+        return None;
+    }
+    let agent = rest.strip_suffix(".cloud.egress")?;
+    Some(format!(
+        "`cloud.egress` moved to `agents.{agent}.network.egress`, one key for the host's firewall and the cluster's NetworkPolicy; \
+         move the list there (`network.egress = [{{ cidr = \"10.0.0.0/8\", ports = [443] }}]`; `\"all\"` or `\"none\"` also work)"
+    ))
 }
 
 /// Turn serde's wording into advice.

@@ -249,6 +249,9 @@ pub struct Agent {
     /// Matrix chat bridge.
     #[serde(default)]
     pub chat: Chat,
+    /// What the agent may reach over the network (hosts and the cloud).
+    #[serde(default)]
+    pub network: crate::network::Network,
     /// Kubernetes deployment.
     #[serde(default)]
     pub cloud: Cloud,
@@ -688,9 +691,6 @@ pub struct Cloud {
     /// Workload identity.
     #[serde(default)]
     pub identity: CloudIdentity,
-    /// Egress allow-list; empty means all egress allowed.
-    #[serde(default)]
-    pub egress: Vec<EgressRule>,
     /// GPU settings for the `gpu` tier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<Gpu>,
@@ -716,7 +716,6 @@ impl Default for Cloud {
             command: Vec::new(),
             persist: CloudPersist::default(),
             identity: CloudIdentity::default(),
-            egress: Vec::new(),
             gpu: None,
             scaling: Scaling::default(),
         }
@@ -767,17 +766,6 @@ pub struct CloudIdentity {
     pub azure_client_id: Option<String>,
 }
 
-/// One allowed egress destination.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EgressRule {
-    /// Destination network, e.g. `10.0.0.0/8`.
-    pub cidr: String,
-    /// Destination ports; empty means all.
-    #[serde(default)]
-    pub ports: Vec<u16>,
-}
-
 /// GPU scheduling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -803,14 +791,22 @@ fn default_gpu_resource() -> String {
     "nvidia.com/gpu".to_string()
 }
 
-/// Namespace-wide limits.
+/// Scaling as a conversation: how far an agent may be moved when it asks,
+/// when it goes back, and the namespace's quota.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Scaling {
-    /// Namespace quota, e.g. `{ cpu = "8", memory = "16Gi" }`.
-    #[serde(default)]
-    pub max_resources: BTreeMap<String, String>,
-    /// Scale to zero after this idle time, e.g. `"30m"`.
+    /// The largest tier the agent may be moved to when it asks
+    /// (`nuketown ask resources TIER`), e.g. `"large"`; unset: none above `resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_resources: Option<String>,
+    /// Tiers a request is granted for without a human (at most `maxResources`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_approve: Vec<String>,
+    /// Namespace quota, e.g. `{ cpu = "8", memory = "16Gi" }`; empty: what the agents need.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quota: BTreeMap<String, String>,
+    /// After this long idle, back to the declared tier (no approval), e.g. `"30m"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
 }

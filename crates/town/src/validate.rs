@@ -644,6 +644,10 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             format!("{} must be between 1 and 86400 seconds", agent.sudo.timeout),
         );
     }
+    c.problems.extend(crate::network::problems(
+        &format!("{key}.network"),
+        &agent.network,
+    ));
     if agent.keys.timeout == 0 || agent.keys.timeout > 86_400 {
         c.fail(
             format!("{key}.keys.timeout"),
@@ -775,6 +779,47 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             "gpu" if cloud.gpu.is_none() => c.fail(format!("{k}.gpu"), "the gpu tier needs gpu settings, e.g. gpu = { count = 1, nodeSelector = { \"cloud.google.com/gke-accelerator\" = \"nvidia-l4\" } }"),
             "gpu" => {}
             other => c.fail(format!("{k}.resources"), format!("{other:?} is not a tier; use \"small\", \"standard\", \"large\" or \"gpu\"")),
+        }
+        // Tiers, smallest first: a request may go up to maxResources.
+        let rank = |t: &str| {
+            ["small", "standard", "large", "gpu"]
+                .iter()
+                .position(|x| *x == t)
+        };
+        if let Some(max) = &cloud.scaling.max_resources {
+            match (rank(max), rank(&cloud.resources)) {
+                (None, _) => c.fail(format!("{k}.scaling.maxResources"), format!("{max:?} is not a tier; use \"small\", \"standard\", \"large\" or \"gpu\"")),
+                (Some(m), Some(d)) if m < d => c.fail(format!("{k}.scaling.maxResources"), format!("{max:?} is below the declared tier {:?}; the largest tier the agent may be moved to is at least where it starts: raise it or remove it", cloud.resources)),
+                (Some(3), _) if cloud.gpu.is_none() => c.fail(format!("{k}.gpu"), "maxResources = \"gpu\" needs gpu settings, e.g. gpu = { count = 1 }"),
+                _ => {}
+            }
+        }
+        let ceiling = cloud
+            .scaling
+            .max_resources
+            .as_deref()
+            .unwrap_or(&cloud.resources);
+        for (i, t) in cloud.scaling.auto_approve.iter().enumerate() {
+            match (rank(t), rank(ceiling)) {
+                (None, _) => c.fail(
+                    format!("{k}.scaling.autoApprove[{i}]"),
+                    format!(
+                        "{t:?} is not a tier; use \"small\", \"standard\", \"large\" or \"gpu\""
+                    ),
+                ),
+                (Some(x), Some(m)) if x > m => c.fail(
+                    format!("{k}.scaling.autoApprove[{i}]"),
+                    format!(
+                        "{t:?} is above maxResources {ceiling:?}; raise maxResources or remove it"
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        if let Some(t) = &cloud.scaling.idle_timeout {
+            if let Err(e) = crate::network::parse_duration(t) {
+                c.fail(format!("{k}.scaling.idleTimeout"), e);
+            }
         }
         if !cloud.command.is_empty() && cloud.command[0].trim().is_empty() {
             c.fail(

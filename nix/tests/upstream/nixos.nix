@@ -273,6 +273,20 @@ in
     # nixos/modules/tasks/network-interfaces.nix
     networking.hostName = mkOption { type = types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$"; default = "nixos"; };
 
+    # nixos/modules/services/networking/nftables.nix
+    networking.nftables.enable = mkOption { type = types.bool; default = false; };
+    networking.nftables.tables = mkOption {
+      type = types.attrsOf (types.submodule ({ name, ... }: {
+        options = {
+          enable = mkOption { type = types.bool; default = true; };
+          name = mkOption { type = types.str; default = name; };
+          family = mkOption { type = types.enum [ "ip" "ip6" "inet" "arp" "bridge" "netdev" ]; };
+          content = mkOption { type = types.lines; default = ""; };
+        };
+      }));
+      default = { };
+    };
+
     # nixos/modules/misc/version.nix
     system.stateVersion = mkOption { type = types.str; };
     # nixos/modules/system/activation/activation-script.nix

@@ -1072,6 +1072,7 @@ mod tests {
             asked_ms: now_ms(),
             deadline_ms: now_ms() + 60_000,
             key_use: None,
+            network: None,
         };
         let d = describe(&r);
         // One header line: the argument's "request 2" stays inside its escaped, quoted string.

@@ -31,6 +31,15 @@ pub struct Args {
     /// The town's sealing key (default: the systemd credential `nuketown-sealing-key`, else /var/lib/nuketown/sealing.key).
     #[arg(long, env = "NUKETOWN_SEALING_KEY")]
     sealing_key: Option<PathBuf>,
+    /// The ask socket, where agents ask for network access (`nuketown ask`).
+    #[arg(long, env = "NUKETOWN_ASK_SOCKET", default_value = nuketown_hall::ASK_SOCKET)]
+    ask_socket: PathBuf,
+    /// The nftables table (`inet NAME`) holding the agents' network rules.
+    #[arg(long, env = "NUKETOWN_NFT_TABLE", default_value = nuketown_town::network::TABLE)]
+    nft_table: String,
+    /// The agents' network rules as `apply` wrote them, installed when the hall starts.
+    #[arg(long, env = "NUKETOWN_NFTABLES_FILE", default_value = nuketown_hall::NFTABLES_FILE)]
+    nftables_file: PathBuf,
     /// The rebuild coordinator's socket.
     #[arg(long, env = "NUKETOWN_REBUILD_SOCKET", default_value = nuketown_rebuild::SOCKET)]
     rebuild_socket: PathBuf,
@@ -63,7 +72,16 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         sealing_key: args
             .sealing_key
             .unwrap_or_else(nuketown_keys::sealing::default_path),
+        ask_socket: args.ask_socket,
+        nft_table: args.nft_table,
+        nftables_file: Some(args.nftables_file),
     };
+    if !nuketown_town::network::is_table_name(&cfg.nft_table) {
+        anyhow::bail!(
+            "--nft-table {:?}: a table name is letters, digits, '_' and '-', starting with a letter",
+            cfg.nft_table
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod approvals;
+pub mod ask;
 pub mod audit;
 pub mod chat;
 pub mod cloud;

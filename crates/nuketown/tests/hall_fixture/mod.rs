@@ -39,6 +39,8 @@ const SERIAL_LOCK: &str = "/run/lock/nuketown-hall-tests.lock";
 const USERS_LOCK: &str = "/run/lock/nuketown-users.lock";
 /// The drop-in this fixture installs (no dot in the name, or sudo skips it).
 pub const SUDOERS: &str = "/etc/sudoers.d/nuketown-hall-test";
+/// The nftables table the tests' hall uses (`inet nuketown_hall_test`).
+pub const NFT_TABLE: &str = "nuketown_hall_test";
 /// Where a hall that was already running keeps its socket while the tests run.
 const SAVED_SOCKET: &str = "/run/nuketown/hall.sock.saved-by-nuketown-tests";
 
@@ -120,6 +122,10 @@ pub struct Options {
     /// table comes before ada's sudo table, so text added before
     /// `[agents.nktvox]` still lands in ada's sudo).
     pub ada_keys: String,
+    /// TOML under `[agents.nktada.network]`, e.g. `egress = "none"`.
+    pub ada_network: String,
+    /// TOML under `[agents.nktvox.network]`.
+    pub vox_network: String,
 }
 
 impl Default for Options {
@@ -129,6 +135,8 @@ impl Default for Options {
             vox_timeout: 60,
             ada_sudo: "autoApprove = [{ argv = [\"true\"] }]\ndeny = [{ argv = [\"rm\"], prefix = true }]\n".into(),
             ada_keys: String::new(),
+            ada_network: String::new(),
+            vox_network: String::new(),
         }
     }
 }
@@ -219,12 +227,14 @@ impl TestTown {
             format!(
                 "humanUser = \"{HUMAN}\"\nagentsDir = \"{home}\"\npersistDir = \"{persist}\"\n\
                  hall.elevatePath = \"{elevate}\"\n\
-                 [agents.{ADA}]\nuid = {ADA_UID}\n[agents.{ADA}.keys]\n{}\n\
+                 [agents.{ADA}]\nuid = {ADA_UID}\n[agents.{ADA}.network]\n{}\n[agents.{ADA}.keys]\n{}\n\
                  [agents.{ADA}.sudo]\nenable = true\ntimeout = {}\n{}\n\
-                 [agents.{VOX}]\nuid = {VOX_UID}\n[agents.{VOX}.sudo]\nenable = true\ntimeout = {}\n",
+                 [agents.{VOX}]\nuid = {VOX_UID}\n[agents.{VOX}.network]\n{}\n[agents.{VOX}.sudo]\nenable = true\ntimeout = {}\n",
+                opts.ada_network,
                 opts.ada_keys,
                 opts.ada_timeout,
                 opts.ada_sudo,
+                opts.vox_network,
                 opts.vox_timeout,
                 home = dir.path().join("home").display(),
                 persist = dir.path().join("persist").display(),
@@ -277,6 +287,16 @@ impl TestTown {
 
     pub fn mode_file(&self) -> PathBuf {
         self.path("mode")
+    }
+
+    /// The agents' ask socket (`nuketown ask`), served by the hall.
+    pub fn ask_socket(&self) -> PathBuf {
+        self.path("ask.sock")
+    }
+
+    /// The nftables rules file the hall installs when it starts.
+    pub fn nftables_file(&self) -> PathBuf {
+        self.path("nftables.nft")
     }
 
     /// The town's sealing key (the hall and `nuketown keys` use it).
@@ -355,6 +375,10 @@ impl TestTown {
             // The rebuild coordinator shares the hall's process: keep it in the test's directory too.
             .env("NUKETOWN_REBUILD_SOCKET", self.path("rebuild.sock"))
             .env("NUKETOWN_REBUILD_HISTORY", self.path("rebuilds.jsonl"))
+            // Network rules in the tests' own table, never the host's.
+            .env("NUKETOWN_ASK_SOCKET", self.ask_socket())
+            .env("NUKETOWN_NFT_TABLE", NFT_TABLE)
+            .env("NUKETOWN_NFTABLES_FILE", self.nftables_file())
             .env_remove("NUKETOWN_HALL_SOCKET")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -486,6 +510,10 @@ impl Drop for TestTown {
             let _ = fs::rename(SAVED_SOCKET, fixed);
         }
         let _ = fs::remove_file(SUDOERS);
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", NFT_TABLE])
+            .stderr(Stdio::null())
+            .status();
         // Users (and their processes) go with `_users`; the directory with `dir`.
     }
 }

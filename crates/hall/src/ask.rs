@@ -1,0 +1,435 @@
+//! Escalations an agent asks for itself, beyond sudo: network access
+//! (`nuketown ask network HOST[:PORT] --for 1h`). They go through the same
+//! pending set, approver channels, settle time, mock file and audit log as
+//! a sudo request; an approval changes exactly what the approvers were
+//! shown (`NetworkView::rule`), and only for the time shown.
+//!
+//! The agent reaches the hall on the ask socket, which anyone may connect
+//! to: the hall asks the kernel who the peer is (`SO_PEERCRED`) and serves
+//! only an enabled agent of the town, for itself. Nothing the agent says
+//! names another uid.
+
+use std::collections::HashMap;
+use std::net::ToSocketAddrs;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nuketown_town::network::{self as net, Dest, Egress, Net};
+use tokio::io::{AsyncReadExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::audit::Record;
+use crate::daemon::{read_line, send, Hall};
+use crate::policy::{self, MockRefusal};
+use crate::protocol::{self, DecidedBy, FileRef, FromAsker, NetworkView, RequestView, ToRequester};
+use crate::state::{GrantKey, Outcome};
+use crate::time::now_ms;
+
+/// Most connections one uid may hold open on the ask socket at once.
+pub const MAX_CONNECTIONS_PER_UID: usize = 16;
+/// Most addresses one host name may open.
+const MAX_ADDRESSES: usize = 16;
+/// How long an agent has to send its request after connecting.
+const REQUEST_WITHIN: Duration = Duration::from_secs(10);
+
+/// Open connections per uid on the ask socket.
+#[derive(Default)]
+pub(crate) struct Connections(Mutex<HashMap<u32, usize>>);
+
+struct Slot<'a>(&'a Connections, u32);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+impl Connections {
+    fn take(&self, uid: u32) -> Option<Slot<'_>> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(uid).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_UID {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(self, uid))
+    }
+}
+
+fn by_hall(channel: &str) -> DecidedBy {
+    DecidedBy {
+        who: "hall".into(),
+        channel: channel.into(),
+    }
+}
+
+/// The agent's declared egress, in words for the approvers.
+pub fn declared(e: &Egress) -> String {
+    match e {
+        Egress::All => "all (nothing is restricted)".into(),
+        Egress::None => "none (DNS and loopback only)".into(),
+        Egress::Allow(rules) => rules
+            .iter()
+            .map(|r| {
+                let d = r.cidr.clone().or(r.host.clone()).unwrap_or_default();
+                if r.ports.is_empty() {
+                    d
+                } else {
+                    format!(
+                        "{d} port {}",
+                        r.ports
+                            .iter()
+                            .map(u16::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// Resolve a host name as root, through the host's resolver, off the runtime.
+async fn resolve(host: String) -> Result<Vec<Net>, String> {
+    let h = host.clone();
+    let addrs = tokio::task::spawn_blocking(move || (h.as_str(), 0u16).to_socket_addrs())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{host:?} does not resolve here ({e})"))?;
+    let mut v: Vec<Net> = addrs.map(|a| Net::host(a.ip())).collect();
+    v.sort();
+    v.dedup();
+    if v.is_empty() {
+        return Err(format!("{host:?} resolves to no address"));
+    }
+    v.truncate(MAX_ADDRESSES);
+    Ok(v)
+}
+
+impl Hall {
+    /// One connection on the ask socket: one request, its decision.
+    pub(crate) async fn serve_asker(self: Arc<Self>, stream: UnixStream) {
+        let Some(uid) = stream.peer_cred().ok().map(|p| p.uid()) else {
+            return;
+        };
+        let Some(_slot) = self.askers.take(uid) else {
+            tracing::warn!(uid, "closed an ask connection: too many open for this uid");
+            return;
+        };
+        let Ok(loaded) = self.loaded() else {
+            return;
+        };
+        let Some((name, agent)) =
+            policy::agent_by_uid(&loaded.town, uid).map(|(n, a)| (n.clone(), a.clone()))
+        else {
+            // Not an agent of the town: nothing at all, not even a denial.
+            tracing::warn!(
+                uid,
+                "closed an ask connection from a user who is not an agent"
+            );
+            return;
+        };
+        let arrived = Instant::now();
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = BufReader::new(rd);
+        let Ok(id) = protocol::new_id() else {
+            return;
+        };
+        let mut rec = Record::new(&id, "network", &name, uid);
+        rec.target = name.clone();
+        let deny = |reason: &str, by: DecidedBy| ToRequester::Decision {
+            id: id.clone(),
+            approved: false,
+            by,
+            reason: reason.to_string(),
+            mock: false,
+        };
+        let line = match tokio::time::timeout(REQUEST_WITHIN, read_line(&mut rd)).await {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                return;
+            }
+            Err(_) => return,
+        };
+        let refuse = |rec: &mut Record, reason: String| {
+            rec.decision = "denied".into();
+            rec.reason = reason;
+            rec.decided_by = Some(by_hall("hall"));
+            rec.latency_ms = Some(arrived.elapsed().as_millis() as u64);
+        };
+        let (target, secs, reason) = match protocol::parse_asker(&line) {
+            Ok(FromAsker::Network {
+                target,
+                secs,
+                reason,
+                ..
+            }) => (target, secs, reason),
+            Err(e) => {
+                let e = format!("{e}; nothing was changed");
+                refuse(&mut rec, e.clone());
+                self.append(&rec);
+                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                return;
+            }
+        };
+        rec.argv = vec![
+            "nuketown".into(),
+            "ask".into(),
+            "network".into(),
+            target.clone(),
+            "--for".into(),
+            net::show_duration(secs),
+        ];
+        // Bad input is refused before anything changes, with the fix.
+        let checked: Result<(net::Target, Vec<Net>), String> = async {
+            if !agent.network.egress.restricted() {
+                return Err(format!(
+                    "agents.{name}.network.egress is \"all\": {name} may reach anything already; nothing to ask"
+                ));
+            }
+            let t = net::parse_target(&target)?;
+            let nets = match &t.dest {
+                Dest::Net(n) => vec![*n],
+                Dest::Host(h) => resolve(h.clone()).await?,
+            };
+            Ok((t, nets))
+        }
+        .await;
+        let (t, nets) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                let e = format!("{e}; nothing was changed");
+                refuse(&mut rec, e.clone());
+                self.append(&rec);
+                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                return;
+            }
+        };
+        let table = self.cfg.nft_table.clone();
+        let rule = net::grant_elements(&table, "add", uid, &nets, t.port, secs);
+        let view = NetworkView {
+            target: t.to_string(),
+            networks: nets.iter().map(Net::to_string).collect(),
+            port: t.port,
+            secs,
+            reason: reason.clone(),
+            declared: declared(&agent.network.egress),
+            rule: rule.clone(),
+        };
+        rec.argv[3] = t.to_string();
+        rec.network = Some(view.clone());
+
+        // Mock mode may stand in for a human, marked as such.
+        let automatic = match policy::mock(&self.cfg.mode_file, &loaded.approvers) {
+            Ok(a) => Some(a),
+            Err(MockRefusal::Untrusted(why)) => {
+                tracing::warn!("{why}");
+                None
+            }
+            Err(MockRefusal::Absent) => None,
+        };
+        let (outcome, mock) = match automatic {
+            Some(a) => (
+                Outcome {
+                    approved: a.approved,
+                    by: a.by,
+                    reason: a.reason,
+                },
+                a.mock,
+            ),
+            None => {
+                let timeout = agent.sudo.timeout;
+                let now = now_ms();
+                let rv = RequestView {
+                    id: id.clone(),
+                    agent: name.clone(),
+                    uid,
+                    program: FileRef {
+                        path: rec.argv[0].clone(),
+                        dev: 0,
+                        ino: 0,
+                    },
+                    argv: rec.argv.clone(),
+                    typed: None,
+                    cwd: String::new(),
+                    user: name.clone(),
+                    group: None,
+                    agent_can_write: false,
+                    agent_writable_args: Vec::new(),
+                    warnings: Vec::new(),
+                    notes: Vec::new(),
+                    grantable: false,
+                    asked_ms: now,
+                    deadline_ms: now + timeout * 1000,
+                    key_use: None,
+                    network: Some(Box::new(view.clone())),
+                };
+                let key = GrantKey {
+                    program: (0, 0),
+                    cwd: (0, 0),
+                    grantable: false,
+                };
+                let mut decided = match self.state().submit(rv, key, agent.sudo.max_pending) {
+                    Ok(rx) => rx,
+                    Err(e) => {
+                        let e = e.to_string();
+                        refuse(&mut rec, e.clone());
+                        self.append(&rec);
+                        let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                        return;
+                    }
+                };
+                let _ = send(
+                    &mut wr,
+                    &ToRequester::Pending {
+                        id: id.clone(),
+                        timeout_secs: timeout,
+                    },
+                )
+                .await;
+                let mut probe = [0u8; 1];
+                let local = tokio::select! {
+                    o = &mut decided => Err(o.ok()),
+                    _ = tokio::time::sleep(Duration::from_secs(timeout)) => Ok(Outcome {
+                        approved: false,
+                        by: by_hall("timeout"),
+                        reason: format!("timed out after {timeout} s"),
+                    }),
+                    _ = rd.read(&mut probe) => Ok(Outcome {
+                        approved: false,
+                        by: by_hall("requester"),
+                        reason: "the agent went away before the decision; nothing was changed".into(),
+                    }),
+                };
+                let o = match local {
+                    Err(Some(o)) => o,
+                    Ok(o) if self.state().resolve(&id, o.clone()) => o,
+                    _ => decided.try_recv().unwrap_or(Outcome {
+                        approved: false,
+                        by: by_hall("hall"),
+                        reason: "the request was lost; denied".into(),
+                    }),
+                };
+                (o, false)
+            }
+        };
+        rec.decided_by = Some(outcome.by.clone());
+        rec.mock = mock;
+        rec.latency_ms = Some(arrived.elapsed().as_millis() as u64);
+        if outcome.by.channel == "requester" {
+            rec.decision = "cancelled".into();
+            rec.reason = outcome.reason;
+            self.append(&rec);
+            return;
+        }
+        let mut approved = outcome.approved;
+        let mut why = outcome.reason.clone();
+        if approved {
+            let started = Instant::now();
+            match net::nft(&rule) {
+                Ok(()) => {
+                    let until = now_ms() + secs * 1000;
+                    rec.result = Some(format!(
+                        "rule in force {} µs after the decision, until {}",
+                        started.elapsed().as_micros(),
+                        crate::time::rfc3339(until)
+                    ));
+                    why = format!(
+                        "{why}: {name} may reach {} for {}",
+                        t,
+                        net::show_duration(secs)
+                    );
+                    self.clone().expire_later(
+                        id.clone(),
+                        name.clone(),
+                        uid,
+                        nets,
+                        t.port,
+                        secs,
+                        view,
+                    );
+                }
+                Err(e) => {
+                    approved = false;
+                    why = format!("{why}, but the rule could not be added ({e}); denied");
+                    rec.result = Some("no rule added".into());
+                }
+            }
+        }
+        rec.decision = if approved { "approved" } else { "denied" }.into();
+        rec.reason = why.clone();
+        self.append(&rec);
+        let _ = send(
+            &mut wr,
+            &ToRequester::Decision {
+                id: id.clone(),
+                approved,
+                by: outcome.by,
+                reason: why,
+                mock,
+            },
+        )
+        .await;
+    }
+
+    /// When the time is up: the kernel has dropped the elements (their
+    /// timeout); remove them anyway, in case, and write the expiry down.
+    #[allow(clippy::too_many_arguments)]
+    fn expire_later(
+        self: Arc<Self>,
+        id: String,
+        name: String,
+        uid: u32,
+        nets: Vec<Net>,
+        port: Option<u16>,
+        secs: u64,
+        view: NetworkView,
+    ) {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            let table = self.cfg.nft_table.clone();
+            // Already gone by the kernel's timeout, as a rule: an error here is expected.
+            let _ = net::nft(&net::grant_elements(
+                &table, "delete", uid, &nets, port, secs,
+            ));
+            let mut r = Record::new(&id, "network", &name, uid);
+            r.target = name.clone();
+            r.decision = "expired".into();
+            r.reason = format!("the time was up ({})", net::show_duration(secs));
+            r.decided_by = Some(by_hall("hall"));
+            r.network = Some(view);
+            r.result = Some("rule removed".into());
+            self.append(&r);
+        });
+    }
+}
+
+/// At start: install the town's rules from `file` (when `apply` wrote one)
+/// and empty the grant sets — a temporary rule never outlives the hall that
+/// gave it.
+pub fn reset_rules(table: &str, file: Option<&std::path::Path>) {
+    if let Some(f) = file.filter(|f| f.is_file()) {
+        match std::fs::read_to_string(f) {
+            Ok(script) => match net::nft(&script) {
+                Ok(()) => tracing::info!("network rules installed from {}", f.display()),
+                Err(e) => tracing::error!("network rules from {}: {e}", f.display()),
+            },
+            Err(e) => tracing::error!("cannot read {}: {e}", f.display()),
+        }
+    }
+    if net::table_exists(table) {
+        match net::nft(&net::flush_grants_script(table)) {
+            Ok(()) => tracing::info!("temporary network rules of an earlier hall removed"),
+            Err(e) => tracing::error!("could not remove earlier temporary network rules: {e}"),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `nuketown ask`: an agent asks a human for more than it was declared,
+//! the way it would ask a colleague; the town hall brokers it like a sudo
+//! request (every approver channel, default deny, the audit log).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use nuketown_hall::protocol::{self, FromAsker, ToRequester, VERSION};
+use nuketown_town::network;
+
+/// Ask the humans for more than this agent was declared.
+///
+/// Run as the agent. The request waits for a human on any approver channel
+/// (terminal, desktop, Matrix) and ends with their decision: exit 0 when
+/// approved, 1 when denied, timed out or the hall is not there.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+    /// The town hall's ask socket.
+    #[arg(long, global = true, env = "NUKETOWN_ASK_SOCKET", default_value = nuketown_hall::ASK_SOCKET)]
+    socket: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum What {
+    /// Reach HOST[:PORT] (a host name, an address, `[IPv6]:PORT`, or a
+    /// network like 10.0.0.0/8) for a while, over TCP and UDP. DNS and
+    /// loopback are always reachable; `agents.<name>.network.egress` says
+    /// what else is without asking.
+    ///
+    /// Example: nuketown ask network pypi.org:443 --for 1h --reason "install the test deps"
+    Network {
+        /// HOST, HOST:PORT, ADDRESS, [IPv6]:PORT or NETWORK[:PORT]; no port means every port.
+        target: String,
+        /// For how long: 90s, 30m, 1h, 1h30m (at most a day).
+        #[arg(long = "for", value_name = "DURATION", default_value = "1h")]
+        duration: String,
+        /// Why, in a sentence, for the human who decides.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// Send the request and wait for the decision.
+pub fn run(args: Args) -> Result<ExitCode> {
+    let msg = match args.what {
+        What::Network {
+            target,
+            duration,
+            reason,
+        } => {
+            // Refused here before the hall is bothered; the hall checks again.
+            let t = network::parse_target(&target).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let secs =
+                network::parse_duration(&duration).map_err(|e| anyhow::anyhow!("--for: {e}"))?;
+            if secs > 86_400 {
+                bail!("--for: {duration:?} is longer than a day; ask for at most \"24h\" (and again later)");
+            }
+            if reason.len() > protocol::MAX_REASON {
+                bail!("--reason: at most {} bytes", protocol::MAX_REASON);
+            }
+            FromAsker::Network {
+                v: VERSION,
+                target: t.to_string(),
+                secs,
+                reason,
+            }
+        }
+    };
+    let mut s = UnixStream::connect(&args.socket).with_context(|| {
+        format!(
+            "the town hall is not answering at {} (denied: nothing was changed)",
+            args.socket.display()
+        )
+    })?;
+    // The hall closes a connection it does not serve (not an agent of the
+    // town) without a byte: that is a denial, whatever the socket says.
+    let sent = s.write_all(&protocol::encode(&msg));
+    let mut rd = BufReader::new(s.try_clone()?);
+    loop {
+        let mut line = Vec::new();
+        let n = match (&sent, rd.read_until(b'\n', &mut line)) {
+            (Ok(()), Ok(n)) => n,
+            _ => 0,
+        };
+        if n == 0 {
+            eprintln!("nuketown: the town hall closed the connection without a decision: denied");
+            return Ok(ExitCode::FAILURE);
+        }
+        match protocol::parse_to_requester(&line) {
+            Ok(ToRequester::Pending { id, timeout_secs }) => {
+                eprintln!(
+                    "nuketown: request {} is waiting for a human (up to {timeout_secs} s)…",
+                    &id[..8]
+                );
+            }
+            Ok(ToRequester::Decision {
+                approved, reason, ..
+            }) => {
+                let reason = protocol::show_str(&reason);
+                if approved {
+                    println!("approved: {}", reason.trim_matches('"'));
+                    return Ok(ExitCode::SUCCESS);
+                }
+                eprintln!("denied: {}", reason.trim_matches('"'));
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => bail!("the town hall answered something else: {e}"),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The controller: watches the agents' Deployments (those the render marks
+//! with `nuketown.dev/max-tier`), decides with [`crate::scaling::decide`],
+//! and patches the workload — resources, node pool, the tier annotations —
+//! as field manager `nuketown-operator`, which the generated Argo CD
+//! Application ignores (`ignoreDifferences` + `RespectIgnoreDifferences`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client, ResourceExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::scaling::{self, Decision, Observed};
+
+/// The field manager the operator patches as (Argo CD ignores its fields).
+pub const FIELD_MANAGER: &str = "nuketown-operator";
+/// The agent's container in the pod (the render names it).
+pub const CONTAINER: &str = "agent";
+
+/// Where a tier's pods run: the node pool the operator declares once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Placement {
+    /// Node labels, e.g. `{ "cloud.google.com/gke-nodepool" = "large" }`.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taint keys tolerated (any value, any effect).
+    #[serde(default)]
+    pub tolerations: Vec<String>,
+    /// For the gpu tier: the extended resource and how many.
+    #[serde(default)]
+    pub gpu_resource: Option<String>,
+    /// For the gpu tier: GPUs per pod (default 1).
+    #[serde(default)]
+    pub gpu_count: Option<u32>,
+}
+
+/// The operator's configuration: tier → node pool, and the pool an idle
+/// agent at its declared tier goes to (spot/preemptible nodes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pools {
+    /// Per tier (`small`, `standard`, `large`, `gpu`).
+    #[serde(default)]
+    pub tiers: BTreeMap<String, Placement>,
+    /// Where an agent that went back to its declared tier for being idle runs.
+    #[serde(default)]
+    pub idle: Option<Placement>,
+}
+
+impl Pools {
+    /// Parse the TOML configuration; unknown tiers are errors naming the key.
+    pub fn parse(text: &str) -> Result<Pools, String> {
+        let p: Pools = toml::from_str(text).map_err(|e| e.to_string())?;
+        for t in p.tiers.keys() {
+            if !scaling::ORDER.contains(&t.as_str()) {
+                return Err(format!(
+                    "tiers.{t}: not a tier; use {}",
+                    scaling::ORDER.join(", ")
+                ));
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// What reconcile needs.
+pub struct Ctx {
+    /// The API server.
+    pub client: Client,
+    /// Tier → node pool.
+    pub pools: Pools,
+    /// Now, ms since the epoch (a function, so tests fix the clock).
+    pub now_ms: fn() -> u64,
+}
+
+/// Why a reconcile failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or was not there.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// The Deployment has no namespace.
+    #[error("deployment {0} has no namespace")]
+    NoNamespace(String),
+}
+
+/// Wall-clock ms since the epoch.
+pub fn system_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The scaling state of one Deployment, or `None` when the render did not
+/// give it a maximum tier (nothing for the operator to do).
+pub fn observed(d: &Deployment, now_ms: u64) -> Option<Observed> {
+    let a = d.metadata.annotations.as_ref()?;
+    let max = a.get(nuketown_cloud::MAX_TIER_ANNOTATION)?.clone();
+    Some(Observed {
+        declared: a
+            .get(nuketown_cloud::TIER_ANNOTATION)
+            .cloned()
+            .unwrap_or_else(|| "standard".into()),
+        max,
+        auto_approve: a
+            .get(nuketown_cloud::AUTO_APPROVE_ANNOTATION)
+            .map(|s| {
+                s.split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        idle_timeout: a
+            .get(nuketown_cloud::IDLE_ANNOTATION)
+            .and_then(|t| parse_secs(t))
+            .map(Duration::from_secs),
+        current: a.get(scaling::CURRENT_TIER).cloned(),
+        request: a.get(scaling::TIER_REQUEST).cloned(),
+        last_active_ms: a.get(scaling::LAST_ACTIVE).and_then(|s| s.parse().ok()),
+        now_ms,
+    })
+}
+
+fn parse_secs(s: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut n: Option<u64> = None;
+    for c in s.chars() {
+        if let Some(d) = c.to_digit(10) {
+            n = Some(n.unwrap_or(0).checked_mul(10)?.checked_add(u64::from(d))?);
+        } else {
+            let m = match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                _ => return None,
+            };
+            total = total.checked_add(n.take()?.checked_mul(m)?)?;
+        }
+    }
+    match n {
+        Some(secs) if total == 0 => Some(secs),
+        None => Some(total),
+        Some(_) => None,
+    }
+}
+
+/// The strategic-merge patch that moves a Deployment to `tier`: its
+/// container's resources, the node pool, and the operator's annotations.
+pub fn move_patch(
+    tier: &str,
+    why: &str,
+    clear_request: bool,
+    idle: bool,
+    pools: &Pools,
+    now_ms: u64,
+) -> Value {
+    let t = nuketown_cloud::TIERS
+        .iter()
+        .find(|t| t.name == tier)
+        .copied()
+        .unwrap_or(nuketown_cloud::TIERS[1]);
+    let r = nuketown_cloud::tier_resources(&t);
+    let mut limits = serde_json::to_value(&r.limits).unwrap_or(json!({}));
+    let mut requests = serde_json::to_value(&r.requests).unwrap_or(json!({}));
+    let placement = if idle {
+        pools
+            .idle
+            .clone()
+            .or_else(|| pools.tiers.get(tier).cloned())
+    } else {
+        pools.tiers.get(tier).cloned()
+    }
+    .unwrap_or_default();
+    if tier == "gpu" {
+        let res = placement
+            .gpu_resource
+            .clone()
+            .unwrap_or_else(|| "nvidia.com/gpu".into());
+        let n = placement.gpu_count.unwrap_or(1).to_string();
+        limits[&res] = json!(n);
+        requests[&res] = json!(n);
+    }
+    let mut selector = json!({ "$patch": "replace" });
+    for (k, v) in &placement.node_selector {
+        selector[k] = json!(v);
+    }
+    let tolerations: Vec<Value> = placement
+        .tolerations
+        .iter()
+        .map(|k| json!({ "key": k, "operator": "Exists" }))
+        .collect();
+    let mut ann = json!({
+        scaling::CURRENT_TIER: tier,
+        scaling::STATUS: why,
+    });
+    if clear_request {
+        ann[scaling::TIER_REQUEST] = Value::Null;
+    }
+    if !idle {
+        // A move up is activity: the idle clock starts now.
+        ann[scaling::LAST_ACTIVE] = json!(now_ms.to_string());
+    }
+    json!({
+        "metadata": { "annotations": ann },
+        "spec": { "template": { "spec": {
+            "containers": [{
+                "name": CONTAINER,
+                "resources": { "$patch": "replace", "limits": limits, "requests": requests },
+            }],
+            "nodeSelector": selector,
+            "tolerations": tolerations,
+        }}}
+    })
+}
+
+/// The patch that only writes the status (a refused request stays, for the record).
+pub fn status_patch(why: &str) -> Value {
+    json!({ "metadata": { "annotations": { scaling::STATUS: why } } })
+}
+
+/// One reconcile: decide, patch when something must change, say when to look again.
+pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let now = (ctx.now_ms)();
+    let Some(o) = observed(&d, now) else {
+        return Ok(Action::await_change());
+    };
+    let name = d.name_any();
+    let ns = d
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match scaling::decide(&o) {
+        Decision::Stay { recheck } => {
+            Ok(recheck.map_or_else(Action::await_change, Action::requeue))
+        }
+        Decision::Move {
+            tier,
+            why,
+            clear_request,
+        } => {
+            let idle = tier == o.declared && why.starts_with("idle");
+            let patch = move_patch(&tier, &why, clear_request, idle, &ctx.pools, now);
+            api.patch(&name, &pp, &Patch::Strategic(patch)).await?;
+            tracing::info!(agent = %name, namespace = %ns, tier = %tier, "{why}");
+            Ok(Action::await_change())
+        }
+        Decision::Refuse { why } => {
+            let already = d
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(scaling::STATUS))
+                == Some(&why);
+            if !already {
+                api.patch(&name, &pp, &Patch::Strategic(status_patch(&why)))
+                    .await?;
+                tracing::warn!(agent = %name, namespace = %ns, "{why}");
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Retry a failed reconcile after a short while.
+pub fn error_policy(_d: Arc<Deployment>, e: &Error, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!("reconcile failed: {e}");
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Run the controller over every namespace until the stream ends.
+pub async fn run(client: Client, pools: Pools) {
+    let api: Api<Deployment> = Api::all(client.clone());
+    let ctx = Arc::new(Ctx {
+        client,
+        pools,
+        now_ms: system_now_ms,
+    });
+    Controller::new(
+        api,
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=nuketown"),
+    )
+    .run(reconcile, error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!("{e}");
+        }
+    })
+    .await;
+}

@@ -1,0 +1,13 @@
+//! Scaling as a conversation, in the cluster: an agent asks for a bigger
+//! tier, a human (or an auto-approve rule) says yes, and this operator moves
+//! its workload there — resources and node pool — and back to its declared
+//! tier after `scaling.idleTimeout` without activity (de-escalation needs
+//! no approval). Git stays the source of truth for everything declared; the
+//! tier an agent is at now is the operator's, and the generated Argo CD
+//! Application leaves it alone.
+//!
+//! [`scaling`] decides (pure); [`controller`] is the kube-rs `Controller`
+//! that reads the Deployments' annotations and patches them.
+
+pub mod controller;
+pub mod scaling;
