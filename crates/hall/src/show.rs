@@ -183,10 +183,7 @@ pub fn seconds(ms: u64) -> String {
 /// The facts of a request for network access: where, which ports, for how
 /// long, why (the agent's words, escaped), what the agent may reach now, and
 /// exactly the rule approving adds.
-fn network_facts(
-    r: &RequestView,
-    n: &crate::protocol::NetworkView,
-) -> Vec<(&'static str, String)> {
+fn network_facts(r: &RequestView, n: &crate::protocol::NetworkView) -> Vec<(&'static str, String)> {
     let agent = clean(&r.agent);
     let mut f = vec![(
         "reach",
