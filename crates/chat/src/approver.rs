@@ -82,58 +82,6 @@ impl ApproverConfig {
 
 pub use nuketown_hall::show::{device, facts, seconds, short_id, DEFAULT_SETTLE_MS, MIN_PREFIX};
 
-/// The facts of a request for network access: where, which ports, for how
-/// long, why (the agent's words, escaped), what the agent may reach now, and
-/// exactly the rule approving adds.
-fn network_facts(
-    r: &RequestView,
-    n: &nuketown_hall::protocol::NetworkView,
-) -> Vec<(&'static str, String)> {
-    let agent = clean(&r.agent);
-    let mut f = vec![(
-        "reach",
-        format!(
-            "{} — {} {} over TCP and UDP",
-            show_str(&n.target),
-            n.networks
-                .iter()
-                .map(|x| clean(x))
-                .collect::<Vec<_>>()
-                .join(", "),
-            match n.port {
-                Some(p) => format!("port {p}"),
-                None => "every port".into(),
-            }
-        ),
-    )];
-    f.push((
-        "for",
-        format!(
-            "{} ({} s), then the rule is removed by itself",
-            nuketown_town::network::show_duration(n.secs),
-            n.secs
-        ),
-    ));
-    f.push((
-        "why",
-        if n.reason.is_empty() {
-            "(no reason given)".into()
-        } else {
-            format!("{} ({agent}'s words)", show_str(&n.reason))
-        },
-    ));
-    f.push(("now", format!("{agent} may reach {}", clean(&n.declared))));
-    f.push(("rule", clean(n.rule.trim()).replace('\n', "; ")));
-    for w in &r.warnings {
-        f.push(("WARNING", clean(w)));
-    }
-    f.push((
-        "grant",
-        "none: approving opens this once, for the time shown".to_string(),
-    ));
-    f
-}
-
 /// The text posted for a request: every fact the terminal shows, every
 /// warning, the id to answer with, and the settle time.
 pub fn request_text(r: &RequestView, settle_ms: u64) -> String {
