@@ -985,3 +985,24 @@ fn network_egress_becomes_nftables_by_uid() {
         "{failed:?}"
     );
 }
+
+/// Declared rooms: the module runs the room keeper and its town.json is the
+/// Rust town's rooms, defaults included.
+#[test]
+fn declared_rooms_get_the_room_keeper_and_reach_town_json() {
+    let Some(v) = clean("rooms") else { return };
+    let u = unit(&v, "nuketown-rooms");
+    assert!(
+        u["serviceConfig"]["ExecStart"]
+            .as_str()
+            .unwrap()
+            .contains("rooms --watch --town /etc/nuketown/town.json"),
+        "{u}"
+    );
+    let t = town(&v);
+    let team = &t.rooms["team"];
+    assert_eq!(team.agents, ["ada", "vox"]);
+    assert!(team.agents_answer_agents);
+    assert_eq!(team.agent_turns, 4);
+    assert_eq!(t.room_alias("team").as_deref(), Some("#team:example.org"));
+}
