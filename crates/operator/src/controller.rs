@@ -125,9 +125,29 @@ pub fn observed(d: &Deployment, now_ms: u64) -> Option<Observed> {
             .map(Duration::from_secs),
         current: a.get(scaling::CURRENT_TIER).cloned(),
         request: a.get(scaling::TIER_REQUEST).cloned(),
+        request_by: annotation_manager(d, scaling::TIER_REQUEST),
         last_active_ms: a.get(scaling::LAST_ACTIVE).and_then(|s| s.parse().ok()),
         now_ms,
     })
+}
+
+/// The field manager that owns annotation `key` (from `managedFields`):
+/// who wrote it, as the API server recorded it — not as the writer says.
+pub fn annotation_manager(d: &Deployment, key: &str) -> Option<String> {
+    let field = format!("f:{key}");
+    d.metadata
+        .managed_fields
+        .as_ref()?
+        .iter()
+        .find(|m| {
+            m.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:metadata"))
+                .and_then(|m| m.get("f:annotations"))
+                .and_then(|a| a.get(&field))
+                .is_some()
+        })
+        .and_then(|m| m.manager.clone())
 }
 
 fn parse_secs(s: &str) -> Option<u64> {

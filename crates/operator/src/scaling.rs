@@ -24,6 +24,11 @@ pub const TIER_REQUEST: &str = "nuketown.dev/tier-request";
 pub const LAST_ACTIVE: &str = "nuketown.dev/last-active";
 /// Deployment annotation the operator owns: what it did last, in words.
 pub const STATUS: &str = "nuketown.dev/scaling-status";
+/// The field manager a tier request must be written by: the town hall's
+/// relay (`nuketown cloud requests`), after a human or a rule decided. A
+/// request written by anyone else — the agent, if some role ever let it
+/// patch its Deployment; a hand-run `kubectl annotate` — moves nothing.
+pub const HALL_MANAGER: &str = "nuketown-hall";
 
 fn rank(t: &str) -> Option<usize> {
     ORDER.iter().position(|x| *x == t)
@@ -40,10 +45,12 @@ pub struct Request {
     pub via: Option<String>,
     /// When it was decided (or asked), ms since the epoch.
     pub at_ms: u64,
+    /// The town hall's request id (its audit log has who asked, who decided, why).
+    pub id: Option<String>,
 }
 
 impl Request {
-    /// Parse `TIER[;approved-by=WHO][;via=CHANNEL][;at=MS]`.
+    /// Parse `TIER[;approved-by=WHO][;via=CHANNEL][;at=MS][;request=ID]`.
     pub fn parse(s: &str) -> Result<Request, String> {
         let mut parts = s.split(';');
         let tier = parts.next().unwrap_or_default().trim().to_string();
@@ -52,17 +59,23 @@ impl Request {
             approved_by: None,
             via: None,
             at_ms: 0,
+            id: None,
         };
         for p in parts {
             match p.split_once('=') {
                 Some(("approved-by", v)) if !v.is_empty() => r.approved_by = Some(v.into()),
                 Some(("via", v)) if !v.is_empty() => r.via = Some(v.into()),
+                Some(("request", v)) if !v.is_empty() => r.id = Some(v.into()),
                 Some(("at", v)) => {
                     r.at_ms = v
                         .parse()
                         .map_err(|_| format!("at={v:?} is not a time in ms"))?
                 }
-                _ => return Err(format!("{p:?} is not approved-by=, via= or at=")),
+                _ => {
+                    return Err(format!(
+                        "{p:?} is not approved-by=, via=, at= or request="
+                    ))
+                }
             }
         }
         Ok(r)
@@ -84,6 +97,9 @@ pub struct Observed {
     pub current: Option<String>,
     /// The request annotation, raw.
     pub request: Option<String>,
+    /// Who wrote the request annotation (its field manager, from the
+    /// Deployment's `managedFields`); only [`HALL_MANAGER`] is obeyed.
+    pub request_by: Option<String>,
     /// Last activity, ms since the epoch.
     pub last_active_ms: Option<u64>,
     /// Now, ms since the epoch.
@@ -127,6 +143,14 @@ pub fn decide(o: &Observed) -> Decision {
     };
     let active_at = o.last_active_ms.unwrap_or(0);
     if let Some(raw) = &o.request {
+        if o.request_by.as_deref() != Some(HALL_MANAGER) {
+            return Decision::Refuse {
+                why: format!(
+                    "{TIER_REQUEST} was written by {}, not by the town hall ({HALL_MANAGER}); nothing moved — ask with `nuketown ask resources`",
+                    o.request_by.as_deref().unwrap_or("an unknown field manager")
+                ),
+            };
+        }
         let r = match Request::parse(raw) {
             Ok(r) => r,
             Err(e) => {
@@ -154,10 +178,13 @@ pub fn decide(o: &Observed) -> Decision {
         }
         let granted = match &r.approved_by {
             Some(who) => Some(format!(
-                "approved by {who}{}",
+                "approved by {who}{}{}",
                 r.via
                     .as_ref()
                     .map(|v| format!(" via {v}"))
+                    .unwrap_or_default(),
+                r.id.as_ref()
+                    .map(|i| format!(" (request {i})"))
                     .unwrap_or_default()
             )),
             None if o.auto_approve.iter().any(|t| *t == r.tier) || want <= declared => {
@@ -233,6 +260,7 @@ mod tests {
             idle_timeout: Some(Duration::from_secs(1800)),
             current: None,
             request: None,
+            request_by: Some(HALL_MANAGER.into()),
             last_active_ms: Some(1_000_000),
             now_ms: 1_000_000,
         }
@@ -272,6 +300,20 @@ mod tests {
         assert!(matches!(decide(&o), Decision::Refuse { why } if why.contains("not a tier")));
         o.request = Some("large;approved=josh".into());
         assert!(matches!(decide(&o), Decision::Refuse { .. }));
+    }
+
+    #[test]
+    fn a_request_not_written_by_the_hall_moves_nothing() {
+        let mut o = base();
+        o.request = Some("large;approved-by=josh".into());
+        for who in [Some("kubectl-annotate"), Some("ada"), None] {
+            o.request_by = who.map(str::to_string);
+            assert!(
+                matches!(decide(&o), Decision::Refuse { ref why } if why.contains("not by the town hall")),
+                "{who:?}: {:?}",
+                decide(&o)
+            );
+        }
     }
 
     #[test]

@@ -47,6 +47,31 @@ fn deployment(name: &str, ann: &[(&str, &str)]) -> Deployment {
     .unwrap()
 }
 
+/// As the API server records it: annotation `key` was last written by `manager`.
+fn written_by(mut d: Deployment, key: &str, manager: &str) -> Deployment {
+    let entry = json!({
+        "manager": manager,
+        "operation": "Update",
+        "apiVersion": "apps/v1",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": { "f:metadata": { "f:annotations": { format!("f:{key}"): {} } } }
+    });
+    d.metadata
+        .managed_fields
+        .get_or_insert_with(Vec::new)
+        .push(serde_json::from_value(entry).unwrap());
+    d
+}
+
+/// A Deployment with a tier request the town hall's relay wrote.
+fn requested(name: &str, request: &str) -> Deployment {
+    written_by(
+        deployment(name, &[("nuketown.dev/tier-request", request)]),
+        "nuketown.dev/tier-request",
+        "nuketown-hall",
+    )
+}
+
 fn ctx(pools: Pools) -> (Arc<Ctx>, Handle) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
@@ -103,13 +128,7 @@ nodeSelector = { "cloud.google.com/gke-spot" = "true" }
 #[tokio::test]
 async fn fake_api_server_an_approved_request_moves_the_workload_to_the_tiers_pool() {
     let (ctx, mut handle) = ctx(pools());
-    let d = deployment(
-        "ada",
-        &[(
-            "nuketown.dev/tier-request",
-            "large;approved-by=josh;via=terminal;at=1",
-        )],
-    );
+    let d = requested("ada", "large;approved-by=josh;via=terminal;at=1;request=4f2a9c01");
     let server = tokio::spawn(async move { expect_patch(&mut handle, "ada").await });
     let action = reconcile(Arc::new(d), ctx).await.unwrap();
     assert_eq!(action, Action::await_change());
@@ -118,7 +137,7 @@ async fn fake_api_server_an_approved_request_moves_the_workload_to_the_tiers_poo
     assert_eq!(ann["nuketown.dev/current-tier"], "large");
     assert_eq!(
         ann["nuketown.dev/scaling-status"],
-        "approved by josh via terminal"
+        "approved by josh via terminal (request 4f2a9c01)"
     );
     assert_eq!(ann["nuketown.dev/tier-request"], Value::Null);
     assert_eq!(ann["nuketown.dev/last-active"], NOW.to_string());
@@ -200,10 +219,7 @@ async fn fake_api_server_active_agents_are_left_alone_until_their_idle_deadline(
 #[tokio::test]
 async fn fake_api_server_a_request_above_the_maximum_moves_nothing_and_says_why() {
     let (ctx, mut handle) = ctx(pools());
-    let d = deployment(
-        "ada",
-        &[("nuketown.dev/tier-request", "gpu;approved-by=josh")],
-    );
+    let d = requested("ada", "gpu;approved-by=josh");
     let server = tokio::spawn(async move { expect_patch(&mut handle, "ada").await });
     reconcile(Arc::new(d), ctx).await.unwrap();
     let patch = server.await.unwrap();
@@ -215,25 +231,83 @@ async fn fake_api_server_a_request_above_the_maximum_moves_nothing_and_says_why(
     assert!(why.contains("above the largest tier"), "{why}");
 }
 
+/// The attack: the decision is written on the Deployment by someone other
+/// than the town hall (a hand-run `kubectl annotate`, or an agent whose
+/// role was widened by mistake) claiming a human approved. Nothing moves;
+/// the status names the writer. Then the same request written by the hall
+/// moves the workload.
+#[tokio::test]
+async fn fake_api_server_a_request_the_hall_did_not_write_moves_nothing() {
+    for writer in ["kubectl-annotate", "ada", "argocd-controller"] {
+        let (ctx, mut handle) = ctx(pools());
+        let d = written_by(
+            deployment(
+                "ada",
+                &[("nuketown.dev/tier-request", "large;approved-by=josh;via=terminal")],
+            ),
+            "nuketown.dev/tier-request",
+            writer,
+        );
+        let server = tokio::spawn(async move { expect_patch(&mut handle, "ada").await });
+        reconcile(Arc::new(d), ctx).await.unwrap();
+        let patch = server.await.unwrap();
+        assert!(patch.get("spec").is_none(), "{writer}: moved: {patch}");
+        let why = patch["metadata"]["annotations"]["nuketown.dev/scaling-status"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            why.contains(&format!("written by {writer}, not by the town hall")),
+            "{why}"
+        );
+        assert!(patch["metadata"]["annotations"]
+            .get("nuketown.dev/current-tier")
+            .is_none());
+    }
+    // Beside it, the legitimate use: the hall wrote it.
+    let (ctx, mut handle) = ctx(pools());
+    let d = requested("ada", "large;approved-by=josh;via=terminal");
+    let server = tokio::spawn(async move { expect_patch(&mut handle, "ada").await });
+    reconcile(Arc::new(d), ctx).await.unwrap();
+    let patch = server.await.unwrap();
+    assert_eq!(
+        patch["metadata"]["annotations"]["nuketown.dev/current-tier"],
+        "large"
+    );
+}
+
 /// 1,000 agents, each with an approved request: one reconcile and one
-/// PATCH each, through the kube client, against the fake API server.
+/// PATCH each, through the kube client, against the fake API server; every
+/// PATCH moves its own agent to the approved tier. (The time it takes is
+/// printed for docs/benchmarks.md, never asserted: run it with
+/// `cargo test --release -p nuketown-operator --test fake_api_server thousand -- --nocapture`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_api_server_reconciles_a_thousand_agents() {
     let (ctx, mut handle) = ctx(pools());
     let n = 1000;
     let server = tokio::spawn(async move {
+        let mut moved = std::collections::BTreeSet::new();
         for _ in 0..n {
             let (req, send) = handle.next_request().await.expect("a request");
             let name = req.uri().path().rsplit('/').next().unwrap().to_string();
+            let body = req.into_body().collect_bytes().await.unwrap();
+            let patch: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                patch["metadata"]["annotations"]["nuketown.dev/current-tier"],
+                "large",
+                "{name}"
+            );
+            moved.insert(name.clone());
             let reply = serde_json::to_vec(&deployment(&name, &[])).unwrap();
             send.send_response(Response::builder().body(Body::from(reply)).unwrap());
         }
+        moved
     });
     let ds: Vec<Arc<Deployment>> = (0..n)
         .map(|i| {
-            Arc::new(deployment(
+            Arc::new(requested(
                 &format!("agent{i}"),
-                &[("nuketown.dev/tier-request", "large;approved-by=josh")],
+                "large;approved-by=josh;request=0123abcd",
             ))
         })
         .collect();
@@ -242,10 +316,10 @@ async fn fake_api_server_reconciles_a_thousand_agents() {
         reconcile(d, ctx.clone()).await.unwrap();
     }
     let took = started.elapsed();
-    server.await.unwrap();
+    let moved = server.await.unwrap();
+    assert_eq!(moved.len(), n, "each agent patched once");
     eprintln!(
         "reconciled {n} agents (decide + PATCH through the fake API server) in {took:?}: {:?} each",
-        took / n
+        took / n as u32
     );
-    assert!(took < Duration::from_secs(60), "{took:?}");
 }
