@@ -86,7 +86,13 @@ pub use nuketown_hall::show::{device, facts, seconds, short_id, DEFAULT_SETTLE_M
 /// warning, the id to answer with, and the settle time.
 pub fn request_text(r: &RequestView, settle_ms: u64) -> String {
     let id = short_id(&r.id);
-    let mut s = if r.network.is_some() {
+    let mut s = if r.resources.is_some() {
+        format!(
+            "📈 request {id}: {} (uid {}) asks for a bigger tier:\n",
+            clean(&r.agent),
+            r.uid,
+        )
+    } else if r.network.is_some() {
         format!(
             "🌐 request {id}: {} (uid {}) asks for network access:\n",
             clean(&r.agent),
@@ -610,6 +616,7 @@ mod tests {
             deadline_ms: now_ms() + 60_000,
             key_use: None,
             network: None,
+            resources: None,
         }
     }
 

@@ -126,6 +126,10 @@ impl Hall {
         let Ok(loaded) = self.loaded() else {
             return;
         };
+        if uid == 0 {
+            // The hall's relay, with an agent's request from the cluster.
+            return self.clone().serve_relay(stream, loaded).await;
+        }
         let Some((name, agent)) =
             policy::agent_by_uid(&loaded.town, uid).map(|(n, a)| (n.clone(), a.clone()))
         else {
@@ -173,6 +177,15 @@ impl Hall {
                 reason,
                 ..
             }) => (target, secs, reason),
+            Ok(FromAsker::Resources { .. }) => {
+                let e = format!(
+                    "{name} asks for a bigger tier from its pod in the cluster (`nuketown ask resources` there), where the hall's relay picks it up; nothing was changed"
+                );
+                refuse(&mut rec, e.clone());
+                self.append(&rec);
+                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                return;
+            }
             Err(e) => {
                 let e = format!("{e}; nothing was changed");
                 refuse(&mut rec, e.clone());
@@ -228,98 +241,42 @@ impl Hall {
         rec.argv[3] = t.to_string();
         rec.network = Some(view.clone());
 
-        // Mock mode may stand in for a human, marked as such.
-        let automatic = match policy::mock(&self.cfg.mode_file, &loaded.approvers) {
-            Ok(a) => Some(a),
-            Err(MockRefusal::Untrusted(why)) => {
-                tracing::warn!("{why}");
-                None
-            }
-            Err(MockRefusal::Absent) => None,
+        let now = now_ms();
+        let rv = RequestView {
+            id: id.clone(),
+            agent: name.clone(),
+            uid,
+            program: FileRef {
+                path: rec.argv[0].clone(),
+                dev: 0,
+                ino: 0,
+            },
+            argv: rec.argv.clone(),
+            typed: None,
+            cwd: String::new(),
+            user: name.clone(),
+            group: None,
+            agent_can_write: false,
+            agent_writable_args: Vec::new(),
+            warnings: Vec::new(),
+            notes: Vec::new(),
+            grantable: false,
+            asked_ms: now,
+            deadline_ms: now + agent.sudo.timeout * 1000,
+            key_use: None,
+            network: Some(Box::new(view.clone())),
+            resources: None,
         };
-        let (outcome, mock) = match automatic {
-            Some(a) => (
-                Outcome {
-                    approved: a.approved,
-                    by: a.by,
-                    reason: a.reason,
-                },
-                a.mock,
-            ),
-            None => {
-                let timeout = agent.sudo.timeout;
-                let now = now_ms();
-                let rv = RequestView {
-                    id: id.clone(),
-                    agent: name.clone(),
-                    uid,
-                    program: FileRef {
-                        path: rec.argv[0].clone(),
-                        dev: 0,
-                        ino: 0,
-                    },
-                    argv: rec.argv.clone(),
-                    typed: None,
-                    cwd: String::new(),
-                    user: name.clone(),
-                    group: None,
-                    agent_can_write: false,
-                    agent_writable_args: Vec::new(),
-                    warnings: Vec::new(),
-                    notes: Vec::new(),
-                    grantable: false,
-                    asked_ms: now,
-                    deadline_ms: now + timeout * 1000,
-                    key_use: None,
-                    network: Some(Box::new(view.clone())),
-                };
-                let key = GrantKey {
-                    program: (0, 0),
-                    cwd: (0, 0),
-                    grantable: false,
-                };
-                let mut decided = match self.state().submit(rv, key, agent.sudo.max_pending) {
-                    Ok(rx) => rx,
-                    Err(e) => {
-                        let e = e.to_string();
-                        refuse(&mut rec, e.clone());
-                        self.append(&rec);
-                        let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
-                        return;
-                    }
-                };
-                let _ = send(
-                    &mut wr,
-                    &ToRequester::Pending {
-                        id: id.clone(),
-                        timeout_secs: timeout,
-                    },
-                )
-                .await;
-                let mut probe = [0u8; 1];
-                let local = tokio::select! {
-                    o = &mut decided => Err(o.ok()),
-                    _ = tokio::time::sleep(Duration::from_secs(timeout)) => Ok(Outcome {
-                        approved: false,
-                        by: by_hall("timeout"),
-                        reason: format!("timed out after {timeout} s"),
-                    }),
-                    _ = rd.read(&mut probe) => Ok(Outcome {
-                        approved: false,
-                        by: by_hall("requester"),
-                        reason: "the agent went away before the decision; nothing was changed".into(),
-                    }),
-                };
-                let o = match local {
-                    Err(Some(o)) => o,
-                    Ok(o) if self.state().resolve(&id, o.clone()) => o,
-                    _ => decided.try_recv().unwrap_or(Outcome {
-                        approved: false,
-                        by: by_hall("hall"),
-                        reason: "the request was lost; denied".into(),
-                    }),
-                };
-                (o, false)
+        let (outcome, mock) = match self
+            .ask_humans(&loaded, rv, agent.sudo.max_pending, &mut rd, &mut wr)
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                refuse(&mut rec, e.clone());
+                self.append(&rec);
+                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                return;
             }
         };
         rec.decided_by = Some(outcome.by.clone());
@@ -379,6 +336,84 @@ impl Hall {
             },
         )
         .await;
+    }
+
+    /// Ask the humans (or let mock mode stand in, marked as such): put `rv`
+    /// in the pending set every approver channel shows, tell the requester
+    /// it is pending, and wait for a decision, the deadline or the requester
+    /// going away — whichever comes first; whoever takes the request out of
+    /// the pending set decides it. The outcome, and whether it was mock.
+    pub(crate) async fn ask_humans<R, W>(
+        &self,
+        loaded: &crate::daemon::Loaded,
+        rv: RequestView,
+        max_pending: u32,
+        rd: &mut R,
+        wr: &mut W,
+    ) -> Result<(Outcome, bool), String>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        match policy::mock(&self.cfg.mode_file, &loaded.approvers) {
+            Ok(a) => {
+                return Ok((
+                    Outcome {
+                        approved: a.approved,
+                        by: a.by,
+                        reason: a.reason,
+                    },
+                    a.mock,
+                ))
+            }
+            Err(MockRefusal::Untrusted(why)) => tracing::warn!("{why}"),
+            Err(MockRefusal::Absent) => {}
+        }
+        let id = rv.id.clone();
+        let timeout = rv.deadline_ms.saturating_sub(rv.asked_ms) / 1000;
+        let key = GrantKey {
+            program: (0, 0),
+            cwd: (0, 0),
+            grantable: false,
+        };
+        let mut decided = self
+            .state()
+            .submit(rv, key, max_pending)
+            .map_err(|e| e.to_string())?;
+        let _ = send(
+            wr,
+            &ToRequester::Pending {
+                id: id.clone(),
+                timeout_secs: timeout,
+            },
+        )
+        .await;
+        let mut probe = [0u8; 1];
+        let local = tokio::select! {
+            o = &mut decided => Err(o.ok()),
+            _ = tokio::time::sleep(Duration::from_secs(timeout)) => Ok(Outcome {
+                approved: false,
+                by: by_hall("timeout"),
+                reason: format!("timed out after {timeout} s"),
+            }),
+            _ = rd.read(&mut probe) => Ok(Outcome {
+                approved: false,
+                by: by_hall("requester"),
+                reason: "the requester went away before the decision; nothing was changed".into(),
+            }),
+        };
+        Ok((
+            match local {
+                Err(Some(o)) => o,
+                Ok(o) if self.state().resolve(&id, o.clone()) => o,
+                _ => decided.try_recv().unwrap_or(Outcome {
+                    approved: false,
+                    by: by_hall("hall"),
+                    reason: "the request was lost; denied".into(),
+                }),
+            },
+            false,
+        ))
     }
 
     /// When the time is up: the kernel has dropped the elements (their

@@ -85,6 +85,9 @@ pub struct Record {
     /// For a network request (event `network`): what was asked and the rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::protocol::NetworkView>,
+    /// For a request for a bigger tier (event `resources`): what was asked and the annotation written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<crate::protocol::ResourcesView>,
     /// For a use of an agent's key: `signed`, or why nothing was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
@@ -122,6 +125,7 @@ impl Record {
             exit_status: None,
             key_use: None,
             network: None,
+            resources: None,
             result: None,
             prev: None,
             hash: None,

@@ -568,6 +568,7 @@ impl Hall {
                     deadline_ms: now + timeout * 1000,
                     key_use: None,
                     network: None,
+                    resources: None,
                 };
                 let key = GrantKey {
                     program: (ask.program.dev, ask.program.ino),

@@ -195,6 +195,7 @@ impl Gate for HallGate {
             deadline_ms: now + timeout * 1000,
             key_use: Some(Box::new(view_of(u, &rule, host))),
             network: None,
+            resources: None,
         };
         let key = GrantKey {
             program: (0, 0),

@@ -21,6 +21,7 @@ pub mod entry;
 pub mod files;
 pub mod keyuse;
 pub mod policy;
+pub mod resources;
 pub mod protocol;
 pub mod shim;
 pub mod show;

@@ -181,6 +181,34 @@ pub struct RequestView {
     /// agent, and approving adds exactly `network.rule` for `network.secs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Box<NetworkView>>,
+    /// Present when the request is to move the agent's cluster workload to a
+    /// bigger tier (`nuketown ask resources` in its pod, brought by the
+    /// hall's relay): approving writes exactly `resources.rule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Box<ResourcesView>>,
+}
+
+/// A request for a bigger tier, as approvers see it and the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesView {
+    /// The tier asked for.
+    pub tier: String,
+    /// What that tier is (CPU, memory, GPUs).
+    pub size: String,
+    /// The tier the workload is at now, as the API server says.
+    pub current: String,
+    /// The declared tier (`cloud.resources`), where it returns when idle.
+    pub declared: String,
+    /// The largest it may be moved to (`cloud.scaling.maxResources`).
+    pub max: String,
+    /// Why, in the agent's own words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Where the request came from (cluster, namespace, object, the agent's own id for it).
+    pub origin: String,
+    /// Exactly what approving changes: the annotation the relay writes.
+    pub rule: String,
 }
 
 /// A request for network access, as approvers see it and the audit log keeps it.
@@ -224,6 +252,24 @@ pub enum FromAsker {
         #[serde(default)]
         reason: String,
     },
+    /// Move agent `agent`'s cluster workload to `tier`. Only the hall's
+    /// relay (root) sends it, for a request it read from the agent's own
+    /// request object in the cluster; an agent on the host is refused.
+    Resources {
+        /// Protocol version.
+        v: u32,
+        /// The agent, as the relay knows it from the object's name.
+        agent: String,
+        /// The tier asked for.
+        tier: String,
+        /// The tier the workload is at now (from the Deployment).
+        current: String,
+        /// Why, in the agent's words.
+        #[serde(default)]
+        reason: String,
+        /// Where it came from, in words.
+        origin: String,
+    },
 }
 
 /// Longest reason an agent may give, in bytes.
@@ -254,6 +300,29 @@ pub fn parse_asker(line: &[u8]) -> Result<FromAsker, ProtocolError> {
             if reason.len() > MAX_REASON {
                 return Err(ProtocolError::Invalid(format!(
                     "a reason is at most {MAX_REASON} bytes"
+                )));
+            }
+        }
+        FromAsker::Resources {
+            v,
+            agent,
+            tier,
+            current,
+            reason,
+            origin,
+        } => {
+            check_version(*v)?;
+            check_strings([agent, tier, current, reason, origin])?;
+            for (what, s) in [("agent", agent), ("tier", tier), ("current", current)] {
+                if s.is_empty() || s.len() > 64 {
+                    return Err(ProtocolError::Invalid(format!(
+                        "{what} must be 1 to 64 bytes"
+                    )));
+                }
+            }
+            if reason.len() > MAX_REASON || origin.len() > MAX_REASON {
+                return Err(ProtocolError::Invalid(format!(
+                    "a reason or origin is at most {MAX_REASON} bytes"
                 )));
             }
         }

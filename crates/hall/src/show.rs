@@ -28,6 +28,21 @@ pub fn device(dev: u64) -> String {
     format!("{major}:{minor}")
 }
 
+/// What a request asks for, in a few words, after the agent's name, the
+/// same on every channel: `asks to run a command as "root"`, `asks for
+/// network access`, `asks to use its key`, `asks for a bigger tier`.
+pub fn asks(r: &RequestView) -> String {
+    if r.resources.is_some() {
+        "asks for a bigger tier".into()
+    } else if r.network.is_some() {
+        "asks for network access".into()
+    } else if r.key_use.is_some() {
+        "asks to use its key".into()
+    } else {
+        format!("asks to run a command as {}", show_str(&r.user))
+    }
+}
+
 /// Everything an approver must see about a request, on every channel
 /// (terminal, desktop, Matrix), as (label, text) lines. Every string the agent
 /// can influence is escaped: argv and paths quoted with `show_str`, the
@@ -40,6 +55,9 @@ pub fn facts(r: &RequestView) -> Vec<(&'static str, String)> {
     }
     if let Some(n) = &r.network {
         return network_facts(r, n);
+    }
+    if let Some(x) = &r.resources {
+        return resources_facts(r, x);
     }
     let mut f = vec![
         ("run", show_argv(&r.argv)),
@@ -225,6 +243,57 @@ fn network_facts(r: &RequestView, n: &crate::protocol::NetworkView) -> Vec<(&'st
     f.push((
         "grant",
         "none: approving opens this once, for the time shown".to_string(),
+    ));
+    f
+}
+
+/// The facts of a request for a bigger tier: from what to what, how big
+/// that is, how far the agent may go, why (the agent's words, escaped),
+/// where it was asked, and exactly what approving writes.
+fn resources_facts(
+    r: &RequestView,
+    x: &crate::protocol::ResourcesView,
+) -> Vec<(&'static str, String)> {
+    let agent = clean(&r.agent);
+    let mut f = vec![
+        (
+            "move",
+            format!(
+                "{agent}'s workload in the cluster from {} to {} ({})",
+                show_str(&x.current),
+                show_str(&x.tier),
+                clean(&x.size)
+            ),
+        ),
+        (
+            "limits",
+            format!(
+                "declared {}, at most {} (cloud.scaling.maxResources); back to {} when idle",
+                show_str(&x.declared),
+                show_str(&x.max),
+                show_str(&x.declared)
+            ),
+        ),
+        (
+            "why",
+            if x.reason.is_empty() {
+                "(no reason given)".into()
+            } else {
+                format!("{} ({agent}'s words)", show_str(&x.reason))
+            },
+        ),
+        ("from", clean(&x.origin)),
+        ("writes", clean(&x.rule)),
+    ];
+    for w in &r.warnings {
+        f.push(("WARNING", clean(w)));
+    }
+    for n in &r.notes {
+        f.push(("note", clean(n)));
+    }
+    f.push((
+        "grant",
+        "none: approving moves it once; it returns by itself when idle".to_string(),
     ));
     f
 }

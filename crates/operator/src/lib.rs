@@ -10,4 +10,5 @@
 //! that reads the Deployments' annotations and patches them.
 
 pub mod controller;
+pub mod requests;
 pub mod scaling;

@@ -9,6 +9,7 @@
 pub mod display;
 mod identity;
 pub mod network;
+pub mod tiers;
 mod parse;
 mod schema;
 mod validate;

@@ -781,11 +781,7 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             other => c.fail(format!("{k}.resources"), format!("{other:?} is not a tier; use \"small\", \"standard\", \"large\" or \"gpu\"")),
         }
         // Tiers, smallest first: a request may go up to maxResources.
-        let rank = |t: &str| {
-            ["small", "standard", "large", "gpu"]
-                .iter()
-                .position(|x| *x == t)
-        };
+        let rank = crate::tiers::rank;
         if let Some(max) = &cloud.scaling.max_resources {
             match (rank(max), rank(&cloud.resources)) {
                 (None, _) => c.fail(format!("{k}.scaling.maxResources"), format!("{max:?} is not a tier; use \"small\", \"standard\", \"large\" or \"gpu\"")),

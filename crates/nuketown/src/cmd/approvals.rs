@@ -927,10 +927,16 @@ const WARNING_COLOUR: &str = "#c01c28";
 fn dialog_text(r: &RequestView, note: Option<&str>) -> String {
     let left = r.deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
     let mut s = format!(
-        "<b>{}</b> (uid {}) asks to run a command as <b>{}</b>.\n",
+        "<b>{}</b> (uid {}) {}.\n",
         markup_escape(&show_str(&r.agent)),
         r.uid,
-        markup_escape(&show_str(&r.user))
+        match (&r.network, &r.key_use, &r.resources) {
+            (None, None, None) => format!(
+                "asks to run a command as <b>{}</b>",
+                markup_escape(&show_str(&r.user))
+            ),
+            _ => markup_escape(&nuketown_hall::show::asks(r)),
+        }
     );
     if let Some(n) = note {
         s.push_str(&format!("<i>{}</i>\n", markup_escape(n.trim_end())));
@@ -985,9 +991,12 @@ fn dialog(r: &RequestView, note: Option<&str>, serial: u64, post: Post) -> Resul
     }
     let mut child = cmd
         .arg(format!(
-            "--title=Nuketown: {} asks to run a command as {} (request {})",
+            "--title=Nuketown: {} {} (request {})",
             clean(&r.agent),
-            clean(&r.user),
+            match (&r.network, &r.key_use, &r.resources) {
+                (None, None, None) => format!("asks to run a command as {}", clean(&r.user)),
+                _ => nuketown_hall::show::asks(r),
+            },
             short_id(&r.id)
         ))
         .arg(format!("--text={}", dialog_text(r, note)))
@@ -1073,6 +1082,7 @@ mod tests {
             deadline_ms: now_ms() + 60_000,
             key_use: None,
             network: None,
+            resources: None,
         };
         let d = describe(&r);
         // One header line: the argument's "request 2" stays inside its escaped, quoted string.
