@@ -32,8 +32,8 @@ pub use quantity::Milli;
 pub use render::tier_resources;
 pub use render::{
     AGENT_LABEL, AUTO_APPROVE_ANNOTATION, DECLARATION_ANNOTATION, IDENTITY_DIR, IDLE_ANNOTATION,
-    KEYS_DIR, MAX_TIER_ANNOTATION, PATH_ANNOTATION, PERSIST_DIR, REVISION_ANNOTATION,
-    TIER_ANNOTATION,
+    KEYS_DIR, MAX_TIER_ANNOTATION, PATH_ANNOTATION, PERSIST_DIR, REQUESTS_LABEL,
+    REQUESTS_SUFFIX, REVISION_ANNOTATION, TIER_ANNOTATION,
 };
 
 /// One Kubernetes object of the render.
@@ -56,6 +56,10 @@ pub enum Manifest {
     NetworkPolicy(NetworkPolicy),
     /// An agent's pod.
     Deployment(Box<Deployment>),
+    /// What an agent's API token may do: its own request object only.
+    Role(k8s_openapi::api::rbac::v1::Role),
+    /// The Role, bound to the agent's ServiceAccount.
+    RoleBinding(k8s_openapi::api::rbac::v1::RoleBinding),
 }
 
 impl Manifest {
@@ -70,6 +74,8 @@ impl Manifest {
             Manifest::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
             Manifest::NetworkPolicy(_) => "NetworkPolicy",
             Manifest::Deployment(_) => "Deployment",
+            Manifest::Role(_) => "Role",
+            Manifest::RoleBinding(_) => "RoleBinding",
         }
     }
 
@@ -84,6 +90,8 @@ impl Manifest {
             Manifest::PersistentVolumeClaim(o) => &o.metadata,
             Manifest::NetworkPolicy(o) => &o.metadata,
             Manifest::Deployment(o) => &o.metadata,
+            Manifest::Role(o) => &o.metadata,
+            Manifest::RoleBinding(o) => &o.metadata,
         }
     }
 

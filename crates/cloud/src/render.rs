@@ -43,6 +43,10 @@ pub const TIER_ANNOTATION: &str = "nuketown.dev/tier";
 pub const MAX_TIER_ANNOTATION: &str = "nuketown.dev/max-tier";
 /// Deployment annotation: tiers granted without a human (`scaling.autoApprove`), comma-separated.
 pub const AUTO_APPROVE_ANNOTATION: &str = "nuketown.dev/auto-approve";
+/// An agent's request object is named `<agent>` + this.
+pub const REQUESTS_SUFFIX: &str = "-requests";
+/// The label on request objects (the relay watches by it).
+pub const REQUESTS_LABEL: &str = "nuketown.dev/requests";
 /// Argo CD: never prune or delete persisted data with the application.
 const KEEP: (&str, &str) = (
     "argocd.argoproj.io/sync-options",
@@ -257,12 +261,18 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
             "true".to_string(),
         );
     }
+    // An agent that may ask for a bigger tier gets an API token whose only
+    // permission is its own request object; any other agent gets no token
+    // (the identity webhooks mount their own).
+    let asks = cloud.scaling.max_resources.is_some();
     out.push(Manifest::ServiceAccount(ServiceAccount {
         metadata: meta.object(name, ns, sa_labels, sa_ann),
-        // Agents get no Kubernetes API token; the identity webhooks mount their own.
-        automount_service_account_token: Some(false),
+        automount_service_account_token: Some(asks),
         ..Default::default()
     }));
+    if asks {
+        request_object(out, meta, name, &cloud.namespace);
+    }
 
     // ConfigMap: the identity projections. Inside the cluster there is no town
     // hall, so the prompt must say the agent has no root.
@@ -471,7 +481,7 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
     let uid = i64::from(a.agent.uid);
     let mut spec = PodSpec {
         service_account_name: Some(name.into()),
-        automount_service_account_token: Some(false),
+        automount_service_account_token: Some(cloud.scaling.max_resources.is_some()),
         enable_service_links: Some(false),
         hostname: Some(name.into()),
         security_context: Some(PodSecurityContext {
@@ -688,4 +698,50 @@ fn network_policy(meta: &Meta<'_>, a: &AgentPlan<'_>) -> NetworkPolicy {
             egress: Some(egress),
         }),
     }
+}
+
+/// The request object of an agent that may ask for a bigger tier
+/// (`nuketown ask resources` in its pod): an empty ConfigMap
+/// `<agent>-requests`, and a Role bound to the agent's ServiceAccount that
+/// may read and change that one object and nothing else. The decision is
+/// never written here by anyone the operator listens to: the hall's relay
+/// writes it on the Deployment, which the agent cannot touch.
+fn request_object(out: &mut Vec<Manifest>, meta: &Meta<'_>, name: &str, namespace: &str) {
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    let object = format!("{name}{REQUESTS_SUFFIX}");
+    let ns = Some(namespace);
+    let mut l = labels(Some(name), "requests");
+    l.insert(REQUESTS_LABEL.to_string(), name.to_string());
+    out.push(Manifest::ConfigMap(ConfigMap {
+        // No data: the agent writes `request`, the relay `decision`, each as
+        // its own field manager, which Argo CD leaves alone.
+        metadata: meta.object(&object, ns, l, BTreeMap::new()),
+        ..Default::default()
+    }));
+    out.push(Manifest::Role(Role {
+        metadata: meta.object(&object, ns, labels(Some(name), "requests"), BTreeMap::new()),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![object.clone()]),
+            verbs: ["get", "list", "watch", "patch", "update"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        }]),
+    }));
+    out.push(Manifest::RoleBinding(RoleBinding {
+        metadata: meta.object(&object, ns, labels(Some(name), "requests"), BTreeMap::new()),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: object.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        }]),
+    }));
 }

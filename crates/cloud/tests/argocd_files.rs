@@ -101,6 +101,12 @@ fn argocd_files_agree() {
 /// them and does not put them back on sync.
 #[test]
 fn the_application_leaves_the_operators_tier_alone() {
+    // The field managers the operator crate writes as (it depends on this
+    // crate, so the names are repeated here and checked there too).
+    mod nuketown_operator_names {
+        pub const AGENT_MANAGER: &str = "nuketown-agent";
+        pub const HALL_MANAGER: &str = "nuketown-hall";
+    }
     let app = file("application.yaml");
     let opts: Vec<&str> = s(&app, &["spec", "syncPolicy", "syncOptions"])
         .as_sequence()
@@ -123,7 +129,25 @@ fn the_application_leaves_the_operators_tier_alone() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert_eq!(managers, ["nuketown-operator"]);
+    assert_eq!(managers, ["nuketown-operator", "nuketown-hall"]);
+    // The request objects: the agent's request and the relay's decision.
+    let cm = ignore
+        .iter()
+        .find(|i| s(i, &["kind"]).as_str() == Some("ConfigMap"))
+        .expect("request ConfigMaps are in ignoreDifferences");
+    let cm_managers: Vec<&str> = s(cm, &["managedFieldsManagers"])
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(
+        cm_managers,
+        [
+            nuketown_operator_names::AGENT_MANAGER,
+            nuketown_operator_names::HALL_MANAGER
+        ]
+    );
     let pointers: Vec<&str> = s(dep, &["jsonPointers"])
         .as_sequence()
         .unwrap()

@@ -39,10 +39,12 @@ use serde_json::json;
 use crate::scaling::{self, HALL_MANAGER};
 
 /// The request ConfigMap's name ends so: `<agent>-requests`.
-pub const SUFFIX: &str = "-requests";
+pub const SUFFIX: &str = nuketown_cloud::REQUESTS_SUFFIX;
 /// The label the render puts on request ConfigMaps (the relay watches by it;
 /// the agent's name is still read from the object's name).
-pub const LABEL: &str = "nuketown.dev/requests";
+pub const LABEL: &str = nuketown_cloud::REQUESTS_LABEL;
+/// The field manager the agent writes its request as (Argo CD ignores its fields).
+pub const AGENT_MANAGER: &str = "nuketown-agent";
 /// The key the agent writes.
 pub const REQUEST_KEY: &str = "request";
 /// The key the relay writes.
@@ -341,7 +343,7 @@ pub async fn ask(
     let name = config_map_name(agent);
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let pp = PatchParams {
-        field_manager: Some(format!("nuketown-agent-{agent}")),
+        field_manager: Some(AGENT_MANAGER.into()),
         ..PatchParams::default()
     };
     api.patch(

@@ -28,7 +28,7 @@ pub const STATUS: &str = "nuketown.dev/scaling-status";
 /// relay (`nuketown cloud requests`), after a human or a rule decided. A
 /// request written by anyone else — the agent, if some role ever let it
 /// patch its Deployment; a hand-run `kubectl annotate` — moves nothing.
-pub const HALL_MANAGER: &str = "nuketown-hall";
+pub const HALL_MANAGER: &str = nuketown_hall::resources::FIELD_MANAGER;
 
 fn rank(t: &str) -> Option<usize> {
     ORDER.iter().position(|x| *x == t)

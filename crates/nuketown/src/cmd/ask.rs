@@ -43,11 +43,43 @@ enum What {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Move this agent's workload in the cluster to a bigger tier (small <
+    /// standard < large < gpu), up to `cloud.scaling.maxResources`. Run in
+    /// the agent's pod: the request goes into its request object, the town
+    /// hall's relay brings it to a human (or `scaling.autoApprove` grants
+    /// it), and the operator moves the pod. It comes back down by itself
+    /// after `scaling.idleTimeout` without activity.
+    ///
+    /// Example: nuketown ask resources large --reason "the test suite needs 8 GiB"
+    Resources {
+        /// The tier: small, standard, large or gpu.
+        tier: String,
+        /// Why, in a sentence, for the human who decides.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// How long to wait for the decision (the request stays asked after).
+        #[arg(long, value_name = "DURATION", default_value = "10m")]
+        wait: String,
+    },
 }
 
 /// Send the request and wait for the decision.
 pub fn run(args: Args) -> Result<ExitCode> {
     let msg = match args.what {
+        What::Resources { tier, reason, wait } => {
+            if nuketown_town::tiers::rank(&tier).is_none() {
+                bail!(
+                    "{tier:?} is not a tier; ask for one of {}",
+                    nuketown_town::tiers::ORDER.join(", ")
+                );
+            }
+            if reason.len() > protocol::MAX_REASON {
+                bail!("--reason: at most {} bytes", protocol::MAX_REASON);
+            }
+            let wait =
+                network::parse_duration(&wait).map_err(|e| anyhow::anyhow!("--wait: {e}"))?;
+            return resources(&tier, &reason, std::time::Duration::from_secs(wait));
+        }
         What::Network {
             target,
             duration,
@@ -112,4 +144,53 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Err(e) => bail!("the town hall answered something else: {e}"),
         }
     }
+}
+
+/// Where the service account's namespace is, in a pod.
+#[cfg(feature = "cloud")]
+const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+#[cfg(feature = "cloud")]
+fn resources(tier: &str, reason: &str, wait: std::time::Duration) -> Result<ExitCode> {
+    let agent = std::env::var("NUKETOWN_AGENT").context(
+        "NUKETOWN_AGENT is not set: run `nuketown ask resources` in the agent's pod (the render sets it)",
+    )?;
+    let namespace = match std::env::var("NUKETOWN_NAMESPACE") {
+        Ok(n) => n,
+        Err(_) => std::fs::read_to_string(NAMESPACE_FILE)
+            .map(|s| s.trim().to_string())
+            .with_context(|| {
+                format!("{NAMESPACE_FILE}: not in a pod with a service account token (agents.{agent}.cloud.scaling.maxResources gives it one)")
+            })?,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = rt.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot reach the cluster's API server from here")?;
+        eprintln!("nuketown: asking for {tier}; waiting for a human (up to {} s)…", wait.as_secs());
+        nuketown_operator::requests::ask(&client, &namespace, &agent, tier, reason, wait)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
+    let reason = protocol::show_str(&answer.reason);
+    if answer.approved {
+        println!(
+            "approved by {} via {}: {}; the pod moves to {tier} (it restarts there)",
+            answer.by,
+            answer.via,
+            reason.trim_matches('"')
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("denied: {}", reason.trim_matches('"'));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+#[cfg(not(feature = "cloud"))]
+fn resources(_tier: &str, _reason: &str, _wait: std::time::Duration) -> Result<ExitCode> {
+    bail!("this nuketown was built without the cloud feature; `nuketown ask resources` runs in the agent's pod")
 }

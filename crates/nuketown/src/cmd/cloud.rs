@@ -37,13 +37,57 @@ enum What {
         #[arg(long, env = "NUKETOWN_REVISION", value_name = "REV")]
         revision: Option<String>,
     },
+    /// The town hall's relay for requests from the cluster: watch every
+    /// agent's request object (`<agent>-requests` ConfigMaps), bring each new
+    /// `nuketown ask resources` to the hall (every approver channel, the
+    /// audit log), and on a yes write the decision on the agent's Deployment
+    /// as field manager nuketown-hall — the only writer the scaling operator
+    /// obeys. Run as root beside the hall, with a kubeconfig whose identity
+    /// may watch ConfigMaps and patch Deployments and ConfigMaps
+    /// (docs/scaling.md).
+    Requests {
+        /// The town file. Defaults to --town, then /etc/nuketown/town.json.
+        town: Option<PathBuf>,
+        /// The town hall's ask socket.
+        #[arg(long, env = "NUKETOWN_ASK_SOCKET", default_value = nuketown_hall::ASK_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 /// Run `nuketown cloud`.
 pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     match args.what {
         What::Render { town, revision } => render(town.as_deref(), global, revision.as_deref()),
+        What::Requests { town, socket } => {
+            let path = super::town_path(town.as_deref(), global)?;
+            relay(path, socket)
+        }
     }
+}
+
+#[cfg(feature = "cloud")]
+fn relay(town: PathBuf, socket: PathBuf) -> Result<ExitCode> {
+    nuketown_town::load(&town).with_context(|| format!("town {}", town.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("no Kubernetes API server (a kubeconfig, or run in the cluster)")?;
+        eprintln!(
+            "nuketown: relaying requests from the cluster to the town hall at {}",
+            socket.display()
+        );
+        nuketown_operator::requests::relay(client, town, socket).await;
+        anyhow::bail!("the watch of the request objects ended")
+    })
+}
+
+#[cfg(not(feature = "cloud"))]
+fn relay(_town: PathBuf, _socket: PathBuf) -> Result<ExitCode> {
+    anyhow::bail!("this nuketown was built without the cloud feature; build it with `--features cloud`")
 }
 
 fn render(
