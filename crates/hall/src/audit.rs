@@ -360,7 +360,8 @@ pub fn verify(text: &str) -> Verified {
     v
 }
 
-/// Decision and key-use records with their command's exit status filled in
+/// Every record but the exit records (decisions, key uses, network and
+/// resources requests), commands with their exit status filled in
 /// from the matching exit record, oldest first.
 pub fn joined(records: Vec<Record>) -> Vec<Record> {
     let exits: HashMap<String, i32> = records
@@ -370,7 +371,7 @@ pub fn joined(records: Vec<Record>) -> Vec<Record> {
         .collect();
     records
         .into_iter()
-        .filter(|r| r.event == "decision" || r.event == "key")
+        .filter(|r| r.event != "exit")
         .map(|mut r| {
             r.exit_status = r.exit_status.or_else(|| exits.get(&r.id).copied());
             r

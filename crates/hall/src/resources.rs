@@ -168,10 +168,9 @@ impl Hall {
                     agent_can_write: false,
                     agent_writable_args: Vec::new(),
                     warnings: Vec::new(),
-                    notes: vec![format!(
-                        "asked in the cluster and brought by the hall's relay: {}",
-                        nuketown_town::display::clean(&origin)
-                    )],
+                    notes: vec![
+                        "asked in the cluster; the hall's relay brought it from the agent's request object".into(),
+                    ],
                     grantable: false,
                     asked_ms: now,
                     deadline_ms: now + agent.sudo.timeout * 1000,

@@ -107,8 +107,13 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 /// shows: [`nuketown_hall::show::facts`]).
 pub fn describe(r: &RequestView) -> String {
     let left = r.deadline_ms.saturating_sub(now_ms()).div_ceil(1000);
+    let kind = if r.network.is_some() || r.key_use.is_some() || r.resources.is_some() {
+        format!(": {}", nuketown_hall::show::asks(r))
+    } else {
+        String::new()
+    };
     let mut s = format!(
-        "request {} from {} (uid {})\n",
+        "request {} from {} (uid {}){kind}\n",
         short_id(&r.id),
         show_str(&r.agent),
         r.uid
