@@ -53,6 +53,9 @@ fn the_example_renders_these_objects_in_this_order() {
             "NetworkPolicy research/lux",
             "Deployment research/lux",
             "ServiceAccount research/vox",
+            "ConfigMap research/vox-requests",
+            "Role research/vox-requests",
+            "RoleBinding research/vox-requests",
             "ConfigMap research/vox",
             "PersistentVolumeClaim research/vox--notes",
             "NetworkPolicy research/vox",
@@ -74,6 +77,10 @@ fn read_back(doc: serde_norway::Deserializer<'_>, kind: &str) -> Manifest {
         )),
         "NetworkPolicy" => Manifest::NetworkPolicy(NetworkPolicy::deserialize(doc).unwrap()),
         "Deployment" => Manifest::Deployment(Box::new(Deployment::deserialize(doc).unwrap())),
+        "Role" => Manifest::Role(k8s_openapi::api::rbac::v1::Role::deserialize(doc).unwrap()),
+        "RoleBinding" => Manifest::RoleBinding(
+            k8s_openapi::api::rbac::v1::RoleBinding::deserialize(doc).unwrap(),
+        ),
         other => panic!("unexpected kind {other}"),
     }
 }
@@ -131,4 +138,40 @@ fn the_revision_changes_annotations_but_never_restarts_a_pod() {
     assert_eq!(before[0], after[0], "ada is untouched");
     assert_eq!(before[1], after[1], "lux is untouched");
     assert_ne!(before[2], after[2], "vox starts a new round");
+}
+
+/// An agent that may ask for a bigger tier gets an API token that may read
+/// and change its own request object — by name — and nothing else; an
+/// agent that may not gets no token at all.
+#[test]
+fn only_an_agent_that_may_ask_gets_a_token_and_it_reaches_only_its_request_object() {
+    let m = example();
+    let role = m
+        .iter()
+        .find_map(|m| match m {
+            Manifest::Role(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("vox's Role");
+    assert_eq!(role.metadata.name.as_deref(), Some("vox-requests"));
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].resources.as_deref(), Some(&["configmaps".to_string()][..]));
+    assert_eq!(rules[0].resource_names.as_deref(), Some(&["vox-requests".to_string()][..]));
+    assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
+    assert!(!rules[0].verbs.iter().any(|v| v == "create" || v == "delete" || v == "*"));
+    let roles = m.iter().filter(|m| m.kind() == "Role").count();
+    assert_eq!(roles, 1, "only vox declares scaling.maxResources");
+    for x in &m {
+        if let Manifest::Deployment(d) = x {
+            let spec = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let vox = d.metadata.name.as_deref() == Some("vox");
+            assert_eq!(spec.automount_service_account_token, Some(vox), "{:?}", d.metadata.name);
+        }
+        if let Manifest::RoleBinding(b) = x {
+            let s = &b.subjects.as_ref().unwrap()[0];
+            assert_eq!((s.kind.as_str(), s.name.as_str()), ("ServiceAccount", "vox"));
+            assert_eq!(s.namespace.as_deref(), Some("research"));
+        }
+    }
 }
