@@ -156,21 +156,38 @@ fn only_an_agent_that_may_ask_gets_a_token_and_it_reaches_only_its_request_objec
     assert_eq!(role.metadata.name.as_deref(), Some("vox-requests"));
     let rules = role.rules.unwrap();
     assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0].resources.as_deref(), Some(&["configmaps".to_string()][..]));
-    assert_eq!(rules[0].resource_names.as_deref(), Some(&["vox-requests".to_string()][..]));
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["configmaps".to_string()][..])
+    );
+    assert_eq!(
+        rules[0].resource_names.as_deref(),
+        Some(&["vox-requests".to_string()][..])
+    );
     assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
-    assert!(!rules[0].verbs.iter().any(|v| v == "create" || v == "delete" || v == "*"));
+    assert!(!rules[0]
+        .verbs
+        .iter()
+        .any(|v| v == "create" || v == "delete" || v == "*"));
     let roles = m.iter().filter(|m| m.kind() == "Role").count();
     assert_eq!(roles, 1, "only vox declares scaling.maxResources");
     for x in &m {
         if let Manifest::Deployment(d) = x {
             let spec = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
             let vox = d.metadata.name.as_deref() == Some("vox");
-            assert_eq!(spec.automount_service_account_token, Some(vox), "{:?}", d.metadata.name);
+            assert_eq!(
+                spec.automount_service_account_token,
+                Some(vox),
+                "{:?}",
+                d.metadata.name
+            );
         }
         if let Manifest::RoleBinding(b) = x {
             let s = &b.subjects.as_ref().unwrap()[0];
-            assert_eq!((s.kind.as_str(), s.name.as_str()), ("ServiceAccount", "vox"));
+            assert_eq!(
+                (s.kind.as_str(), s.name.as_str()),
+                ("ServiceAccount", "vox")
+            );
             assert_eq!(s.namespace.as_deref(), Some("research"));
         }
     }

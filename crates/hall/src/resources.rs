@@ -130,8 +130,9 @@ impl Hall {
             ),
         };
         rec.resources = Some(view.clone());
-        let decided: Result<(Outcome, bool), String> = match tiers::check_request(&name, &agent, &tier)
-        {
+        let decided: Result<(Outcome, bool), String> = match tiers::check_request(
+            &name, &agent, &tier,
+        ) {
             Err(e) => Err(e),
             Ok(Grant::Free(why)) => Ok((
                 Outcome {

@@ -53,12 +53,46 @@ pub struct Pools {
     /// Where an agent that went back to its declared tier for being idle runs.
     #[serde(default)]
     pub idle: Option<Placement>,
+    /// Activity: the agent's container using at least this much CPU
+    /// (`"100m"`, `"0.5"`), as metrics.k8s.io reports it, counts as activity.
+    /// Default 100m.
+    #[serde(default)]
+    pub idle_cpu_floor: Option<String>,
+}
+
+/// How often an agent above its declared tier is looked at for activity.
+pub const CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// CPU in millicores from a Kubernetes quantity (`250m`, `123456789n`,
+/// `15u`, `2`, `0.5`); `None` when it is not one.
+pub fn millicores(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let (num, scale) = if let Some(n) = q.strip_suffix('n') {
+        (n, 1e-6)
+    } else if let Some(n) = q.strip_suffix('u') {
+        (n, 1e-3)
+    } else if let Some(n) = q.strip_suffix('m') {
+        (n, 1.0)
+    } else {
+        (q, 1000.0)
+    };
+    num.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v * scale)
 }
 
 impl Pools {
     /// Parse the TOML configuration; unknown tiers are errors naming the key.
     pub fn parse(text: &str) -> Result<Pools, String> {
         let p: Pools = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(f) = &p.idle_cpu_floor {
+            if millicores(f).is_none() {
+                return Err(format!(
+                    "idleCpuFloor: {f:?} is not a CPU quantity; write e.g. \"100m\" or \"0.5\""
+                ));
+            }
+        }
         for t in p.tiers.keys() {
             if !scaling::ORDER.contains(&t.as_str()) {
                 return Err(format!(
@@ -248,10 +282,38 @@ pub fn status_patch(why: &str) -> Value {
     json!({ "metadata": { "annotations": { scaling::STATUS: why } } })
 }
 
+/// Whether agent `name`'s container uses at least `floor` millicores now,
+/// as metrics.k8s.io says. No metrics (no metrics-server, no pod yet) is
+/// no activity.
+pub async fn busy(client: &Client, ns: &str, name: &str, floor: f64) -> bool {
+    let url = format!(
+        "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods?labelSelector={}%3D{name}",
+        nuketown_cloud::AGENT_LABEL
+    );
+    let Ok(req) = http::Request::get(url).body(Vec::new()) else {
+        return false;
+    };
+    let list: Value = match client.request(req).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!(agent = %name, "no pod metrics: {e}");
+            return false;
+        }
+    };
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["containers"].as_array().into_iter().flatten())
+        .filter(|c| c["name"] == CONTAINER)
+        .filter_map(|c| c["usage"]["cpu"].as_str().and_then(millicores))
+        .any(|m| m >= floor)
+}
+
 /// One reconcile: decide, patch when something must change, say when to look again.
 pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let now = (ctx.now_ms)();
-    let Some(o) = observed(&d, now) else {
+    let Some(mut o) = observed(&d, now) else {
         return Ok(Action::await_change());
     };
     let name = d.name_any();
@@ -263,10 +325,35 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    match scaling::decide(&o) {
-        Decision::Stay { recheck } => {
-            Ok(recheck.map_or_else(Action::await_change, Action::requeue))
+    // Above its declared tier with an idle timeout: is it working now? CPU
+    // above the floor is activity, written down so the idle clock restarts.
+    let above = o.idle_timeout.is_some()
+        && o.request.is_none()
+        && o.current.as_ref().is_some_and(|c| *c != o.declared);
+    if above {
+        let floor = ctx
+            .pools
+            .idle_cpu_floor
+            .as_deref()
+            .and_then(millicores)
+            .unwrap_or(100.0);
+        if busy(&ctx.client, &ns, &name, floor).await {
+            api.patch(
+                &name,
+                &pp,
+                &Patch::Merge(json!({ "metadata": { "annotations": { scaling::LAST_ACTIVE: now.to_string() } } })),
+            )
+            .await?;
+            o.last_active_ms = Some(now);
         }
+    }
+    match scaling::decide(&o) {
+        Decision::Stay { recheck } => Ok(match (recheck, above) {
+            (Some(r), true) => Action::requeue(r.min(CHECK_EVERY)),
+            (Some(r), false) => Action::requeue(r),
+            (None, true) => Action::requeue(CHECK_EVERY),
+            (None, false) => Action::await_change(),
+        }),
         Decision::Move {
             tier,
             why,
@@ -320,4 +407,33 @@ pub async fn run(client: Client, pools: Pools) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_quantities_read_as_millicores_and_a_bad_floor_is_refused_naming_the_key() {
+        for (q, m) in [
+            ("250m", 250.0),
+            ("2", 2000.0),
+            ("0.5", 500.0),
+            ("15000000n", 15.0),
+            ("40u", 0.04),
+        ] {
+            assert_eq!(millicores(q), Some(m), "{q}");
+        }
+        for q in ["", "lots", "-1", "1k", "NaN"] {
+            assert_eq!(millicores(q), None, "{q}");
+        }
+        let e = Pools::parse("idleCpuFloor = \"lots\"").unwrap_err();
+        assert!(
+            e.starts_with("idleCpuFloor: \"lots\" is not a CPU quantity"),
+            "{e}"
+        );
+        assert!(Pools::parse("idleCpuFloor = \"50m\"").is_ok());
+        let e = Pools::parse("[tiers.huge]").unwrap_err();
+        assert!(e.starts_with("tiers.huge: not a tier"), "{e}");
+    }
 }

@@ -112,10 +112,14 @@ pub fn job(cm: &ConfigMap, town: &Town) -> Result<Option<Job>, String> {
     let name = cm.name_any();
     let ns = cm.namespace().unwrap_or_default();
     let Some(agent) = name.strip_suffix(SUFFIX) else {
-        return Err(format!("{ns}/{name}: not a request object (<agent>{SUFFIX})"));
+        return Err(format!(
+            "{ns}/{name}: not a request object (<agent>{SUFFIX})"
+        ));
     };
     let Some((_, a)) = town.enabled_agents().find(|(n, _)| n.as_str() == agent) else {
-        return Err(format!("{ns}/{name}: {agent:?} is not an enabled agent of the town"));
+        return Err(format!(
+            "{ns}/{name}: {agent:?} is not an enabled agent of the town"
+        ));
     };
     if !a.cloud.enable || a.cloud.namespace != ns {
         return Err(format!(
@@ -126,8 +130,8 @@ pub fn job(cm: &ConfigMap, town: &Town) -> Result<Option<Job>, String> {
     let Some(raw) = data.get(REQUEST_KEY) else {
         return Ok(None);
     };
-    let asked: Asked = serde_json::from_str(raw)
-        .map_err(|e| format!("{ns}/{name}: data.{REQUEST_KEY}: {e}"))?;
+    let asked: Asked =
+        serde_json::from_str(raw).map_err(|e| format!("{ns}/{name}: data.{REQUEST_KEY}: {e}"))?;
     if !is_id(&asked.id) {
         return Err(format!(
             "{ns}/{name}: data.{REQUEST_KEY}.id must be 1 to 64 letters, digits or '-'"
@@ -184,7 +188,9 @@ pub fn ask_hall(socket: &Path, job: &Job, current: &str) -> Result<Answer, Strin
     loop {
         let mut line = Vec::new();
         match rd.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return Err("the town hall closed the connection without a decision".into()),
+            Ok(0) | Err(_) => {
+                return Err("the town hall closed the connection without a decision".into())
+            }
             Ok(_) => {}
         }
         match protocol::parse_to_requester(&line).map_err(|e| e.to_string())? {
@@ -222,7 +228,12 @@ fn as_hall() -> PatchParams {
 /// Carry out the hall's decision: on a yes, the annotation on the agent's
 /// Deployment (exactly what the approvers were shown, with who decided and
 /// the hall's request id); then the decision in the request ConfigMap.
-pub async fn answer(client: &Client, job: &Job, a: &Answer, now_ms: u64) -> Result<(), kube::Error> {
+pub async fn answer(
+    client: &Client,
+    job: &Job,
+    a: &Answer,
+    now_ms: u64,
+) -> Result<(), kube::Error> {
     if a.approved {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &job.namespace);
         let value = nuketown_town::tiers::request_annotation(
@@ -236,7 +247,9 @@ pub async fn answer(client: &Client, job: &Job, a: &Answer, now_ms: u64) -> Resu
             .patch(
                 &job.agent,
                 &as_hall(),
-                &Patch::Merge(json!({ "metadata": { "annotations": { scaling::TIER_REQUEST: value } } })),
+                &Patch::Merge(
+                    json!({ "metadata": { "annotations": { scaling::TIER_REQUEST: value } } }),
+                ),
             )
             .await?;
     }
@@ -349,7 +362,9 @@ pub async fn ask(
     api.patch(
         &name,
         &pp,
-        &Patch::Merge(json!({ "data": { REQUEST_KEY: serde_json::to_string(&asked).unwrap_or_default() } })),
+        &Patch::Merge(
+            json!({ "data": { REQUEST_KEY: serde_json::to_string(&asked).unwrap_or_default() } }),
+        ),
     )
     .await
     .map_err(|e| format!("cannot write the request into ConfigMap {namespace}/{name}: {e}"))?;

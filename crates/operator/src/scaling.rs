@@ -71,11 +71,7 @@ impl Request {
                         .parse()
                         .map_err(|_| format!("at={v:?} is not a time in ms"))?
                 }
-                _ => {
-                    return Err(format!(
-                        "{p:?} is not approved-by=, via=, at= or request="
-                    ))
-                }
+                _ => return Err(format!("{p:?} is not approved-by=, via=, at= or request=")),
             }
         }
         Ok(r)

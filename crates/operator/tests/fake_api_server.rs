@@ -112,6 +112,41 @@ async fn expect_patch(handle: &mut Handle, name: &str) -> Value {
     patch
 }
 
+/// Play metrics.k8s.io for one GET of ada's pod metrics: the agent
+/// container's CPU, or no metrics API at all (404).
+async fn answer_metrics(handle: &mut Handle, cpu: Option<&str>) {
+    let (req, send) = handle.next_request().await.expect("a metrics request");
+    assert_eq!(req.method(), http::Method::GET);
+    assert_eq!(
+        req.uri().path(),
+        "/apis/metrics.k8s.io/v1beta1/namespaces/nuketown/pods"
+    );
+    assert_eq!(
+        req.uri().query(),
+        Some("labelSelector=nuketown.dev/agent%3Dada")
+    );
+    let resp = match cpu {
+        Some(cpu) => Response::builder().body(Body::from(
+            serde_json::to_vec(&json!({
+                "kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
+                "items": [{ "metadata": { "name": "ada-5d9f" }, "containers": [
+                    { "name": "lay-down", "usage": { "cpu": "900m", "memory": "1Mi" } },
+                    { "name": "agent", "usage": { "cpu": cpu, "memory": "700Mi" } }
+                ]}]
+            }))
+            .unwrap(),
+        )),
+        None => Response::builder().status(404).body(Body::from(
+            serde_json::to_vec(&json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404
+            }))
+            .unwrap(),
+        )),
+    };
+    send.send_response(resp.unwrap());
+}
+
 fn pools() -> Pools {
     Pools::parse(
         r#"
@@ -128,7 +163,10 @@ nodeSelector = { "cloud.google.com/gke-spot" = "true" }
 #[tokio::test]
 async fn fake_api_server_an_approved_request_moves_the_workload_to_the_tiers_pool() {
     let (ctx, mut handle) = ctx(pools());
-    let d = requested("ada", "large;approved-by=josh;via=terminal;at=1;request=4f2a9c01");
+    let d = requested(
+        "ada",
+        "large;approved-by=josh;via=terminal;at=1;request=4f2a9c01",
+    );
     let server = tokio::spawn(async move { expect_patch(&mut handle, "ada").await });
     let action = reconcile(Arc::new(d), ctx).await.unwrap();
     assert_eq!(action, Action::await_change());
@@ -159,6 +197,55 @@ async fn fake_api_server_an_approved_request_moves_the_workload_to_the_tiers_poo
 
 #[tokio::test]
 async fn fake_api_server_idle_goes_back_to_the_declared_tier_on_the_idle_pool() {
+    // Idle past the deadline, and the container below the CPU floor — or no
+    // metrics API at all: back down, on the idle pool.
+    for cpu in [Some("2m"), Some("15000000n"), None] {
+        let (ctx, mut handle) = ctx(pools());
+        let active = (NOW - 31 * 60 * 1000).to_string();
+        let d = deployment(
+            "ada",
+            &[
+                ("nuketown.dev/current-tier", "large"),
+                ("nuketown.dev/last-active", &active),
+            ],
+        );
+        let server = tokio::spawn(async move {
+            answer_metrics(&mut handle, cpu).await;
+            expect_patch(&mut handle, "ada").await
+        });
+        reconcile(Arc::new(d), ctx).await.unwrap();
+        let patch = server.await.unwrap();
+        assert_eq!(
+            patch["metadata"]["annotations"]["nuketown.dev/current-tier"], "small",
+            "{cpu:?}"
+        );
+        assert!(
+            patch["metadata"]["annotations"]["nuketown.dev/scaling-status"]
+                .as_str()
+                .unwrap()
+                .starts_with("idle for 1860 s")
+        );
+        // Idle moves never count as activity.
+        assert!(patch["metadata"]["annotations"]
+            .get("nuketown.dev/last-active")
+            .is_none());
+        assert_eq!(
+            patch["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+            "1"
+        );
+        assert_eq!(
+            patch["spec"]["template"]["spec"]["nodeSelector"],
+            json!({ "$patch": "replace", "cloud.google.com/gke-spot": "true" })
+        );
+    }
+}
+
+/// Idle is: no activity written down (a move up, a request) and the
+/// agent's container below the CPU floor at every look (once a minute).
+/// A busy agent past its deadline is not moved: the activity is written
+/// down and the clock restarts.
+#[tokio::test]
+async fn fake_api_server_a_busy_agent_past_its_deadline_stays_and_its_activity_is_written() {
     let (ctx, mut handle) = ctx(pools());
     let active = (NOW - 31 * 60 * 1000).to_string();
     let d = deployment(
@@ -168,31 +255,29 @@ async fn fake_api_server_idle_goes_back_to_the_declared_tier_on_the_idle_pool() 
             ("nuketown.dev/last-active", &active),
         ],
     );
-    let server = tokio::spawn(async move { expect_patch(&mut handle, "ada").await });
-    reconcile(Arc::new(d), ctx).await.unwrap();
-    let patch = server.await.unwrap();
-    assert_eq!(
-        patch["metadata"]["annotations"]["nuketown.dev/current-tier"],
-        "small"
-    );
-    assert!(
-        patch["metadata"]["annotations"]["nuketown.dev/scaling-status"]
-            .as_str()
+    let server = tokio::spawn(async move {
+        answer_metrics(&mut handle, Some("850m")).await;
+        let (req, send) = handle.next_request().await.expect("a patch");
+        assert_eq!(req.method(), http::Method::PATCH);
+        assert!(req
+            .uri()
+            .query()
             .unwrap()
-            .starts_with("idle for 1860 s")
-    );
-    // Idle moves never count as activity.
-    assert!(patch["metadata"]["annotations"]
-        .get("nuketown.dev/last-active")
-        .is_none());
+            .contains("fieldManager=nuketown-operator"));
+        let body: Value =
+            serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+        let reply = serde_json::to_vec(&deployment("ada", &[])).unwrap();
+        send.send_response(Response::builder().body(Body::from(reply)).unwrap());
+        (body, handle)
+    });
+    let action = reconcile(Arc::new(d), ctx).await.unwrap();
+    let (body, mut handle) = server.await.unwrap();
     assert_eq!(
-        patch["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"],
-        "1"
+        body,
+        json!({ "metadata": { "annotations": { "nuketown.dev/last-active": NOW.to_string() } } })
     );
-    assert_eq!(
-        patch["spec"]["template"]["spec"]["nodeSelector"],
-        json!({ "$patch": "replace", "cloud.google.com/gke-spot": "true" })
-    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    assert!(handle.next_request().await.is_none(), "it was moved");
 }
 
 #[tokio::test]
@@ -206,13 +291,19 @@ async fn fake_api_server_active_agents_are_left_alone_until_their_idle_deadline(
             ("nuketown.dev/last-active", &active),
         ],
     );
+    let server = tokio::spawn(async move {
+        answer_metrics(&mut handle, Some("20m")).await;
+        handle
+    });
     let action = reconcile(Arc::new(d), ctx).await.unwrap();
-    assert_eq!(action, Action::requeue(Duration::from_secs(20 * 60)));
-    // No request reached the API server: with the client gone (reconcile
-    // held the only one), the fake server's queue is empty and closed.
+    // Looked at again in a minute (or at the deadline, were it sooner).
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    // Nothing but the metrics: with the client gone (reconcile held the
+    // only one), the fake server's queue is empty and closed.
+    let mut handle = server.await.unwrap();
     assert!(
         handle.next_request().await.is_none(),
-        "the operator made a request"
+        "the operator changed something"
     );
 }
 
@@ -243,7 +334,10 @@ async fn fake_api_server_a_request_the_hall_did_not_write_moves_nothing() {
         let d = written_by(
             deployment(
                 "ada",
-                &[("nuketown.dev/tier-request", "large;approved-by=josh;via=terminal")],
+                &[(
+                    "nuketown.dev/tier-request",
+                    "large;approved-by=josh;via=terminal",
+                )],
             ),
             "nuketown.dev/tier-request",
             writer,
@@ -293,8 +387,7 @@ async fn fake_api_server_reconciles_a_thousand_agents() {
             let body = req.into_body().collect_bytes().await.unwrap();
             let patch: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(
-                patch["metadata"]["annotations"]["nuketown.dev/current-tier"],
-                "large",
+                patch["metadata"]["annotations"]["nuketown.dev/current-tier"], "large",
                 "{name}"
             );
             moved.insert(name.clone());

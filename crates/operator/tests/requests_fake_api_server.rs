@@ -77,28 +77,49 @@ fn the_relay_names_the_agent_from_the_objects_name_never_from_what_the_agent_wro
         "ada-requests",
         "nuketown",
         &[("request", asked("r1", "large")), ("agent", "vox".into())],
-        &[("nuketown.dev/requests", "vox"), ("nuketown.dev/agent", "vox")],
+        &[
+            ("nuketown.dev/requests", "vox"),
+            ("nuketown.dev/agent", "vox"),
+        ],
     );
     let j = requests::job(&c, &t).unwrap().unwrap();
-    assert_eq!((j.agent.as_str(), j.namespace.as_str()), ("ada", "nuketown"));
+    assert_eq!(
+        (j.agent.as_str(), j.namespace.as_str()),
+        ("ada", "nuketown")
+    );
     // An extra field in the request: refused (deny_unknown_fields), not asked.
     let c = cm(
         "ada-requests",
         "nuketown",
-        &[("request", r#"{"id":"r1","tier":"large","agent":"vox"}"#.into())],
+        &[(
+            "request",
+            r#"{"id":"r1","tier":"large","agent":"vox"}"#.into(),
+        )],
         &[],
     );
     assert!(requests::job(&c, &t).unwrap_err().contains("unknown field"));
     // vox's name in ada's namespace: vox lives in "other"; not asked.
-    let c = cm("vox-requests", "nuketown", &[("request", asked("r1", "gpu"))], &[]);
-    assert!(requests::job(&c, &t).unwrap_err().contains("not a cloud agent of namespace"));
+    let c = cm(
+        "vox-requests",
+        "nuketown",
+        &[("request", asked("r1", "gpu"))],
+        &[],
+    );
+    assert!(requests::job(&c, &t)
+        .unwrap_err()
+        .contains("not a cloud agent of namespace"));
     // An agent that is not in the cloud, a name that is no agent, not a request object.
     for name in ["kim-requests", "root-requests", "ada-identity"] {
         let c = cm(name, "nuketown", &[("request", asked("r1", "large"))], &[]);
         assert!(requests::job(&c, &t).is_err(), "{name}");
     }
     // An id that could smuggle text into the annotation.
-    let c = cm("ada-requests", "nuketown", &[("request", asked("a;approved-by=josh", "large"))], &[]);
+    let c = cm(
+        "ada-requests",
+        "nuketown",
+        &[("request", asked("a;approved-by=josh", "large"))],
+        &[],
+    );
     assert!(requests::job(&c, &t).unwrap_err().contains("id must be"));
     // Already answered: nothing to ask; a new id is asked again.
     let answered = serde_json::to_string(&Answer {
@@ -113,7 +134,10 @@ fn the_relay_names_the_agent_from_the_objects_name_never_from_what_the_agent_wro
     let c = cm(
         "ada-requests",
         "nuketown",
-        &[("request", asked("r1", "large")), ("decision", answered.clone())],
+        &[
+            ("request", asked("r1", "large")),
+            ("decision", answered.clone()),
+        ],
         &[],
     );
     assert_eq!(requests::job(&c, &t).unwrap(), None);
@@ -156,7 +180,10 @@ async fn expect_patch(handle: &mut Handle, path: &str, manager: &str) -> Value {
         "{:?}",
         req.uri()
     );
-    assert_eq!(req.headers()["content-type"], "application/merge-patch+json");
+    assert_eq!(
+        req.headers()["content-type"],
+        "application/merge-patch+json"
+    );
     let body = req.into_body().collect_bytes().await.unwrap();
     let reply = if path.contains("/deployments/") {
         json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"ada","namespace":"nuketown"}})
@@ -204,8 +231,7 @@ async fn fake_api_server_an_approval_is_written_on_the_deployment_as_the_hall_th
         json!({"metadata":{"annotations":{"nuketown.dev/tier-request":
             "large;approved-by=josh;via=terminal;at=42;request=0123456789abcdef0123456789abcdef"}}})
     );
-    let written: Answer =
-        serde_json::from_str(m["data"]["decision"].as_str().unwrap()).unwrap();
+    let written: Answer = serde_json::from_str(m["data"]["decision"].as_str().unwrap()).unwrap();
     assert_eq!(written, a);
 }
 
@@ -234,7 +260,10 @@ async fn fake_api_server_a_denial_touches_only_the_request_object() {
     drop(c);
     let (m, mut handle) = server.await.unwrap();
     assert!(m["data"]["decision"].as_str().unwrap().contains("not now"));
-    assert!(handle.next_request().await.is_none(), "the Deployment was touched");
+    assert!(
+        handle.next_request().await.is_none(),
+        "the Deployment was touched"
+    );
 }
 
 /// In the pod: the request is written as the agent's field manager, then
@@ -251,12 +280,18 @@ async fn fake_api_server_the_pod_writes_its_request_and_waits_for_its_own_decisi
         )
         .await;
         let sent: Asked = serde_json::from_str(patch["data"]["request"].as_str().unwrap()).unwrap();
-        assert_eq!((sent.tier.as_str(), sent.reason.as_str()), ("large", "tests need 8 GiB"));
+        assert_eq!(
+            (sent.tier.as_str(), sent.reason.as_str()),
+            ("large", "tests need 8 GiB")
+        );
         // The watcher lists the one object (field selector by name).
         let (req, send) = handle.next_request().await.expect("the list");
         assert_eq!(req.method(), http::Method::GET);
         assert!(
-            req.uri().query().unwrap_or_default().contains("fieldSelector=metadata.name%3Dada-requests"),
+            req.uri()
+                .query()
+                .unwrap_or_default()
+                .contains("fieldSelector=metadata.name%3Dada-requests"),
             "{:?}",
             req.uri()
         );
@@ -286,7 +321,11 @@ async fn fake_api_server_the_pod_writes_its_request_and_waits_for_its_own_decisi
         );
         // Then the watch: the relay's answer for this request arrives.
         let (req, send) = handle.next_request().await.expect("the watch");
-        assert!(req.uri().query().unwrap_or_default().contains("watch=true"), "{:?}", req.uri());
+        assert!(
+            req.uri().query().unwrap_or_default().contains("watch=true"),
+            "{:?}",
+            req.uri()
+        );
         let ev = json!({
             "type": "MODIFIED",
             "object": { "apiVersion": "v1", "kind": "ConfigMap",
@@ -298,9 +337,16 @@ async fn fake_api_server_the_pod_writes_its_request_and_waits_for_its_own_decisi
         send.send_response(Response::builder().body(Body::from(body)).unwrap());
         sent.id
     });
-    let a = requests::ask(&c, "nuketown", "ada", "large", "tests need 8 GiB", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let a = requests::ask(
+        &c,
+        "nuketown",
+        "ada",
+        "large",
+        "tests need 8 GiB",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     let id = server.await.unwrap();
     assert_eq!(a.id, id);
     assert!(a.approved);
@@ -318,6 +364,9 @@ fn argo_cd_leaves_the_writers_of_the_request_path_alone() {
         requests::AGENT_MANAGER,
         nuketown_operator::scaling::HALL_MANAGER,
     ] {
-        assert!(app.contains(&format!("- {m}\n")), "{m} is not ignored by Argo CD");
+        assert!(
+            app.contains(&format!("- {m}\n")),
+            "{m} is not ignored by Argo CD"
+        );
     }
 }

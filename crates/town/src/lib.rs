@@ -9,9 +9,9 @@
 pub mod display;
 mod identity;
 pub mod network;
-pub mod tiers;
 mod parse;
 mod schema;
+pub mod tiers;
 mod validate;
 
 pub use identity::{projections, Identity, Projection, Signing};

@@ -72,7 +72,13 @@ pub fn check_request(name: &str, agent: &Agent, tier: &str) -> Result<Grant, Str
 pub fn request_annotation(tier: &str, who: &str, via: &str, at_ms: u64, id: &str) -> String {
     let safe = |s: &str| -> String {
         s.chars()
-            .map(|c| if c == ';' || c == '=' || c.is_control() { '_' } else { c })
+            .map(|c| {
+                if c == ';' || c == '=' || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
             .collect()
     };
     format!(
@@ -99,7 +105,10 @@ pub fn size(tier: &str, gpus: Option<u32>) -> String {
         ("gpu", None) => ", GPUs".into(),
         _ => String::new(),
     };
-    format!("{cpu} CPU{}, {mem} GiB memory{gpu}", if cpu == 1 { "" } else { "s" })
+    format!(
+        "{cpu} CPU{}, {mem} GiB memory{gpu}",
+        if cpu == 1 { "" } else { "s" }
+    )
 }
 
 #[cfg(test)]
@@ -109,6 +118,9 @@ mod tests {
     #[test]
     fn an_annotation_cannot_be_given_extra_fields_through_a_name() {
         let a = request_annotation("large", "josh;approved-by=eve", "matrix:=x", 5, "ab");
-        assert_eq!(a, "large;approved-by=josh_approved-by_eve;via=matrix:_x;at=5;request=ab");
+        assert_eq!(
+            a,
+            "large;approved-by=josh_approved-by_eve;via=matrix:_x;at=5;request=ab"
+        );
     }
 }

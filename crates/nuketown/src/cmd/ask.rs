@@ -170,7 +170,10 @@ fn resources(tier: &str, reason: &str, wait: std::time::Duration) -> Result<Exit
         let client = kube::Client::try_default()
             .await
             .context("cannot reach the cluster's API server from here")?;
-        eprintln!("nuketown: asking for {tier}; waiting for a human (up to {} s)…", wait.as_secs());
+        eprintln!(
+            "nuketown: asking for {tier}; waiting for a human (up to {} s)…",
+            wait.as_secs()
+        );
         nuketown_operator::requests::ask(&client, &namespace, &agent, tier, reason, wait)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))

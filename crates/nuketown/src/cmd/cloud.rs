@@ -87,7 +87,9 @@ fn relay(town: PathBuf, socket: PathBuf) -> Result<ExitCode> {
 
 #[cfg(not(feature = "cloud"))]
 fn relay(_town: PathBuf, _socket: PathBuf) -> Result<ExitCode> {
-    anyhow::bail!("this nuketown was built without the cloud feature; build it with `--features cloud`")
+    anyhow::bail!(
+        "this nuketown was built without the cloud feature; build it with `--features cloud`"
+    )
 }
 
 fn render(
