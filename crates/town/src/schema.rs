@@ -252,9 +252,37 @@ pub struct Agent {
     /// What the agent may reach over the network (hosts and the cloud).
     #[serde(default)]
     pub network: crate::network::Network,
+    /// Whether the agent runs on this host (a Unix user) as well as, or
+    /// instead of, in the cluster.
+    #[serde(default)]
+    pub host: AgentHost,
     /// Kubernetes deployment.
     #[serde(default)]
     pub cloud: Cloud,
+}
+
+impl Agent {
+    /// Whether the agent is a Unix user of this host: enabled, and
+    /// `host.enable` (which defaults to `!cloud.enable`).
+    pub fn on_host(&self) -> bool {
+        self.enable && self.host.enable.unwrap_or(!self.cloud.enable)
+    }
+
+    /// Whether the agent is enabled but declared for the cluster only.
+    pub fn cloud_only(&self) -> bool {
+        self.enable && !self.on_host()
+    }
+}
+
+/// Where an agent runs besides the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentHost {
+    /// Make the agent a user of this host (its home, keys, sudo, units);
+    /// unset means `true` unless `cloud.enable`: a cloud agent runs on the
+    /// host too only when this says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable: Option<bool>,
 }
 
 fn is_null(v: &serde_json::Value) -> bool {
