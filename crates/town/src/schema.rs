@@ -719,6 +719,15 @@ pub struct Cloud {
     /// Workload identity.
     #[serde(default)]
     pub identity: CloudIdentity,
+    /// How the pod gets the agent's keys and secrets: `"secret"` (a
+    /// Kubernetes Secret named after the agent, made by you) or
+    /// `"sops-kms"` (the sops file decrypted in the pod by the cloud KMS,
+    /// through the pod's workload identity).
+    #[serde(default = "default_cloud_secrets")]
+    pub secrets: String,
+    /// The sops file a `"sops-kms"` pod decrypts; defaults to the town's `sopsFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sops_file: Option<PathBuf>,
     /// GPU settings for the `gpu` tier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<Gpu>,
@@ -727,6 +736,9 @@ pub struct Cloud {
     pub scaling: Scaling,
 }
 
+fn default_cloud_secrets() -> String {
+    "secret".to_string()
+}
 fn default_tier() -> String {
     "standard".to_string()
 }
@@ -744,6 +756,8 @@ impl Default for Cloud {
             command: Vec::new(),
             persist: CloudPersist::default(),
             identity: CloudIdentity::default(),
+            secrets: default_cloud_secrets(),
+            sops_file: None,
             gpu: None,
             scaling: Scaling::default(),
         }

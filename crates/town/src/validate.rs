@@ -792,6 +792,12 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
                 format!("{:?} is not a valid Kubernetes namespace", cloud.namespace),
             );
         }
+        if !matches!(cloud.secrets.as_str(), "secret" | "sops-kms") {
+            c.fail(
+                format!("{k}.secrets"),
+                format!("{:?} is not a way to get secrets into the pod; use \"secret\" (a Kubernetes Secret you create) or \"sops-kms\" (the sops file decrypted in the pod through its workload identity)", cloud.secrets),
+            );
+        }
         match cloud.resources.as_str() {
             "small" | "standard" | "large" => {}
             "gpu" if cloud.gpu.is_none() => c.fail(format!("{k}.gpu"), "the gpu tier needs gpu settings, e.g. gpu = { count = 1, nodeSelector = { \"cloud.google.com/gke-accelerator\" = \"nvidia-l4\" } }"),
