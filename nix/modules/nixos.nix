@@ -301,7 +301,28 @@ let
         extraAgents = mkOption { type = types.attrsOf types.str; default = { }; description = "Further Claude Code agent files, name → markdown."; };
       };
       chat = mkOption { type = types.attrs; default = { }; description = "Matrix bridge settings (docs/schema.md, Chat)."; };
-      cloud = mkOption { type = types.attrs; default = { }; description = "Kubernetes rendering settings (docs/schema.md, Cloud)."; };
+      cloud = mkOption {
+        default = { };
+        description = "Kubernetes rendering settings (docs/schema.md, Cloud); every key of the schema's `cloud` table.";
+        type = types.submodule ({ config, ... }: {
+          freeformType = types.attrsOf types.anything;
+          options = {
+            enable = mkEnableOption "this agent in the cluster (`nuketown cloud render`; without host.enable, in the cluster only)";
+            image = mkOption {
+              type = types.nullOr types.str;
+              default = if config.enable && cfg.buildImage != null then cfg.cloudImages.${name}.image else null;
+              defaultText = literalExpression ''config.nuketown.cloudImages.<name>.image (with nuketown.buildImage), else null'';
+              example = "nix:0/nix/store/…-nix-image-nuketown-ada.tar";
+              description = ''
+                The pod's image. By default the image the flake builds for this
+                agent with nix-snapshotter (`cloudImages.<name>`), by its
+                `nix:0/nix/store/…` reference; any other image reference works
+                too (it needs /bin/sh and coreutils).
+              '';
+            };
+          };
+        });
+      };
     };
   });
 
@@ -396,6 +417,31 @@ in
       default = null;
       description = "Block device of the btrfs filesystem holding `agentsDir` (subvolume `agents`); enables the boot-time rollback.";
       example = "/dev/disk/by-label/nixos";
+    };
+    buildImage = mkOption {
+      type = types.nullOr (types.functionTo types.package);
+      default = null;
+      defaultText = literalExpression "nix-snapshotter's buildImage (nuketown.nixosModules set it), else null";
+      description = ''
+        nix-snapshotter's `buildImage`, with which `cloudImages` builds each
+        cloud agent's image. The flake's modules set it from their
+        nix-snapshotter input; null: declare `agents.<name>.cloud.image`
+        yourself.
+      '';
+    };
+    cloudImages = mkOption {
+      type = types.lazyAttrsOf types.package;
+      readOnly = true;
+      default = if cfg.buildImage == null then { }
+        else import ../lib/images.nix { inherit pkgs; inherit (cfg) buildImage; town = cfg; };
+      defaultText = literalExpression "one image per agent with cloud.enable (nix/lib/images.nix)";
+      description = ''
+        Each cloud agent's image, built with `buildImage` (resolvedByNix):
+        its shell, coreutils, git, ssh, sops with `cloud.secrets = "sops-kms"`,
+        `basePackages` and the agent's `packages`. Build one with
+        `nix build .#nixosConfigurations.<host>.config.nuketown.cloudImages.<agent>`
+        and push its closure to the binary cache your nodes use.
+      '';
     };
     sopsFile = mkOption { type = types.nullOr types.path; default = null; description = "sops file holding the agents' extra secrets (default: sops.defaultSopsFile)."; };
     basePackages = mkOption { type = types.listOf types.package; default = [ ]; description = "Packages every agent gets."; example = literalExpression "[ pkgs.git pkgs.ripgrep ]"; };

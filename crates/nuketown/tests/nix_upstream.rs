@@ -709,7 +709,21 @@ fn flake_outputs() {
     assert_eq!(v["nixosModules"], json!(["default", "nuketown"]));
     assert_eq!(
         v["inputs"],
-        json!(["home-manager", "impermanence", "nixpkgs", "sops-nix"])
+        json!([
+            "home-manager",
+            "impermanence",
+            "nix-snapshotter",
+            "nixpkgs",
+            "sops-nix"
+        ])
+    );
+    // One image per cloud agent, by its nix-snapshotter reference.
+    let images = v["agentImages"].as_object().unwrap();
+    assert_eq!(images.keys().collect::<Vec<_>>(), ["ada"]);
+    let ada = images["ada"].as_str().unwrap();
+    assert!(
+        ada.starts_with("nix:0/nix/store/") && ada.ends_with("-nix-image-nuketown-ada.tar"),
+        "{ada}"
     );
     for system in ["x86_64-linux", "aarch64-linux"] {
         assert!(v["apps"][system]["default"]["program"]
@@ -1087,4 +1101,59 @@ fn agent_running_nowhere_or_chatting_from_the_cloud_is_refused() {
             .starts_with("nuketown.agents.vox.chat.enable: the chat bridge runs on this machine"),
         "{failed:?}"
     );
+}
+
+/// The image of a cloud agent is built by the flake with nix-snapshotter's
+/// buildImage (here its stand-in: nix-snapshotter cannot be fetched) and
+/// its `nix:0/nix/store/…` reference becomes `cloud.image` in town.json,
+/// which the render puts in the pod; an agent that declares an image keeps
+/// it. Evaluated: the module's wiring, what buildImage is asked for, the
+/// reference. Not evaluated: the real buildImage (nix2container).
+#[test]
+fn cloud_agents_get_the_image_the_flake_builds() {
+    let Some(v) = clean("cloud-images") else {
+        return;
+    };
+    let ada = &v["images"]["ada"];
+    let reference = ada["image"].as_str().unwrap();
+    assert!(
+        reference.starts_with("nix:0/nix/store/")
+            && reference.ends_with("-nix-image-nuketown-ada.tar"),
+        "{reference}"
+    );
+    assert_eq!(ada["name"], "nuketown-ada");
+    assert_eq!(ada["resolvedByNix"], true);
+    assert_eq!(ada["config"]["User"], "1100:1100");
+    assert_eq!(
+        ada["root"],
+        json!([
+            "bashInteractive",
+            "coreutils",
+            "git",
+            "openssh",
+            "sops",
+            "jq",
+            "ripgrep",
+            "claude-code"
+        ])
+    );
+    // sops only where the pod decrypts with it.
+    assert!(!strings(&v["images"]["vox"]["root"]).contains(&"sops"));
+
+    let t = town(&v);
+    assert_eq!(t.agents["ada"].cloud.image.as_deref(), Some(reference));
+    assert_eq!(t.agents["vox"].cloud.image.as_deref(), Some("busybox:1.36"));
+    assert!(t.agents["ada"].cloud_only());
+    #[cfg(feature = "cloud")]
+    {
+        let yaml = nuketown_cloud::render_yaml(&t, None).unwrap();
+        assert!(
+            yaml.contains(&format!(
+                "image: {reference}\n        imagePullPolicy: IfNotPresent"
+            )),
+            "{yaml}"
+        );
+        assert!(yaml.contains("image: busybox:1.36\n"), "{yaml}");
+        assert!(yaml.contains("  name: secrets\n"), "sops-kms: {yaml}");
+    }
 }
