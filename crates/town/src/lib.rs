@@ -48,12 +48,15 @@ impl Town {
             Some(a) if a.cloud_only() => Err(format!(
                 "{name} is declared for the cloud only (agents.{name}.host.enable = false, the default with cloud.enable): it has no user on this host; set agents.{name}.host.enable = true and apply to run it here too"
             )),
-            found => {
+            _ => {
                 let known: Vec<&str> = self.host_agents().map(|(n, _)| n.as_str()).collect();
                 Err(format!(
-                    "{name} is {} of this town (agents on this host: {})",
-                    if found.is_some() { "not an enabled agent" } else { "not an agent" },
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    "{name} is not an enabled agent of this town (agents on this host: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ))
             }
         }
