@@ -185,6 +185,14 @@ fn sops_kms_is_refused_without_what_it_needs() {
     );
     assert!(problems(&plain).contains("plain.yaml is not a sops-encrypted file"));
 
+    let big = dir.path().join("big.yaml");
+    fs::write(
+        &big,
+        format!("{}\nsops:\n    mac: x\n", "#".repeat(800 << 10)),
+    )
+    .unwrap();
+    assert!(problems(&town(&big, "")).contains("too large to travel in the agent's ConfigMap"));
+
     let absent = town(&dir.path().join("absent.yaml"), "");
     assert!(problems(&absent).contains("absent.yaml: cannot read it"));
 

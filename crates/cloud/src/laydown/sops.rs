@@ -23,6 +23,10 @@ use nuketown_town::{Agent, Town};
 use super::quote;
 use crate::plan::{SSH_KEY, SSH_PUB};
 
+/// The largest sops file the ConfigMap carries (a ConfigMap holds 1 MiB,
+/// the identity files included).
+const MAX_FILE: usize = 768 << 10;
+
 /// The ConfigMap key holding the sops file.
 pub const SOPS_KEY: &str = "sops-file";
 
@@ -63,6 +67,13 @@ fn read(path: &Path) -> Result<SopsFile, String> {
             path.display()
         )
     })?;
+    if text.len() > MAX_FILE {
+        return Err(format!(
+            "{}: {} bytes, too large to travel in the agent's ConfigMap (at most {MAX_FILE} bytes, beside the identity files); give the agent a file of its own (cloud.sopsFile)",
+            path.display(),
+            text.len()
+        ));
+    }
     let tree: serde_json::Value = if format == "json" {
         serde_json::from_str(&text).map_err(|e| e.to_string())
     } else {
