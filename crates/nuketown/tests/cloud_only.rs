@@ -1,6 +1,6 @@
 //! Where an agent runs (`host.enable`, `cloud.enable`), on this real host:
-//! an agent declared for the cloud only gets no user, home, sudoers line or
-//! udev rule; one declared for both gets them; one that becomes cloud-only
+//! an agent declared for the cloud only gets no user, home, key, sudoers
+//! line, udev rule or egress rule; one declared for both gets them; one that becomes cloud-only
 //! leaves the host exactly as an agent removed from the town does; the
 //! cluster render still renders both. Needs root (CI runs as root).
 
@@ -52,6 +52,18 @@ fn cloud_only_agents_are_not_users_and_leaving_the_host_is_leaving_the_town() {
     assert!(id(&[], CLOUD).is_empty(), "no user for {CLOUD}");
     assert!(!t.agents_dir().join(CLOUD).exists());
     assert!(!t.persist_dir().join("agents").join(CLOUD).exists());
+    assert!(
+        !t.persist_dir()
+            .join("agents/.nuketown-keys")
+            .join(CLOUD)
+            .exists(),
+        "no key generated for {CLOUD}"
+    );
+    assert!(t
+        .persist_dir()
+        .join("agents/.nuketown-keys")
+        .join(BOTH)
+        .exists());
     let sudoers = fs::read_to_string(t.path("sudoers.d/nuketown")).unwrap();
     assert!(!sudoers.contains(CLOUD), "{sudoers}");
     assert!(
