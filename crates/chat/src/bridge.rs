@@ -85,9 +85,7 @@ pub fn store_dir(town: &Town, agent: &str) -> PathBuf {
 impl BridgeConfig {
     /// The bridge of agent `name`, from the town.
     pub fn from_town(town: &Town, name: &str) -> Result<BridgeConfig> {
-        let Some(agent) = town.agents.get(name).filter(|a| a.enable) else {
-            bail!("{name} is not an enabled agent of this town");
-        };
+        let agent = town.host_agent(name).map_err(anyhow::Error::msg)?;
         let chat = &agent.chat;
         if !chat.enable {
             bail!("agents.{name}.chat.enable is false; enable it (with homeserver, userId and passwordFile) to run the bridge");

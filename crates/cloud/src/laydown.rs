@@ -8,6 +8,8 @@
 //! `$NUKETOWN_KEYS` (the optional Secret) and `$NUKETOWN_PERSIST` (the file
 //! volumes), and writes under `$HOME`, so it can be run outside a cluster too.
 
+pub mod sops;
+
 use std::fmt::Write as _;
 use std::path::Path;
 

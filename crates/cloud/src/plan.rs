@@ -93,6 +93,8 @@ pub struct AgentPlan<'t> {
     pub image: &'t str,
     /// Its volumes, sorted by path.
     pub volumes: Vec<Volume>,
+    /// Its secrets from the sops file (`cloud.secrets = "sops-kms"`); none: from its Secret.
+    pub sops: Option<crate::laydown::sops::Sops>,
 }
 
 /// One namespace and the limits its agents share.
@@ -153,8 +155,9 @@ pub fn plan(town: &Town) -> Result<Plan<'_>, Vec<Problem>> {
         return Err(c.problems);
     }
     let mut agents = Vec::new();
+    let mut sops_files = crate::laydown::sops::Files::new();
     for (name, agent) in town.enabled_agents().filter(|(_, a)| a.cloud.enable) {
-        if let Some(a) = check_agent(&mut c, name, agent) {
+        if let Some(a) = check_agent(&mut c, town, &mut sops_files, name, agent) {
             agents.push(a);
         }
     }
@@ -179,7 +182,13 @@ fn quantity(c: &mut Check, key: &str, value: &str, example: &str) -> Option<Mill
     }
 }
 
-fn check_agent<'t>(c: &mut Check, name: &'t str, agent: &'t Agent) -> Option<AgentPlan<'t>> {
+fn check_agent<'t>(
+    c: &mut Check,
+    town: &Town,
+    sops_files: &mut crate::laydown::sops::Files,
+    name: &'t str,
+    agent: &'t Agent,
+) -> Option<AgentPlan<'t>> {
     let k = format!("agents.{name}.cloud");
     let cloud = &agent.cloud;
     let before = c.problems.len();
@@ -375,6 +384,14 @@ fn check_agent<'t>(c: &mut Check, name: &'t str, agent: &'t Agent) -> Option<Age
         }
     }
 
+    let sops = crate::laydown::sops::check(
+        &mut |key, message| c.fail(key, message),
+        sops_files,
+        town,
+        name,
+        agent,
+    );
+
     (c.problems.len() == before).then_some(AgentPlan {
         name,
         agent,
@@ -387,6 +404,7 @@ fn check_agent<'t>(c: &mut Check, name: &'t str, agent: &'t Agent) -> Option<Age
             .unwrap_or(tier),
         image,
         volumes,
+        sops,
     })
 }
 

@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nuketown_town::{Signing, Town};
 
+use crate::laydown::sops::SOPS_KEY;
 use crate::laydown::{self, Placed};
 use crate::names::{config_key, fnv1a};
 use crate::plan::{AgentPlan, NamespacePlan, Plan, Tier, INIT, SSH_PUB, TIERS};
@@ -59,6 +60,8 @@ pub const IDENTITY_DIR: &str = "/run/nuketown/identity";
 pub const KEYS_DIR: &str = "/run/nuketown/keys";
 /// See [`IDENTITY_DIR`].
 pub const PERSIST_DIR: &str = "/run/nuketown/persist";
+/// The memory-backed volume the sops step decrypts the secrets into.
+const KEYS_SIZE: Milli = Milli::units(16 << 20);
 
 fn labels(agent: Option<&str>, component: &str) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
@@ -306,6 +309,10 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
         );
     }
     let script = laydown::script(a, &placed, signed, &identity.email);
+    if let Some(sops) = &a.sops {
+        // Ciphertext: only the KMS, through the pod's identity, opens it.
+        data.insert(SOPS_KEY.into(), sops.text.to_string());
+    }
     out.push(Manifest::ConfigMap(ConfigMap {
         metadata: meta.object(name, ns, labels(Some(name), "identity"), BTreeMap::new()),
         data: Some(data.clone()),
@@ -401,15 +408,26 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
             }),
             ..Default::default()
         },
-        Volume {
-            name: "keys".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(name.into()),
-                optional: Some(true),
-                default_mode: Some(0o400),
+        match a.sops {
+            // Decrypted secrets live in memory only, for the pod's life.
+            Some(_) => Volume {
+                name: "keys".into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".into()),
+                    size_limit: Some(q(KEYS_SIZE.bytes())),
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
+            },
+            None => Volume {
+                name: "keys".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(name.into()),
+                    optional: Some(true),
+                    default_mode: Some(0o400),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
         },
         Volume {
             name: "tmp".into(),
@@ -498,22 +516,51 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
         }),
         node_selector,
         tolerations,
-        init_containers: Some(vec![Container {
-            name: "home".into(),
-            image: Some(a.image.into()),
-            image_pull_policy: pull.clone(),
-            command: Some(vec!["/bin/sh".into(), "-c".into(), script]),
-            env: env(&[
-                ("HOME", home.as_str()),
-                ("NUKETOWN_IDENTITY", IDENTITY_DIR),
-                ("NUKETOWN_KEYS", KEYS_DIR),
-                ("NUKETOWN_PERSIST", PERSIST_DIR),
-            ]),
-            resources: Some(tier_resources(&INIT)),
-            security_context: Some(restricted.clone()),
-            volume_mounts: Some(init_mounts),
-            ..Default::default()
-        }]),
+        init_containers: Some(
+            a.sops
+                .as_ref()
+                .map(|sops| Container {
+                    name: "secrets".into(),
+                    image: Some(a.image.into()),
+                    image_pull_policy: pull.clone(),
+                    command: Some(vec![
+                        "/bin/sh".into(),
+                        "-c".into(),
+                        laydown::sops::script(name, sops),
+                    ]),
+                    env: env(&[
+                        ("HOME", "/tmp"),
+                        ("NUKETOWN_IDENTITY", IDENTITY_DIR),
+                        ("NUKETOWN_KEYS", KEYS_DIR),
+                    ]),
+                    resources: Some(tier_resources(&INIT)),
+                    security_context: Some(restricted.clone()),
+                    volume_mounts: Some(vec![
+                        mount("identity", IDENTITY_DIR.into(), None, true),
+                        mount("keys", KEYS_DIR.into(), None, false),
+                        mount("tmp", "/tmp".into(), None, false),
+                    ]),
+                    ..Default::default()
+                })
+                .into_iter()
+                .chain([Container {
+                    name: "home".into(),
+                    image: Some(a.image.into()),
+                    image_pull_policy: pull.clone(),
+                    command: Some(vec!["/bin/sh".into(), "-c".into(), script]),
+                    env: env(&[
+                        ("HOME", home.as_str()),
+                        ("NUKETOWN_IDENTITY", IDENTITY_DIR),
+                        ("NUKETOWN_KEYS", KEYS_DIR),
+                        ("NUKETOWN_PERSIST", PERSIST_DIR),
+                    ]),
+                    resources: Some(tier_resources(&INIT)),
+                    security_context: Some(restricted.clone()),
+                    volume_mounts: Some(init_mounts),
+                    ..Default::default()
+                }])
+                .collect(),
+        ),
         containers: vec![Container {
             name: "agent".into(),
             image: Some(a.image.into()),

@@ -130,7 +130,7 @@ impl TownCache {
                     .map(|u| (u.uid.as_raw(), n))
             })
             .collect();
-        let agents = Identity::of_uids(town.enabled_agents().map(|(_, a)| a.uid));
+        let agents = Identity::of_uids(town.host_agents().map(|(_, a)| a.uid));
         let loaded = Arc::new(Loaded {
             town,
             approvers,
@@ -265,11 +265,8 @@ impl Hall {
             return;
         };
         let mut sockets = self.key_sockets.lock().unwrap_or_else(|p| p.into_inner());
-        let wanted: HashMap<&String, u32> = loaded
-            .town
-            .enabled_agents()
-            .map(|(n, a)| (n, a.uid))
-            .collect();
+        let wanted: HashMap<&String, u32> =
+            loaded.town.host_agents().map(|(n, a)| (n, a.uid)).collect();
         sockets.retain(|name, (uid, task)| {
             let keep = wanted.get(name) == Some(uid) && !task.is_finished();
             if !keep {

@@ -137,7 +137,7 @@ impl Gate for HallGate {
             .town
             .agents
             .get(&u.agent)
-            .filter(|a| a.enable && a.uid == u.caller.uid)
+            .filter(|a| a.on_host() && a.uid == u.caller.uid)
         else {
             return verdict(
                 &id,

@@ -61,7 +61,7 @@ impl Grant {
 
 /// The agent whose uid is `uid`, if it is an enabled agent of the town.
 pub fn agent_by_uid(town: &Town, uid: u32) -> Option<(&String, &Agent)> {
-    town.enabled_agents().find(|(_, a)| a.uid == uid)
+    town.host_agents().find(|(_, a)| a.uid == uid)
 }
 
 fn by_policy(approved: bool, reason: String) -> Automatic {

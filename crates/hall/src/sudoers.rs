@@ -41,7 +41,7 @@ pub fn render(town: &Town) -> String {
          # variables. The entry point asks a human about the exact command.\n",
     );
     let agents: Vec<&str> = town
-        .enabled_agents()
+        .host_agents()
         .filter(|(_, a)| a.sudo.enable)
         .map(|(n, _)| n.as_str())
         .filter(|n| nuketown_town::is_unix_name(n))
@@ -77,7 +77,7 @@ pub fn human_grant(town: &Town) -> String {
         return String::new();
     };
     let agents: Vec<&str> = town
-        .enabled_agents()
+        .host_agents()
         .map(|(n, _)| n.as_str())
         .filter(|n| nuketown_town::is_unix_name(n) && *n != "root" && *n != human)
         .collect();

@@ -197,3 +197,26 @@ fn the_humans_grant_runs_as_each_enabled_agent_never_as_root() {
     off.human_user = None;
     assert_eq!(sudoers::human_grant(&off), "");
 }
+
+/// An agent declared for the cloud only has no user here: no sudo rule,
+/// no grant to act as it, and the hall does not know its uid; one declared
+/// for both keeps them.
+#[test]
+fn cloud_only_agents_get_no_rule_and_are_no_agent_of_the_hall() {
+    let t = town(
+        "[agents.sky]\nuid = 1104\nsudo.enable = true\ncloud = { enable = true, image = \"busybox\" }\n\
+         [agents.duo]\nuid = 1105\nsudo.enable = true\nhost.enable = true\ncloud = { enable = true, image = \"busybox\" }\n",
+    );
+    let text = sudoers::render(&t);
+    assert!(
+        text.contains("User_Alias NUKETOWN_AGENTS = ada, duo, vox\n"),
+        "{text}"
+    );
+    let grant = sudoers::human_grant(&t);
+    assert!(!grant.contains("sky") && grant.contains("duo"), "{grant}");
+    assert!(nuketown_hall::policy::agent_by_uid(&t, 1104).is_none());
+    assert_eq!(
+        nuketown_hall::policy::agent_by_uid(&t, 1105).map(|(n, _)| n.as_str()),
+        Some("duo")
+    );
+}

@@ -131,7 +131,7 @@ pub fn has_acl(node: &Path, agent: &str, permission: &str) -> bool {
 /// Every declared device with what is present now.
 pub fn devices(town: &Town) -> Vec<DeviceStatus> {
     let mut out = Vec::new();
-    for (name, agent) in town.enabled_agents() {
+    for (name, agent) in town.host_agents() {
         for (i, dev) in agent.devices.iter().enumerate() {
             let present = scan(&dev.subsystem)
                 .into_iter()

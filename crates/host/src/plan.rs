@@ -153,7 +153,7 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
     p.town_dirs(town);
     // Before any agent exists: a restricted agent never runs unrestricted.
     p.network(town, paths)?;
-    for (name, agent) in town.enabled_agents() {
+    for (name, agent) in town.host_agents() {
         p.agent(town, name, agent, &state)?;
         new_state.agents.insert(
             name.clone(),
@@ -341,7 +341,7 @@ impl Planner {
     /// a directory above it gives others no search permission: the agent's
     /// tools would fail later with "Permission denied", far from the cause.
     fn reachable(&mut self, town: &Town, paths: &HostPaths) {
-        if town.enabled_agents().next().is_none() {
+        if town.host_agents().next().is_none() {
             return;
         }
         let mut targets: Vec<(String, PathBuf, bool)> = vec![
@@ -425,7 +425,7 @@ impl Planner {
         })?;
         let path = paths.etc_dir.join("nftables.nft");
         let restricted = town
-            .enabled_agents()
+            .host_agents()
             .any(|(_, a)| a.network.egress.restricted());
         let exists = || nuketown_town::network::table_exists(&table);
         if !restricted && !path.exists() && !exists() {
@@ -442,7 +442,7 @@ impl Planner {
     /// The privilege path: entry point, sudo shim, sudoers drop-in (which
     /// also holds the human's grant to act as the agents).
     fn privileged(&mut self, town: &Town, paths: &HostPaths, opts: &Options) {
-        let any_sudo = town.enabled_agents().any(|(_, a)| a.sudo.enable);
+        let any_sudo = town.host_agents().any(|(_, a)| a.sudo.enable);
         let grant = opts
             .privileged
             .as_ref()
@@ -573,12 +573,20 @@ impl Planner {
         );
     }
 
-    /// Agents no longer in the town: noted, or removed with `--prune`.
+    /// Agents no longer in the town, or now declared for the cloud only:
+    /// noted, or removed with `--prune`.
     fn departed(&mut self, town: &Town, opts: &Options, state: &State, new_state: &mut State) {
         for (name, managed) in &state.agents {
-            if town.agents.get(name).is_some_and(|a| a.enable) {
+            if town.agents.get(name).is_some_and(|a| a.on_host()) {
                 continue;
             }
+            // Declared for the cloud only: gone from this host exactly as if
+            // it had left the town (its data stays unless --purge).
+            let gone = if town.agents.get(name).is_some_and(|a| a.cloud_only()) {
+                format!("is declared for the cloud only now (agents.{name}.host.enable = false)")
+            } else {
+                "is no longer in the town".to_string()
+            };
             if opts.prune {
                 if system::user(name).is_some_and(|a| a.uid == managed.uid) {
                     self.push(Change::RemoveUser {
@@ -607,7 +615,7 @@ impl Planner {
                 new_state.agents.remove(name);
             } else {
                 self.plan.notes.push(format!(
-                    "agent {name} (uid {}) is no longer in the town; `apply --prune` removes its user and home (its persist dir {} is kept unless --purge)",
+                    "agent {name} (uid {}) {gone}; `apply --prune` removes its user and home (its persist dir {} is kept unless --purge)",
                     managed.uid,
                     managed.persist.display()
                 ));
@@ -649,10 +657,7 @@ pub fn plan_agent(town: &Town, name: &str, paths: &HostPaths) -> Result<Plan, Ho
         made: BTreeSet::new(),
     };
     let state = State::load(&paths.state_dir)?;
-    let agent = town
-        .agents
-        .get(name)
-        .ok_or_else(|| HostError::Conflict(format!("{name} is not an agent of this town")))?;
+    let agent = town.host_agent(name).map_err(HostError::Conflict)?;
     p.dir(&At::system(&town.agents_dir), 0o755, 0, 0, true);
     if let Some(parent) = town.persist_dir.parent() {
         p.dir_chain(parent, 0o755, 0, 0);

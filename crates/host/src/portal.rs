@@ -175,11 +175,7 @@ pub fn portal(
     reach: Reach,
     session: Option<&str>,
 ) -> Result<Portal, String> {
-    let agent = town
-        .agents
-        .get(agent_name)
-        .filter(|a| a.enable)
-        .ok_or_else(|| format!("{agent_name} is not an enabled agent of this town"))?;
+    let agent = town.host_agent(agent_name)?;
     if !agent.portal.enable {
         return Err(format!(
             "agents.{agent_name}.portal.enable is false; enable it to open a portal"

@@ -14,7 +14,7 @@ pub const SETFACL: &str = "/usr/bin/setfacl";
 /// attributes (`ATTR`); others (`tty`, `hidraw`, …) match a parent's (`ATTRS`).
 pub fn udev_rules(town: &Town, setfacl: &str) -> String {
     let mut s = String::from("# Written by nuketown from the town declaration; do not edit.\n");
-    for (name, agent) in town.enabled_agents() {
+    for (name, agent) in town.host_agents() {
         for (i, dev) in agent.devices.iter().enumerate() {
             let attr = if dev.subsystem == "usb" {
                 "ATTR"

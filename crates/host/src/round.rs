@@ -77,13 +77,7 @@ pub fn reset(
     if !system::is_root() {
         return Err(HostError::NeedsRoot("nuketown reset"));
     }
-    let Some(agent) = town.agents.get(name).filter(|a| a.enable) else {
-        let known: Vec<&str> = town.enabled_agents().map(|(n, _)| n.as_str()).collect();
-        return Err(HostError::Conflict(format!(
-            "{name} is not an enabled agent of this town (agents: {})",
-            known.join(", ")
-        )));
-    };
+    let agent = town.host_agent(name).map_err(HostError::Conflict)?;
     let _lock = HostLock::take(&paths.lock)?;
     round(town, name, agent.uid, paths, &mut report).map_err(|e| match e {
         HostError::Refused { .. } => HostError::Conflict(format!("{e}\n{}", crate::REFUSAL_HINT)),
@@ -178,7 +172,7 @@ pub fn reset_all(
     mut report: impl FnMut(&str),
 ) -> Result<(), HostError> {
     let mut failed = Vec::new();
-    for (name, _) in town.enabled_agents() {
+    for (name, _) in town.host_agents() {
         if let Err(e) = reset(town, name, paths, &mut report) {
             report(&format!("{name}: NOT reset: {e}"));
             failed.push(name.clone());

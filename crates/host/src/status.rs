@@ -143,6 +143,11 @@ pub struct AgentStatus {
     pub role: String,
     /// Whether the agent is enabled in the town.
     pub enabled: bool,
+    /// Whether it is a user of this host (`host.enable`); false for an
+    /// agent declared for the cloud only.
+    pub host: bool,
+    /// The namespace it runs in on the cluster (`cloud.enable`), if any.
+    pub cloud: Option<String>,
     /// Whether the Unix user exists with the declared uid.
     pub present: bool,
     /// Home directory.
@@ -210,6 +215,8 @@ pub fn status(town: &Town) -> Status {
                 uid: agent.uid,
                 role: agent.role.clone(),
                 enabled: agent.enable,
+                host: agent.on_host(),
+                cloud: agent.cloud.enable.then(|| agent.cloud.namespace.clone()),
                 present: system::user(name).is_some_and(|a| a.uid == agent.uid),
                 home: home.display().to_string(),
                 home_mode: system::owner_mode(&home).map(|(m, _, _)| format!("{m:04o}")),
@@ -299,16 +306,32 @@ impl fmt::Display for Status {
             )?;
         }
         for a in &self.agents {
-            let state = match (a.enabled, a.present) {
-                (false, _) => "disabled",
-                (true, true) => "present",
-                (true, false) => "not applied",
+            let cloud = a
+                .cloud
+                .as_deref()
+                .map(|ns| format!(", also in the cluster (namespace {ns})"))
+                .unwrap_or_default();
+            let state = match (a.enabled, a.host, a.present) {
+                (false, _, _) => "disabled".to_string(),
+                (true, false, false) => format!(
+                    "cloud only (namespace {}): no user on this host",
+                    a.cloud.as_deref().unwrap_or("?")
+                ),
+                (true, false, true) => format!(
+                    "cloud only (namespace {}): its user is still here; `nuketown apply --prune` removes it",
+                    a.cloud.as_deref().unwrap_or("?")
+                ),
+                (true, true, true) => format!("present{cloud}"),
+                (true, true, false) => format!("not applied{cloud}"),
             };
             writeln!(
                 f,
                 "\nagent {} (uid {}, {}) — {state}",
                 a.name, a.uid, a.role
             )?;
+            if a.enabled && !a.host {
+                continue;
+            }
             writeln!(
                 f,
                 "  home     {} {}",

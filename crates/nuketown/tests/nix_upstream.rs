@@ -709,7 +709,21 @@ fn flake_outputs() {
     assert_eq!(v["nixosModules"], json!(["default", "nuketown"]));
     assert_eq!(
         v["inputs"],
-        json!(["home-manager", "impermanence", "nixpkgs", "sops-nix"])
+        json!([
+            "home-manager",
+            "impermanence",
+            "nix-snapshotter",
+            "nixpkgs",
+            "sops-nix"
+        ])
+    );
+    // One image per cloud agent, by its nix-snapshotter reference.
+    let images = v["agentImages"].as_object().unwrap();
+    assert_eq!(images.keys().collect::<Vec<_>>(), ["ada"]);
+    let ada = images["ada"].as_str().unwrap();
+    assert!(
+        ada.starts_with("nix:0/nix/store/") && ada.ends_with("-nix-image-nuketown-ada.tar"),
+        "{ada}"
     );
     for system in ["x86_64-linux", "aarch64-linux"] {
         assert!(v["apps"][system]["default"]["program"]
@@ -1005,4 +1019,141 @@ fn declared_rooms_get_the_room_keeper_and_reach_town_json() {
     assert!(team.agents_answer_agents);
     assert_eq!(team.agent_turns, 4);
     assert_eq!(t.room_alias("team").as_deref(), Some("#team:example.org"));
+}
+
+/// An agent declared for the cloud only (vox: `cloud.enable`, `host.enable`
+/// left to its default) leaves no trace on the machine — no user, no
+/// home-manager, no sudo rule, no sops secret, no udev rules, no nftables,
+/// no persisted directories — while one declared for both (bo) is a user
+/// like ada; town.json keeps all three for the cluster render, which
+/// renders vox and bo.
+#[test]
+fn cloud_only_agent_is_not_a_user_of_the_machine() {
+    let Some(v) = clean("cloud-only") else {
+        return;
+    };
+    let n = &v["nixos"];
+    let users: Vec<&String> = n["users.users"].as_object().unwrap().keys().collect();
+    assert_eq!(users, ["ada", "bo", "josh"]);
+    assert!(n["users.groups"].get("vox").is_none());
+    assert!(v["home"].get("vox").is_none());
+    assert_eq!(v["hmUnits"], json!(["home-manager-ada", "home-manager-bo"]));
+    let rules = n["security.sudo.extraRules"].to_string();
+    assert!(!rules.contains("vox"), "{rules}");
+    assert!(
+        rules.contains(r#""runAs":"root","users":["bo"]"#),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(r#""runAs":"ada,bo","users":["josh"]"#),
+        "{rules}"
+    );
+    assert_eq!(n["sops.secrets"], json!({}));
+    assert!(!n["services.udev.packages"]
+        .to_string()
+        .contains("nuketown-udev-rules"));
+    assert!(n.get("networking.nftables.tables").is_none());
+    assert!(!n["systemd.tmpfiles.rules"].to_string().contains("vox"));
+    assert!(n["environment.persistence"]["/persist"]["users"]
+        .get("vox")
+        .is_none());
+    assert!(!n["boot.initrd.postDeviceCommands"]
+        .to_string()
+        .contains("vox"));
+    assert!(!n["systemd.services"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .any(|k| k.contains("vox")));
+
+    let t = town(&v);
+    assert_eq!(t.agents["vox"].host.enable, Some(false));
+    assert_eq!(t.agents["bo"].host.enable, Some(true));
+    let on_host: Vec<&String> = t.host_agents().map(|(n, _)| n).collect();
+    assert_eq!(on_host, ["ada", "bo"]);
+    #[cfg(feature = "cloud")]
+    {
+        let cluster: Vec<String> = nuketown_cloud::render(&t, None)
+            .unwrap()
+            .iter()
+            .filter(|m| m.kind() == "Deployment")
+            .map(|m| m.metadata().name.clone().unwrap())
+            .collect();
+        assert_eq!(cluster, ["bo", "vox"]);
+    }
+}
+
+/// An agent that would run nowhere, and a cloud-only agent with a chat
+/// bridge (which runs on the machine), are refused naming the key.
+#[test]
+fn agent_running_nowhere_or_chatting_from_the_cloud_is_refused() {
+    let Some(failed) = refused("runs-nowhere") else {
+        return;
+    };
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed[0]
+            .starts_with("nuketown.agents.ada.host.enable is false and cloud.enable is not set"),
+        "{failed:?}"
+    );
+    assert!(
+        failed[1]
+            .starts_with("nuketown.agents.vox.chat.enable: the chat bridge runs on this machine"),
+        "{failed:?}"
+    );
+}
+
+/// The image of a cloud agent is built by the flake with nix-snapshotter's
+/// buildImage (here its stand-in: nix-snapshotter cannot be fetched) and
+/// its `nix:0/nix/store/…` reference becomes `cloud.image` in town.json,
+/// which the render puts in the pod; an agent that declares an image keeps
+/// it. Evaluated: the module's wiring, what buildImage is asked for, the
+/// reference. Not evaluated: the real buildImage (nix2container).
+#[test]
+fn cloud_agents_get_the_image_the_flake_builds() {
+    let Some(v) = clean("cloud-images") else {
+        return;
+    };
+    let ada = &v["images"]["ada"];
+    let reference = ada["image"].as_str().unwrap();
+    assert!(
+        reference.starts_with("nix:0/nix/store/")
+            && reference.ends_with("-nix-image-nuketown-ada.tar"),
+        "{reference}"
+    );
+    assert_eq!(ada["name"], "nuketown-ada");
+    assert_eq!(ada["resolvedByNix"], true);
+    assert_eq!(ada["config"]["User"], "1100:1100");
+    assert_eq!(
+        ada["root"],
+        json!([
+            "bashInteractive",
+            "coreutils",
+            "git",
+            "openssh",
+            "sops",
+            "jq",
+            "ripgrep",
+            "claude-code"
+        ])
+    );
+    // sops only where the pod decrypts with it.
+    assert!(!strings(&v["images"]["vox"]["root"]).contains(&"sops"));
+
+    let t = town(&v);
+    assert_eq!(t.agents["ada"].cloud.image.as_deref(), Some(reference));
+    assert_eq!(t.agents["vox"].cloud.image.as_deref(), Some("busybox:1.36"));
+    assert!(t.agents["ada"].cloud_only());
+    #[cfg(feature = "cloud")]
+    {
+        let yaml = nuketown_cloud::render_yaml(&t, None).unwrap();
+        assert!(
+            yaml.contains(&format!(
+                "image: {reference}\n        imagePullPolicy: IfNotPresent"
+            )),
+            "{yaml}"
+        );
+        assert!(yaml.contains("image: busybox:1.36\n"), "{yaml}");
+        assert!(yaml.contains("  name: secrets\n"), "sops-kms: {yaml}");
+    }
 }

@@ -496,7 +496,7 @@ async fn serve_client(c: Arc<Coordinator>, stream: UnixStream) {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| format!("uid {uid}"));
-    let agent = town.enabled_agents().find(|(_, a)| a.uid == uid);
+    let agent = town.host_agents().find(|(_, a)| a.uid == uid);
     let is_human = uid == 0 || town.approvers().contains(&who);
     let refuse = if v != VERSION {
         Some(format!("protocol version {v} is not spoken here"))

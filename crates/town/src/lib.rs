@@ -35,6 +35,34 @@ impl Town {
         self.agents.iter().filter(|(_, a)| a.enable)
     }
 
+    /// The enabled agents that are users of this host (not declared for
+    /// the cloud only), by name: what every host projection makes.
+    pub fn host_agents(&self) -> impl Iterator<Item = (&String, &Agent)> {
+        self.agents.iter().filter(|(_, a)| a.on_host())
+    }
+
+    /// Agent `name` as a user of this host, or why it is not one: unknown,
+    /// disabled, or declared for the cloud only (naming the key to change).
+    pub fn host_agent(&self, name: &str) -> Result<&Agent, String> {
+        match self.agents.get(name) {
+            Some(a) if a.on_host() => Ok(a),
+            Some(a) if a.cloud_only() => Err(format!(
+                "{name} is declared for the cloud only (agents.{name}.host.enable = false, the default with cloud.enable): it has no user on this host; set agents.{name}.host.enable = true and apply to run it here too"
+            )),
+            _ => {
+                let known: Vec<&str> = self.host_agents().map(|(n, _)| n.as_str()).collect();
+                Err(format!(
+                    "{name} is not an enabled agent of this town (agents on this host: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            }
+        }
+    }
+
     /// The home directory of agent `name`.
     pub fn home_of(&self, name: &str) -> PathBuf {
         self.agents_dir.join(name)
@@ -103,6 +131,10 @@ impl Town {
         }
         // The NixOS module's default for settings is `{ }`: one normal form for both producers.
         for agent in self.agents.values_mut() {
+            // The module writes `host.enable` with its default filled in.
+            if agent.host.enable.is_none() {
+                agent.host.enable = Some(!agent.cloud.enable);
+            }
             if agent.claude_code.settings.is_null() {
                 agent.claude_code.settings = serde_json::json!({});
             }

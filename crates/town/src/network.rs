@@ -440,7 +440,7 @@ pub fn ruleset(
 ) -> Result<String, Vec<crate::Problem>> {
     let t = format!("inet {table}");
     let agents: Vec<(&String, &crate::Agent)> = town
-        .enabled_agents()
+        .host_agents()
         .filter(|(_, a)| a.network.egress.restricted())
         .collect();
     let mut s = String::from(

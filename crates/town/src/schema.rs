@@ -252,9 +252,37 @@ pub struct Agent {
     /// What the agent may reach over the network (hosts and the cloud).
     #[serde(default)]
     pub network: crate::network::Network,
+    /// Whether the agent runs on this host (a Unix user) as well as, or
+    /// instead of, in the cluster.
+    #[serde(default)]
+    pub host: AgentHost,
     /// Kubernetes deployment.
     #[serde(default)]
     pub cloud: Cloud,
+}
+
+impl Agent {
+    /// Whether the agent is a Unix user of this host: enabled, and
+    /// `host.enable` (which defaults to `!cloud.enable`).
+    pub fn on_host(&self) -> bool {
+        self.enable && self.host.enable.unwrap_or(!self.cloud.enable)
+    }
+
+    /// Whether the agent is enabled but declared for the cluster only.
+    pub fn cloud_only(&self) -> bool {
+        self.enable && !self.on_host()
+    }
+}
+
+/// Where an agent runs besides the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentHost {
+    /// Make the agent a user of this host (its home, keys, sudo, units);
+    /// unset means `true` unless `cloud.enable`: a cloud agent runs on the
+    /// host too only when this says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable: Option<bool>,
 }
 
 fn is_null(v: &serde_json::Value) -> bool {
@@ -691,6 +719,15 @@ pub struct Cloud {
     /// Workload identity.
     #[serde(default)]
     pub identity: CloudIdentity,
+    /// How the pod gets the agent's keys and secrets: `"secret"` (a
+    /// Kubernetes Secret named after the agent, made by you) or
+    /// `"sops-kms"` (the sops file decrypted in the pod by the cloud KMS,
+    /// through the pod's workload identity).
+    #[serde(default = "default_cloud_secrets")]
+    pub secrets: String,
+    /// The sops file a `"sops-kms"` pod decrypts; defaults to the town's `sopsFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sops_file: Option<PathBuf>,
     /// GPU settings for the `gpu` tier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<Gpu>,
@@ -699,6 +736,9 @@ pub struct Cloud {
     pub scaling: Scaling,
 }
 
+fn default_cloud_secrets() -> String {
+    "secret".to_string()
+}
 fn default_tier() -> String {
     "standard".to_string()
 }
@@ -716,6 +756,8 @@ impl Default for Cloud {
             command: Vec::new(),
             persist: CloudPersist::default(),
             identity: CloudIdentity::default(),
+            secrets: default_cloud_secrets(),
+            sops_file: None,
             gpu: None,
             scaling: Scaling::default(),
         }

@@ -187,7 +187,7 @@ pub fn validate(town: &Town) -> Vec<Problem> {
             "must name a program, e.g. [\"nixos-rebuild\"]",
         );
     }
-    if town.enabled_agents().any(|(_, a)| a.sudo.enable) && town.approvers().is_empty() {
+    if town.host_agents().any(|(_, a)| a.sudo.enable) && town.approvers().is_empty() {
         c.fail(
             "humanUser",
             "an agent has sudo.enable but nobody can approve; set humanUser (or hall.approvers)",
@@ -411,9 +411,14 @@ fn check_shared_dirs(c: &mut Check, town: &Town) {
             );
         }
         for who in dir.members.keys() {
-            let is_agent = town.agents.get(who).is_some_and(|a| a.enable);
-            if !is_agent && !humans.contains(who) {
-                let mut known: Vec<&str> = town.enabled_agents().map(|(n, _)| n.as_str()).collect();
+            let is_agent = town.agents.get(who).is_some_and(|a| a.on_host());
+            if town.agents.get(who).is_some_and(|a| a.cloud_only()) {
+                c.fail(
+                    format!("{key}.members.{who}"),
+                    format!("{who} is declared for the cloud only (agents.{who}.host.enable = false): a shared directory is on this host; set agents.{who}.host.enable = true or remove {who} from the members"),
+                );
+            } else if !is_agent && !humans.contains(who) {
+                let mut known: Vec<&str> = town.host_agents().map(|(n, _)| n.as_str()).collect();
                 known.extend(humans.iter().map(String::as_str));
                 c.fail(
                     format!("{key}.members.{who}"),
@@ -723,7 +728,20 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
         );
     }
 
+    if agent.enable && agent.host.enable == Some(false) && !agent.cloud.enable {
+        c.fail(
+            format!("{key}.host.enable"),
+            "is false and cloud.enable is not set: the agent would run nowhere; set cloud.enable = true to run it in the cluster only, or enable = false to remove it",
+        );
+    }
+
     let chat = &agent.chat;
+    if chat.enable && agent.cloud_only() {
+        c.fail(
+            format!("{key}.chat.enable"),
+            "the chat bridge runs on the host, and this agent is declared for the cloud only (host.enable = false, the default with cloud.enable); set host.enable = true to run it on the host as well, or turn chat off",
+        );
+    }
     if chat.enable {
         let k = format!("{key}.chat");
         match &chat.homeserver {
@@ -772,6 +790,12 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             c.fail(
                 format!("{k}.namespace"),
                 format!("{:?} is not a valid Kubernetes namespace", cloud.namespace),
+            );
+        }
+        if !matches!(cloud.secrets.as_str(), "secret" | "sops-kms") {
+            c.fail(
+                format!("{k}.secrets"),
+                format!("{:?} is not a way to get secrets into the pod; use \"secret\" (a Kubernetes Secret you create) or \"sops-kms\" (the sops file decrypted in the pod through its workload identity)", cloud.secrets),
             );
         }
         match cloud.resources.as_str() {

@@ -451,3 +451,45 @@ fn an_agent_is_never_another_agents_human() {
         "{e}"
     );
 }
+
+/// `host.enable` defaults to `!cloud.enable`; both set runs the agent on the
+/// host and in the cluster.
+#[test]
+fn where_an_agent_runs() {
+    let town = toml(
+        "[agents.ada]\nuid = 1100\n\
+         [agents.vox]\nuid = 1101\ncloud = { enable = true, image = \"busybox\" }\n\
+         [agents.bo]\nuid = 1102\nhost.enable = true\ncloud = { enable = true, image = \"busybox\" }\n\
+         [agents.cy]\nuid = 1103\nenable = false\ncloud = { enable = true, image = \"busybox\" }\n",
+    )
+    .unwrap();
+    assert_eq!(town.agents["ada"].host.enable, Some(true));
+    assert_eq!(town.agents["vox"].host.enable, Some(false));
+    assert!(town.agents["vox"].cloud_only() && !town.agents["bo"].cloud_only());
+    assert!(!town.agents["cy"].cloud_only() && !town.agents["cy"].on_host());
+    let on_host: Vec<&String> = town.host_agents().map(|(n, _)| n).collect();
+    assert_eq!(on_host, ["ada", "bo"]);
+    assert!(town.host_agent("vox").unwrap_err().starts_with(
+        "vox is declared for the cloud only (agents.vox.host.enable = false, the default with cloud.enable)"
+    ));
+    assert_eq!(
+        town.host_agent("cy").unwrap_err(),
+        "cy is not an enabled agent of this town (agents on this host: ada, bo)"
+    );
+    assert!(toml("[agents.a]\nuid = 1100\nhost = { enable = true, where = 1 }\n").is_err());
+}
+
+#[test]
+fn agent_running_nowhere_or_chatting_from_the_cloud() {
+    let e = err("[agents.ada]\nuid = 1100\nhost.enable = false\n");
+    assert!(e.contains("agents.ada.host.enable: is false and cloud.enable is not set: the agent would run nowhere; set cloud.enable = true to run it in the cluster only, or enable = false to remove it"), "{e}");
+    let e = err("[agents.vox]\nuid = 1101\ncloud = { enable = true, image = \"busybox\" }\n\
+                 chat = { enable = true, homeserver = \"https://m.example.org\", userId = \"@vox:example.org\", passwordFile = \"/run/secrets/vox\" }\n");
+    assert!(e.contains("agents.vox.chat.enable: the chat bridge runs on the host, and this agent is declared for the cloud only"), "{e}");
+    let e = err("humanUser = \"josh\"\n[agents.vox]\nuid = 1101\ncloud = { enable = true, image = \"busybox\" }\n\
+                 [sharedDirs.review]\nmembers = { vox = \"rw\", josh = \"rw\" }\n");
+    assert!(
+        e.contains("sharedDirs.review.members.vox: vox is declared for the cloud only"),
+        "{e}"
+    );
+}

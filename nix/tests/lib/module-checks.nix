@@ -9,8 +9,10 @@
 { lib, config }:
 let
   cfg = config.nuketown;
-  agents = lib.filterAttrs (_: a: a.enable) cfg.agents;
-  disabled = lib.attrNames (lib.filterAttrs (_: a: !a.enable) cfg.agents);
+  # The agents that are users of the machine; the others (disabled, or
+  # declared for the cloud only) must leave no trace on it.
+  agents = lib.filterAttrs (_: a: a.enable && a.host.enable) cfg.agents;
+  disabled = lib.attrNames (lib.filterAttrs (_: a: !(a.enable && a.host.enable)) cfg.agents);
   names = lib.attrNames agents;
   sudoNames = lib.attrNames (lib.filterAttrs (_: a: a.sudo.enable) agents);
   elevate = cfg.hall.elevatePath;
@@ -43,7 +45,7 @@ in
         && (config.users.groups.${name}.gid or null) == a.uid)
       names
     && lib.all (name: !(config.users.users ? ${name})) disabled;
-    why = "every enabled agent is a normal user with its uid, a private group (gid = uid), a 0700 home under agentsDir and no admin group; disabled agents are not users";
+    why = "every enabled agent of the machine is a normal user with its uid, a private group (gid = uid), a 0700 home under agentsDir and no admin group; disabled and cloud-only agents are not users";
   };
 
   approvers = {

@@ -23,7 +23,9 @@
 #   for the agent, plus the text of the start-up files home-manager writes;
 # - town: /etc/nuketown/town.json as the module writes it;
 # - sopsManifest: the secrets sops-nix would install;
-# - checks: nix/tests/lib/module-checks.nix on this configuration.
+# - checks: nix/tests/lib/module-checks.nix on this configuration;
+# - images: each cloud agent's image, as buildImage (the stand-in,
+#   nix-snapshotter.nix) was asked for it, and its reference.
 { upstream, scenario }:
 let
   lib = import "${toString upstream}/nixpkgs.lib/lib";
@@ -42,6 +44,7 @@ let
     home-manager = { nixosModules.home-manager = "${up}/home-manager/nixos"; outPath = "${up}/home-manager"; };
     sops-nix = { nixosModules.sops = "${up}/sops-nix/modules/sops"; outPath = "${up}/sops-nix"; };
     impermanence = { nixosModules.impermanence = import "${up}/impermanence/nixos.nix"; outPath = "${up}/impermanence"; };
+    nix-snapshotter = import ./nix-snapshotter.nix;
   };
   flake = import ../../../flake.nix;
   self = flake.outputs (inputs // { inherit self; }) // { outPath = ../../..; };
@@ -168,4 +171,12 @@ if failedAssertions != [ ] then { inherit failedAssertions; } else
   town = if c.environment.etc ? "nuketown/town.json" then builtins.fromJSON (text c.environment.etc."nuketown/town.json".source) else null;
   sopsManifest = if c.sops.secrets or { } == { } then null else builtins.fromJSON (text c.system.build.sops-nix-manifest);
   checks = import ../lib/module-checks.nix { inherit lib; config = c; };
+  # Each cloud agent's image as the (stand-in) buildImage was asked for it.
+  images = lib.mapAttrs
+    (_: i: {
+      inherit (i) image;
+      inherit (i.buildImageArgs) name resolvedByNix config;
+      root = map (p: p.pname or p.name) i.buildImageArgs.copyToRoot.paths;
+    })
+    c.nuketown.cloudImages;
 }

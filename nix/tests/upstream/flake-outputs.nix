@@ -13,6 +13,7 @@ let
     home-manager = { nixosModules.home-manager = "${up}/home-manager/nixos"; outPath = "${up}/home-manager"; };
     sops-nix = { nixosModules.sops = "${up}/sops-nix/modules/sops"; outPath = "${up}/sops-nix"; };
     impermanence = { nixosModules.impermanence = import "${up}/impermanence/nixos.nix"; outPath = "${up}/impermanence"; };
+    nix-snapshotter = import ./nix-snapshotter.nix;
   };
   flake = import ../../../flake.nix;
   self = flake.outputs (inputs // { inherit self; }) // { outPath = ../../..; };
@@ -26,5 +27,10 @@ in
   apps = perSystem (s: lib.mapAttrs (_: a: { inherit (a) type program; }) self.apps.${s});
   devShells = perSystem (s: lib.mapAttrs (_: d: d.name) self.devShells.${s});
   checks = perSystem (s: builtins.attrNames self.checks.${s});
+  # lib.agentImages with the stand-in nix-snapshotter: which agents get an image, and its reference.
+  agentImages = lib.mapAttrs (_: i: i.image) (self.lib.agentImages {
+    inherit pkgs;
+    town = { agents.ada = { uid = 1100; cloud.enable = true; packages = [ pkgs.git ]; }; agents.bo.uid = 1101; };
+  });
   toTown = self.lib.toTown { package = null; domain = "forge.local"; agents.ada = { uid = 1100; packages = [ pkgs.git ]; }; };
 }

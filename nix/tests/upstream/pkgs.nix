@@ -149,6 +149,7 @@ let
     "rustc"
     "rustfmt"
     "shadow"
+    "sops"
     "sudo"
     "sops-install-secrets"
     "sudo-rs"

@@ -69,7 +69,7 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let store = store(&town)?;
     match args.action {
         Action::List => {
-            for (name, _) in town.enabled_agents() {
+            for (name, _) in town.host_agents() {
                 match store.public(name) {
                     Ok(Some(k)) => println!(
                         "{name}: {}{}\n  {}",

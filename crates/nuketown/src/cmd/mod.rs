@@ -112,7 +112,7 @@ pub fn options(
             text: nuketown_host::render::chat_unit(bin),
             wanted_by: Some("multi-user.target".into()),
             instances: town
-                .enabled_agents()
+                .host_agents()
                 .filter(|(_, a)| a.chat.enable)
                 .map(|(n, _)| n.clone())
                 .collect(),

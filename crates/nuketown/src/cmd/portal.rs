@@ -121,7 +121,7 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         Some(a) => a,
         None => {
             let names: Vec<String> = town
-                .enabled_agents()
+                .host_agents()
                 .filter(|(_, a)| a.portal.enable)
                 .map(|(n, _)| n.clone())
                 .collect();

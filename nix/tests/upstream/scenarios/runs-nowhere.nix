@@ -1,0 +1,20 @@
+# host.enable = false without cloud.enable: the agent would run nowhere;
+# and a cloud-only agent with a chat bridge, which runs on the machine.
+{
+  module = {
+    nuketown = {
+      enable = true;
+      agents.ada = { uid = 1100; host.enable = false; };
+      agents.vox = {
+        uid = 1101;
+        cloud = { enable = true; image = "busybox"; };
+        chat = {
+          enable = true;
+          homeserver = "https://matrix.example.org";
+          userId = "@vox:example.org";
+          passwordFile = "/run/secrets/vox/matrix";
+        };
+      };
+    };
+  };
+}
