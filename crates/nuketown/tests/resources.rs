@@ -34,8 +34,11 @@ fn job(tier: &str, reason: &str) -> Job {
 
 fn cloud() -> Options {
     Options {
-        ada_cloud: "enable = true\nresources = \"small\"\n\
-                    scaling = { maxResources = \"large\", autoApprove = [\"standard\"] }\n"
+        // On the host and in the cluster (host.enable), so the attack of an
+        // agent on the host speaking as the relay can be tried.
+        ada_extra: "host.enable = true\n\
+                    cloud = { enable = true, resources = \"small\", \
+                    scaling = { maxResources = \"large\", autoApprove = [\"standard\"] } }\n"
             .into(),
         ..Options::default()
     }

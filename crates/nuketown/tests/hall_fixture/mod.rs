@@ -126,8 +126,8 @@ pub struct Options {
     pub ada_network: String,
     /// TOML under `[agents.nktvox.network]`.
     pub vox_network: String,
-    /// TOML under `[agents.nktada.cloud]`, e.g. `enable = true`.
-    pub ada_cloud: String,
+    /// TOML under `[agents.nktada]` itself, e.g. `cloud = { enable = true }`.
+    pub ada_extra: String,
 }
 
 impl Default for Options {
@@ -139,7 +139,7 @@ impl Default for Options {
             ada_keys: String::new(),
             ada_network: String::new(),
             vox_network: String::new(),
-            ada_cloud: String::new(),
+            ada_extra: String::new(),
         }
     }
 }
@@ -230,10 +230,10 @@ impl TestTown {
             format!(
                 "humanUser = \"{HUMAN}\"\nagentsDir = \"{home}\"\npersistDir = \"{persist}\"\n\
                  hall.elevatePath = \"{elevate}\"\n\
-                 [agents.{ADA}]\nuid = {ADA_UID}\n[agents.{ADA}.cloud]\n{}\n[agents.{ADA}.network]\n{}\n[agents.{ADA}.keys]\n{}\n\
+                 [agents.{ADA}]\nuid = {ADA_UID}\n{}\n[agents.{ADA}.network]\n{}\n[agents.{ADA}.keys]\n{}\n\
                  [agents.{ADA}.sudo]\nenable = true\ntimeout = {}\n{}\n\
                  [agents.{VOX}]\nuid = {VOX_UID}\n[agents.{VOX}.network]\n{}\n[agents.{VOX}.sudo]\nenable = true\ntimeout = {}\n",
-                opts.ada_cloud,
+                opts.ada_extra,
                 opts.ada_network,
                 opts.ada_keys,
                 opts.ada_timeout,
