@@ -376,7 +376,7 @@ impl Hall {
             cwd: (0, 0),
             grantable: false,
         };
-        let mut decided = self
+        let decided = self
             .state()
             .submit(rv, key, max_pending)
             .map_err(|e| e.to_string())?;
@@ -389,29 +389,16 @@ impl Hall {
         )
         .await;
         let mut probe = [0u8; 1];
-        let local = tokio::select! {
-            o = &mut decided => Err(o.ok()),
-            _ = tokio::time::sleep(Duration::from_secs(timeout)) => Ok(Outcome {
-                approved: false,
-                by: by_hall("timeout"),
-                reason: format!("timed out after {timeout} s"),
-            }),
-            _ = rd.read(&mut probe) => Ok(Outcome {
+        let gone = async {
+            let _ = rd.read(&mut probe).await;
+            Outcome {
                 approved: false,
                 by: by_hall("requester"),
                 reason: "the requester went away before the decision; nothing was changed".into(),
-            }),
+            }
         };
         Ok((
-            match local {
-                Err(Some(o)) => o,
-                Ok(o) if self.state().resolve(&id, o.clone()) => o,
-                _ => decided.try_recv().unwrap_or(Outcome {
-                    approved: false,
-                    by: by_hall("hall"),
-                    reason: "the request was lost; denied".into(),
-                }),
-            },
+            self.state().settle(&id, decided, timeout, gone).await,
             false,
         ))
     }

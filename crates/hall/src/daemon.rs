@@ -572,7 +572,7 @@ impl Hall {
                     cwd: (ask.cwd.dev, ask.cwd.ino),
                     grantable: assessment.grantable(),
                 };
-                let mut decided = match self.state.submit(view, key, agent.sudo.max_pending) {
+                let decided = match self.state.submit(view, key, agent.sudo.max_pending) {
                     Ok(rx) => rx,
                     Err(too_many) => {
                         let e = too_many.to_string();
@@ -602,33 +602,15 @@ impl Hall {
                 }
                 // A decision, the deadline, or the requester going away: whichever comes first.
                 let mut probe = [0u8; 1];
-                let local = tokio::select! {
-                    o = &mut decided => Err(o.ok()),
-                    _ = tokio::time::sleep(Duration::from_secs(timeout)) => Ok(Outcome {
-                        approved: false,
-                        by: by_hall("timeout"),
-                        reason: format!("timed out after {timeout} s"),
-                    }),
-                    _ = rd.read(&mut probe) => Ok(Outcome {
+                let gone = async {
+                    let _ = rd.read(&mut probe).await;
+                    Outcome {
                         approved: false,
                         by: by_hall("requester"),
                         reason: "the requester went away".into(),
-                    }),
+                    }
                 };
-                let outcome = match local {
-                    Err(Some(o)) => o,
-                    // Whoever takes the request out of the pending set decides it; if an
-                    // approver got there first (at the last moment), theirs stands.
-                    Ok(o) if self.state.resolve(&id, o.clone()) => o,
-                    _ => match decided.try_recv() {
-                        Ok(o) => o,
-                        Err(_) => Outcome {
-                            approved: false,
-                            by: by_hall("hall"),
-                            reason: "the request was lost; denied".into(),
-                        },
-                    },
-                };
+                let outcome = self.state.settle(&id, decided, timeout, gone).await;
                 if outcome.by.channel == "requester" {
                     self.record(&asked, None, &outcome.by, &outcome.reason, false);
                     return;

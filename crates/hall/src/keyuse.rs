@@ -4,7 +4,6 @@
 //! whose view carries [`KeyUseView`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use nuketown_keys::agent::{Gate, KeyUse, Operation, Verdict};
 use nuketown_town::{KeyPolicy, Keys};
@@ -202,32 +201,15 @@ impl Gate for HallGate {
             cwd: (0, 0),
             grantable: false,
         };
-        let mut rx = match hall.state().submit(view, key, agent.sudo.max_pending) {
+        let rx = match hall.state().submit(view, key, agent.sudo.max_pending) {
             Ok(rx) => rx,
             Err(e) => return verdict(&id, false, "hall", "hall", e.to_string()),
         };
-        let outcome = tokio::select! {
-            o = &mut rx => o.ok(),
-            _ = tokio::time::sleep(Duration::from_secs(timeout)) => None,
-        };
-        let outcome = match outcome {
-            Some(o) => o,
-            None => {
-                let o = Outcome {
-                    approved: false,
-                    by: crate::protocol::DecidedBy {
-                        who: "hall".into(),
-                        channel: "timeout".into(),
-                    },
-                    reason: format!("timed out after {timeout} s"),
-                };
-                if hall.state().resolve(&id, o.clone()) {
-                    o
-                } else {
-                    rx.try_recv().unwrap_or(o)
-                }
-            }
-        };
+        // A caller that goes away withdraws the request (`withdraw`).
+        let outcome = hall
+            .state()
+            .settle(&id, rx, timeout, std::future::pending())
+            .await;
         verdict(
             &id,
             outcome.approved,

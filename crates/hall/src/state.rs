@@ -176,6 +176,43 @@ impl State {
         }
     }
 
+    /// Wait for request `id`'s decision, its deadline (`timeout_secs`) or
+    /// `gone` (the requester going away, with the outcome that means) —
+    /// whichever comes first. Whoever takes the request out of the pending
+    /// set decides it: when an approver got there at the last moment, theirs
+    /// stands. Every kind of request (sudo, network, resources, key use)
+    /// settles here.
+    pub async fn settle(
+        &self,
+        id: &str,
+        mut decided: oneshot::Receiver<Outcome>,
+        timeout_secs: u64,
+        gone: impl std::future::Future<Output = Outcome>,
+    ) -> Outcome {
+        let hall = |channel: &str, reason: String| Outcome {
+            approved: false,
+            by: DecidedBy {
+                who: "hall".into(),
+                channel: channel.into(),
+            },
+            reason,
+        };
+        let local = tokio::select! {
+            o = &mut decided => Err(o.ok()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(timeout_secs)) => {
+                Ok(hall("timeout", format!("timed out after {timeout_secs} s")))
+            }
+            o = gone => Ok(o),
+        };
+        match local {
+            Err(Some(o)) => o,
+            Ok(o) if self.resolve(id, o.clone()) => o,
+            _ => decided
+                .try_recv()
+                .unwrap_or_else(|_| hall("hall", "the request was lost; denied".into())),
+        }
+    }
+
     fn finish(&self, p: Pending, outcome: Outcome) {
         let _ = self.events.send(ToApprover::Resolved {
             id: p.view.id.clone(),
