@@ -219,6 +219,37 @@ proptest! {
         let _ = parse_approver(&bytes);
         let _ = parse_to_requester(&bytes);
         let _ = parse_to_approver(&bytes);
+        let _ = parse_asker(&bytes);
+    }
+
+    /// Near-miss ask-socket messages (network and the relay's resources
+    /// request, one byte changed) never panic, and what parses is within
+    /// the limits the hall relies on.
+    #[test]
+    fn mutated_asker_messages_are_parsed_or_refused(pos in any::<prop::sample::Index>(), byte in any::<u8>(),
+                                                    agent in "[a-z]{1,70}", tier in ".{0,70}", reason in ".{0,40}") {
+        for msg in [
+            FromAsker::Resources { v: VERSION, agent: agent.clone(), tier: tier.clone(), current: "small".into(), reason: reason.clone(), origin: "ConfigMap x/y".into() },
+            FromAsker::Network { v: VERSION, target: tier.clone(), secs: 60, reason: reason.clone() },
+        ] {
+            let mut line = encode(&msg);
+            let i = pos.index(line.len());
+            line[i] = byte;
+            match parse_asker(&line) {
+                Ok(FromAsker::Resources { v, agent, tier, current, reason, origin }) => {
+                    prop_assert_eq!(v, VERSION);
+                    for s in [&agent, &tier, &current] {
+                        prop_assert!(!s.is_empty() && s.len() <= 64 && !s.contains('\0'));
+                    }
+                    prop_assert!(reason.len() <= MAX_REASON && origin.len() <= MAX_REASON);
+                }
+                Ok(FromAsker::Network { target, secs, .. }) => {
+                    prop_assert!(!target.is_empty() && target.len() <= 300);
+                    prop_assert!((1..=86_400).contains(&secs));
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// Near-miss JSON (a valid message with one byte changed) never panics, and what parses is checked.

@@ -183,7 +183,7 @@ pub fn decide(o: &Observed) -> Decision {
                     .map(|i| format!(" (request {i})"))
                     .unwrap_or_default()
             )),
-            None if o.auto_approve.iter().any(|t| *t == r.tier) || want <= declared => {
+            None if o.auto_approve.contains(&r.tier) || want <= declared => {
                 Some(if want <= declared {
                     "no approval needed: not above the declared tier".into()
                 } else {

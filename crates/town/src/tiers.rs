@@ -124,3 +124,47 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn agent(declared: &str, max: Option<&str>, auto: Vec<String>) -> Agent {
+        let mut a: Agent = serde_json::from_str(r#"{"uid":1100}"#).unwrap();
+        a.cloud.enable = true;
+        a.cloud.resources = declared.into();
+        a.cloud.scaling.max_resources = max.map(str::to_string);
+        a.cloud.scaling.auto_approve = auto;
+        a
+    }
+
+    proptest! {
+        /// Whatever tier is asked for: nothing above maxResources is ever
+        /// granted or put to a human; only what is at or below the declared
+        /// tier is free; only autoApprove's tiers are granted by rule.
+        #[test]
+        fn nothing_above_the_maximum_is_ever_granted(
+            tier in prop_oneof![Just("small".to_string()), Just("standard".to_string()), Just("large".to_string()), Just("gpu".to_string()), ".{0,12}"],
+            d in 0usize..4, m in proptest::option::of(0usize..4), auto in proptest::collection::vec(0usize..4, 0..3),
+        ) {
+            let max = m.map(|m| ORDER[m.max(d)]);
+            let auto: Vec<String> = auto.into_iter().map(|i| ORDER[i].to_string()).collect();
+            let a = agent(ORDER[d], max, auto.clone());
+            let got = check_request("ada", &a, &tier);
+            match (rank(&tier), &got) {
+                (None, r) => prop_assert!(r.is_err()),
+                (Some(w), Ok(Grant::Free(_))) => prop_assert!(w <= d),
+                (Some(w), Ok(Grant::Rule(_))) => {
+                    prop_assert!(w > d && max.is_some_and(|m| w <= rank(m).unwrap()));
+                    prop_assert!(auto.contains(&tier));
+                }
+                (Some(w), Ok(Grant::Human)) => {
+                    prop_assert!(w > d && max.is_some_and(|m| w <= rank(m).unwrap()));
+                    prop_assert!(!auto.contains(&tier));
+                }
+                (Some(w), Err(_)) => prop_assert!(w > d && max.is_none_or(|m| w > rank(m).unwrap())),
+            }
+        }
+    }
+}
