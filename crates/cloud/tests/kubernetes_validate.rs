@@ -164,3 +164,22 @@ fn offline_schema_check_with_kubernetes_validate_refuses_a_broken_manifest() {
         validate(&tool, &file, VERSIONS[0]).expect_err("a string for replicas must not validate");
     assert!(err.contains("spec.replicas"), "{err}");
 }
+
+/// The operator's and the relay's own manifests (deploy/operator) validate
+/// strictly too, and the operator's ConfigMap holds pools the operator accepts
+/// (checked in crates/operator).
+#[test]
+fn the_operator_and_relay_manifests_validate() {
+    let Some(tool) = validator() else {
+        eprintln!("SKIPPED: kubernetes-validate is not installed (see this file's header)");
+        return;
+    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/operator");
+    for name in ["operator.yaml", "relay-rbac.yaml"] {
+        for version in VERSIONS {
+            if let Err(e) = validate(&tool, &dir.join(name), version) {
+                panic!("{name} does not validate for {version}:\n{e}");
+            }
+        }
+    }
+}

@@ -433,6 +433,20 @@ mod tests {
             "{e}"
         );
         assert!(Pools::parse("idleCpuFloor = \"50m\"").is_ok());
+        // The pools shipped in deploy/operator/operator.yaml are accepted.
+        let yaml = include_str!("../../../deploy/operator/operator.yaml");
+        let block: String = yaml
+            .split_once("pools.toml: |\n")
+            .unwrap()
+            .1
+            .lines()
+            .take_while(|l| l.starts_with("    "))
+            .map(|l| format!("{}\n", &l[4..]))
+            .collect();
+        assert_eq!(
+            Pools::parse(&block).unwrap().idle_cpu_floor.as_deref(),
+            Some("100m")
+        );
         let e = Pools::parse("[tiers.huge]").unwrap_err();
         assert!(e.starts_with("tiers.huge: not a tier"), "{e}");
     }
