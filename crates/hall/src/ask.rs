@@ -241,32 +241,8 @@ impl Hall {
         rec.argv[3] = t.to_string();
         rec.network = Some(view.clone());
 
-        let now = now_ms();
-        let rv = RequestView {
-            id: id.clone(),
-            agent: name.clone(),
-            uid,
-            program: FileRef {
-                path: rec.argv[0].clone(),
-                dev: 0,
-                ino: 0,
-            },
-            argv: rec.argv.clone(),
-            typed: None,
-            cwd: String::new(),
-            user: name.clone(),
-            group: None,
-            agent_can_write: false,
-            agent_writable_args: Vec::new(),
-            warnings: Vec::new(),
-            notes: Vec::new(),
-            grantable: false,
-            asked_ms: now,
-            deadline_ms: now + agent.sudo.timeout * 1000,
-            key_use: None,
-            network: Some(Box::new(view.clone())),
-            resources: None,
-        };
+        let mut rv = RequestView::asked(&id, &name, uid, rec.argv.clone(), agent.sudo.timeout);
+        rv.network = Some(Box::new(view.clone()));
         let (outcome, mock) = match self
             .ask_humans(&loaded, rv, agent.sudo.max_pending, &mut rd, &mut wr)
             .await

@@ -166,36 +166,12 @@ impl Gate for HallGate {
             Err(MockRefusal::Absent) => {}
         }
         let timeout = agent.keys.timeout;
-        let now = now_ms();
-        let argv = caller_argv(u);
-        let view = RequestView {
-            id: id.clone(),
-            agent: u.agent.clone(),
-            uid: u.caller.uid,
-            program: FileRef {
-                path: argv[0].clone(),
-                dev: 0,
-                ino: 0,
-            },
-            argv,
-            typed: None,
-            cwd: String::new(),
-            user: u.agent.clone(),
-            group: None,
-            agent_can_write: false,
-            agent_writable_args: Vec::new(),
-            warnings: Vec::new(),
-            notes: vec![format!(
-                "the command line is what {}'s own process says of itself; what would be signed is the hash shown",
-                u.agent
-            )],
-            grantable: false,
-            asked_ms: now,
-            deadline_ms: now + timeout * 1000,
-            key_use: Some(Box::new(view_of(u, &rule, host))),
-            network: None,
-            resources: None,
-        };
+        let mut view = RequestView::asked(&id, &u.agent, u.caller.uid, caller_argv(u), timeout);
+        view.notes = vec![format!(
+            "the command line is what {}'s own process says of itself; what would be signed is the hash shown",
+            u.agent
+        )];
+        view.key_use = Some(Box::new(view_of(u, &rule, host)));
         let key = GrantKey {
             program: (0, 0),
             cwd: (0, 0),

@@ -188,6 +188,41 @@ pub struct RequestView {
     pub resources: Option<Box<ResourcesView>>,
 }
 
+impl RequestView {
+    /// A request that runs no program (network access, a bigger tier, a use
+    /// of the agent's key): `argv` in the asker's words, `program` its first
+    /// word with device and inode 0, the agent as `user`, never grantable,
+    /// due `timeout_secs` from now. The caller adds what it is about.
+    pub fn asked(id: &str, agent: &str, uid: u32, argv: Vec<String>, timeout_secs: u64) -> RequestView {
+        let now = crate::time::now_ms();
+        RequestView {
+            id: id.to_string(),
+            agent: agent.to_string(),
+            uid,
+            program: FileRef {
+                path: argv.first().cloned().unwrap_or_default(),
+                dev: 0,
+                ino: 0,
+            },
+            argv,
+            typed: None,
+            cwd: String::new(),
+            user: agent.to_string(),
+            group: None,
+            agent_can_write: false,
+            agent_writable_args: Vec::new(),
+            warnings: Vec::new(),
+            notes: Vec::new(),
+            grantable: false,
+            asked_ms: now,
+            deadline_ms: now + timeout_secs * 1000,
+            key_use: None,
+            network: None,
+            resources: None,
+        }
+    }
+}
+
 /// A request for a bigger tier, as approvers see it and the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

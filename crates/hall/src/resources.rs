@@ -151,34 +151,12 @@ impl Hall {
                 false,
             )),
             Ok(Grant::Human) => {
-                let now = now_ms();
-                let rv = RequestView {
-                    id: id.clone(),
-                    agent: name.clone(),
-                    uid,
-                    program: FileRef {
-                        path: rec.argv[0].clone(),
-                        dev: 0,
-                        ino: 0,
-                    },
-                    argv: rec.argv.clone(),
-                    typed: None,
-                    cwd: String::new(),
-                    user: name.clone(),
-                    group: None,
-                    agent_can_write: false,
-                    agent_writable_args: Vec::new(),
-                    warnings: Vec::new(),
-                    notes: vec![
-                        "asked in the cluster; the hall's relay brought it from the agent's request object".into(),
-                    ],
-                    grantable: false,
-                    asked_ms: now,
-                    deadline_ms: now + agent.sudo.timeout * 1000,
-                    key_use: None,
-                    network: None,
-                    resources: Some(Box::new(view.clone())),
-                };
+                let mut rv =
+                    RequestView::asked(&id, &name, uid, rec.argv.clone(), agent.sudo.timeout);
+                rv.notes = vec![
+                    "asked in the cluster; the hall's relay brought it from the agent's request object".into(),
+                ];
+                rv.resources = Some(Box::new(view.clone()));
                 self.ask_humans(&loaded, rv, agent.sudo.max_pending, &mut rd, &mut wr)
                     .await
             }
