@@ -27,6 +27,8 @@ use nuketown_town::{ChatBackend, Town};
 use crate::backend;
 use crate::commands;
 use crate::converse::{self, Author, Command, Decision, RoomRules, Roster, Turns};
+use crate::escalations::{self, Escalation};
+use nuketown_hall::follow::{Followed, Follower};
 
 /// Largest message the bridge posts; longer answers are split.
 pub const MAX_MESSAGE: usize = 16_000;
@@ -62,6 +64,8 @@ pub struct BridgeConfig {
     pub agents: BTreeMap<String, String>,
     /// The resource tier (`cloud.resources`) when the agent is a cloud agent.
     pub tier: Option<String>,
+    /// The town hall's ask socket, where the bridge follows the agent's own requests.
+    pub ask_socket: PathBuf,
 }
 
 /// A declared room (`rooms.<name>`) as one of its agents sees it.
@@ -140,6 +144,7 @@ impl BridgeConfig {
                 .map(|(id, n)| (id.to_string(), n.clone()))
                 .collect(),
             tier: agent.cloud.enable.then(|| agent.cloud.resources.clone()),
+            ask_socket: nuketown_hall::ASK_SOCKET.into(),
         })
     }
 }
@@ -233,6 +238,8 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 /// The backend turn running in a room.
 struct Running {
     since_ms: u64,
+    /// The message being answered.
+    event: OwnedEventId,
     sender: String,
     cancel: Arc<Notify>,
     stopped_by: Option<String>,
@@ -243,19 +250,6 @@ struct Running {
 struct RoomWork {
     running: Option<Running>,
     queued: usize,
-}
-
-/// An escalation a backend started from chat, still waiting for a decision.
-#[derive(Debug, Clone)]
-pub struct Escalation {
-    /// The request id (as the entry point shows it).
-    pub id: String,
-    /// What was asked, as the entry point printed it.
-    pub what: String,
-    /// The room whose message started it.
-    pub room: String,
-    /// When it was asked (ms since the epoch).
-    pub since_ms: u64,
 }
 
 struct Shared {
@@ -271,7 +265,14 @@ struct Shared {
     /// Events this bridge posted (bounded): a reply to one of them addresses this agent.
     mine: StdMutex<VecDeque<OwnedEventId>>,
     work: StdMutex<HashMap<String, RoomWork>>,
+    /// The agent's requests waiting for a decision, as the hall told them.
     escalations: StdMutex<Vec<Escalation>>,
+    /// Request ids already shown in a room.
+    shown: StdMutex<escalations::Shown>,
+    /// The room and message of the turn started last.
+    last_turn: StdMutex<Option<(OwnedRoomId, OwnedEventId)>>,
+    /// Request id → where its waiting was shown (its decision goes there too).
+    asked_in: StdMutex<HashMap<String, (OwnedRoomId, OwnedEventId)>>,
 }
 
 impl Shared {
@@ -613,6 +614,7 @@ async fn answer(
         return;
     }
     let session = shared.ledger.lock().await.sessions.get(&room_id).cloned();
+    *shared.last_turn.lock().unwrap() = Some((room.room_id().to_owned(), event.clone()));
     let cancel = Arc::new(Notify::new());
     shared
         .work
@@ -622,6 +624,7 @@ async fn answer(
         .or_default()
         .running = Some(Running {
         since_ms: now_ms(),
+        event: event.clone(),
         sender: author.name().to_string(),
         cancel: cancel.clone(),
         stopped_by: None,
@@ -638,13 +641,6 @@ async fn answer(
     let message = format!("{}\n{body}", author.header(room_name.as_deref()));
     let cfg = &shared.cfg;
     let inv = backend::invocation(&cfg.backend, &message, session.as_deref(), &cfg.workdir);
-    let (lines_tx, lines_rx) = tokio::sync::mpsc::unbounded_channel();
-    let watcher = tokio::spawn(watch_escalations(
-        shared.clone(),
-        room.clone(),
-        event.clone(),
-        lines_rx,
-    ));
     let result = backend::run(
         &cfg.backend,
         &inv,
@@ -660,17 +656,8 @@ async fn answer(
         ],
         cfg.timeout,
         &cancel,
-        Some(lines_tx),
     )
     .await;
-    // The watcher ends with the backend's stderr; a straggler keeping it open never holds the room.
-    let stop_watching = watcher.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(2), watcher)
-        .await
-        .is_err()
-    {
-        stop_watching.abort();
-    }
     keep_typing.abort();
     let _ = room.typing_notice(false).await;
     let stopped = shared
@@ -758,51 +745,144 @@ fn sender_id(author: &Author) -> String {
     }
 }
 
-/// Follow the backend's stderr for the entry point's lines about an
-/// escalation (`nuketown: asking a human to approve … (request ID, …)`, then
-/// its decision) and show each in the room the message came from.
-async fn watch_escalations(
-    shared: Arc<Shared>,
-    room: Room,
-    event: OwnedEventId,
-    mut lines: tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    let mut pending: Option<String> = None;
-    while let Some(line) = lines.recv().await {
-        let Some(said) = line.strip_prefix("nuketown: ") else {
-            continue;
-        };
-        if let Some(asked) = said.strip_prefix("asking a human to approve ") {
-            let Some((what, rest)) = asked.rsplit_once(" (request ") else {
-                continue;
-            };
-            let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
-            if id.is_empty() {
-                continue;
-            }
-            shared.escalations.lock().unwrap().push(Escalation {
-                id: id.clone(),
-                what: what.to_string(),
-                room: room.room_id().to_string(),
-                since_ms: now_ms(),
-            });
-            let text = format!(
-                "🔐 {} asked to run {} — request {id}, waiting for a human's decision",
-                shared.cfg.agent,
-                nuketown_town::display::clean(what)
-            );
-            shared.notice(&room, Some(&event), &text).await;
-            pending = Some(id);
-        } else if let Some(id) = pending.take() {
-            shared.escalations.lock().unwrap().retain(|e| e.id != id);
-            let text = format!("🔐 request {id}: {}", nuketown_town::display::clean(said));
-            shared.notice(&room, Some(&event), &text).await;
+/// Where an escalation is shown: the room of the turn started last among
+/// those running, else of the turn started last; with the message answered.
+fn escalation_place(shared: &Shared) -> Option<(OwnedRoomId, OwnedEventId)> {
+    let running = shared
+        .work
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(r, w)| {
+            w.running
+                .as_ref()
+                .map(|x| (x.since_ms, r.clone(), x.event.clone()))
+        })
+        .max_by_key(|(since, _, _)| *since);
+    if let Some((_, room, event)) = running {
+        if let Ok(room) = OwnedRoomId::try_from(room) {
+            return Some((room, event));
         }
     }
-    // The backend ended: whatever it still waited for is not waited for anymore.
-    if let Some(id) = pending {
-        shared.escalations.lock().unwrap().retain(|e| e.id != id);
+    shared.last_turn.lock().unwrap().clone()
+}
+
+/// Follow the agent's own requests through the town hall (the only source:
+/// a backend's output is the agent's word) and show each, with its request
+/// id and then its decision, in the room where a turn runs. Reconnects when
+/// the hall restarts.
+async fn follow_escalations(shared: Arc<Shared>, client: Client) {
+    let mut delay = Duration::from_millis(250);
+    let mut warned = false;
+    loop {
+        let mut follower = match Follower::connect(&shared.cfg.ask_socket).await {
+            Ok(f) => f,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(
+                        "escalations are not shown in chat until the town hall answers: {e}"
+                    );
+                    warned = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        // What is pending comes again first: the hall's word replaces ours.
+        shared.escalations.lock().unwrap().clear();
+        loop {
+            let ev = match follower.next().await {
+                Ok(ev) => ev,
+                Err(e) => {
+                    if matches!(e, nuketown_hall::follow::FollowError::Closed) && !warned {
+                        tracing::warn!("the town hall closed the escalations stream; reconnecting");
+                    } else if !warned {
+                        tracing::warn!("escalations: {e}");
+                    }
+                    warned = true;
+                    break;
+                }
+            };
+            if warned {
+                tracing::info!(
+                    "following {}'s escalations through the town hall",
+                    shared.cfg.agent
+                );
+                warned = false;
+            }
+            delay = Duration::from_millis(250);
+            show_escalation(&shared, &client, ev).await;
+        }
+        shared.escalations.lock().unwrap().clear();
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
     }
+}
+
+/// One event of the hall's stream: remembered for `!escalations`, shown in a room.
+async fn show_escalation(shared: &Shared, client: &Client, ev: Followed) {
+    let agent = &shared.cfg.agent;
+    let (text, place) = match &ev {
+        Followed::Asked {
+            id,
+            kind,
+            what,
+            asked_ms,
+            ..
+        } => {
+            let place = escalation_place(shared);
+            shared.escalations.lock().unwrap().push(Escalation {
+                id: escalations::short(id).to_string(),
+                what: what.clone(),
+                room: place
+                    .as_ref()
+                    .map(|(r, _)| r.to_string())
+                    .unwrap_or_default(),
+                since_ms: *asked_ms,
+            });
+            if shared.shown.lock().unwrap().contains(id) {
+                return; // shown before the hall's stream was reconnected
+            }
+            (escalations::asked_text(agent, kind, id, what), place)
+        }
+        Followed::Decided { id, .. } => {
+            let short = escalations::short(id);
+            shared.escalations.lock().unwrap().retain(|e| e.id != short);
+            let asked_in = shared.asked_in.lock().unwrap().remove(id);
+            let shown = shared.shown.lock().unwrap().contains(id);
+            if !shown && !escalations::worth_showing(&ev) {
+                return;
+            }
+            let Some(text) = escalations::decided_text(agent, &ev, shown) else {
+                return;
+            };
+            // The decision goes where its waiting was shown.
+            (text, asked_in.or_else(|| escalation_place(shared)))
+        }
+        Followed::Missed { count } => {
+            tracing::warn!("{count} escalation events were missed (the bridge read too slowly)");
+            return;
+        }
+        Followed::Refused { .. } => return,
+    };
+    let Some((room_id, event)) = place else {
+        tracing::info!("{text} (no room to show it in: no turn has run yet)");
+        return;
+    };
+    let Some(room) = client.get_room(&room_id) else {
+        tracing::warn!(room = %room_id, "{text} (not in that room anymore)");
+        return;
+    };
+    if let Followed::Asked { id, .. } = &ev {
+        shared.shown.lock().unwrap().first_time(id);
+        let mut asked_in = shared.asked_in.lock().unwrap();
+        if asked_in.len() > 1000 {
+            asked_in.clear(); // requests whose decision never came (a hall that died)
+        }
+        asked_in.insert(id.clone(), (room_id.clone(), event.clone()));
+    }
+    shared.notice(&room, Some(&event), &text).await;
 }
 
 async fn run_command(
@@ -937,11 +1017,15 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
         mine: StdMutex::new(VecDeque::new()),
         work: StdMutex::new(HashMap::new()),
         escalations: StdMutex::new(Vec::new()),
+        shown: StdMutex::new(escalations::Shown::default()),
+        last_turn: StdMutex::new(None),
+        asked_in: StdMutex::new(HashMap::new()),
     });
     shared.resolve_declared(&client).await;
     client.add_event_handler_context(shared.clone());
     client.add_event_handler(on_invite);
     client.add_event_handler(on_message);
+    tokio::spawn(follow_escalations(shared.clone(), client.clone()));
 
     let mut settings = SyncSettings::default().timeout(Duration::from_secs(30));
     let mut started = false;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::bridge::Escalation;
+use crate::escalations::Escalation;
 
 /// Where the bridge runs: on a Kubernetes cluster (a pod) or on a host.
 pub fn placement() -> String {
@@ -131,7 +131,7 @@ fn ago(since_ms: u64, now_ms: u64) -> String {
 /// `!escalations`.
 pub fn escalations_text(agent: &str, list: &[Escalation], now_ms: u64) -> String {
     if list.is_empty() {
-        return format!("{agent}: no escalation started from chat is waiting for a decision");
+        return format!("{agent}: no escalation is waiting for a decision");
     }
     let mut text = format!(
         "{agent}: {} escalation(s) waiting for a decision:",

@@ -15,6 +15,10 @@ use nix::unistd::User;
 pub struct Args {
     /// The agent.
     agent: String,
+    /// The town hall's ask socket: the bridge follows the agent's own
+    /// escalations there, to show them in chat.
+    #[arg(long, env = "NUKETOWN_ASK_SOCKET", default_value = nuketown_hall::ASK_SOCKET)]
+    ask_socket: std::path::PathBuf,
 }
 
 /// Become `name` (as root), or check that we already are.
@@ -52,7 +56,8 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     }
     #[cfg(feature = "chat")]
     {
-        let cfg = nuketown_chat::BridgeConfig::from_town(&town, &args.agent)?;
+        let mut cfg = nuketown_chat::BridgeConfig::from_town(&town, &args.agent)?;
+        cfg.ask_socket = args.ask_socket;
         become_agent(&args.agent)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
