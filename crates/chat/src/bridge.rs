@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::event_handler::Ctx;
+use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::events::relation::{InReplyTo, Reply};
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
 use matrix_sdk::ruma::events::room::message::{
@@ -941,6 +943,59 @@ async fn run_command(
     shared.notice(&room, Some(&event), &text).await;
 }
 
+/// The log filter of a bridge when `NUKETOWN_LOG` says nothing: what it does
+/// (info); matrix-sdk's complaints about normal conditions (no account data
+/// yet, no key backup) are not errors of ours.
+pub const DEFAULT_LOG: &str = "warn,nuketown=info,nuketown_chat=info,matrix_sdk=error,matrix_sdk::http_client=off,matrix_sdk_crypto=off,matrix_sdk_base=error";
+
+/// Become the agent `name` (as root: its groups, gid and uid, and its
+/// `HOME`), or check that we already are. Call before any thread starts.
+pub fn become_agent(name: &str) -> Result<()> {
+    let user = nix::unistd::User::from_name(name)?
+        .with_context(|| format!("{name} has no account on this host; run nuketown apply"))?;
+    let me = nix::unistd::geteuid();
+    if me == user.uid {
+        return Ok(());
+    }
+    if !me.is_root() {
+        bail!("run the bridge as {name} (or as root, which switches to {name})");
+    }
+    let cname = std::ffi::CString::new(name)?;
+    nix::unistd::initgroups(&cname, user.gid)?;
+    nix::unistd::setgid(user.gid)?;
+    nix::unistd::setuid(user.uid)?;
+    // Safety: single-threaded here (before the runtime starts).
+    unsafe {
+        std::env::set_var("HOME", &user.dir);
+        std::env::set_var("USER", name);
+        std::env::set_var("LOGNAME", name);
+    }
+    Ok(())
+}
+
+/// The bridge's stores in `dir`: its state (the sync token, rooms) and its
+/// encryption keys, in sqlite with small caches. The event cache and media
+/// stores stay in memory: the bridge never uses them, and each sqlite store
+/// is a database with its own connections and caches (benchmarks.md).
+async fn open_stores(dir: &Path) -> Result<matrix_sdk::config::StoreConfig> {
+    let config = matrix_sdk::SqliteStoreConfig::new(dir)
+        .pool_max_size(2)
+        .cache_size(256_000)
+        .journal_size_limit(1_000_000);
+    let opening = |what: &str| format!("opening the bridge's {what} store in {}", dir.display());
+    let state = matrix_sdk::SqliteStateStore::open_with_config(&config)
+        .await
+        .with_context(|| opening("state"))?;
+    let crypto = matrix_sdk::SqliteCryptoStore::open_with_config(&config)
+        .await
+        .with_context(|| opening("encryption"))?;
+    Ok(matrix_sdk::config::StoreConfig::new(
+        matrix_sdk::cross_process_lock::CrossProcessLockConfig::multi_process("main"),
+    )
+    .state_store(state)
+    .crypto_store(crypto))
+}
+
 /// Run the bridge until the process is stopped: log in (or restore the saved
 /// device), join declared rooms, answer allowed humans, and keep syncing
 /// through homeserver outages.
@@ -964,7 +1019,7 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
         })?;
     let client = Client::builder()
         .homeserver_url(&cfg.homeserver)
-        .sqlite_store(cfg.store.join("store"), None)
+        .store_config(open_stores(&cfg.store.join("store")).await?)
         .build()
         .await
         .context("building the Matrix client")?;
@@ -1028,6 +1083,10 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
     tokio::spawn(follow_escalations(shared.clone(), client.clone()));
 
     let mut settings = SyncSettings::default().timeout(Duration::from_secs(30));
+    // Members come with the messages that need them, not all at once.
+    settings = settings.filter(Filter::FilterDefinition(
+        FilterDefinition::with_lazy_loading(),
+    ));
     let mut started = false;
     let mut delay = Duration::from_millis(250);
     loop {

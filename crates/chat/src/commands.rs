@@ -138,12 +138,16 @@ pub fn escalations_text(agent: &str, list: &[Escalation], now_ms: u64) -> String
         list.len()
     );
     for e in list {
+        let room = if e.room.is_empty() {
+            "before any turn ran".to_string()
+        } else {
+            format!("in {}", e.room)
+        };
         text.push_str(&format!(
-            "\nrequest {} — {} (asked {} ago, in {})",
+            "\nrequest {} — {} (asked {} ago, {room})",
             e.id,
             nuketown_town::display::clean(&e.what),
             ago(e.since_ms, now_ms),
-            e.room
         ));
     }
     text

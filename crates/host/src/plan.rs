@@ -515,6 +515,17 @@ impl Planner {
                     0,
                     0,
                 );
+                // The bridge alone, built beside it: `nuketown chat` runs it from there.
+                let lean = bin.with_file_name("nuketown-chat");
+                if lean.is_file() {
+                    self.file(
+                        &At::system(&installed.with_file_name("nuketown-chat")),
+                        Source::CopyOf(Origin::Trusted(lean)),
+                        0o755,
+                        0,
+                        0,
+                    );
+                }
             }
         }
         if !opts.units.is_empty() && paths.systemd_dir.parent().is_some_and(|d| d.is_dir()) {

@@ -157,6 +157,8 @@ fn apply_installs_the_rooms_keeper_only_while_rooms_are_declared() {
         fs::read_link(&link).unwrap(),
         std::path::Path::new("../nuketown-rooms.service")
     );
+    // The bridge alone is installed beside the binary the units run.
+    assert!(t.path("bin/nuketown-chat").is_file());
     assert!(t.ok(&["plan", town]).contains("nothing to change"));
 
     // No room declared any more: plan says the unit goes, apply takes it away.
