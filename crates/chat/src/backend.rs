@@ -13,7 +13,6 @@ use nix::unistd::Pid;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 
 use nuketown_town::ChatBackend;
@@ -203,15 +202,15 @@ pub fn parse_output(kind: &str, stdout: &str) -> Reply {
 
 /// Run the backend once; the reply, or why there is none. The program runs
 /// in a process group of its own: a timeout or `cancel` ends the whole
-/// group (the tools it started too). Each line of its stderr is also sent
-/// to `lines` as it comes (the bridge follows escalations there).
+/// group (the tools it started too). Its stderr is the agent's word: only
+/// its tail is kept, for the error message (escalations are heard from the
+/// hall, never from here).
 pub async fn run(
     backend: &ChatBackend,
     inv: &Invocation,
     env: &[(&str, &str)],
     timeout: Duration,
     cancel: &Notify,
-    lines: Option<UnboundedSender<String>>,
 ) -> Result<Reply, BackendError> {
     let program = inv.argv.first().cloned().unwrap_or_default();
     let mut cmd = Command::new(&program);
@@ -246,9 +245,6 @@ pub async fn run(
         let mut tail: VecDeque<String> = VecDeque::new();
         let mut r = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = r.next_line().await {
-            if let Some(tx) = &lines {
-                let _ = tx.send(line.clone());
-            }
             tail.push_back(line);
             if tail.len() > 20 {
                 tail.pop_front();

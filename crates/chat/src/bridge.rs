@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::event_handler::Ctx;
+use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::events::relation::{InReplyTo, Reply};
 use matrix_sdk::ruma::events::room::member::{MembershipState, StrippedRoomMemberEvent};
 use matrix_sdk::ruma::events::room::message::{
@@ -27,6 +29,8 @@ use nuketown_town::{ChatBackend, Town};
 use crate::backend;
 use crate::commands;
 use crate::converse::{self, Author, Command, Decision, RoomRules, Roster, Turns};
+use crate::escalations::{self, Escalation};
+use nuketown_hall::follow::{Followed, Follower};
 
 /// Largest message the bridge posts; longer answers are split.
 pub const MAX_MESSAGE: usize = 16_000;
@@ -62,6 +66,8 @@ pub struct BridgeConfig {
     pub agents: BTreeMap<String, String>,
     /// The resource tier (`cloud.resources`) when the agent is a cloud agent.
     pub tier: Option<String>,
+    /// The town hall's ask socket, where the bridge follows the agent's own requests.
+    pub ask_socket: PathBuf,
 }
 
 /// A declared room (`rooms.<name>`) as one of its agents sees it.
@@ -138,6 +144,7 @@ impl BridgeConfig {
                 .map(|(id, n)| (id.to_string(), n.clone()))
                 .collect(),
             tier: agent.cloud.enable.then(|| agent.cloud.resources.clone()),
+            ask_socket: nuketown_hall::ASK_SOCKET.into(),
         })
     }
 }
@@ -231,6 +238,8 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 /// The backend turn running in a room.
 struct Running {
     since_ms: u64,
+    /// The message being answered.
+    event: OwnedEventId,
     sender: String,
     cancel: Arc<Notify>,
     stopped_by: Option<String>,
@@ -241,19 +250,6 @@ struct Running {
 struct RoomWork {
     running: Option<Running>,
     queued: usize,
-}
-
-/// An escalation a backend started from chat, still waiting for a decision.
-#[derive(Debug, Clone)]
-pub struct Escalation {
-    /// The request id (as the entry point shows it).
-    pub id: String,
-    /// What was asked, as the entry point printed it.
-    pub what: String,
-    /// The room whose message started it.
-    pub room: String,
-    /// When it was asked (ms since the epoch).
-    pub since_ms: u64,
 }
 
 struct Shared {
@@ -269,7 +265,14 @@ struct Shared {
     /// Events this bridge posted (bounded): a reply to one of them addresses this agent.
     mine: StdMutex<VecDeque<OwnedEventId>>,
     work: StdMutex<HashMap<String, RoomWork>>,
+    /// The agent's requests waiting for a decision, as the hall told them.
     escalations: StdMutex<Vec<Escalation>>,
+    /// Request ids already shown in a room.
+    shown: StdMutex<escalations::Shown>,
+    /// The room and message of the turn started last.
+    last_turn: StdMutex<Option<(OwnedRoomId, OwnedEventId)>>,
+    /// Request id → where its waiting was shown (its decision goes there too).
+    asked_in: StdMutex<HashMap<String, (OwnedRoomId, OwnedEventId)>>,
 }
 
 impl Shared {
@@ -611,6 +614,7 @@ async fn answer(
         return;
     }
     let session = shared.ledger.lock().await.sessions.get(&room_id).cloned();
+    *shared.last_turn.lock().unwrap() = Some((room.room_id().to_owned(), event.clone()));
     let cancel = Arc::new(Notify::new());
     shared
         .work
@@ -620,6 +624,7 @@ async fn answer(
         .or_default()
         .running = Some(Running {
         since_ms: now_ms(),
+        event: event.clone(),
         sender: author.name().to_string(),
         cancel: cancel.clone(),
         stopped_by: None,
@@ -636,13 +641,6 @@ async fn answer(
     let message = format!("{}\n{body}", author.header(room_name.as_deref()));
     let cfg = &shared.cfg;
     let inv = backend::invocation(&cfg.backend, &message, session.as_deref(), &cfg.workdir);
-    let (lines_tx, lines_rx) = tokio::sync::mpsc::unbounded_channel();
-    let watcher = tokio::spawn(watch_escalations(
-        shared.clone(),
-        room.clone(),
-        event.clone(),
-        lines_rx,
-    ));
     let result = backend::run(
         &cfg.backend,
         &inv,
@@ -658,17 +656,8 @@ async fn answer(
         ],
         cfg.timeout,
         &cancel,
-        Some(lines_tx),
     )
     .await;
-    // The watcher ends with the backend's stderr; a straggler keeping it open never holds the room.
-    let stop_watching = watcher.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(2), watcher)
-        .await
-        .is_err()
-    {
-        stop_watching.abort();
-    }
     keep_typing.abort();
     let _ = room.typing_notice(false).await;
     let stopped = shared
@@ -756,51 +745,144 @@ fn sender_id(author: &Author) -> String {
     }
 }
 
-/// Follow the backend's stderr for the entry point's lines about an
-/// escalation (`nuketown: asking a human to approve … (request ID, …)`, then
-/// its decision) and show each in the room the message came from.
-async fn watch_escalations(
-    shared: Arc<Shared>,
-    room: Room,
-    event: OwnedEventId,
-    mut lines: tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    let mut pending: Option<String> = None;
-    while let Some(line) = lines.recv().await {
-        let Some(said) = line.strip_prefix("nuketown: ") else {
-            continue;
-        };
-        if let Some(asked) = said.strip_prefix("asking a human to approve ") {
-            let Some((what, rest)) = asked.rsplit_once(" (request ") else {
-                continue;
-            };
-            let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
-            if id.is_empty() {
-                continue;
-            }
-            shared.escalations.lock().unwrap().push(Escalation {
-                id: id.clone(),
-                what: what.to_string(),
-                room: room.room_id().to_string(),
-                since_ms: now_ms(),
-            });
-            let text = format!(
-                "🔐 {} asked to run {} — request {id}, waiting for a human's decision",
-                shared.cfg.agent,
-                nuketown_town::display::clean(what)
-            );
-            shared.notice(&room, Some(&event), &text).await;
-            pending = Some(id);
-        } else if let Some(id) = pending.take() {
-            shared.escalations.lock().unwrap().retain(|e| e.id != id);
-            let text = format!("🔐 request {id}: {}", nuketown_town::display::clean(said));
-            shared.notice(&room, Some(&event), &text).await;
+/// Where an escalation is shown: the room of the turn started last among
+/// those running, else of the turn started last; with the message answered.
+fn escalation_place(shared: &Shared) -> Option<(OwnedRoomId, OwnedEventId)> {
+    let running = shared
+        .work
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(r, w)| {
+            w.running
+                .as_ref()
+                .map(|x| (x.since_ms, r.clone(), x.event.clone()))
+        })
+        .max_by_key(|(since, _, _)| *since);
+    if let Some((_, room, event)) = running {
+        if let Ok(room) = OwnedRoomId::try_from(room) {
+            return Some((room, event));
         }
     }
-    // The backend ended: whatever it still waited for is not waited for anymore.
-    if let Some(id) = pending {
-        shared.escalations.lock().unwrap().retain(|e| e.id != id);
+    shared.last_turn.lock().unwrap().clone()
+}
+
+/// Follow the agent's own requests through the town hall (the only source:
+/// a backend's output is the agent's word) and show each, with its request
+/// id and then its decision, in the room where a turn runs. Reconnects when
+/// the hall restarts.
+async fn follow_escalations(shared: Arc<Shared>, client: Client) {
+    let mut delay = Duration::from_millis(250);
+    let mut warned = false;
+    loop {
+        let mut follower = match Follower::connect(&shared.cfg.ask_socket).await {
+            Ok(f) => f,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(
+                        "escalations are not shown in chat until the town hall answers: {e}"
+                    );
+                    warned = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        // What is pending comes again first: the hall's word replaces ours.
+        shared.escalations.lock().unwrap().clear();
+        loop {
+            let ev = match follower.next().await {
+                Ok(ev) => ev,
+                Err(e) => {
+                    if matches!(e, nuketown_hall::follow::FollowError::Closed) && !warned {
+                        tracing::warn!("the town hall closed the escalations stream; reconnecting");
+                    } else if !warned {
+                        tracing::warn!("escalations: {e}");
+                    }
+                    warned = true;
+                    break;
+                }
+            };
+            if warned {
+                tracing::info!(
+                    "following {}'s escalations through the town hall",
+                    shared.cfg.agent
+                );
+                warned = false;
+            }
+            delay = Duration::from_millis(250);
+            show_escalation(&shared, &client, ev).await;
+        }
+        shared.escalations.lock().unwrap().clear();
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
     }
+}
+
+/// One event of the hall's stream: remembered for `!escalations`, shown in a room.
+async fn show_escalation(shared: &Shared, client: &Client, ev: Followed) {
+    let agent = &shared.cfg.agent;
+    let (text, place) = match &ev {
+        Followed::Asked {
+            id,
+            kind,
+            what,
+            asked_ms,
+            ..
+        } => {
+            let place = escalation_place(shared);
+            shared.escalations.lock().unwrap().push(Escalation {
+                id: escalations::short(id).to_string(),
+                what: what.clone(),
+                room: place
+                    .as_ref()
+                    .map(|(r, _)| r.to_string())
+                    .unwrap_or_default(),
+                since_ms: *asked_ms,
+            });
+            if shared.shown.lock().unwrap().contains(id) {
+                return; // shown before the hall's stream was reconnected
+            }
+            (escalations::asked_text(agent, kind, id, what), place)
+        }
+        Followed::Decided { id, .. } => {
+            let short = escalations::short(id);
+            shared.escalations.lock().unwrap().retain(|e| e.id != short);
+            let asked_in = shared.asked_in.lock().unwrap().remove(id);
+            let shown = shared.shown.lock().unwrap().contains(id);
+            if !shown && !escalations::worth_showing(&ev) {
+                return;
+            }
+            let Some(text) = escalations::decided_text(agent, &ev, shown) else {
+                return;
+            };
+            // The decision goes where its waiting was shown.
+            (text, asked_in.or_else(|| escalation_place(shared)))
+        }
+        Followed::Missed { count } => {
+            tracing::warn!("{count} escalation events were missed (the bridge read too slowly)");
+            return;
+        }
+        Followed::Refused { .. } => return,
+    };
+    let Some((room_id, event)) = place else {
+        tracing::info!("{text} (no room to show it in: no turn has run yet)");
+        return;
+    };
+    let Some(room) = client.get_room(&room_id) else {
+        tracing::warn!(room = %room_id, "{text} (not in that room anymore)");
+        return;
+    };
+    if let Followed::Asked { id, .. } = &ev {
+        shared.shown.lock().unwrap().first_time(id);
+        let mut asked_in = shared.asked_in.lock().unwrap();
+        if asked_in.len() > 1000 {
+            asked_in.clear(); // requests whose decision never came (a hall that died)
+        }
+        asked_in.insert(id.clone(), (room_id.clone(), event.clone()));
+    }
+    shared.notice(&room, Some(&event), &text).await;
 }
 
 async fn run_command(
@@ -859,6 +941,59 @@ async fn run_command(
     shared.notice(&room, Some(&event), &text).await;
 }
 
+/// The log filter of a bridge when `NUKETOWN_LOG` says nothing: what it does
+/// (info); matrix-sdk's complaints about normal conditions (no account data
+/// yet, no key backup) are not errors of ours.
+pub const DEFAULT_LOG: &str = "warn,nuketown=info,nuketown_chat=info,matrix_sdk=error,matrix_sdk::http_client=off,matrix_sdk_crypto=off,matrix_sdk_base=error";
+
+/// Become the agent `name` (as root: its groups, gid and uid, and its
+/// `HOME`), or check that we already are. Call before any thread starts.
+pub fn become_agent(name: &str) -> Result<()> {
+    let user = nix::unistd::User::from_name(name)?
+        .with_context(|| format!("{name} has no account on this host; run nuketown apply"))?;
+    let me = nix::unistd::geteuid();
+    if me == user.uid {
+        return Ok(());
+    }
+    if !me.is_root() {
+        bail!("run the bridge as {name} (or as root, which switches to {name})");
+    }
+    let cname = std::ffi::CString::new(name)?;
+    nix::unistd::initgroups(&cname, user.gid)?;
+    nix::unistd::setgid(user.gid)?;
+    nix::unistd::setuid(user.uid)?;
+    // Safety: single-threaded here (before the runtime starts).
+    unsafe {
+        std::env::set_var("HOME", &user.dir);
+        std::env::set_var("USER", name);
+        std::env::set_var("LOGNAME", name);
+    }
+    Ok(())
+}
+
+/// The bridge's stores in `dir`: its state (the sync token, rooms) and its
+/// encryption keys, in sqlite with small caches. The event cache and media
+/// stores stay in memory: the bridge never uses them, and each sqlite store
+/// is a database with its own connections and caches (benchmarks.md).
+async fn open_stores(dir: &Path) -> Result<matrix_sdk::config::StoreConfig> {
+    let config = matrix_sdk::SqliteStoreConfig::new(dir)
+        .pool_max_size(2)
+        .cache_size(256_000)
+        .journal_size_limit(1_000_000);
+    let opening = |what: &str| format!("opening the bridge's {what} store in {}", dir.display());
+    let state = matrix_sdk::SqliteStateStore::open_with_config(&config)
+        .await
+        .with_context(|| opening("state"))?;
+    let crypto = matrix_sdk::SqliteCryptoStore::open_with_config(&config)
+        .await
+        .with_context(|| opening("encryption"))?;
+    Ok(matrix_sdk::config::StoreConfig::new(
+        matrix_sdk::cross_process_lock::CrossProcessLockConfig::multi_process("main"),
+    )
+    .state_store(state)
+    .crypto_store(crypto))
+}
+
 /// Run the bridge until the process is stopped: log in (or restore the saved
 /// device), join declared rooms, answer allowed humans, and keep syncing
 /// through homeserver outages.
@@ -882,7 +1017,7 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
         })?;
     let client = Client::builder()
         .homeserver_url(&cfg.homeserver)
-        .sqlite_store(cfg.store.join("store"), None)
+        .store_config(open_stores(&cfg.store.join("store")).await?)
         .build()
         .await
         .context("building the Matrix client")?;
@@ -935,13 +1070,21 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
         mine: StdMutex::new(VecDeque::new()),
         work: StdMutex::new(HashMap::new()),
         escalations: StdMutex::new(Vec::new()),
+        shown: StdMutex::new(escalations::Shown::default()),
+        last_turn: StdMutex::new(None),
+        asked_in: StdMutex::new(HashMap::new()),
     });
     shared.resolve_declared(&client).await;
     client.add_event_handler_context(shared.clone());
     client.add_event_handler(on_invite);
     client.add_event_handler(on_message);
+    tokio::spawn(follow_escalations(shared.clone(), client.clone()));
 
     let mut settings = SyncSettings::default().timeout(Duration::from_secs(30));
+    // Members come with the messages that need them, not all at once.
+    settings = settings.filter(Filter::FilterDefinition(
+        FilterDefinition::with_lazy_loading(),
+    ));
     let mut started = false;
     let mut delay = Duration::from_millis(250);
     loop {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::bridge::Escalation;
+use crate::escalations::Escalation;
 
 /// Where the bridge runs: on a Kubernetes cluster (a pod) or on a host.
 pub fn placement() -> String {
@@ -131,19 +131,23 @@ fn ago(since_ms: u64, now_ms: u64) -> String {
 /// `!escalations`.
 pub fn escalations_text(agent: &str, list: &[Escalation], now_ms: u64) -> String {
     if list.is_empty() {
-        return format!("{agent}: no escalation started from chat is waiting for a decision");
+        return format!("{agent}: no escalation is waiting for a decision");
     }
     let mut text = format!(
         "{agent}: {} escalation(s) waiting for a decision:",
         list.len()
     );
     for e in list {
+        let room = if e.room.is_empty() {
+            "before any turn ran".to_string()
+        } else {
+            format!("in {}", e.room)
+        };
         text.push_str(&format!(
-            "\nrequest {} — {} (asked {} ago, in {})",
+            "\nrequest {} — {} (asked {} ago, {room})",
             e.id,
             nuketown_town::display::clean(&e.what),
             ago(e.since_ms, now_ms),
-            e.room
         ));
     }
     text

@@ -211,7 +211,7 @@ pub enum Command {
     Where,
     /// `!resources`: tier, memory and CPU in use.
     Resources,
-    /// `!escalations`: escalations started from chat that wait for a decision.
+    /// `!escalations`: the agent's escalations that wait for a decision (from the hall).
     Escalations,
     /// `!work`: what the backend is doing, and the queue.
     Work,
@@ -253,7 +253,7 @@ pub fn help(name: &str) -> String {
         "{name} answers these itself (the model is not asked), from its own humans:\n\
          !where — host or cluster, uid, project directory\n\
          !resources — tier, memory and CPU in use\n\
-         !escalations — escalations started from chat still waiting for a decision\n\
+         !escalations — its escalations still waiting for a decision\n\
          !work — what the backend is doing and how many messages wait\n\
          !stop — cancel the backend turn running in this room (!stop all: in every room)\n\
          Add the agent's name (!work {name}) when several agents share the room."

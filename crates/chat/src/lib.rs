@@ -9,6 +9,7 @@ pub mod backend;
 pub mod bridge;
 pub mod commands;
 pub mod converse;
+pub mod escalations;
 pub mod rooms;
 
 pub use bridge::{store_dir, BridgeConfig, ChatStatus};

@@ -164,6 +164,9 @@ impl Hall {
             }
             Err(_) => return,
         };
+        if let Some(asked) = crate::follow::request(&line) {
+            return self.clone().follow(uid, name, asked, rd, wr).await;
+        }
         let refuse = |rec: &mut Record, reason: String| {
             rec.decision = "denied".into();
             rec.reason = reason;

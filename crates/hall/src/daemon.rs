@@ -201,6 +201,8 @@ pub struct Hall {
     key_sockets: Mutex<HashMap<String, (u32, tokio::task::JoinHandle<()>)>>,
     /// Open connections per uid on the ask socket.
     pub(crate) askers: crate::ask::Connections,
+    /// Every audit record as it is written, for agents following their own requests.
+    pub(crate) followers: crate::follow::Hub,
 }
 
 /// What the audit log needs to know about a request.
@@ -228,6 +230,7 @@ impl Hall {
             idle: Notify::new(),
             key_sockets: Mutex::new(HashMap::new()),
             askers: crate::ask::Connections::default(),
+            followers: crate::follow::Hub::default(),
         })
     }
 
@@ -244,6 +247,7 @@ impl Hall {
                 self.audit.path().display()
             );
         }
+        self.followers.publish(r);
     }
 
     /// The town's key store, opened with the sealing key.
@@ -368,12 +372,7 @@ impl Hall {
         r.decided_by = Some(by.clone());
         r.mock = mock;
         r.latency_ms = Some(a.arrived.elapsed().as_millis() as u64);
-        if let Err(e) = self.audit.append(&r) {
-            tracing::error!(
-                "cannot write the audit log {}: {e}",
-                self.audit.path().display()
-            );
-        }
+        self.append(&r);
     }
 
     /// One requester connection: a request, its decision, the exit status.
@@ -453,12 +452,7 @@ impl Hall {
                 r.reason = reason.clone();
                 r.decided_by = Some(by_hall("entry"));
                 r.latency_ms = Some(arrived.elapsed().as_millis() as u64);
-                if let Err(e) = self.audit.append(&r) {
-                    tracing::error!(
-                        "cannot write the audit log {}: {e}",
-                        self.audit.path().display()
-                    );
-                }
+                self.append(&r);
                 let _ = send(&mut wr, &deny(&reason, by_hall("entry"))).await;
                 return;
             }
@@ -651,12 +645,7 @@ impl Hall {
             Ok(None) => r.reason = "the entry point ended without reporting the exit status".into(),
             Err(e) => r.reason = format!("the entry point's exit report was refused: {e}"),
         }
-        if let Err(e) = self.audit.append(&r) {
-            tracing::error!(
-                "cannot write the audit log {}: {e}",
-                self.audit.path().display()
-            );
-        }
+        self.append(&r);
     }
 
     /// Who an approver peer is: root, or a listed approver; `None` closes the connection.

@@ -19,6 +19,7 @@ pub mod client;
 pub mod daemon;
 pub mod entry;
 pub mod files;
+pub mod follow;
 pub mod keyuse;
 pub mod policy;
 pub mod protocol;
@@ -34,7 +35,8 @@ pub mod units;
 pub const REQUESTER_SOCKET: &str = "/run/nuketown/hall.sock";
 /// The approver socket (group [`APPROVERS_GROUP`], 0660).
 pub const APPROVER_SOCKET: &str = "/run/nuketown/approvers.sock";
-/// The ask socket: agents ask for network access here (`nuketown ask`).
+/// The ask socket: agents ask for network access here (`nuketown ask`), and
+/// follow their own requests (the chat bridge).
 pub const ASK_SOCKET: &str = "/run/nuketown/ask.sock";
 /// The agents' network rules as `apply` last rendered them (`nft -f`).
 pub const NFTABLES_FILE: &str = "/etc/nuketown/nftables.nft";

@@ -329,6 +329,16 @@ impl State {
         (now, rx)
     }
 
+    /// Follow without being an approver (no request counts as shown, and
+    /// going away denies nothing): what is pending now, and every event after it.
+    pub fn follow(&self) -> (Vec<RequestView>, broadcast::Receiver<ToApprover>) {
+        let inner = self.lock();
+        let rx = self.events.subscribe();
+        let mut now: Vec<RequestView> = inner.pending.values().map(|p| p.view.clone()).collect();
+        sort(&mut now);
+        (now, rx)
+    }
+
     /// A watcher went away. When it was the last, every request that approvers
     /// were shown is denied: nobody is left to decide it.
     pub fn unwatch(&self, approver: &str, channel: &str) -> usize {

@@ -278,6 +278,8 @@ pub enum Change {
     Symlink { link: PathBuf, target: PathBuf },
     /// `systemctl daemon-reload`.
     DaemonReload,
+    /// `systemctl stop` a unit that is no longer wanted (before its file goes).
+    StopUnit { name: String },
     /// Delete levelled homes left in the trash.
     EmptyTrash { agents_dir: PathBuf },
     /// Create or fix a directory's mode and owner (by descriptor).
@@ -437,6 +439,7 @@ impl fmt::Display for Change {
                 write!(f, "+ link {} -> {}", link.display(), target.display())
             }
             Change::DaemonReload => write!(f, "~ systemd: daemon-reload"),
+            Change::StopUnit { name } => write!(f, "- systemd: stop {name}"),
             Change::EmptyTrash { agents_dir } => write!(
                 f,
                 "- levelled homes in {}",
@@ -683,6 +686,9 @@ impl Change {
             }
             Change::DaemonReload => {
                 run("systemctl", ["daemon-reload"])?;
+            }
+            Change::StopUnit { name } => {
+                run("systemctl", ["stop", name.as_str()])?;
             }
             Change::ReloadUdev => {
                 // udevd may not run (containers, CI): the rules still apply at next boot.

@@ -85,6 +85,9 @@ pub struct Options {
     pub binary: Option<PathBuf>,
     /// System units to install and enable.
     pub units: Vec<Unit>,
+    /// System units that are no longer wanted (`nuketown-rooms.service` when
+    /// no room is declared): stopped, disabled and removed when present.
+    pub retired_units: Vec<Unit>,
     /// Remove agents that are no longer in the town.
     pub prune: bool,
     /// With `prune`, delete their persist dirs too.
@@ -512,6 +515,17 @@ impl Planner {
                     0,
                     0,
                 );
+                // The bridge alone, built beside it: `nuketown chat` runs it from there.
+                let lean = bin.with_file_name("nuketown-chat");
+                if lean.is_file() {
+                    self.file(
+                        &At::system(&installed.with_file_name("nuketown-chat")),
+                        Source::CopyOf(Origin::Trusted(lean)),
+                        0o755,
+                        0,
+                        0,
+                    );
+                }
             }
         }
         if !opts.units.is_empty() && paths.systemd_dir.parent().is_some_and(|d| d.is_dir()) {
@@ -553,6 +567,31 @@ impl Planner {
                         }
                     }
                 }
+            }
+            for unit in &opts.retired_units {
+                let file = paths.systemd_dir.join(&unit.name);
+                let link = unit
+                    .wanted_by
+                    .as_ref()
+                    .map(|t| {
+                        paths
+                            .systemd_dir
+                            .join(format!("{t}.wants"))
+                            .join(&unit.name)
+                    })
+                    .filter(|l| l.symlink_metadata().is_ok());
+                if !file.exists() && link.is_none() {
+                    continue;
+                }
+                if paths.systemd_running() {
+                    self.push(Change::StopUnit {
+                        name: unit.name.clone(),
+                    });
+                }
+                for path in link.into_iter().chain(file.exists().then_some(file)) {
+                    self.push(Change::RemoveFile { path });
+                }
+                changed = true;
             }
             if changed && paths.systemd_running() {
                 self.push(Change::DaemonReload);

@@ -101,6 +101,20 @@ Before=multi-user.target nuketown-hall.service\nConditionPathExists=/etc/nuketow
     )
 }
 
+/// `nuketown-rooms.service`: the town's declared rooms kept as declared by
+/// the hall's Matrix account (`nuketown rooms --watch`), as root: it reads
+/// `hall.matrix`'s secret and keeps its device in a root-only directory.
+pub fn rooms_unit(nuketown: &Path) -> String {
+    format!(
+        "# Written by nuketown apply.\n[Unit]\nDescription=Nuketown: the town's Matrix rooms, kept as declared\n\
+Wants=network-online.target\nAfter=network-online.target\n\n\
+[Service]\nExecStart={} rooms --watch --town /etc/nuketown/town.json --store /var/lib/nuketown-rooms\n\
+StateDirectory=nuketown-rooms\nStateDirectoryMode=0700\nRestart=always\nRestartSec=10\n\
+NoNewPrivileges=yes\nPrivateTmp=yes\n\n[Install]\nWantedBy=multi-user.target\n",
+        nuketown.display()
+    )
+}
+
 /// `nuketown-chat@.service`: an agent's Matrix bridge, run as the agent.
 pub fn chat_unit(nuketown: &Path) -> String {
     format!(

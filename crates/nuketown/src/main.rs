@@ -50,9 +50,8 @@ fn main() -> ExitCode {
     // do (info); matrix-sdk's complaints about normal conditions (no account
     // data yet, no key backup) are not errors of ours.
     let default = match cli.command {
-        Command::Chat(_) | Command::Rooms(_) => {
-            "warn,nuketown=info,nuketown_chat=info,matrix_sdk=error,matrix_sdk::http_client=off,matrix_sdk_crypto=off,matrix_sdk_base=error"
-        }
+        #[cfg(feature = "chat")]
+        Command::Chat(_) | Command::Rooms(_) => nuketown_chat::bridge::DEFAULT_LOG,
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -372,12 +372,19 @@ fn chat_bridge_benchmark() {
     });
     // Idle: nothing to do for 10 s, then read the bridge's resident memory.
     std::thread::sleep(Duration::from_secs(10));
-    let rss = fs::read_to_string(format!("/proc/{}/status", bridge_proc.id()))
-        .unwrap()
+    let status = fs::read_to_string(format!("/proc/{}/status", bridge_proc.id())).unwrap();
+    // Resident memory, and how much of it is the process's own (anonymous)
+    // and how much mapped files (the binary's code pages, shared libraries).
+    let rss = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .unwrap()
-        .to_string();
+        .filter(|l| {
+            ["VmRSS:", "RssAnon:", "RssFile:", "Threads:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ");
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
     println!("BENCH chat idle {rss}");

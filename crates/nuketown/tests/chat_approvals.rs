@@ -181,9 +181,10 @@ fn the_humans_reaction_approves_a_strangers_does_not() {
 }
 
 /// An escalation started from chat is shown in the room it came from: the
-/// agent's backend runs a real `sudo id -u` through the real hall; the room
-/// gets the request id while it waits (and `!escalations` lists it), then
-/// the decision, then the answer.
+/// agent's backend runs a real `sudo id -u` through the real hall, its
+/// stderr thrown away (as claude-code's tools do); the room still gets the
+/// request id while it waits (and `!escalations` lists it), then the
+/// decision, then the answer — from the hall, which the bridge follows.
 #[test]
 fn an_escalation_from_chat_shows_its_request_and_decision_in_the_room() {
     let mut t = TestTown::new(Options::default());
@@ -205,7 +206,7 @@ fn an_escalation_from_chat_shows_its_request_and_decision_in_the_room() {
     let mut town = fs::read_to_string(&t.town).unwrap();
     town.push_str(&format!(
         "\n[agents.{ADA}.chat]\nenable = true\nhomeserver = \"{}\"\nuserId = \"@{ADA}:localhost\"\npasswordFile = \"{}\"\n\
-allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command = [\"/bin/sh\", \"-c\", \"PATH={}:$PATH; cat >/dev/null; sudo id -u\"] }}\n",
+allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command = [\"/bin/sh\", \"-c\", \"PATH={}:$PATH; cat >/dev/null; sudo id -u 2>/dev/null\"] }}\n",
         server.url(),
         pw.display(),
         t.shim_dir.display()
@@ -217,6 +218,7 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
         std::process::Command::new(&t.nuketown)
             .args(["chat", ADA, "--town"])
             .arg(&t.town)
+            .env("NUKETOWN_ASK_SOCKET", t.ask_socket())
             .env("NUKETOWN_LOG", "nuketown_chat=debug,info")
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)

@@ -3,7 +3,8 @@
 //! declared human and two agents; a third agent cannot join; the human's
 //! message is answered by both agents, each told who wrote it; agents answer
 //! each other only when addressed, and stop at the room's limit, saying so;
-//! an agent taken out of the room is removed from it.
+//! an agent taken out of the room is removed from it. And `apply` installs
+//! the rooms keeper's unit only while rooms are declared.
 //! Needs root (real users) and Synapse (scripts/deps.sh).
 
 mod fixture;
@@ -42,12 +43,12 @@ fn id(agent: &str) -> String {
 }
 
 /// The town: the room `team` holds josh, ada and vox (zed is not in it).
-fn town_text(t: &TestTown, server: &Synapse, team_agents: &[&str]) -> String {
+fn town_text(t: &TestTown, homeserver: &str, team_agents: &[&str]) -> String {
     let mut s = t.header(HUMAN);
     s.push_str(&format!(
         "[hall.matrix]\nhomeserver = \"{}\"\nuserId = \"@hall:localhost\"\npasswordFile = \"{}\"\n\
 [rooms.team]\ntopic = \"the team\"\nhumans = [\"@josh:localhost\"]\nagents = [{}]\nagentsAnswerAgents = true\nagentTurns = 3\n",
-        server.url(),
+        homeserver,
         t.path("hall.pw").display(),
         team_agents.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")
     ));
@@ -60,7 +61,7 @@ fn town_text(t: &TestTown, server: &Synapse, team_agents: &[&str]) -> String {
         s.push_str(&format!(
             "[agents.{agent}]\nuid = {uid}\n[agents.{agent}.chat]\nenable = true\nhomeserver = \"{}\"\nuserId = \"{}\"\npasswordFile = \"{}\"\n\
 allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command = [\"/bin/sh\", \"-c\", \"{script}\"] }}\n",
-            server.url(),
+            homeserver,
             id(agent),
             t.path(&format!("{agent}.pw")).display()
         ));
@@ -122,6 +123,64 @@ async fn seen_until(
     }
 }
 
+/// `apply` installs and enables `nuketown-rooms.service` (`nuketown rooms
+/// --watch`) while the town declares rooms, and stops, disables and removes
+/// it when none is; `plan` shows both first. No homeserver is contacted.
+#[test]
+fn apply_installs_the_rooms_keeper_only_while_rooms_are_declared() {
+    let users: Vec<&str> = std::iter::once(HUMAN)
+        .chain(AGENTS.iter().map(|a| a.0))
+        .collect();
+    let t = TestTown::new(&users, &[]);
+    let with = town_text(&t, "http://127.0.0.1:9", &["nkrada"]);
+    // The same town without its rooms.
+    let start = with.find("[rooms.team]").unwrap();
+    let end = start + with[start..].find("[agents.").unwrap();
+    let without = format!("{}{}", &with[..start], &with[end..]);
+    let town = t.write("town.toml", &with);
+    let town = town.to_str().unwrap();
+    let unit = t.path("systemd/nuketown-rooms.service");
+    let link = t.path("systemd/multi-user.target.wants/nuketown-rooms.service");
+
+    let plan = t.ok(&["plan", town]);
+    assert!(plan.contains(&unit.display().to_string()), "{plan}");
+    t.ok(&["apply", town]);
+    let text = fs::read_to_string(&unit).unwrap();
+    assert!(
+        text.contains(&format!(
+            "ExecStart={} rooms --watch --town /etc/nuketown/town.json",
+            t.path("bin/nuketown").display()
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read_link(&link).unwrap(),
+        std::path::Path::new("../nuketown-rooms.service")
+    );
+    // The bridge alone is installed beside the binary the units run.
+    assert!(t.path("bin/nuketown-chat").is_file());
+    assert!(t.ok(&["plan", town]).contains("nothing to change"));
+
+    // No room declared any more: plan says the unit goes, apply takes it away.
+    fs::write(town, &without).unwrap();
+    let plan = t.ok(&["plan", town]);
+    assert!(
+        plan.contains(&format!("- file {}", link.display())),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("- file {}", unit.display())),
+        "{plan}"
+    );
+    t.ok(&["apply", town]);
+    assert!(!unit.exists());
+    assert!(
+        link.symlink_metadata().is_err(),
+        "the enabling link is gone too"
+    );
+    assert!(t.ok(&["plan", town]).contains("nothing to change"));
+}
+
 #[test]
 fn a_declared_room_answers_its_human_and_bounds_agents_talking_to_agents() {
     let users: Vec<&str> = std::iter::once(HUMAN)
@@ -135,7 +194,10 @@ fn a_declared_room_answers_its_human_and_bounds_agents_talking_to_agents() {
     for (agent, _, _) in AGENTS {
         server.register(agent, &format!("{agent}-pw"));
     }
-    let town = t.write("town.toml", &town_text(&t, &server, &["nkrada", "nkrvox"]));
+    let town = t.write(
+        "town.toml",
+        &town_text(&t, &server.url(), &["nkrada", "nkrvox"]),
+    );
     let town = town.to_str().unwrap().to_string();
     t.ok(&["apply", &town]);
     for (agent, uid, _) in AGENTS {
@@ -255,7 +317,7 @@ fn a_declared_room_answers_its_human_and_bounds_agents_talking_to_agents() {
         );
 
         // vox leaves the declaration: the hall removes it from the room.
-        fs::write(&town, town_text(&t, &server, &["nkrada"])).unwrap();
+        fs::write(&town, town_text(&t, &server.url(), &["nkrada"])).unwrap();
         t.ok(&["apply", &town]);
         let out = rooms(&t, &town);
         assert!(out.contains("rooms.team: removed @nkrvox:localhost (not declared)"), "{out}");

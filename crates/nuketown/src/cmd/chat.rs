@@ -3,8 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use nix::unistd::User;
+use anyhow::{bail, Result};
 
 /// Run AGENT's Matrix bridge: log in as its Matrix account (the device is kept
 /// in its persist dir, so it survives rounds), accept invites from its declared
@@ -15,31 +14,10 @@ use nix::unistd::User;
 pub struct Args {
     /// The agent.
     agent: String,
-}
-
-/// Become `name` (as root), or check that we already are.
-#[cfg_attr(not(feature = "chat"), allow(dead_code))]
-fn become_agent(name: &str) -> Result<()> {
-    let user = User::from_name(name)?
-        .with_context(|| format!("{name} has no account on this host; run nuketown apply"))?;
-    let me = nix::unistd::geteuid();
-    if me == user.uid {
-        return Ok(());
-    }
-    if !me.is_root() {
-        bail!("run the bridge as {name} (or as root, which switches to {name})");
-    }
-    let cname = std::ffi::CString::new(name)?;
-    nix::unistd::initgroups(&cname, user.gid)?;
-    nix::unistd::setgid(user.gid)?;
-    nix::unistd::setuid(user.uid)?;
-    // Safety: single-threaded here (before the runtime starts).
-    unsafe {
-        std::env::set_var("HOME", &user.dir);
-        std::env::set_var("USER", name);
-        std::env::set_var("LOGNAME", name);
-    }
-    Ok(())
+    /// The town hall's ask socket: the bridge follows the agent's own
+    /// escalations there, to show them in chat.
+    #[arg(long, env = "NUKETOWN_ASK_SOCKET", default_value = nuketown_hall::ASK_SOCKET)]
+    ask_socket: std::path::PathBuf,
 }
 
 /// Run the bridge.
@@ -52,10 +30,30 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     }
     #[cfg(feature = "chat")]
     {
-        let cfg = nuketown_chat::BridgeConfig::from_town(&town, &args.agent)?;
-        become_agent(&args.agent)?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        // The bridge alone, when built beside this binary: a process with
+        // only the bridge's code maps far less of it (see benchmarks.md).
+        let lean = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("nuketown-chat")))
+            .filter(|p| p.is_file());
+        if let Some(lean) = lean {
+            use std::os::unix::process::CommandExt;
+            let path = super::town_path(None, global)?;
+            let e = std::process::Command::new(&lean)
+                .arg(&args.agent)
+                .arg("--town")
+                .arg(&path)
+                .arg("--ask-socket")
+                .arg(&args.ask_socket)
+                .exec();
+            bail!("cannot run {}: {e}", lean.display());
+        }
+        let mut cfg = nuketown_chat::BridgeConfig::from_town(&town, &args.agent)?;
+        cfg.ask_socket = args.ask_socket;
+        nuketown_chat::bridge::become_agent(&args.agent)?;
+        // One thread: the bridge waits on the network and its backends, and
+        // each worker thread costs memory of its own (benchmarks.md).
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         rt.block_on(nuketown_chat::bridge::run(cfg))?;

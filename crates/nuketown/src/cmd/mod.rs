@@ -76,6 +76,7 @@ pub fn options(
     let running = std::env::current_exe().ok();
     let installed = running.as_deref().map(|r| paths.installed_binary(r));
     let mut units = Vec::new();
+    let mut retired_units = Vec::new();
     if let Some(bin) = &installed {
         units.push(nuketown_host::Unit {
             name: "nuketown-reset.service".into(),
@@ -117,6 +118,18 @@ pub fn options(
                 .map(|(n, _)| n.clone())
                 .collect(),
         });
+        // The rooms keeper runs only while the town declares rooms.
+        let rooms = nuketown_host::Unit {
+            name: "nuketown-rooms.service".into(),
+            text: nuketown_host::render::rooms_unit(bin),
+            wanted_by: Some("multi-user.target".into()),
+            instances: Vec::new(),
+        };
+        if town.rooms.is_empty() {
+            retired_units.push(rooms);
+        } else {
+            units.push(rooms);
+        }
     }
     nuketown_host::Options {
         prune,
@@ -124,5 +137,6 @@ pub fn options(
         privileged: privileged(town),
         binary: running,
         units,
+        retired_units,
     }
 }
