@@ -193,7 +193,13 @@ impl RequestView {
     /// of the agent's key): `argv` in the asker's words, `program` its first
     /// word with device and inode 0, the agent as `user`, never grantable,
     /// due `timeout_secs` from now. The caller adds what it is about.
-    pub fn asked(id: &str, agent: &str, uid: u32, argv: Vec<String>, timeout_secs: u64) -> RequestView {
+    pub fn asked(
+        id: &str,
+        agent: &str,
+        uid: u32,
+        argv: Vec<String>,
+        timeout_secs: u64,
+    ) -> RequestView {
         let now = crate::time::now_ms();
         RequestView {
             id: id.to_string(),

@@ -173,7 +173,8 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
     p.reachable(town, paths);
     p.devices(town, paths);
     p.privileged(town, paths, opts);
-    p.units(paths, opts);
+    let chats = town.host_agents().any(|(_, a)| a.chat.enable);
+    p.units(paths, opts, chats);
     p.publish(town, paths);
     p.departed(town, opts, &state, &mut new_state);
     if new_state != state {
@@ -503,7 +504,7 @@ impl Planner {
     }
 
     /// The binary the units run, and the units.
-    fn units(&mut self, paths: &HostPaths, opts: &Options) {
+    fn units(&mut self, paths: &HostPaths, opts: &Options, chats: bool) {
         if let Some(bin) = &opts.binary {
             let installed = paths.installed_binary(bin);
             if &installed != bin {
@@ -515,9 +516,10 @@ impl Planner {
                     0,
                     0,
                 );
-                // The bridge alone, built beside it: `nuketown chat` runs it from there.
+                // The bridge alone, built beside it: `nuketown chat` runs it
+                // from there (only a town with chat needs it).
                 let lean = bin.with_file_name("nuketown-chat");
-                if lean.is_file() {
+                if chats && lean.is_file() {
                     self.file(
                         &At::system(&installed.with_file_name("nuketown-chat")),
                         Source::CopyOf(Origin::Trusted(lean)),
