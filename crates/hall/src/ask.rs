@@ -21,7 +21,7 @@ use tokio::net::UnixStream;
 use crate::audit::Record;
 use crate::daemon::{read_line, send, Hall};
 use crate::policy::{self, MockRefusal};
-use crate::protocol::{self, DecidedBy, FileRef, FromAsker, NetworkView, RequestView, ToRequester};
+use crate::protocol::{self, DecidedBy, FromAsker, NetworkView, RequestView, ToRequester};
 use crate::state::{GrantKey, Outcome};
 use crate::time::now_ms;
 

@@ -41,7 +41,7 @@ pub enum Followed {
     Asked {
         /// Request id.
         id: String,
-        /// `sudo`, `network` or `key`.
+        /// `sudo`, `network`, `resources` or `key`.
         kind: String,
         /// What exactly, escaped (no control characters).
         what: String,
@@ -54,7 +54,7 @@ pub enum Followed {
     Decided {
         /// Request id.
         id: String,
-        /// `sudo`, `network` or `key`.
+        /// `sudo`, `network`, `resources` or `key`.
         kind: String,
         /// What exactly, escaped (no control characters).
         what: String,
@@ -129,6 +129,9 @@ pub fn asked_what(v: &RequestView) -> (&'static str, String) {
     if let Some(n) = &v.network {
         return ("network", network_what(n));
     }
+    if let Some(x) = &v.resources {
+        return ("resources", resources_what(x));
+    }
     ("sudo", sudo_what(&v.argv, &v.user, v.group.as_deref()))
 }
 
@@ -144,6 +147,13 @@ pub fn decided_what(r: &Record) -> Option<(&'static str, String)> {
             "network",
             match &r.network {
                 Some(n) => network_what(n),
+                None => crate::protocol::show_argv(&r.argv),
+            },
+        )),
+        "resources" => Some((
+            "resources",
+            match &r.resources {
+                Some(x) => resources_what(x),
                 None => crate::protocol::show_argv(&r.argv),
             },
         )),
@@ -167,6 +177,15 @@ fn sudo_what(argv: &[String], user: &str, group: Option<&str>) -> String {
         s.push_str(&format!(" (group {})", clean(g)));
     }
     s
+}
+
+fn resources_what(x: &crate::protocol::ResourcesView) -> String {
+    format!(
+        "its workload in the cluster moved from {} to {} ({})",
+        crate::protocol::show_str(&x.current),
+        crate::protocol::show_str(&x.tier),
+        clean(&x.size)
+    )
 }
 
 fn network_what(n: &crate::protocol::NetworkView) -> String {
@@ -386,6 +405,7 @@ mod tests {
             deadline_ms: 2,
             key_use: None,
             network: None,
+            resources: None,
         }
     }
 

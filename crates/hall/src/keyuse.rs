@@ -11,9 +11,8 @@ use nuketown_town::{KeyPolicy, Keys};
 use crate::audit::Record;
 use crate::daemon::Hall;
 use crate::policy::{self, MockRefusal};
-use crate::protocol::{FileRef, KeyUseView, RequestView};
+use crate::protocol::{KeyUseView, RequestView};
 use crate::state::{GrantKey, Outcome};
-use crate::time::now_ms;
 
 /// What the town's policy says about one key use: the policy, the rule
 /// that gave it (for the audit log and the approvers), and the declared

@@ -23,9 +23,7 @@ use tokio::net::UnixStream;
 
 use crate::audit::Record;
 use crate::daemon::{read_line, send, Hall, Loaded};
-use crate::protocol::{
-    self, DecidedBy, FileRef, FromAsker, RequestView, ResourcesView, ToRequester,
-};
+use crate::protocol::{self, DecidedBy, FromAsker, RequestView, ResourcesView, ToRequester};
 use crate::state::Outcome;
 use crate::time::now_ms;
 
