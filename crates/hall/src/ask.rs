@@ -62,13 +62,6 @@ impl Connections {
     }
 }
 
-fn by_hall(channel: &str) -> DecidedBy {
-    DecidedBy {
-        who: "hall".into(),
-        channel: channel.into(),
-    }
-}
-
 /// The agent's declared egress, in words for the approvers.
 pub fn declared(e: &Egress) -> String {
     match e {
@@ -148,18 +141,12 @@ impl Hall {
         };
         let mut rec = Record::new(&id, "network", &name, uid);
         rec.target = name.clone();
-        let deny = |reason: &str, by: DecidedBy| ToRequester::Decision {
-            id: id.clone(),
-            approved: false,
-            by,
-            reason: reason.to_string(),
-            mock: false,
-        };
+        let deny = |reason: &str, by: DecidedBy| ToRequester::denied(&id, reason, by);
         let line = match tokio::time::timeout(REQUEST_WITHIN, read_line(&mut rd)).await {
             Ok(Ok(Some(l))) => l,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
-                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
                 return;
             }
             Err(_) => return,
@@ -170,7 +157,7 @@ impl Hall {
         let refuse = |rec: &mut Record, reason: String| {
             rec.decision = "denied".into();
             rec.reason = reason;
-            rec.decided_by = Some(by_hall("hall"));
+            rec.decided_by = Some(DecidedBy::hall("hall"));
             rec.latency_ms = Some(arrived.elapsed().as_millis() as u64);
         };
         let (target, secs, reason) = match protocol::parse_asker(&line) {
@@ -186,14 +173,14 @@ impl Hall {
                 );
                 refuse(&mut rec, e.clone());
                 self.append(&rec);
-                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
                 return;
             }
             Err(e) => {
                 let e = format!("{e}; nothing was changed");
                 refuse(&mut rec, e.clone());
                 self.append(&rec);
-                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
                 return;
             }
         };
@@ -226,7 +213,7 @@ impl Hall {
                 let e = format!("{e}; nothing was changed");
                 refuse(&mut rec, e.clone());
                 self.append(&rec);
-                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
                 return;
             }
         };
@@ -254,7 +241,7 @@ impl Hall {
             Err(e) => {
                 refuse(&mut rec, e.clone());
                 self.append(&rec);
-                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
                 return;
             }
         };
@@ -372,7 +359,7 @@ impl Hall {
             let _ = rd.read(&mut probe).await;
             Outcome {
                 approved: false,
-                by: by_hall("requester"),
+                by: DecidedBy::hall("requester"),
                 reason: "the requester went away before the decision; nothing was changed".into(),
             }
         };
@@ -406,7 +393,7 @@ impl Hall {
             r.target = name.clone();
             r.decision = "expired".into();
             r.reason = format!("the time was up ({})", net::show_duration(secs));
-            r.decided_by = Some(by_hall("hall"));
+            r.decided_by = Some(DecidedBy::hall("hall"));
             r.network = Some(view);
             r.result = Some("rule removed".into());
             self.append(&r);

@@ -181,13 +181,6 @@ fn user_name(uid: u32) -> Option<String> {
         .map(|u| u.name)
 }
 
-fn by_hall(channel: &str) -> DecidedBy {
-    DecidedBy {
-        who: "hall".into(),
-        channel: channel.into(),
-    }
-}
-
 /// The daemon: state, configuration, the town, the audit log.
 pub struct Hall {
     pub(crate) cfg: Config,
@@ -401,13 +394,7 @@ impl Hall {
                 return;
             }
         };
-        let deny = |reason: &str, by: DecidedBy| ToRequester::Decision {
-            id: id.clone(),
-            approved: false,
-            by,
-            reason: reason.to_string(),
-            mock: false,
-        };
+        let deny = |reason: &str, by: DecidedBy| ToRequester::denied(&id, reason, by);
         let unknown = Asked {
             id: &id,
             agent: "?",
@@ -421,13 +408,13 @@ impl Hall {
             Ok(Ok(Some(l))) => l,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
-                self.record(&unknown, Some(false), &by_hall("hall"), &e, false);
-                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                self.record(&unknown, Some(false), &DecidedBy::hall("hall"), &e, false);
+                let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
                 return;
             }
             Err(_) => {
                 let e = format!("no request within {} s", REQUEST_WITHIN.as_secs());
-                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
                 return;
             }
         };
@@ -450,22 +437,22 @@ impl Hall {
                 r.argv = argv;
                 r.decision = "denied".into();
                 r.reason = reason.clone();
-                r.decided_by = Some(by_hall("entry"));
+                r.decided_by = Some(DecidedBy::hall("entry"));
                 r.latency_ms = Some(arrived.elapsed().as_millis() as u64);
                 self.append(&r);
-                let _ = send(&mut wr, &deny(&reason, by_hall("entry"))).await;
+                let _ = send(&mut wr, &deny(&reason, DecidedBy::hall("entry"))).await;
                 return;
             }
             Ok(FromRequester::Exit { .. }) => {
                 let e = "an exit status without a request";
-                self.record(&unknown, Some(false), &by_hall("hall"), e, false);
-                let _ = send(&mut wr, &deny(e, by_hall("hall"))).await;
+                self.record(&unknown, Some(false), &DecidedBy::hall("hall"), e, false);
+                let _ = send(&mut wr, &deny(e, DecidedBy::hall("hall"))).await;
                 return;
             }
             Err(e) => {
                 let e = e.to_string();
-                self.record(&unknown, Some(false), &by_hall("hall"), &e, false);
-                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                self.record(&unknown, Some(false), &DecidedBy::hall("hall"), &e, false);
+                let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
                 return;
             }
         };
@@ -483,8 +470,8 @@ impl Hall {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("{e}");
-                self.record(&asked, Some(false), &by_hall("hall"), &e, false);
-                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                self.record(&asked, Some(false), &DecidedBy::hall("hall"), &e, false);
+                let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
                 return;
             }
         };
@@ -492,8 +479,8 @@ impl Hall {
             let who = user_name(uid).unwrap_or_else(|| who.clone());
             asked.agent = &who;
             let e = format!("{who} is not an enabled agent of this town");
-            self.record(&asked, Some(false), &by_hall("hall"), &e, false);
-            let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+            self.record(&asked, Some(false), &DecidedBy::hall("hall"), &e, false);
+            let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
             return;
         };
         asked.agent = name;
@@ -503,8 +490,8 @@ impl Hall {
             Ok(a) => a,
             Err(e) => {
                 let e = format!("{e}; denied");
-                self.record(&asked, Some(false), &by_hall("hall"), &e, false);
-                let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                self.record(&asked, Some(false), &DecidedBy::hall("hall"), &e, false);
+                let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
                 return;
             }
         };
@@ -570,8 +557,8 @@ impl Hall {
                     Ok(rx) => rx,
                     Err(too_many) => {
                         let e = too_many.to_string();
-                        self.record(&asked, Some(false), &by_hall("hall"), &e, false);
-                        let _ = send(&mut wr, &deny(&e, by_hall("hall"))).await;
+                        self.record(&asked, Some(false), &DecidedBy::hall("hall"), &e, false);
+                        let _ = send(&mut wr, &deny(&e, DecidedBy::hall("hall"))).await;
                         return;
                     }
                 };
@@ -589,7 +576,7 @@ impl Hall {
                         &id,
                         Outcome {
                             approved: false,
-                            by: by_hall("requester"),
+                            by: DecidedBy::hall("requester"),
                             reason: "the requester went away".into(),
                         },
                     );
@@ -600,7 +587,7 @@ impl Hall {
                     let _ = rd.read(&mut probe).await;
                     Outcome {
                         approved: false,
-                        by: by_hall("requester"),
+                        by: DecidedBy::hall("requester"),
                         reason: "the requester went away".into(),
                     }
                 };

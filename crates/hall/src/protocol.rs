@@ -99,6 +99,16 @@ pub struct DecidedBy {
     pub channel: String,
 }
 
+impl DecidedBy {
+    /// Decided by the hall itself, through `channel` (`hall`, `timeout`, `requester`, …).
+    pub fn hall(channel: &str) -> DecidedBy {
+        DecidedBy {
+            who: "hall".into(),
+            channel: channel.into(),
+        }
+    }
+}
+
 /// Messages on the requester socket, hall → entry point.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -124,6 +134,19 @@ pub enum ToRequester {
         #[serde(default)]
         mock: bool,
     },
+}
+
+impl ToRequester {
+    /// The denial of request `id`, decided by `by`, for `reason`.
+    pub fn denied(id: &str, reason: &str, by: DecidedBy) -> ToRequester {
+        ToRequester::Decision {
+            id: id.to_string(),
+            approved: false,
+            by,
+            reason: reason.to_string(),
+            mock: false,
+        }
+    }
 }
 
 /// A pending request as approvers see it.

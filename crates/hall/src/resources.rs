@@ -49,13 +49,7 @@ impl Hall {
         let Ok(id) = protocol::new_id() else {
             return;
         };
-        let deny = |reason: &str, by: DecidedBy| ToRequester::Decision {
-            id: id.clone(),
-            approved: false,
-            by,
-            reason: reason.to_string(),
-            mock: false,
-        };
+        let deny = |reason: &str, by: DecidedBy| ToRequester::denied(&id, reason, by);
         let line = match tokio::time::timeout(REQUEST_WITHIN, read_line(&mut rd)).await {
             Ok(Ok(Some(l))) => l,
             Ok(Err(e)) => {

@@ -191,10 +191,7 @@ impl State {
     ) -> Outcome {
         let hall = |channel: &str, reason: String| Outcome {
             approved: false,
-            by: DecidedBy {
-                who: "hall".into(),
-                channel: channel.into(),
-            },
+            by: DecidedBy::hall(channel),
             reason,
         };
         let local = tokio::select! {
