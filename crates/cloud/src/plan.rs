@@ -23,34 +23,20 @@ pub struct Tier {
 
 const GI: u128 = 1 << 30;
 
-/// The tiers, smallest first. Requests equal limits (Guaranteed QoS), so a
-/// tier is exactly what the agent may use and what the quota counts.
-pub const TIERS: [Tier; 4] = [
+const fn tier(i: usize) -> Tier {
+    let s = nuketown_town::tiers::SIZES[i];
     Tier {
-        name: "small",
-        cpu: Milli::units(1),
-        memory: Milli::units(2 * GI),
-        scratch: Milli::units(10 * GI),
-    },
-    Tier {
-        name: "standard",
-        cpu: Milli::units(2),
-        memory: Milli::units(4 * GI),
-        scratch: Milli::units(20 * GI),
-    },
-    Tier {
-        name: "large",
-        cpu: Milli::units(4),
-        memory: Milli::units(8 * GI),
-        scratch: Milli::units(40 * GI),
-    },
-    Tier {
-        name: "gpu",
-        cpu: Milli::units(4),
-        memory: Milli::units(16 * GI),
-        scratch: Milli::units(40 * GI),
-    },
-];
+        name: nuketown_town::tiers::ORDER[i],
+        cpu: Milli::units(s.cpus as u128),
+        memory: Milli::units(s.memory_gib as u128 * GI),
+        scratch: Milli::units(s.scratch_gib as u128 * GI),
+    }
+}
+
+/// The tiers, smallest first (`nuketown_town::tiers`). Requests equal limits
+/// (Guaranteed QoS), so a tier is exactly what the agent may use and what
+/// the quota counts.
+pub const TIERS: [Tier; 4] = [tier(0), tier(1), tier(2), tier(3)];
 
 /// The lay-down init container's fixed share.
 pub const INIT: Tier = Tier {

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 /// Tiers, smallest first.
-pub const ORDER: [&str; 4] = ["small", "standard", "large", "gpu"];
+pub use nuketown_town::tiers::ORDER;
 
 /// Deployment annotation the operator owns: the tier the agent is at now.
 pub const CURRENT_TIER: &str = "nuketown.dev/current-tier";
@@ -30,9 +30,7 @@ pub const STATUS: &str = "nuketown.dev/scaling-status";
 /// patch its Deployment; a hand-run `kubectl annotate` — moves nothing.
 pub const HALL_MANAGER: &str = nuketown_hall::resources::FIELD_MANAGER;
 
-fn rank(t: &str) -> Option<usize> {
-    ORDER.iter().position(|x| *x == t)
-}
+use nuketown_town::tiers::rank;
 
 /// A request to move, as the annotation carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]

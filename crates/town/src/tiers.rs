@@ -7,6 +7,42 @@ use crate::schema::Agent;
 /// Tiers, smallest first.
 pub const ORDER: [&str; 4] = ["small", "standard", "large", "gpu"];
 
+/// What each tier of [`ORDER`] is: CPUs, memory and scratch space in GiB
+/// (requests equal limits). The cloud render's tiers are built from these.
+pub const SIZES: [Size; 4] = [
+    Size {
+        cpus: 1,
+        memory_gib: 2,
+        scratch_gib: 10,
+    },
+    Size {
+        cpus: 2,
+        memory_gib: 4,
+        scratch_gib: 20,
+    },
+    Size {
+        cpus: 4,
+        memory_gib: 8,
+        scratch_gib: 40,
+    },
+    Size {
+        cpus: 4,
+        memory_gib: 16,
+        scratch_gib: 40,
+    },
+];
+
+/// The size of one tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size {
+    /// CPUs.
+    pub cpus: u32,
+    /// Memory, GiB.
+    pub memory_gib: u32,
+    /// Scratch space for the home and /tmp, GiB.
+    pub scratch_gib: u32,
+}
+
 /// A tier's place in [`ORDER`]; `None` for a word that is not a tier.
 pub fn rank(tier: &str) -> Option<usize> {
     ORDER.iter().position(|t| *t == tier)
@@ -93,12 +129,13 @@ pub fn request_annotation(tier: &str, who: &str, via: &str, at_ms: u64, id: &str
 /// What a tier is, in words for an approver (`4 CPUs, 8 GiB memory`); the
 /// cloud render's numbers.
 pub fn size(tier: &str, gpus: Option<u32>) -> String {
-    let (cpu, mem) = match tier {
-        "small" => (1, 2),
-        "standard" => (2, 4),
-        "large" => (4, 8),
-        "gpu" => (4, 16),
-        _ => return format!("{tier:?} is not a tier"),
+    let Some(Size {
+        cpus: cpu,
+        memory_gib: mem,
+        ..
+    }) = rank(tier).map(|i| SIZES[i])
+    else {
+        return format!("{tier:?} is not a tier");
     };
     let gpu = match (tier, gpus) {
         ("gpu", Some(n)) => format!(", {n} GPU{}", if n == 1 { "" } else { "s" }),
