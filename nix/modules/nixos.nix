@@ -538,7 +538,8 @@ in
           }
         ] ++ concatMap (name: let a = cfg.agents.${name}; key = "nuketown.agents.${name}"; in [
           { assertion = !(a.enable && !a.host.enable && !(a.cloud.enable or false)); message = "${key}.host.enable is false and cloud.enable is not set: the agent would run nowhere; set cloud.enable = true to run it in the cluster only, or enable = false to remove it."; }
-          { assertion = !(a.enable && !a.host.enable && (a.chat.enable or false)); message = "${key}.chat.enable: the chat bridge runs on this machine, and ${name} is declared for the cloud only (host.enable = false, the default with cloud.enable); set host.enable = true to run it here as well, or turn chat off."; }
+          # A cloud-only agent's bridge runs in its pod, as the pod's command.
+          { assertion = !(a.enable && !a.host.enable && (a.chat.enable or false) && (a.cloud.command or [ ]) != [ ]); message = "${key}.cloud.command: a cloud-only agent with chat.enable runs its chat bridge as the pod's command (the bridge starts the backend for each message); remove cloud.command, or turn chat off to run your own command."; }
         ]) (attrNames cfg.agents)
         ++ concatMap agentAssertions (attrNames agents)
         ++ concatMap (name:

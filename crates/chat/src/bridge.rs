@@ -32,6 +32,9 @@ use crate::converse::{self, Author, Command, Decision, RoomRules, Roster, Turns}
 use crate::escalations::{self, Escalation};
 use nuketown_hall::follow::{Followed, Follower};
 
+/// At most this often the bridge runs its activity command.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(60);
+
 /// Largest message the bridge posts; longer answers are split.
 pub const MAX_MESSAGE: usize = 16_000;
 
@@ -66,8 +69,13 @@ pub struct BridgeConfig {
     pub agents: BTreeMap<String, String>,
     /// The resource tier (`cloud.resources`) when the agent is a cloud agent.
     pub tier: Option<String>,
-    /// The town hall's ask socket, where the bridge follows the agent's own requests.
-    pub ask_socket: PathBuf,
+    /// The town hall's ask socket, where the bridge follows the agent's own
+    /// requests; none in a pod (the cluster has no hall beside the agent).
+    pub ask_socket: Option<PathBuf>,
+    /// Run (at most once a minute) when a message starts a turn: in a pod,
+    /// `nuketown ask active`, so that the scaling operator counts a
+    /// conversation as activity even while the backend waits on the network.
+    pub activity: Option<Vec<String>>,
 }
 
 /// A declared room (`rooms.<name>`) as one of its agents sees it.
@@ -89,65 +97,110 @@ pub fn store_dir(town: &Town, agent: &str) -> PathBuf {
 }
 
 impl BridgeConfig {
-    /// The bridge of agent `name`, from the town.
+    /// The bridge of agent `name` on this host, from the town.
     pub fn from_town(town: &Town, name: &str) -> Result<BridgeConfig> {
         let agent = town.host_agent(name).map_err(anyhow::Error::msg)?;
-        let chat = &agent.chat;
-        if !chat.enable {
-            bail!("agents.{name}.chat.enable is false; enable it (with homeserver, userId and passwordFile) to run the bridge");
+        let resolved = town.bridge_of(name).map_err(anyhow::Error::msg)?;
+        let mut cfg = BridgeConfig::resolved(resolved, &town.home_of(name), store_dir(town, name));
+        cfg.password_file = agent.chat.password_file.clone();
+        cfg.access_token_file = agent.chat.access_token_file.clone();
+        cfg.ask_socket = Some(nuketown_hall::ASK_SOCKET.into());
+        Ok(cfg)
+    }
+
+    /// The bridge of a cloud agent in its pod: what the render resolved
+    /// (`chat.json` in `identity`), its home, and the account's password (or
+    /// access token) from the agent's secrets in `keys`. The Matrix store
+    /// lives in the home's persisted `.nuketown/matrix`; there is no town
+    /// hall to follow.
+    pub fn in_pod(agent: &str, identity: &Path, keys: &Path, home: &Path) -> Result<BridgeConfig> {
+        let file = identity.join(POD_CHAT);
+        let text = std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "reading {} (the render writes it for an agent with chat.enable and cloud.enable)",
+                file.display()
+            )
+        })?;
+        let resolved: nuketown_town::BridgeTown = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a bridge's declaration", file.display()))?;
+        if resolved.agent != agent {
+            bail!(
+                "{} is {}'s, not {agent}'s: this is another agent's pod",
+                file.display(),
+                resolved.agent
+            );
         }
-        let home = town.home_of(name);
-        let workdir = town
+        let mut cfg = BridgeConfig::resolved(resolved, home, home.join(POD_STORE));
+        // Only an agent that may be moved to a bigger tier has an API token
+        // (scaling.maxResources), and only its activity matters.
+        if Path::new(POD_TOKEN_FILE).is_file() {
+            cfg.activity = Some(["nuketown", "ask", "active"].map(String::from).to_vec());
+        }
+        let (password, token) = (keys.join(POD_PASSWORD), keys.join(POD_TOKEN));
+        if password.is_file() {
+            cfg.password_file = Some(password);
+        } else if token.is_file() {
+            cfg.access_token_file = Some(token);
+        } else {
+            bail!(
+                "{} has neither {POD_PASSWORD} nor {POD_TOKEN}: put the agent's Matrix password under the key {POD_PASSWORD} in its Secret (or its sops file with secrets = \"sops-kms\"); docs/cloud.md",
+                keys.display()
+            );
+        }
+        Ok(cfg)
+    }
+
+    fn resolved(b: nuketown_town::BridgeTown, home: &Path, store: PathBuf) -> BridgeConfig {
+        let workdir = b
             .project_dirs
             .iter()
             .map(|d| {
                 if let Some(rest) = d.strip_prefix("~/") {
                     home.join(rest)
                 } else if d == "~" {
-                    home.clone()
+                    home.to_path_buf()
                 } else {
                     PathBuf::from(d)
                 }
             })
             .find(|d| d.is_dir())
-            .unwrap_or(home);
-        Ok(BridgeConfig {
-            agent: name.to_string(),
-            homeserver: chat.homeserver.clone().unwrap_or_default(),
-            user_id: chat.user_id.clone().unwrap_or_default(),
-            password_file: chat.password_file.clone(),
-            access_token_file: chat.access_token_file.clone(),
-            allowed: chat.allowed_humans.clone(),
-            rooms: chat.rooms.clone(),
-            backend: chat.backend.clone(),
-            store: store_dir(town, name),
+            .unwrap_or_else(|| home.to_path_buf());
+        BridgeConfig {
+            agent: b.agent,
+            homeserver: b.homeserver,
+            user_id: b.user_id,
+            password_file: None,
+            access_token_file: None,
+            allowed: b.allowed_humans,
+            rooms: b.rooms,
+            backend: b.backend,
+            store,
             workdir,
             timeout: Duration::from_secs(30 * 60),
-            declared: town
-                .rooms
-                .iter()
-                .filter(|(_, r)| r.agents.iter().any(|a| a == name))
-                .filter_map(|(n, r)| {
-                    Some(DeclaredRoom {
-                        name: n.clone(),
-                        alias: town.room_alias(n)?,
-                        humans: r.humans.clone(),
-                        rules: RoomRules {
-                            agents_answer_agents: r.agents_answer_agents,
-                            agent_turns: r.agent_turns,
-                        },
-                    })
+            declared: b
+                .declared
+                .into_iter()
+                .map(|r| DeclaredRoom {
+                    name: r.name,
+                    alias: r.alias,
+                    humans: r.humans,
+                    rules: RoomRules {
+                        agents_answer_agents: r.agents_answer_agents,
+                        agent_turns: r.agent_turns,
+                    },
                 })
                 .collect(),
-            agents: town
-                .agent_matrix_ids()
-                .map(|(id, n)| (id.to_string(), n.clone()))
-                .collect(),
-            tier: agent.cloud.enable.then(|| agent.cloud.resources.clone()),
-            ask_socket: nuketown_hall::ASK_SOCKET.into(),
-        })
+            agents: b.agents,
+            tier: b.tier,
+            ask_socket: None,
+            activity: None,
+        }
     }
 }
+
+pub use nuketown_town::chat::{POD_CHAT, POD_PASSWORD, POD_STORE, POD_TOKEN};
+/// In the pod: the service account token (present only with scaling.maxResources).
+const POD_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 /// What the bridge remembers across restarts besides the Matrix store.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -273,9 +326,43 @@ struct Shared {
     last_turn: StdMutex<Option<(OwnedRoomId, OwnedEventId)>>,
     /// Request id → where its waiting was shown (its decision goes there too).
     asked_in: StdMutex<HashMap<String, (OwnedRoomId, OwnedEventId)>>,
+    /// When the activity command last ran.
+    reported: StdMutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
+    /// Tell the cluster this agent is working (see [`BridgeConfig::activity`]).
+    fn report_activity(&self) {
+        let Some(cmd) = &self.cfg.activity else {
+            return;
+        };
+        {
+            let mut last = self.reported.lock().unwrap();
+            if last.is_some_and(|t| t.elapsed() < ACTIVITY_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match tokio::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(mut child) => {
+                let what = cmd.join(" ");
+                tokio::spawn(async move {
+                    match child.wait().await {
+                        Ok(s) if s.success() => {}
+                        Ok(s) => tracing::warn!("{what} failed ({s}): the scaling operator does not see this conversation"),
+                        Err(e) => tracing::warn!("{what}: {e}"),
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot run {}: {e}", cmd[0]),
+        }
+    }
+
     async fn save_ledger(&self, ledger: &Ledger) {
         if let Err(e) = write_json(&self.cfg.store.join("ledger.json"), ledger) {
             tracing::error!("cannot save the ledger: {e:#}");
@@ -543,6 +630,7 @@ async fn on_message(ev: OriginalSyncRoomMessageEvent, room: Room, Ctx(shared): C
     let rules = declared.as_ref().map(|d| d.rules);
     match converse::decide(&author, addressed, addresses_agents, rules, &turns) {
         Decision::Answer => {
+            shared.report_activity();
             tokio::spawn(answer(shared, room, ev.event_id.clone(), author, text));
         }
         Decision::Limit => {
@@ -771,11 +859,11 @@ fn escalation_place(shared: &Shared) -> Option<(OwnedRoomId, OwnedEventId)> {
 /// a backend's output is the agent's word) and show each, with its request
 /// id and then its decision, in the room where a turn runs. Reconnects when
 /// the hall restarts.
-async fn follow_escalations(shared: Arc<Shared>, client: Client) {
+async fn follow_escalations(shared: Arc<Shared>, client: Client, socket: PathBuf) {
     let mut delay = Duration::from_millis(250);
     let mut warned = false;
     loop {
-        let mut follower = match Follower::connect(&shared.cfg.ask_socket).await {
+        let mut follower = match Follower::connect(&socket).await {
             Ok(f) => f,
             Err(e) => {
                 if !warned {
@@ -897,6 +985,10 @@ async fn run_command(
         Command::Help => converse::help(&cfg.agent),
         Command::Where => commands::where_text(&cfg.agent, &cfg.workdir),
         Command::Resources => commands::resources_text(&cfg.agent, cfg.tier.as_deref()),
+        Command::Escalations if cfg.ask_socket.is_none() => format!(
+            "{}: in the cluster there is no town hall beside me; a bigger tier is asked with `nuketown ask resources TIER` and decided by the hall's approvers",
+            cfg.agent
+        ),
         Command::Escalations => {
             let list = shared.escalations.lock().unwrap().clone();
             commands::escalations_text(&cfg.agent, &list, now_ms())
@@ -1073,12 +1165,15 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
         shown: StdMutex::new(escalations::Shown::default()),
         last_turn: StdMutex::new(None),
         asked_in: StdMutex::new(HashMap::new()),
+        reported: StdMutex::new(None),
     });
     shared.resolve_declared(&client).await;
     client.add_event_handler_context(shared.clone());
     client.add_event_handler(on_invite);
     client.add_event_handler(on_message);
-    tokio::spawn(follow_escalations(shared.clone(), client.clone()));
+    if let Some(socket) = shared.cfg.ask_socket.clone() {
+        tokio::spawn(follow_escalations(shared.clone(), client.clone(), socket));
+    }
 
     let mut settings = SyncSettings::default().timeout(Duration::from_secs(30));
     // Members come with the messages that need them, not all at once.

@@ -50,6 +50,10 @@ pub const INIT: Tier = Tier {
 /// (`persist.size` is for directories).
 pub const FILE_SIZE: Milli = Milli::units(GI);
 
+/// The volume of the chat bridge's Matrix store in a pod, unless
+/// `persist.sizes` names it.
+pub const CHAT_STORE_SIZE: Milli = Milli::units(GI);
+
 /// One persisted path and its volume claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
@@ -81,6 +85,8 @@ pub struct AgentPlan<'t> {
     pub volumes: Vec<Volume>,
     /// Its secrets from the sops file (`cloud.secrets = "sops-kms"`); none: from its Secret.
     pub sops: Option<crate::laydown::sops::Sops>,
+    /// Its chat bridge, when it runs in the pod (chat on a cloud-only agent).
+    pub chat: Option<nuketown_town::BridgeTown>,
 }
 
 /// One namespace and the limits its agents share.
@@ -216,13 +222,33 @@ fn check_agent<'t>(
             sizes.insert(normal(path), q);
         }
     }
-    let paths: Vec<(String, bool)> = agent
+    let mut paths: Vec<(String, bool)> = agent
         .persist
         .directories
         .iter()
         .map(|p| (normal(p), false))
         .chain(agent.persist.files.iter().map(|p| (normal(p), true)))
         .collect();
+    // The bridge's Matrix store keeps its device across rounds, as on a
+    // host (a store lost is a new device, and encrypted rooms forget it).
+    let store = nuketown_town::chat::POD_STORE;
+    let chat = agent.chats_in_pod().then(|| town.bridge_of(name));
+    if chat.is_some()
+        && !paths
+            .iter()
+            .any(|(p, _)| store == p || store.starts_with(&format!("{p}/")))
+    {
+        paths.push((store.to_string(), false));
+        sizes.entry(store.to_string()).or_insert(CHAT_STORE_SIZE);
+    }
+    let chat = match chat {
+        Some(Ok(b)) => Some(b),
+        Some(Err(e)) => {
+            c.fail(format!("agents.{name}.chat"), e);
+            None
+        }
+        None => None,
+    };
     let claims = names::claims(name, paths.iter().map(|(p, _)| p.as_str()));
     let mut volumes: Vec<Volume> = paths
         .into_iter()
@@ -391,6 +417,7 @@ fn check_agent<'t>(
         image,
         volumes,
         sops,
+        chat,
     })
 }
 

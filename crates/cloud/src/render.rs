@@ -308,6 +308,12 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
             identity.gitconfig(Some(&Signing::Ssh(format!(".ssh/{SSH_PUB}")))),
         );
     }
+    if let Some(chat) = &a.chat {
+        data.insert(
+            nuketown_town::chat::POD_CHAT.into(),
+            serde_json::to_string_pretty(chat).expect("a bridge's declaration serialises"),
+        );
+    }
     let script = laydown::script(a, &placed, signed, &identity.email);
     if let Some(sops) = &a.sops {
         // Ciphertext: only the KMS, through the pod's identity, opens it.
@@ -390,6 +396,11 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
         mount("home", home.clone(), None, false),
         mount("tmp", "/tmp".into(), None, false),
     ];
+    // The chat bridge reads its declaration and the Matrix password itself.
+    if a.chat.is_some() {
+        mounts.push(mount("identity", IDENTITY_DIR.into(), None, true));
+        mounts.push(mount("keys", KEYS_DIR.into(), None, true));
+    }
     let mut volumes = vec![
         Volume {
             name: "home".into(),
@@ -496,6 +507,17 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
     if let Some(t) = &cloud.scaling.idle_timeout {
         agent_env.push(("NUKETOWN_IDLE_TIMEOUT", t));
     }
+    // With chat, the pod runs the agent's bridge, which starts the backend
+    // for each message (`nuketown-chat AGENT --pod`, docs/cloud.md).
+    let command = match &a.chat {
+        Some(_) => {
+            agent_env.push(("NUKETOWN_IDENTITY", IDENTITY_DIR));
+            agent_env.push(("NUKETOWN_KEYS", KEYS_DIR));
+            Some(vec!["nuketown-chat".into(), name.into(), "--pod".into()])
+        }
+        None => (!cloud.command.is_empty()).then(|| cloud.command.clone()),
+    };
+    let attach = a.chat.is_none().then_some(true);
     let uid = i64::from(a.agent.uid);
     let mut spec = PodSpec {
         service_account_name: Some(name.into()),
@@ -565,14 +587,15 @@ fn agent(out: &mut Vec<Manifest>, meta: &Meta<'_>, base: &Town, a: &AgentPlan<'_
             name: "agent".into(),
             image: Some(a.image.into()),
             image_pull_policy: pull,
-            command: (!cloud.command.is_empty()).then(|| cloud.command.clone()),
+            command,
             working_dir: Some(home.clone()),
             env: env(&agent_env),
             resources: Some(main_resources),
             security_context: Some(restricted),
-            // `kubectl attach -it deploy/NAME` is the cloud's portal.
-            stdin: Some(true),
-            tty: Some(true),
+            // `kubectl attach -it deploy/NAME` is the cloud's portal; a
+            // bridge's pod is entered with `kubectl exec -it … -- sh`.
+            stdin: attach,
+            tty: attach,
             volume_mounts: Some(mounts),
             ..Default::default()
         }],

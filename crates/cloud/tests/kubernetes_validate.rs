@@ -96,6 +96,10 @@ enable = true
 resources = "small"
 namespace = "tiny"
 image = "busybox:1.36"
+[agents.kit.chat]
+enable = true
+homeserver = "https://matrix.example.org"
+userId = "@kit:example.org"
 "#;
 
 #[test]
@@ -113,7 +117,7 @@ fn offline_schema_check_with_kubernetes_validate() {
     let sops_file = dir.path().join("secrets.yaml");
     std::fs::write(
         &sops_file,
-        "kit:\n    ssh-key: ENC[AES256_GCM,data:AA==,type:str]\n    ssh-key.pub: ENC[AES256_GCM,data:AA==,type:str]\nsops:\n    mac: ENC[AES256_GCM,data:AA==,type:str]\n",
+        "kit:\n    ssh-key: ENC[AES256_GCM,data:AA==,type:str]\n    ssh-key.pub: ENC[AES256_GCM,data:AA==,type:str]\n    matrix-password: ENC[AES256_GCM,data:AA==,type:str]\nsops:\n    mac: ENC[AES256_GCM,data:AA==,type:str]\n",
     )
     .unwrap();
     let sops_kms = EVERYTHING.replace(

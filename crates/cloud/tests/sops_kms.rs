@@ -404,3 +404,38 @@ fn sops_decrypts_in_the_pod_with_age_standing_in_for_the_cloud_kms() {
     );
     assert_eq!(mode(&hosts), 0o400);
 }
+
+/// A cloud agent with chat runs its bridge in the pod, which logs in with the
+/// Matrix password from the sops file: decrypted beside the other secrets,
+/// and its absence refused naming the agent's chat.
+#[test]
+fn a_chatting_agents_matrix_password_is_decrypted_too_or_its_absence_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = shaped_like_sops(dir.path());
+    let chat = "[agents.ada.chat]\nenable = true\nhomeserver = \"https://m.example.org\"\nuserId = \"@ada:example.org\"\n";
+    let problems = match load(&town(&file, chat), Format::Toml, "town.toml") {
+        Err(e) => e.to_string(),
+        Ok(t) => render(&t, None).unwrap_err().to_string(),
+    };
+    assert!(
+        problems.contains(&format!(
+            "agents.ada.chat: {} has no ada/matrix-password (nor ada/matrix-access-token): the chat bridge in the pod logs in with it",
+            file.display()
+        )),
+        "{problems}"
+    );
+    let text = fs::read_to_string(&file).unwrap().replace(
+        "sops:\n",
+        "    matrix-password: ENC[AES256_GCM,data:AA==,type:str]\nsops:\n",
+    );
+    fs::write(&file, text).unwrap();
+    let pod = pod(&town(&file, chat));
+    assert!(
+        pod.init[0]
+            .1
+            .contains("get '[\"ada\"][\"matrix-password\"]' matrix-password\n"),
+        "{}",
+        pod.init[0].1
+    );
+    assert!(pod.data.contains_key("chat.json"));
+}

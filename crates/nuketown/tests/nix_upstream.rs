@@ -1084,7 +1084,8 @@ fn cloud_only_agent_is_not_a_user_of_the_machine() {
 }
 
 /// An agent that would run nowhere, and a cloud-only agent with a chat
-/// bridge (which runs on the machine), are refused naming the key.
+/// bridge (which runs in its pod, as the pod's command) and a command of its
+/// own, are refused naming the key.
 #[test]
 fn agent_running_nowhere_or_chatting_from_the_cloud_is_refused() {
     let Some(failed) = refused("runs-nowhere") else {
@@ -1098,7 +1099,7 @@ fn agent_running_nowhere_or_chatting_from_the_cloud_is_refused() {
     );
     assert!(
         failed[1]
-            .starts_with("nuketown.agents.vox.chat.enable: the chat bridge runs on this machine"),
+            .starts_with("nuketown.agents.vox.cloud.command: a cloud-only agent with chat.enable runs its chat bridge as the pod's command"),
         "{failed:?}"
     );
 }

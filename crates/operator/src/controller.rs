@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
@@ -310,6 +311,19 @@ pub async fn busy(client: &Client, ns: &str, name: &str, floor: f64) -> bool {
         .any(|m| m >= floor)
 }
 
+/// When agent `name` last said it was working (its chat bridge, through
+/// `nuketown ask active`), from its request object; none without one.
+pub async fn chatted(client: &Client, ns: &str, name: &str, now_ms: u64) -> Option<u64> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(&crate::requests::config_map_name(name)).await {
+        Ok(cm) => crate::requests::active_ms(&cm?, now_ms),
+        Err(e) => {
+            tracing::debug!(agent = %name, "no request object to read activity from: {e}");
+            None
+        }
+    }
+}
+
 /// One reconcile: decide, patch when something must change, say when to look again.
 pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let now = (ctx.now_ms)();
@@ -337,14 +351,21 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
             .as_deref()
             .and_then(millicores)
             .unwrap_or(100.0);
-        if busy(&ctx.client, &ns, &name, floor).await {
+        let seen = if busy(&ctx.client, &ns, &name, floor).await {
+            Some(now)
+        } else {
+            chatted(&ctx.client, &ns, &name, now)
+                .await
+                .filter(|&t| t > o.last_active_ms.unwrap_or(0))
+        };
+        if let Some(t) = seen {
             api.patch(
                 &name,
                 &pp,
-                &Patch::Merge(json!({ "metadata": { "annotations": { scaling::LAST_ACTIVE: now.to_string() } } })),
+                &Patch::Merge(json!({ "metadata": { "annotations": { scaling::LAST_ACTIVE: t.to_string() } } })),
             )
             .await?;
-            o.last_active_ms = Some(now);
+            o.last_active_ms = Some(t);
         }
     }
     match scaling::decide(&o) {

@@ -49,6 +49,9 @@ pub const AGENT_MANAGER: &str = "nuketown-agent";
 pub const REQUEST_KEY: &str = "request";
 /// The key the relay writes.
 pub const DECISION_KEY: &str = "decision";
+/// The key the agent writes when it is working (ms since the epoch, its
+/// clock): the chat bridge in its pod, on each conversation's turn.
+pub const ACTIVE_KEY: &str = "active";
 
 /// The request ConfigMap of `agent`.
 pub fn config_map_name(agent: &str) -> String {
@@ -338,6 +341,40 @@ async fn bring(client: &Client, socket: &Path, job: &Job) -> Result<(), String> 
 }
 
 /// In the pod: ask for `tier` and wait up to `wait` for the decision.
+/// Say in `agent`'s request object that it is working now (`nuketown ask
+/// active`): the operator reads it as activity while the agent is above its
+/// declared tier. The agent's own word, so it can only keep a tier a human
+/// (or a rule) already granted.
+pub async fn active(client: &Client, namespace: &str, agent: &str) -> Result<(), String> {
+    let name = config_map_name(agent);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let pp = PatchParams {
+        field_manager: Some(AGENT_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let now = crate::controller::system_now_ms();
+    api.patch(
+        &name,
+        &pp,
+        &Patch::Merge(json!({ "data": { ACTIVE_KEY: now.to_string() } })),
+    )
+    .await
+    .map(drop)
+    .map_err(|e| format!("cannot write activity into ConfigMap {namespace}/{name}: {e}"))
+}
+
+/// When the agent last said it was working, from its request object, never
+/// later than `now_ms` (its clock is its own).
+pub fn active_ms(cm: &ConfigMap, now_ms: u64) -> Option<u64> {
+    cm.data
+        .as_ref()?
+        .get(ACTIVE_KEY)?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|t| t.min(now_ms))
+}
+
 pub async fn ask(
     client: &Client,
     namespace: &str,

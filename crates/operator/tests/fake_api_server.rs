@@ -147,6 +147,35 @@ async fn answer_metrics(handle: &mut Handle, cpu: Option<&str>) {
     send.send_response(resp.unwrap());
 }
 
+/// Play the API server for one GET of ada's request object: `data.active`
+/// as its chat bridge wrote it (`nuketown ask active`), or no object (404).
+async fn answer_activity(handle: &mut Handle, active: Option<&str>) {
+    let (req, send) = handle.next_request().await.expect("a request object read");
+    assert_eq!(req.method(), http::Method::GET);
+    assert_eq!(
+        req.uri().path(),
+        "/api/v1/namespaces/nuketown/configmaps/ada-requests"
+    );
+    let resp = match active {
+        Some(t) => Response::builder().body(Body::from(
+            serde_json::to_vec(&json!({
+                "kind": "ConfigMap", "apiVersion": "v1",
+                "metadata": { "name": "ada-requests", "namespace": "nuketown" },
+                "data": { "active": t }
+            }))
+            .unwrap(),
+        )),
+        None => Response::builder().status(404).body(Body::from(
+            serde_json::to_vec(&json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "configmaps \"ada-requests\" not found", "reason": "NotFound", "code": 404
+            }))
+            .unwrap(),
+        )),
+    };
+    send.send_response(resp.unwrap());
+}
+
 fn pools() -> Pools {
     Pools::parse(
         r#"
@@ -211,6 +240,7 @@ async fn fake_api_server_idle_goes_back_to_the_declared_tier_on_the_idle_pool() 
         );
         let server = tokio::spawn(async move {
             answer_metrics(&mut handle, cpu).await;
+            answer_activity(&mut handle, None).await;
             expect_patch(&mut handle, "ada").await
         });
         reconcile(Arc::new(d), ctx).await.unwrap();
@@ -280,6 +310,61 @@ async fn fake_api_server_a_busy_agent_past_its_deadline_stays_and_its_activity_i
     assert!(handle.next_request().await.is_none(), "it was moved");
 }
 
+/// A conversation is activity even when the backend waits on the network
+/// (its CPU below the floor): the chat bridge in the pod writes when a
+/// message started a turn, and an idle agent past its deadline stays. The
+/// agent's clock is its own, so a time in the future counts as now, and a
+/// time before the activity already written changes nothing.
+#[tokio::test]
+async fn fake_api_server_a_conversation_is_activity_and_the_agents_clock_is_clamped() {
+    let past_deadline = (NOW - 31 * 60 * 1000).to_string();
+    let chatted = (NOW - 2 * 60 * 1000).to_string();
+    let future = (NOW + 365 * 24 * 3600 * 1000).to_string();
+    let stale = (NOW - 40 * 60 * 1000).to_string();
+    for (said, written) in [
+        (chatted.as_str(), Some(NOW - 2 * 60 * 1000)),
+        (future.as_str(), Some(NOW)),
+        (stale.as_str(), None),
+        ("soon", None),
+    ] {
+        let (ctx, mut handle) = ctx(pools());
+        let d = deployment(
+            "ada",
+            &[
+                ("nuketown.dev/current-tier", "large"),
+                ("nuketown.dev/last-active", &past_deadline),
+            ],
+        );
+        let said = said.to_string();
+        let server = tokio::spawn(async move {
+            answer_metrics(&mut handle, Some("3m")).await;
+            answer_activity(&mut handle, Some(&said)).await;
+            let (req, send) = handle.next_request().await.expect("a patch");
+            assert_eq!(req.method(), http::Method::PATCH);
+            let body: Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            let reply = serde_json::to_vec(&deployment("ada", &[])).unwrap();
+            send.send_response(Response::builder().body(Body::from(reply)).unwrap());
+            body
+        });
+        reconcile(Arc::new(d), ctx).await.unwrap();
+        let body = server.await.unwrap();
+        let ann = &body["metadata"]["annotations"];
+        match written {
+            Some(t) => {
+                assert_eq!(
+                    body,
+                    json!({ "metadata": { "annotations": { "nuketown.dev/last-active": t.to_string() } } }),
+                    "the conversation is written down as activity and nothing moves"
+                );
+            }
+            None => {
+                assert_eq!(ann["nuketown.dev/current-tier"], "small", "{body}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn fake_api_server_active_agents_are_left_alone_until_their_idle_deadline() {
     let (ctx, mut handle) = ctx(pools());
@@ -293,6 +378,7 @@ async fn fake_api_server_active_agents_are_left_alone_until_their_idle_deadline(
     );
     let server = tokio::spawn(async move {
         answer_metrics(&mut handle, Some("20m")).await;
+        answer_activity(&mut handle, None).await;
         handle
     });
     let action = reconcile(Arc::new(d), ctx).await.unwrap();

@@ -370,3 +370,29 @@ fn argo_cd_leaves_the_writers_of_the_request_path_alone() {
         );
     }
 }
+
+/// `nuketown ask active` (the chat bridge in the pod, on a turn): one
+/// PATCH of the agent's own request object, as the agent's field manager,
+/// writing only `data.active`.
+#[tokio::test]
+async fn fake_api_server_activity_is_written_into_the_agents_own_request_object() {
+    let (c, mut handle) = client();
+    let server = tokio::spawn(async move {
+        let patch = expect_patch(
+            &mut handle,
+            "/api/v1/namespaces/nuketown/configmaps/ada-requests",
+            "nuketown-agent",
+        )
+        .await;
+        (patch, handle)
+    });
+    let before = nuketown_operator::controller::system_now_ms();
+    requests::active(&c, "nuketown", "ada").await.unwrap();
+    drop(c);
+    let (patch, mut handle) = server.await.unwrap();
+    let data = patch["data"].as_object().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["active"], "{patch}");
+    let t: u64 = data["active"].as_str().unwrap().parse().unwrap();
+    assert!(t >= before, "{t} {before}");
+    assert!(handle.next_request().await.is_none(), "one request only");
+}

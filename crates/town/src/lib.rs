@@ -6,6 +6,7 @@
 //! validates; [`Town::identity`] is the one function every per-agent file
 //! (identity.toml, prompts, git config) is projected from.
 
+pub mod chat;
 pub mod display;
 mod identity;
 pub mod network;
@@ -14,6 +15,7 @@ mod schema;
 pub mod tiers;
 mod validate;
 
+pub use chat::{BridgeRoom, BridgeTown};
 pub use identity::{projections, Identity, Projection, Signing};
 pub use network::{Egress, EgressRule, Network};
 pub use parse::{default_town_path, hostname, load, parse, Format, TownError};

@@ -736,10 +736,13 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
     }
 
     let chat = &agent.chat;
-    if chat.enable && agent.cloud_only() {
+    // One Matrix account, one bridge: on the host when the agent has a user
+    // there, else in its pod, where the bridge is what the pod runs and reads
+    // the account's password from the agent's secrets (docs/cloud.md).
+    if chat.enable && agent.cloud_only() && !agent.cloud.command.is_empty() {
         c.fail(
-            format!("{key}.chat.enable"),
-            "the chat bridge runs on the host, and this agent is declared for the cloud only (host.enable = false, the default with cloud.enable); set host.enable = true to run it on the host as well, or turn chat off",
+            format!("{key}.cloud.command"),
+            "a cloud-only agent with chat.enable runs its chat bridge as the pod's command (the bridge starts the backend for each message); remove cloud.command, or turn chat off to run your own command",
         );
     }
     if chat.enable {
@@ -758,7 +761,7 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
                 format!("chat needs the agent's Matrix id, e.g. \"@{name}:example.org\""),
             ),
         }
-        if chat.password_file.is_none() && chat.access_token_file.is_none() {
+        if agent.on_host() && chat.password_file.is_none() && chat.access_token_file.is_none() {
             c.fail(
                 format!("{k}.passwordFile"),
                 "chat needs passwordFile or accessTokenFile",

@@ -483,9 +483,25 @@ fn where_an_agent_runs() {
 fn agent_running_nowhere_or_chatting_from_the_cloud() {
     let e = err("[agents.ada]\nuid = 1100\nhost.enable = false\n");
     assert!(e.contains("agents.ada.host.enable: is false and cloud.enable is not set: the agent would run nowhere; set cloud.enable = true to run it in the cluster only, or enable = false to remove it"), "{e}");
-    let e = err("[agents.vox]\nuid = 1101\ncloud = { enable = true, image = \"busybox\" }\n\
-                 chat = { enable = true, homeserver = \"https://m.example.org\", userId = \"@vox:example.org\", passwordFile = \"/run/secrets/vox\" }\n");
-    assert!(e.contains("agents.vox.chat.enable: the chat bridge runs on the host, and this agent is declared for the cloud only"), "{e}");
+    // A cloud-only agent chats from its pod: no password file on the host,
+    // but the pod's command is the bridge.
+    let chat = "chat = { enable = true, homeserver = \"https://m.example.org\", userId = \"@vox:example.org\" }\n";
+    let town = toml(&format!(
+        "[agents.vox]\nuid = 1101\ncloud = {{ enable = true, image = \"busybox\" }}\n{chat}"
+    ))
+    .unwrap();
+    assert_eq!(
+        town.bridge_of("vox").unwrap().tier.as_deref(),
+        Some("standard")
+    );
+    let e = err(&format!("[agents.vox]\nuid = 1101\ncloud = {{ enable = true, image = \"busybox\", command = [\"sleep\", \"infinity\"] }}\n{chat}"));
+    assert!(e.contains("agents.vox.cloud.command: a cloud-only agent with chat.enable runs its chat bridge as the pod's command"), "{e}");
+    // On the host the bridge still needs the password's file.
+    let e = err(&format!("[agents.vox]\nuid = 1101\n{chat}"));
+    assert!(
+        e.contains("agents.vox.chat.passwordFile: chat needs passwordFile or accessTokenFile"),
+        "{e}"
+    );
     let e = err("humanUser = \"josh\"\n[agents.vox]\nuid = 1101\ncloud = { enable = true, image = \"busybox\" }\n\
                  [sharedDirs.review]\nmembers = { vox = \"rw\", josh = \"rw\" }\n");
     assert!(

@@ -162,6 +162,19 @@ pub fn check(
             );
         }
     }
+    if agent.chats_in_pod() {
+        use nuketown_town::chat::{POD_PASSWORD, POD_TOKEN};
+        match [POD_PASSWORD, POD_TOKEN].into_iter().find(|k| has(k)) {
+            Some(k) => items.push((k.to_string(), k.to_string())),
+            None => {
+                ok = false;
+                fail(
+                    format!("agents.{name}.chat"),
+                    format!("{} has no {name}/{POD_PASSWORD} (nor {name}/{POD_TOKEN}): the chat bridge in the pod logs in with it; add the agent's Matrix password with `sops edit {}`", path.display(), path.display()),
+                );
+            }
+        }
+    }
     for sname in agent.secrets.extra_secrets.keys() {
         if has(sname) {
             items.push((sname.clone(), sname.clone()));

@@ -61,11 +61,18 @@ enum What {
         #[arg(long, value_name = "DURATION", default_value = "10m")]
         wait: String,
     },
+    /// Tell the scaling operator that this agent is working now, so that it
+    /// stays at the tier it was moved to until `scaling.idleTimeout` after
+    /// this. Run in the agent's pod; the chat bridge there runs it when a
+    /// message starts a turn. It can keep an approved tier, never get a
+    /// bigger one.
+    Active,
 }
 
 /// Send the request and wait for the decision.
 pub fn run(args: Args) -> Result<ExitCode> {
     let msg = match args.what {
+        What::Active => return active(),
         What::Resources { tier, reason, wait } => {
             if nuketown_town::tiers::rank(&tier).is_none() {
                 bail!(
@@ -150,11 +157,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
 #[cfg(feature = "cloud")]
 const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
+/// The agent and namespace of the pod this runs in.
 #[cfg(feature = "cloud")]
-fn resources(tier: &str, reason: &str, wait: std::time::Duration) -> Result<ExitCode> {
-    let agent = std::env::var("NUKETOWN_AGENT").context(
-        "NUKETOWN_AGENT is not set: run `nuketown ask resources` in the agent's pod (the render sets it)",
-    )?;
+fn pod(what: &str) -> Result<(String, String)> {
+    let agent = std::env::var("NUKETOWN_AGENT").with_context(|| {
+        format!("NUKETOWN_AGENT is not set: run `nuketown ask {what}` in the agent's pod (the render sets it)")
+    })?;
     let namespace = match std::env::var("NUKETOWN_NAMESPACE") {
         Ok(n) => n,
         Err(_) => std::fs::read_to_string(NAMESPACE_FILE)
@@ -163,6 +171,34 @@ fn resources(tier: &str, reason: &str, wait: std::time::Duration) -> Result<Exit
                 format!("{NAMESPACE_FILE}: not in a pod with a service account token (agents.{agent}.cloud.scaling.maxResources gives it one)")
             })?,
     };
+    Ok((agent, namespace))
+}
+
+#[cfg(feature = "cloud")]
+fn active() -> Result<ExitCode> {
+    let (agent, namespace) = pod("active")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot reach the cluster's API server from here")?;
+        nuketown_operator::requests::active(&client, &namespace, &agent)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "cloud"))]
+fn active() -> Result<ExitCode> {
+    bail!("this nuketown was built without the cloud feature; `nuketown ask active` runs in the agent's pod")
+}
+
+#[cfg(feature = "cloud")]
+fn resources(tier: &str, reason: &str, wait: std::time::Duration) -> Result<ExitCode> {
+    let (agent, namespace) = pod("resources")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

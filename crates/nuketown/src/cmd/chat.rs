@@ -49,7 +49,7 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
             bail!("cannot run {}: {e}", lean.display());
         }
         let mut cfg = nuketown_chat::BridgeConfig::from_town(&town, &args.agent)?;
-        cfg.ask_socket = args.ask_socket;
+        cfg.ask_socket = Some(args.ask_socket);
         nuketown_chat::bridge::become_agent(&args.agent)?;
         // One thread: the bridge waits on the network and its backends, and
         // each worker thread costs memory of its own (benchmarks.md).
