@@ -9,7 +9,8 @@
 #   pkgs        nixpkgs
 #   buildImage  nix-snapshotter's buildImage (the flake passes its own)
 #   town        a NixOS configuration's `config.nuketown`, whose packages are
-#               packages (in a projected town they are only names, and are left out)
+#               packages (in a projected town they are only names, and are left out);
+#               its `package` goes into the images whose pods run nuketown
 #
 # Returns { <agent> = image; } for every enabled agent with cloud.enable
 # (evaluated lazily: an agent that declares an image of its own never builds
@@ -23,7 +24,12 @@ let
   # lay-down (docs/cloud.md), git and ssh for the work, sops to decrypt its
   # secrets with secrets = "sops-kms".
   base = a: [ pkgs.bashInteractive pkgs.coreutils pkgs.git pkgs.openssh ]
-    ++ lib.optional ((a.cloud.secrets or "secret") == "sops-kms") pkgs.sops;
+    ++ lib.optional ((a.cloud.secrets or "secret") == "sops-kms") pkgs.sops
+    # nuketown itself where the pod uses it: `nuketown ask resources` (and
+    # `ask active`) with scaling.maxResources, and the chat bridge
+    # (`nuketown-chat AGENT --pod`, the pod's command) with chat.enable.
+    ++ lib.optional (lib.isDerivation (town.package or null) && usesNuketown a) town.package;
+  usesNuketown = a: (a.chat.enable or false) || (a.cloud.scaling.maxResources or null) != null;
   packages = a: builtins.filter lib.isDerivation ((town.basePackages or [ ]) ++ (a.packages or [ ]))
     ++ lib.optional ((a.claudeCode.enable or false) && (a.claudeCode.package or null) != null) a.claudeCode.package;
 

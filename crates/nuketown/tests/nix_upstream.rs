@@ -1133,13 +1133,16 @@ fn cloud_agents_get_the_image_the_flake_builds() {
             "git",
             "openssh",
             "sops",
+            "nuketown",
             "jq",
             "ripgrep",
             "claude-code"
         ])
     );
-    // sops only where the pod decrypts with it.
+    // sops only where the pod decrypts with it; nuketown only where the pod
+    // runs it (asking for a tier, the chat bridge).
     assert!(!strings(&v["images"]["vox"]["root"]).contains(&"sops"));
+    assert!(!strings(&v["images"]["vox"]["root"]).contains(&"nuketown"));
 
     let t = town(&v);
     assert_eq!(t.agents["ada"].cloud.image.as_deref(), Some(reference));

@@ -1,6 +1,7 @@
 # The flake builds each cloud agent's image with nix-snapshotter and the
 # module puts its `nix:0/nix/store/…` reference into cloud.image: ada (cloud
-# only, with packages, Claude Code and secrets = "sops-kms") gets one; vox
+# only, with packages, Claude Code, secrets = "sops-kms" and a bigger tier
+# to ask for, so nuketown too) gets one; vox
 # declares an image of its own and keeps it.
 {
   allowUnfree = true;
@@ -22,6 +23,7 @@
           resources = "small";
           secrets = "sops-kms";
           identity.gcpServiceAccount = "ada@my-project.iam.gserviceaccount.com";
+          scaling.maxResources = "large";
         };
       };
       agents.vox = {
