@@ -1,5 +1,5 @@
-# The nuketown workspace: the `nuketown` CLI (and town hall daemon) and the
-# root entry point `nuketown-elevate`.
+# The nuketown workspace: the `nuketown` CLI (and town hall daemon), the
+# root entry point `nuketown-elevate` and the chat bridge `nuketown-chat`.
 { lib, rustPlatform, pkg-config, makeWrapper, openssh, git, gnupg, acl, tmux, util-linux, shadow, btrfs-progs }:
 
 rustPlatform.buildRustPackage {
@@ -18,7 +18,16 @@ rustPlatform.buildRustPackage {
   # the NixOS VM tests (nix/tests), not in the build sandbox.
   cargoTestFlags = [ "--lib" ];
 
+  # The chat bridge again, built for size (the `lean` profile: opt-level s,
+  # fat LTO): one long-lived process per agent whose resident memory is
+  # mostly its own code pages, 44.6 MB as a release build and 25.6 MB so
+  # (docs/benchmarks.md). It replaces the release build's nuketown-chat.
+  postBuild = ''
+    cargo build --offline -j "$NIX_BUILD_CORES" --profile lean -p nuketown --bin nuketown-chat
+  '';
+
   postInstall = ''
+    install -Dm755 target/lean/nuketown-chat $out/bin/nuketown-chat
     wrapProgram $out/bin/nuketown --suffix PATH : ${lib.makeBinPath [ openssh git gnupg acl tmux util-linux shadow btrfs-progs ]}
   '';
 
