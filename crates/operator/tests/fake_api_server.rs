@@ -112,6 +112,17 @@ async fn expect_patch(handle: &mut Handle, name: &str) -> Value {
     patch
 }
 
+/// The API server's 404.
+fn not_found(message: &str) -> http::Result<Response<Body>> {
+    Response::builder().status(404).body(Body::from(
+        serde_json::to_vec(&json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": message, "reason": "NotFound", "code": 404
+        }))
+        .unwrap(),
+    ))
+}
+
 /// Play metrics.k8s.io for one GET of ada's pod metrics: the agent
 /// container's CPU, or no metrics API at all (404).
 async fn answer_metrics(handle: &mut Handle, cpu: Option<&str>) {
@@ -136,13 +147,7 @@ async fn answer_metrics(handle: &mut Handle, cpu: Option<&str>) {
             }))
             .unwrap(),
         )),
-        None => Response::builder().status(404).body(Body::from(
-            serde_json::to_vec(&json!({
-                "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404
-            }))
-            .unwrap(),
-        )),
+        None => not_found("the server could not find the requested resource"),
     };
     send.send_response(resp.unwrap());
 }
@@ -165,13 +170,7 @@ async fn answer_activity(handle: &mut Handle, active: Option<&str>) {
             }))
             .unwrap(),
         )),
-        None => Response::builder().status(404).body(Body::from(
-            serde_json::to_vec(&json!({
-                "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                "message": "configmaps \"ada-requests\" not found", "reason": "NotFound", "code": 404
-            }))
-            .unwrap(),
-        )),
+        None => not_found("configmaps \"ada-requests\" not found"),
     };
     send.send_response(resp.unwrap());
 }
