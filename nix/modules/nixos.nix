@@ -529,6 +529,11 @@ in
           { assertion = sudoAgents == { } || config.security.sudo.enable || config.security.sudo-rs.enable; message = "nuketown: an agent has sudo.enable but neither security.sudo nor security.sudo-rs is enabled; the agent's sudo needs one of them."; }
           { assertion = !(lib.hasPrefix cfg.agentsDir cfg.persistDir) && !(lib.hasPrefix cfg.persistDir cfg.agentsDir); message = "nuketown.persistDir and nuketown.agentsDir must not contain each other: a round levels agentsDir."; }
           { assertion = cfg.humanUser == null || !(agents ? ${cfg.humanUser}); message = "nuketown.humanUser must not also be an agent."; }
+          {
+            # The rooms keeper gets the hall's password from systemd (LoadCredential).
+            assertion = cfg.rooms == { } || (cfg.hall.matrix.passwordFile != null && lib.hasPrefix "/" cfg.hall.matrix.passwordFile && builtins.match ".*[[:space:]].*" cfg.hall.matrix.passwordFile == null);
+            message = "nuketown.hall.matrix.passwordFile: the hall's Matrix account keeps the declared rooms (nuketown.rooms); set the file holding its password, an absolute path without spaces (systemd hands it to the rooms keeper), e.g. \"/run/secrets/hall-matrix\".";
+          }
           { assertion = cfg.btrfsDevice == null || lib.hasPrefix "/dev/" cfg.btrfsDevice; message = "nuketown.btrfsDevice: \"${toString cfg.btrfsDevice}\" must be a device path such as /dev/disk/by-uuid/…"; }
           {
             # impermanence keeps a home's persisted paths at persistDir + home + path;
@@ -703,7 +708,9 @@ in
     })
 
     (mkIf (cfg.rooms != { }) {
-      # The declared rooms, kept as declared by the hall's Matrix account.
+      # The declared rooms, kept as declared by the hall's Matrix account;
+      # not as root: a user of its own (DynamicUser) that gets the
+      # account's password as a credential systemd reads for it.
       systemd.services.nuketown-rooms = {
         description = "Nuketown: the town's Matrix rooms, kept as declared";
         wantedBy = [ "multi-user.target" ];
@@ -711,13 +718,19 @@ in
         after = [ "network-online.target" ];
         restartTriggers = [ townJson ];
         serviceConfig = {
-          ExecStart = "${nuketown} rooms --watch --town /etc/nuketown/town.json --store /var/lib/nuketown-rooms";
+          ExecStart = "${nuketown} rooms --watch --town /etc/nuketown/town.json --store /var/lib/nuketown-rooms --password-file %d/hall-matrix";
+          DynamicUser = true;
+          LoadCredential = [ "hall-matrix:${toString cfg.hall.matrix.passwordFile}" ];
           StateDirectory = "nuketown-rooms";
           StateDirectoryMode = "0700";
           Restart = "always";
           RestartSec = 10;
           NoNewPrivileges = true;
           PrivateTmp = true;
+          ProtectSystem = "strict";
+          ProtectHome = true;
+          RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
+          CapabilityBoundingSet = "";
         };
       };
     })

@@ -102,17 +102,30 @@ Before=multi-user.target nuketown-hall.service\nConditionPathExists=/etc/nuketow
 }
 
 /// `nuketown-rooms.service`: the town's declared rooms kept as declared by
-/// the hall's Matrix account (`nuketown rooms --watch`), as root: it reads
-/// `hall.matrix`'s secret and keeps its device in a root-only directory.
-pub fn rooms_unit(nuketown: &Path) -> String {
+/// the hall's Matrix account (`nuketown rooms --watch`). Not as root: as a
+/// user systemd makes for the service alone (`DynamicUser`), which owns
+/// only its state directory (the account's device) and reads the account's
+/// password as a credential systemd hands it (`password_file`, read by
+/// systemd as root). It talks to a homeserver; nothing it parses runs with
+/// more than that.
+pub fn rooms_unit(nuketown: &Path, password_file: &Path) -> String {
     format!(
         "# Written by nuketown apply.\n[Unit]\nDescription=Nuketown: the town's Matrix rooms, kept as declared\n\
 Wants=network-online.target\nAfter=network-online.target\n\n\
-[Service]\nExecStart={} rooms --watch --town /etc/nuketown/town.json --store /var/lib/nuketown-rooms\n\
+[Service]\nExecStart={} rooms --watch --town /etc/nuketown/town.json --store /var/lib/nuketown-rooms --password-file %d/hall-matrix\n\
+DynamicUser=yes\nLoadCredential=hall-matrix:{}\n\
 StateDirectory=nuketown-rooms\nStateDirectoryMode=0700\nRestart=always\nRestartSec=10\n\
-NoNewPrivileges=yes\nPrivateTmp=yes\n\n[Install]\nWantedBy=multi-user.target\n",
-        nuketown.display()
+NoNewPrivileges=yes\nPrivateTmp=yes\nProtectSystem=strict\nProtectHome=yes\n\
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\nCapabilityBoundingSet=\n\n\
+[Install]\nWantedBy=multi-user.target\n",
+        unit_escape(&nuketown.display().to_string()),
+        unit_escape(&password_file.display().to_string())
     )
+}
+
+/// A value as systemd reads it back: `%` is a specifier, so it is doubled.
+fn unit_escape(s: &str) -> String {
+    s.replace('%', "%%")
 }
 
 /// `nuketown-chat@.service`: an agent's Matrix bridge, run as the agent.

@@ -82,6 +82,9 @@ fn bridge(t: &TestTown, town: &str, agent: &str) -> Kill {
     )
 }
 
+/// `nuketown rooms` as its unit runs it: the password handed over as a
+/// credential (`--password-file`), not read from `hall.matrix.passwordFile`
+/// (which the tests leave absent, so the flag must be what is read).
 fn rooms(t: &TestTown, town: &str) -> String {
     t.ok(&[
         "rooms",
@@ -89,6 +92,8 @@ fn rooms(t: &TestTown, town: &str) -> String {
         town,
         "--store",
         t.path("rooms-store").to_str().unwrap(),
+        "--password-file",
+        t.path("credentials/hall-matrix").to_str().unwrap(),
     ])
 }
 
@@ -148,10 +153,36 @@ fn apply_installs_the_rooms_keeper_only_while_rooms_are_declared() {
     let text = fs::read_to_string(&unit).unwrap();
     assert!(
         text.contains(&format!(
-            "ExecStart={} rooms --watch --town /etc/nuketown/town.json",
+            "ExecStart={} rooms --watch --town /etc/nuketown/town.json --store /var/lib/nuketown-rooms --password-file %d/hall-matrix\n",
             t.path("bin/nuketown").display()
         )),
         "{text}"
+    );
+    // Not root: a user of its own, the password as a credential systemd
+    // reads, nothing but its state directory writable.
+    for line in [
+        "DynamicUser=yes\n".to_string(),
+        format!("LoadCredential=hall-matrix:{}\n", t.path("hall.pw").display()),
+        "ProtectSystem=strict\n".to_string(),
+        "CapabilityBoundingSet=\n".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line}: {text}");
+    }
+    assert!(!text.contains("User="), "{text}");
+    // systemd's own parser reads the unit as written (offline: no systemd
+    // runs here): no key it does not know, no value it refuses.
+    let verify = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (apt systemd)");
+    let said = String::from_utf8_lossy(&verify.stderr).to_string();
+    assert!(
+        verify.status.success()
+            && !said.contains("Unknown")
+            && !said.contains("Invalid")
+            && !said.contains("Failed to parse"),
+        "{said}"
     );
     assert_eq!(
         fs::read_link(&link).unwrap(),
@@ -190,7 +221,8 @@ fn a_declared_room_answers_its_human_and_bounds_agents_talking_to_agents() {
     let server = Synapse::start(&t.path("synapse"));
     server.register("hall", "hall-pw");
     server.register("josh", "josh-pw");
-    fs::write(t.path("hall.pw"), "hall-pw\n").unwrap();
+    fs::create_dir_all(t.path("credentials")).unwrap();
+    fs::write(t.path("credentials/hall-matrix"), "hall-pw\n").unwrap();
     for (agent, _, _) in AGENTS {
         server.register(agent, &format!("{agent}-pw"));
     }

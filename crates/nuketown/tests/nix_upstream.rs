@@ -1010,15 +1010,37 @@ fn declared_rooms_get_the_room_keeper_and_reach_town_json() {
         u["serviceConfig"]["ExecStart"]
             .as_str()
             .unwrap()
-            .contains("rooms --watch --town /etc/nuketown/town.json"),
+            .ends_with("rooms --watch --town /etc/nuketown/town.json --store /var/lib/nuketown-rooms --password-file %d/hall-matrix"),
         "{u}"
     );
+    // Not root: a user of its own, the password as a credential.
+    assert_eq!(u["serviceConfig"]["DynamicUser"], true, "{u}");
+    assert_eq!(
+        u["serviceConfig"]["LoadCredential"],
+        json!(["hall-matrix:/run/secrets/hall/matrix"]),
+        "{u}"
+    );
+    assert!(u["serviceConfig"].get("User").is_none(), "{u}");
     let t = town(&v);
     let team = &t.rooms["team"];
     assert_eq!(team.agents, ["ada", "vox"]);
     assert!(team.agents_answer_agents);
     assert_eq!(team.agent_turns, 4);
     assert_eq!(t.room_alias("team").as_deref(), Some("#team:example.org"));
+}
+
+/// Rooms whose keeper systemd cannot hand the hall's password to are
+/// refused naming the option.
+#[test]
+fn rooms_need_an_absolute_password_file_for_the_keepers_credential() {
+    let Some(failed) = refused("rooms-bad-password") else {
+        return;
+    };
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].starts_with("nuketown.hall.matrix.passwordFile: the hall's Matrix account keeps the declared rooms"),
+        "{failed:?}"
+    );
 }
 
 /// An agent declared for the cloud only (vox: `cloud.enable`, `host.enable`

@@ -263,8 +263,15 @@ fn check_rooms(c: &mut Check, town: &Town) {
         if !m.user_id.as_deref().is_some_and(is_matrix_id) {
             c.fail("hall.matrix.userId", "the hall's Matrix account keeps the declared rooms: set its Matrix id, e.g. \"@hall:example.org\"");
         }
-        if m.password_file.is_none() {
-            c.fail("hall.matrix.passwordFile", "the hall's Matrix account keeps the declared rooms: set the file holding its password");
+        match &m.password_file {
+            None => c.fail("hall.matrix.passwordFile", "the hall's Matrix account keeps the declared rooms: set the file holding its password"),
+            // systemd hands it to the rooms keeper (LoadCredential=), which
+            // takes one absolute path without spaces.
+            Some(p) if !p.is_absolute() || p.to_string_lossy().chars().any(|ch| ch.is_whitespace() || ch.is_control()) => c.fail(
+                "hall.matrix.passwordFile",
+                format!("{:?}: the rooms keeper is given this file by systemd, which needs an absolute path without spaces, e.g. \"/run/secrets/hall-matrix\"", p.display().to_string()),
+            ),
+            Some(_) => {}
         }
     }
     let agent_ids: BTreeMap<&str, &String> = town.agent_matrix_ids().collect();

@@ -433,6 +433,16 @@ fn room_mistakes_name_their_key_and_the_fix() {
     ] {
         assert!(e.contains(want), "missing {want:?} in:\n{e}");
     }
+    // systemd hands the password to the rooms keeper: an absolute path
+    // without spaces.
+    let e = err(&format!(
+        "[hall.matrix]\nhomeserver = \"https://m.example.org\"\nuserId = \"@hall:example.org\"\npasswordFile = \"secrets/hall matrix\"\n\
+         [rooms.team]\nhumans = [\"@josh:example.org\"]\n{ROOM_AGENTS}"
+    ));
+    assert!(
+        e.contains("hall.matrix.passwordFile: \"secrets/hall matrix\": the rooms keeper is given this file by systemd, which needs an absolute path without spaces"),
+        "{e}"
+    );
 }
 
 #[test]

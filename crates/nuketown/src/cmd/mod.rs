@@ -119,9 +119,10 @@ pub fn options(
                 .collect(),
         });
         // The rooms keeper runs only while the town declares rooms.
+        let password = town.hall.matrix.password_file.clone().unwrap_or_default();
         let rooms = nuketown_host::Unit {
             name: "nuketown-rooms.service".into(),
-            text: nuketown_host::render::rooms_unit(bin),
+            text: nuketown_host::render::rooms_unit(bin, &password),
             wanted_by: Some("multi-user.target".into()),
             instances: Vec::new(),
         };

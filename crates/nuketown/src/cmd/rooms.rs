@@ -21,6 +21,10 @@ pub struct Args {
     /// Where the hall's Matrix device for the rooms is kept.
     #[arg(long, default_value = "/var/lib/nuketown/matrix-rooms")]
     store: PathBuf,
+    /// The hall's Matrix password, instead of `hall.matrix.passwordFile`
+    /// (the units give it as a systemd credential: `%d/hall-matrix`).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
 }
 
 /// Keep the rooms.
@@ -37,7 +41,10 @@ pub fn run(global: Option<&std::path::Path>, args: Args) -> Result<ExitCode> {
     }
     #[cfg(feature = "chat")]
     {
-        let cfg = nuketown_chat::rooms::KeeperConfig::from_town(&town, args.store)?;
+        let mut cfg = nuketown_chat::rooms::KeeperConfig::from_town(&town, args.store)?;
+        if let Some(p) = args.password_file {
+            cfg.password_file = p;
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
