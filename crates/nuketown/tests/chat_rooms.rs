@@ -162,7 +162,10 @@ fn apply_installs_the_rooms_keeper_only_while_rooms_are_declared() {
     // reads, nothing but its state directory writable.
     for line in [
         "DynamicUser=yes\n".to_string(),
-        format!("LoadCredential=hall-matrix:{}\n", t.path("hall.pw").display()),
+        format!(
+            "LoadCredential=hall-matrix:{}\n",
+            t.path("hall.pw").display()
+        ),
         "ProtectSystem=strict\n".to_string(),
         "CapabilityBoundingSet=\n".to_string(),
     ] {

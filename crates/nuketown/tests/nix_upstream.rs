@@ -1038,7 +1038,9 @@ fn rooms_need_an_absolute_password_file_for_the_keepers_credential() {
     };
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(
-        failed[0].starts_with("nuketown.hall.matrix.passwordFile: the hall's Matrix account keeps the declared rooms"),
+        failed[0].starts_with(
+            "nuketown.hall.matrix.passwordFile: the hall's Matrix account keeps the declared rooms"
+        ),
         "{failed:?}"
     );
 }

@@ -174,9 +174,12 @@ fn pod(what: &str) -> Result<(String, String)> {
     Ok((agent, namespace))
 }
 
+/// Run `f` with a client of the cluster this pod is in, on one thread.
 #[cfg(feature = "cloud")]
-fn active() -> Result<ExitCode> {
-    let (agent, namespace) = pod("active")?;
+fn in_cluster<T, F>(f: impl FnOnce(kube::Client) -> F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T, String>>,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -184,9 +187,15 @@ fn active() -> Result<ExitCode> {
         let client = kube::Client::try_default()
             .await
             .context("cannot reach the cluster's API server from here")?;
-        nuketown_operator::requests::active(&client, &namespace, &agent)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        f(client).await.map_err(|e| anyhow::anyhow!("{e}"))
+    })
+}
+
+#[cfg(feature = "cloud")]
+fn active() -> Result<ExitCode> {
+    let (agent, namespace) = pod("active")?;
+    in_cluster(|client| async move {
+        nuketown_operator::requests::active(&client, &namespace, &agent).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -199,20 +208,12 @@ fn active() -> Result<ExitCode> {
 #[cfg(feature = "cloud")]
 fn resources(tier: &str, reason: &str, wait: std::time::Duration) -> Result<ExitCode> {
     let (agent, namespace) = pod("resources")?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let answer = rt.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .context("cannot reach the cluster's API server from here")?;
+    let answer = in_cluster(|client| async move {
         eprintln!(
             "nuketown: asking for {tier}; waiting for a human (up to {} s)…",
             wait.as_secs()
         );
-        nuketown_operator::requests::ask(&client, &namespace, &agent, tier, reason, wait)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        nuketown_operator::requests::ask(&client, &namespace, &agent, tier, reason, wait).await
     })?;
     let reason = protocol::show_str(&answer.reason);
     if answer.approved {
