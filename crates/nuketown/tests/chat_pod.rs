@@ -27,6 +27,15 @@ const AGENT: &str = "nkpodvox";
 /// The pod's user: no account on this host.
 const UID: u32 = 1894;
 
+/// Removes a directory tree this test made outside its temporary directory.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 fn chat_bin() -> &'static str {
     env!("CARGO_BIN_EXE_nuketown-chat")
 }
@@ -138,13 +147,31 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
     let dev = home.join("dev");
     fs::create_dir(&dev).unwrap();
     chown(&dev, Some(UID), Some(UID)).unwrap();
+    // `nuketown ask active` would write to the cluster's API server, which
+    // cannot run here: the `nuketown` on the pod's PATH is a stand-in that
+    // records how it was called.
+    let bin = root.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let asked = home.join("asked");
+    fs::write(
+        bin.join("nuketown"),
+        format!(
+            "#!/bin/sh\necho \"$NUKETOWN_AGENT $*\" >> {}\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(bin.join("nuketown"), fs::Permissions::from_mode(0o755)).unwrap();
     let log_path = root.path().join("bridge.log");
     let run_bridge = |args: &[&str], as_pod: bool| {
         let log = fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(chat_bin());
         cmd.args(args)
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env(
+                "PATH",
+                format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
+            )
             .env("HOME", &home)
             .env("NUKETOWN_IDENTITY", &identity)
             .env("NUKETOWN_KEYS", &keys)
@@ -182,6 +209,21 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
         "{said}"
     );
 
+    // The pod's service-account token (scaling.maxResources gives it one):
+    // where a pod has it, so the bridge reports activity. Put there only if
+    // this host has no such directory, and taken away after.
+    let sa = Path::new("/var/run/secrets/kubernetes.io");
+    let token = if sa.exists() {
+        eprintln!(
+            "{} exists on this host: not checking the activity report",
+            sa.display()
+        );
+        None
+    } else {
+        fs::create_dir_all(sa.join("serviceaccount")).unwrap();
+        fs::write(sa.join("serviceaccount/token"), "not a token").unwrap();
+        Some(RemoveOnDrop(sa.to_path_buf()))
+    };
     let pw = keys.join("matrix-password");
     fs::write(&pw, "vox-pw\n").unwrap();
     chown(&pw, Some(UID), Some(UID)).unwrap();
@@ -266,6 +308,30 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
             "{}",
             r.body
         );
+        // A second message within the minute: answered, and no second report.
+        let e = say("again").await;
+        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        assert!(
+            r.body
+                .contains("msg=[chat: from @josh:localhost, your human]\nagain"),
+            "{}",
+            r.body
+        );
+        if token.is_some() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let reports = loop {
+                let text = fs::read_to_string(&asked).unwrap_or_default();
+                if !text.is_empty() || Instant::now() > deadline {
+                    break text;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert_eq!(
+                reports,
+                format!("{AGENT} ask active\n"),
+                "a turn tells the cluster the agent is working, at most once a minute"
+            );
+        }
         // The commands are the bridge's own; in the cluster there is no hall to follow.
         let e = say("!escalations").await;
         let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
@@ -280,5 +346,6 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
         assert!(r.body.contains("standard"), "its declared tier: {}", r.body);
     });
     drop(bridge);
+    drop(token);
     assert!(Path::new(&status_file).exists());
 }
