@@ -57,6 +57,8 @@ fn the_example_renders_these_objects_in_this_order() {
             "Role research/vox-requests",
             "RoleBinding research/vox-requests",
             "ConfigMap research/vox",
+            // Its chat bridge's Matrix store (chat in the pod).
+            "PersistentVolumeClaim research/vox--nuketown-matrix",
             "PersistentVolumeClaim research/vox--notes",
             "NetworkPolicy research/vox",
             "Deployment research/vox",
