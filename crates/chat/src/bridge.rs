@@ -76,6 +76,11 @@ pub struct BridgeConfig {
     /// `nuketown ask active`, so that the scaling operator counts a
     /// conversation as activity even while the backend waits on the network.
     pub activity: Option<Vec<String>>,
+    /// Where there is no hall beside it (a pod): a command that prints the
+    /// town hall's follow events, one JSON line each (`nuketown ask
+    /// follow`, from the agent's request object), for its requests for a
+    /// bigger tier.
+    pub follow_command: Option<Vec<String>>,
 }
 
 /// A declared room (`rooms.<name>`) as one of its agents sees it.
@@ -135,6 +140,7 @@ impl BridgeConfig {
         // (scaling.maxResources), and only its activity matters.
         if Path::new(POD_TOKEN_FILE).is_file() {
             cfg.activity = Some(["nuketown", "ask", "active"].map(String::from).to_vec());
+            cfg.follow_command = Some(["nuketown", "ask", "follow"].map(String::from).to_vec());
         }
         let (password, token) = (keys.join(POD_PASSWORD), keys.join(POD_TOKEN));
         if password.is_file() {
@@ -194,6 +200,7 @@ impl BridgeConfig {
             tier: b.tier,
             ask_socket: None,
             activity: None,
+            follow_command: None,
         }
     }
 }
@@ -908,6 +915,60 @@ async fn follow_escalations(shared: Arc<Shared>, client: Client, socket: PathBuf
     }
 }
 
+/// Longest line the follow command may print.
+const MAX_FOLLOW_LINE: u64 = 64 << 10;
+
+/// In a pod: run the follow command and show each event it prints, as
+/// [`follow_escalations`] does with the hall's; run it again when it ends.
+async fn follow_command(shared: Arc<Shared>, client: Client, cmd: Vec<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let child = tokio::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        match child {
+            Ok(mut child) => {
+                let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
+                shared.escalations.lock().unwrap().clear();
+                loop {
+                    let mut line = Vec::new();
+                    match (&mut out)
+                        .take(MAX_FOLLOW_LINE)
+                        .read_until(b'\n', &mut line)
+                        .await
+                    {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if !line.ends_with(b"\n") => {
+                            tracing::warn!(
+                                "{}: a line longer than {MAX_FOLLOW_LINE} bytes; starting it again",
+                                cmd.join(" ")
+                            );
+                            break;
+                        }
+                        Ok(_) => {}
+                    }
+                    match serde_json::from_slice::<Followed>(&line) {
+                        Ok(ev) => {
+                            delay = Duration::from_secs(1);
+                            show_escalation(&shared, &client, ev).await;
+                        }
+                        Err(e) => tracing::warn!("{}: not an escalation event: {e}", cmd.join(" ")),
+                    }
+                }
+                let _ = child.kill().await;
+                tracing::warn!("{} ended; again in {delay:?}", cmd.join(" "));
+            }
+            Err(e) => tracing::warn!("cannot run {}: {e}; again in {delay:?}", cmd[0]),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
 /// One event of the hall's stream: remembered for `!escalations`, shown in a room.
 async fn show_escalation(shared: &Shared, client: &Client, ev: Followed) {
     let agent = &shared.cfg.agent;
@@ -985,8 +1046,8 @@ async fn run_command(
         Command::Help => converse::help(&cfg.agent),
         Command::Where => commands::where_text(&cfg.agent, &cfg.workdir),
         Command::Resources => commands::resources_text(&cfg.agent, cfg.tier.as_deref()),
-        Command::Escalations if cfg.ask_socket.is_none() => format!(
-            "{}: in the cluster there is no town hall beside me; a bigger tier is asked with `nuketown ask resources TIER` and decided by the hall's approvers",
+        Command::Escalations if cfg.ask_socket.is_none() && cfg.follow_command.is_none() => format!(
+            "{}: in the cluster, without a bigger tier to ask for (scaling.maxResources), I have nothing to escalate",
             cfg.agent
         ),
         Command::Escalations => {
@@ -1173,6 +1234,8 @@ pub async fn run(cfg: BridgeConfig) -> Result<()> {
     client.add_event_handler(on_message);
     if let Some(socket) = shared.cfg.ask_socket.clone() {
         tokio::spawn(follow_escalations(shared.clone(), client.clone(), socket));
+    } else if let Some(cmd) = shared.cfg.follow_command.clone() {
+        tokio::spawn(follow_command(shared.clone(), client.clone(), cmd));
     }
 
     let mut settings = SyncSettings::default().timeout(Duration::from_secs(30));

@@ -27,6 +27,102 @@ const AGENT: &str = "nkpodvox";
 /// The pod's user: no account on this host.
 const UID: u32 = 1894;
 
+/// Sync until the backend's answer to `event` (a reply that is not one of
+/// the bridge's notices: an escalation asked in the turn is shown as a
+/// reply to the same message, and may come first).
+async fn answer(josh: &mut Human, log: &mut Vec<Seen>, event: &str) -> Seen {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        while let Ok(s) = josh.seen.try_recv() {
+            log.push(s);
+        }
+        if let Some(s) = log.iter().find(|s| {
+            !s.notice
+                && s.sender == format!("@{AGENT}:localhost")
+                && s.reply_to.as_deref() == Some(event)
+        }) {
+            return s.clone();
+        }
+        assert!(Instant::now() < deadline, "no answer to {event}: {log:?}");
+        josh.sync().await;
+    }
+}
+
+/// Sync until the room shows a notice starting with `prefix`.
+async fn notice(josh: &mut Human, log: &mut Vec<Seen>, prefix: String) -> Seen {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        while let Ok(s) = josh.seen.try_recv() {
+            log.push(s);
+        }
+        if let Some(s) = log.iter().find(|s| s.notice && s.body.starts_with(&prefix)) {
+            return s.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {prefix:?} in the room: {log:?}"
+        );
+        josh.sync().await;
+    }
+}
+
+/// What `nuketown ask follow` prints while vox asks for "large" and the
+/// relay approves: the events `requests::Follow` makes of the request
+/// object, written to `dir` (the request's, the decision's) and where the
+/// decision's go once it is made.
+fn follow_events(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use nuketown_operator::requests::{Answer, Asked, Follow};
+    let object = |data: serde_json::Value, decided_by: Option<&str>| {
+        let mut cm = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": format!("{AGENT}-requests"), "namespace": "nuketown" },
+            "data": data,
+        });
+        if let Some(manager) = decided_by {
+            cm["metadata"]["managedFields"] = serde_json::json!([{
+                "manager": manager, "operation": "Update", "apiVersion": "v1",
+                "fieldsType": "FieldsV1", "fieldsV1": { "f:data": { "f:decision": {} } }
+            }]);
+        }
+        serde_json::from_value(cm).unwrap()
+    };
+    let request = serde_json::to_string(&Asked {
+        id: "r1a2b3c4d5".into(),
+        tier: "large".into(),
+        reason: "the tests need more memory".into(),
+        at: 1,
+    })
+    .unwrap();
+    let decision = serde_json::to_string(&Answer {
+        id: "r1a2b3c4d5".into(),
+        approved: true,
+        by: "josh".into(),
+        via: "matrix:@josh:localhost".into(),
+        reason: "approved".into(),
+        request: "9e8d7c6b".into(),
+    })
+    .unwrap();
+    let mut follow = Follow::default();
+    let mut lines = |cm| {
+        let events = follow.events(&cm);
+        assert_eq!(events.len(), 1, "{events:?}");
+        format!("{}\n", serde_json::to_string(&events[0]).unwrap())
+    };
+    let asked = lines(object(serde_json::json!({ "request": request }), None));
+    let decided = lines(object(
+        serde_json::json!({ "request": request, "decision": decision }),
+        Some("nuketown-hall"),
+    ));
+    let paths = (
+        dir.join("asked.jsonl"),
+        dir.join("decision.jsonl"),
+        dir.join("decided.jsonl"),
+    );
+    fs::write(&paths.0, asked).unwrap();
+    fs::write(&paths.1, decided).unwrap();
+    paths
+}
+
 /// Removes a directory tree this test made outside its temporary directory.
 struct RemoveOnDrop(std::path::PathBuf);
 
@@ -147,17 +243,30 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
     let dev = home.join("dev");
     fs::create_dir(&dev).unwrap();
     chown(&dev, Some(UID), Some(UID)).unwrap();
-    // `nuketown ask active` would write to the cluster's API server, which
-    // cannot run here: the `nuketown` on the pod's PATH is a stand-in that
-    // records how it was called.
+    // `nuketown ask active` and `nuketown ask follow` talk to the cluster's
+    // API server, which cannot run here: the `nuketown` on the pod's PATH is
+    // a stand-in. For `active` it records the call; for `follow` it prints
+    // what the real one prints — the events `requests::Follow` makes of the
+    // agent's request object — first the request, once a turn has run, then
+    // the relay's decision, once the test puts it in place; and it lives as
+    // long as the bridge that started it.
     let bin = root.path().join("bin");
     fs::create_dir(&bin).unwrap();
     let asked = home.join("asked");
+    let (request_events, decision_events, decided) = follow_events(root.path());
     fs::write(
         bin.join("nuketown"),
         format!(
-            "#!/bin/sh\necho \"$NUKETOWN_AGENT $*\" >> {}\n",
-            asked.display()
+            "#!/bin/sh\ncase \"$2\" in\n\
+             active) echo \"$NUKETOWN_AGENT $*\" >> {asked} ;;\n\
+             follow) alive() {{ kill -0 $PPID 2>/dev/null; }}\n\
+             \twhile [ ! -s {asked} ] && alive; do sleep 0.05; done; cat {request_events}\n\
+             \twhile [ ! -e {decided} ] && alive; do sleep 0.05; done; cat {decided}\n\
+             \twhile alive; do sleep 0.2; done ;;\n\
+             esac\n",
+            asked = asked.display(),
+            request_events = request_events.display(),
+            decided = decided.display(),
         ),
     )
     .unwrap();
@@ -291,7 +400,7 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
             }
         };
         let e = say("hello vox").await;
-        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        let r = answer(&mut josh, &mut log, e.as_str()).await;
         assert!(
             r.body.contains(&format!("uid={UID} ")),
             "the backend runs as the pod's user: {}",
@@ -310,7 +419,7 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
         );
         // A second message within the minute: answered, and no second report.
         let e = say("again").await;
-        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+        let r = answer(&mut josh, &mut log, e.as_str()).await;
         assert!(
             r.body
                 .contains("msg=[chat: from @josh:localhost, your human]\nagain"),
@@ -332,15 +441,41 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
                 "a turn tells the cluster the agent is working, at most once a minute"
             );
         }
-        // The commands are the bridge's own; in the cluster there is no hall to follow.
-        let e = say("!escalations").await;
-        let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
-        assert!(r.notice, "{r:?}");
-        assert!(
-            r.body.contains("no town hall beside me") && r.body.contains("nuketown ask resources"),
-            "{}",
-            r.body
-        );
+        // The agent asked for a bigger tier in that turn: the room hears the
+        // request, with its id, from the request object (not from the
+        // backend), then lists it, then hears the relay's decision.
+        if token.is_some() {
+            let shown = notice(
+                &mut josh,
+                &mut log,
+                format!("🔐 {AGENT} asked to move to large ("),
+            )
+            .await;
+            assert!(
+                shown
+                    .body
+                    .contains("— request r1a2b3c4, waiting for a human's decision"),
+                "{}",
+                shown.body
+            );
+            let e = say("!escalations").await;
+            let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
+            assert!(r.notice, "{r:?}");
+            assert!(
+                r.body.contains("request r1a2b3c4 — move to large ("),
+                "{}",
+                r.body
+            );
+            fs::rename(&decision_events, &decided).unwrap();
+            let shown = notice(&mut josh, &mut log, "🔐 request r1a2b3c4: ".to_string()).await;
+            assert!(
+                shown.body.starts_with(
+                    "🔐 request r1a2b3c4: approved by josh via matrix:@josh:localhost"
+                ) && shown.body.contains("town hall request 9e8d7c6b"),
+                "{}",
+                shown.body
+            );
+        }
         let e = say("!resources").await;
         let r = josh.reply_to(agent_id.as_str(), e.as_str(), &mut log).await;
         assert!(r.body.contains("standard"), "its declared tier: {}", r.body);

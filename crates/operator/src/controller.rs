@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
@@ -169,17 +170,24 @@ pub fn observed(d: &Deployment, now_ms: u64) -> Option<Observed> {
 /// The field manager that owns annotation `key` (from `managedFields`):
 /// who wrote it, as the API server recorded it — not as the writer says.
 pub fn annotation_manager(d: &Deployment, key: &str) -> Option<String> {
-    let field = format!("f:{key}");
-    d.metadata
-        .managed_fields
+    field_manager(
+        &d.metadata,
+        &["f:metadata", "f:annotations", &format!("f:{key}")],
+    )
+}
+
+/// The field manager that wrote the field at `path` (`managedFields`'
+/// `fieldsV1` spelling: `["f:data", "f:decision"]`): the API server's record.
+pub fn field_manager(meta: &ObjectMeta, path: &[&str]) -> Option<String> {
+    meta.managed_fields
         .as_ref()?
         .iter()
         .find(|m| {
-            m.fields_v1
-                .as_ref()
-                .and_then(|f| f.0.get("f:metadata"))
-                .and_then(|m| m.get("f:annotations"))
-                .and_then(|a| a.get(&field))
+            path.iter()
+                .try_fold(m.fields_v1.as_ref().map(|f| &f.0), |at, key| {
+                    at.and_then(|v| v.get(*key)).map(Some)
+                })
+                .flatten()
                 .is_some()
         })
         .and_then(|m| m.manager.clone())

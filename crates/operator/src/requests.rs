@@ -375,6 +375,112 @@ pub fn active_ms(cm: &ConfigMap, now_ms: u64) -> Option<u64> {
         .map(|t| t.min(now_ms))
 }
 
+/// What the room of an agent's chat bridge is told of its resource
+/// requests, read from its request object as it changes: each new request
+/// the agent wrote (`Asked`), then its decision (`Decided`) — the same
+/// events the town hall's follow stream gives a bridge on a host.
+///
+/// A decision counts only if the API server's `managedFields` say the relay
+/// (`nuketown-hall`) wrote `data.decision`: the agent's token may write that
+/// key too, and what it writes there is its own word.
+#[derive(Debug, Default)]
+pub struct Follow {
+    asked: Option<String>,
+    decided: Option<String>,
+}
+
+impl Follow {
+    /// The events `cm`, the request object as it is now, adds.
+    pub fn events(&mut self, cm: &ConfigMap) -> Vec<nuketown_hall::follow::Followed> {
+        use nuketown_hall::follow::Followed;
+        let mut out = Vec::new();
+        let data = cm.data.clone().unwrap_or_default();
+        let asked = data
+            .get(REQUEST_KEY)
+            .and_then(|r| serde_json::from_str::<Asked>(r).ok());
+        let what = |a: &Asked| {
+            format!(
+                "move to {} ({})",
+                nuketown_town::display::clean(&a.tier),
+                nuketown_town::tiers::size(&a.tier, None)
+            )
+        };
+        if let Some(a) = &asked {
+            if self.asked.as_deref() != Some(a.id.as_str()) {
+                self.asked = Some(a.id.clone());
+                out.push(Followed::Asked {
+                    id: a.id.clone(),
+                    kind: "resources".into(),
+                    what: what(a),
+                    asked_ms: a.at,
+                    deadline_ms: 0,
+                });
+            }
+        }
+        let by_hall = crate::controller::field_manager(
+            &cm.metadata,
+            &["f:data", &format!("f:{DECISION_KEY}")],
+        )
+        .as_deref()
+            == Some(HALL_MANAGER);
+        let answer = data
+            .get(DECISION_KEY)
+            .and_then(|d| serde_json::from_str::<Answer>(d).ok());
+        if let (Some(a), Some(answer), true) = (&asked, answer, by_hall) {
+            if answer.id == a.id && self.decided.as_deref() != Some(a.id.as_str()) {
+                self.decided = Some(a.id.clone());
+                out.push(Followed::Decided {
+                    id: a.id.clone(),
+                    kind: "resources".into(),
+                    what: what(a),
+                    decision: if answer.approved {
+                        "approved"
+                    } else {
+                        "denied"
+                    }
+                    .into(),
+                    by: protocol::DecidedBy {
+                        who: answer.by,
+                        channel: answer.via,
+                    },
+                    reason: if answer.request.is_empty() {
+                        answer.reason
+                    } else {
+                        format!("{} (town hall request {})", answer.reason, answer.request)
+                    },
+                    mock: false,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Follow `agent`'s request object (`nuketown ask follow` in its pod): each
+/// event as [`Follow::events`] makes it, to `emit`, until the watch ends.
+pub async fn follow(
+    client: &Client,
+    namespace: &str,
+    agent: &str,
+    mut emit: impl FnMut(nuketown_hall::follow::Followed),
+) {
+    let name = config_map_name(agent);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let events = watcher(
+        api,
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    )
+    .applied_objects();
+    futures::pin_mut!(events);
+    let mut state = Follow::default();
+    while let Some(cm) = events.next().await {
+        match cm {
+            Ok(cm) => state.events(&cm).into_iter().for_each(&mut emit),
+            Err(e) => tracing::warn!("watching {namespace}/{name}: {e}"),
+        }
+    }
+}
+
 pub async fn ask(
     client: &Client,
     namespace: &str,

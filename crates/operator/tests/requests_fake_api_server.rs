@@ -396,3 +396,100 @@ async fn fake_api_server_activity_is_written_into_the_agents_own_request_object(
     assert!(t >= before, "{t} {before}");
     assert!(handle.next_request().await.is_none(), "one request only");
 }
+
+/// `nuketown ask follow` (the chat bridge in the pod shows these in its
+/// room): a new request is `Asked` once; its decision is `Decided` once,
+/// and only when the API server says the relay (`nuketown-hall`) wrote
+/// `data.decision` — the agent's token may write that key too, and a
+/// decision it writes for itself is not one. A decision for another id is
+/// not this request's.
+#[test]
+fn the_room_hears_a_decision_only_when_the_relay_wrote_it() {
+    use nuketown_hall::follow::Followed;
+    let decision = |id: &str, approved: bool| {
+        serde_json::to_string(&Answer {
+            id: id.into(),
+            approved,
+            by: "josh".into(),
+            via: "matrix:@josh:example.org".into(),
+            reason: "go ahead".into(),
+            request: "4f2a9c01".into(),
+        })
+        .unwrap()
+    };
+    let written = |mut c: ConfigMap, manager: &str| {
+        let entry = json!({
+            "manager": manager, "operation": "Update", "apiVersion": "v1",
+            "fieldsType": "FieldsV1", "fieldsV1": { "f:data": { "f:decision": {} } }
+        });
+        c.metadata
+            .managed_fields
+            .get_or_insert_with(Vec::new)
+            .push(serde_json::from_value(entry).unwrap());
+        c
+    };
+    let mut f = requests::Follow::default();
+    let asking = cm(
+        "ada-requests",
+        "nuketown",
+        &[("request", asked("r1", "large"))],
+        &[],
+    );
+    let ev = f.events(&asking);
+    assert!(
+        matches!(&ev[..], [Followed::Asked { id, kind, what, .. }]
+            if id == "r1" && kind == "resources" && what.starts_with("move to large (")),
+        "{ev:?}"
+    );
+    assert!(f.events(&asking).is_empty(), "asked once");
+
+    // The agent writes an approval for itself: nothing.
+    let forged = written(
+        cm(
+            "ada-requests",
+            "nuketown",
+            &[
+                ("request", asked("r1", "large")),
+                ("decision", decision("r1", true)),
+            ],
+            &[],
+        ),
+        "nuketown-agent",
+    );
+    assert!(f.events(&forged).is_empty(), "the agent's own decision");
+    // The relay's decision for an older request: not this one.
+    let other = written(
+        cm(
+            "ada-requests",
+            "nuketown",
+            &[
+                ("request", asked("r1", "large")),
+                ("decision", decision("r0", true)),
+            ],
+            &[],
+        ),
+        "nuketown-hall",
+    );
+    assert!(f.events(&other).is_empty(), "another request's decision");
+    // The relay's decision: heard once, with the hall's request id.
+    let decided = written(
+        cm(
+            "ada-requests",
+            "nuketown",
+            &[
+                ("request", asked("r1", "large")),
+                ("decision", decision("r1", false)),
+            ],
+            &[],
+        ),
+        "nuketown-hall",
+    );
+    let ev = f.events(&decided);
+    assert!(
+        matches!(&ev[..], [Followed::Decided { id, decision, by, reason, .. }]
+            if id == "r1" && decision == "denied" && by.who == "josh"
+                && reason == "go ahead (town hall request 4f2a9c01)"),
+        "{ev:?}"
+    );
+    assert!(f.events(&decided).is_empty(), "decided once");
+}

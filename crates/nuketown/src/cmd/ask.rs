@@ -67,12 +67,18 @@ enum What {
     /// message starts a turn. It can keep an approved tier, never get a
     /// bigger one.
     Active,
+    /// Follow this agent's requests for a bigger tier in its pod: one JSON
+    /// line per request asked and per decision (the town hall's follow
+    /// events), until stopped. The chat bridge in the pod runs it to show
+    /// them in the room; a decision counts only if the hall's relay wrote it.
+    Follow,
 }
 
 /// Send the request and wait for the decision.
 pub fn run(args: Args) -> Result<ExitCode> {
     let msg = match args.what {
         What::Active => return active(),
+        What::Follow => return follow(),
         What::Resources { tier, reason, wait } => {
             if nuketown_town::tiers::rank(&tier).is_none() {
                 bail!(
@@ -198,6 +204,26 @@ fn active() -> Result<ExitCode> {
         nuketown_operator::requests::active(&client, &namespace, &agent).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "cloud")]
+fn follow() -> Result<ExitCode> {
+    let (agent, namespace) = pod("follow")?;
+    in_cluster(|client| async move {
+        nuketown_operator::requests::follow(&client, &namespace, &agent, |ev| {
+            let mut out = std::io::stdout().lock();
+            let _ = serde_json::to_writer(&mut out, &ev);
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
+        })
+        .await;
+        Err("the watch of the request object ended".to_string())
+    })
+}
+
+#[cfg(not(feature = "cloud"))]
+fn follow() -> Result<ExitCode> {
+    bail!("this nuketown was built without the cloud feature; `nuketown ask follow` runs in the agent's pod")
 }
 
 #[cfg(not(feature = "cloud"))]
