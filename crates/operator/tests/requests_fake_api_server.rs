@@ -417,15 +417,22 @@ fn the_room_hears_a_decision_only_when_the_relay_wrote_it() {
         })
         .unwrap()
     };
-    let written = |mut c: ConfigMap, manager: &str| {
+    // ada's request r1, and a decision for `id` that `manager` wrote.
+    let decided = |id: &str, approved: bool, manager: &str| {
+        let mut c = cm(
+            "ada-requests",
+            "nuketown",
+            &[
+                ("request", asked("r1", "large")),
+                ("decision", decision(id, approved)),
+            ],
+            &[],
+        );
         let entry = json!({
             "manager": manager, "operation": "Update", "apiVersion": "v1",
             "fieldsType": "FieldsV1", "fieldsV1": { "f:data": { "f:decision": {} } }
         });
-        c.metadata
-            .managed_fields
-            .get_or_insert_with(Vec::new)
-            .push(serde_json::from_value(entry).unwrap());
+        c.metadata.managed_fields = Some(vec![serde_json::from_value(entry).unwrap()]);
         c
     };
     let mut f = requests::Follow::default();
@@ -444,52 +451,19 @@ fn the_room_hears_a_decision_only_when_the_relay_wrote_it() {
     assert!(f.events(&asking).is_empty(), "asked once");
 
     // The agent writes an approval for itself: nothing.
-    let forged = written(
-        cm(
-            "ada-requests",
-            "nuketown",
-            &[
-                ("request", asked("r1", "large")),
-                ("decision", decision("r1", true)),
-            ],
-            &[],
-        ),
-        "nuketown-agent",
-    );
+    let forged = decided("r1", true, "nuketown-agent");
     assert!(f.events(&forged).is_empty(), "the agent's own decision");
     // The relay's decision for an older request: not this one.
-    let other = written(
-        cm(
-            "ada-requests",
-            "nuketown",
-            &[
-                ("request", asked("r1", "large")),
-                ("decision", decision("r0", true)),
-            ],
-            &[],
-        ),
-        "nuketown-hall",
-    );
+    let other = decided("r0", true, "nuketown-hall");
     assert!(f.events(&other).is_empty(), "another request's decision");
     // The relay's decision: heard once, with the hall's request id.
-    let decided = written(
-        cm(
-            "ada-requests",
-            "nuketown",
-            &[
-                ("request", asked("r1", "large")),
-                ("decision", decision("r1", false)),
-            ],
-            &[],
-        ),
-        "nuketown-hall",
-    );
-    let ev = f.events(&decided);
+    let denied = decided("r1", false, "nuketown-hall");
+    let ev = f.events(&denied);
     assert!(
         matches!(&ev[..], [Followed::Decided { id, decision, by, reason, .. }]
             if id == "r1" && decision == "denied" && by.who == "josh"
                 && reason == "go ahead (town hall request 4f2a9c01)"),
         "{ev:?}"
     );
-    assert!(f.events(&decided).is_empty(), "decided once");
+    assert!(f.events(&denied).is_empty(), "decided once");
 }
