@@ -47,6 +47,23 @@
       packages = forAll (pkgs: rec {
         nuketown = pkgs.callPackage ./nix/packages/nuketown.nix { };
         default = nuketown;
+        # The scaling operator's image (deploy/operator/operator.yaml), for
+        # any cluster: `nix build .#operator-image`, then `docker load <
+        # result` or `skopeo copy docker-archive:result docker://…`. Only
+        # the operator's binary and what it links: not the CLI's tools.
+        operator-image = pkgs.dockerTools.buildLayeredImage {
+          name = "nuketown-operator";
+          tag = nuketown.version;
+          contents = [
+            (pkgs.runCommand "nuketown-operator-${nuketown.version}" { } ''
+              install -Dm755 ${nuketown}/bin/nuketown-operator $out/bin/nuketown-operator
+            '')
+          ];
+          config = {
+            Entrypoint = [ "/bin/nuketown-operator" ];
+            User = "65534:65534";
+          };
+        };
       });
 
       apps = forAll (pkgs: {

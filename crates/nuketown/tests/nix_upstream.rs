@@ -748,6 +748,16 @@ fn flake_outputs() {
             assert!(checks.contains(&c), "no check {c}: {checks:?}");
         }
     }
+    // The operator's image: its binary alone, run as nobody.
+    assert_eq!(
+        v["operatorImage"],
+        json!({
+            "name": "nuketown-operator.tar.gz",
+            "imageTag": "0.1.0",
+            "contents": ["nuketown-operator-0.1.0"],
+            "config": { "Entrypoint": ["/bin/nuketown-operator"], "User": "65534:65534" }
+        })
+    );
     assert_eq!(
         v["toTown"],
         json!({ "domain": "forge.local", "basePackages": [], "agents": { "ada": { "uid": 1100, "packages": ["git"] } } })

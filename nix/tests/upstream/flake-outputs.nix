@@ -32,5 +32,10 @@ in
     inherit pkgs;
     town = { agents.ada = { uid = 1100; cloud.enable = true; packages = [ pkgs.git ]; }; agents.bo.uid = 1101; };
   });
+  # The operator's image: what it holds and runs.
+  operatorImage = let i = self.packages.x86_64-linux.operator-image; in {
+    inherit (i) name config imageTag;
+    contents = map (p: p.name) i.contents;
+  };
   toTown = self.lib.toTown { package = null; domain = "forge.local"; agents.ada = { uid = 1100; packages = [ pkgs.git ]; }; };
 }

@@ -113,6 +113,7 @@ let
     makeWrapper = drv "make-wrapper-hook" { };
     rustPlatform.buildRustPackage = args: drv "${args.pname}-${args.version}" { inherit (args) pname version; meta = args.meta or { }; };
     testers.runNixOSTest = test: drv "vm-test-run-${test.name or "test"}" { };
+    dockerTools.buildLayeredImage = args: drv "${args.name}.tar.gz" { inherit (args) config; contents = args.contents or [ ]; imageTag = args.tag or "latest"; };
 
     # Packages.
     claude-code = unfree "claude-code";
