@@ -112,6 +112,35 @@ async fn expect_patch(handle: &mut Handle, name: &str) -> Value {
     patch
 }
 
+/// ada moved up to "large", last active `minutes` ago.
+fn at_large_since(minutes: u64) -> Deployment {
+    let active = (NOW - minutes * 60 * 1000).to_string();
+    deployment(
+        "ada",
+        &[
+            ("nuketown.dev/current-tier", "large"),
+            ("nuketown.dev/last-active", &active),
+        ],
+    )
+}
+
+/// Play the API server for one PATCH of ada by the operator, of any patch
+/// type: its body (answered with the object).
+async fn answer_operator_patch(handle: &mut Handle) -> Value {
+    let (req, send) = handle.next_request().await.expect("a patch");
+    assert_eq!(req.method(), http::Method::PATCH);
+    assert!(req
+        .uri()
+        .query()
+        .unwrap()
+        .contains("fieldManager=nuketown-operator"));
+    let body: Value =
+        serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+    let reply = serde_json::to_vec(&deployment("ada", &[])).unwrap();
+    send.send_response(Response::builder().body(Body::from(reply)).unwrap());
+    body
+}
+
 /// The API server's 404.
 fn not_found(message: &str) -> http::Result<Response<Body>> {
     Response::builder().status(404).body(Body::from(
@@ -229,14 +258,7 @@ async fn fake_api_server_idle_goes_back_to_the_declared_tier_on_the_idle_pool() 
     // metrics API at all: back down, on the idle pool.
     for cpu in [Some("2m"), Some("15000000n"), None] {
         let (ctx, mut handle) = ctx(pools());
-        let active = (NOW - 31 * 60 * 1000).to_string();
-        let d = deployment(
-            "ada",
-            &[
-                ("nuketown.dev/current-tier", "large"),
-                ("nuketown.dev/last-active", &active),
-            ],
-        );
+        let d = at_large_since(31);
         let server = tokio::spawn(async move {
             answer_metrics(&mut handle, cpu).await;
             answer_activity(&mut handle, None).await;
@@ -276,27 +298,10 @@ async fn fake_api_server_idle_goes_back_to_the_declared_tier_on_the_idle_pool() 
 #[tokio::test]
 async fn fake_api_server_a_busy_agent_past_its_deadline_stays_and_its_activity_is_written() {
     let (ctx, mut handle) = ctx(pools());
-    let active = (NOW - 31 * 60 * 1000).to_string();
-    let d = deployment(
-        "ada",
-        &[
-            ("nuketown.dev/current-tier", "large"),
-            ("nuketown.dev/last-active", &active),
-        ],
-    );
+    let d = at_large_since(31);
     let server = tokio::spawn(async move {
         answer_metrics(&mut handle, Some("850m")).await;
-        let (req, send) = handle.next_request().await.expect("a patch");
-        assert_eq!(req.method(), http::Method::PATCH);
-        assert!(req
-            .uri()
-            .query()
-            .unwrap()
-            .contains("fieldManager=nuketown-operator"));
-        let body: Value =
-            serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
-        let reply = serde_json::to_vec(&deployment("ada", &[])).unwrap();
-        send.send_response(Response::builder().body(Body::from(reply)).unwrap());
+        let body = answer_operator_patch(&mut handle).await;
         (body, handle)
     });
     let action = reconcile(Arc::new(d), ctx).await.unwrap();
@@ -316,7 +321,6 @@ async fn fake_api_server_a_busy_agent_past_its_deadline_stays_and_its_activity_i
 /// time before the activity already written changes nothing.
 #[tokio::test]
 async fn fake_api_server_a_conversation_is_activity_and_the_agents_clock_is_clamped() {
-    let past_deadline = (NOW - 31 * 60 * 1000).to_string();
     let chatted = (NOW - 2 * 60 * 1000).to_string();
     let future = (NOW + 365 * 24 * 3600 * 1000).to_string();
     let stale = (NOW - 40 * 60 * 1000).to_string();
@@ -327,24 +331,12 @@ async fn fake_api_server_a_conversation_is_activity_and_the_agents_clock_is_clam
         ("soon", None),
     ] {
         let (ctx, mut handle) = ctx(pools());
-        let d = deployment(
-            "ada",
-            &[
-                ("nuketown.dev/current-tier", "large"),
-                ("nuketown.dev/last-active", &past_deadline),
-            ],
-        );
+        let d = at_large_since(31);
         let said = said.to_string();
         let server = tokio::spawn(async move {
             answer_metrics(&mut handle, Some("3m")).await;
             answer_activity(&mut handle, Some(&said)).await;
-            let (req, send) = handle.next_request().await.expect("a patch");
-            assert_eq!(req.method(), http::Method::PATCH);
-            let body: Value =
-                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
-            let reply = serde_json::to_vec(&deployment("ada", &[])).unwrap();
-            send.send_response(Response::builder().body(Body::from(reply)).unwrap());
-            body
+            answer_operator_patch(&mut handle).await
         });
         reconcile(Arc::new(d), ctx).await.unwrap();
         let body = server.await.unwrap();
@@ -367,14 +359,7 @@ async fn fake_api_server_a_conversation_is_activity_and_the_agents_clock_is_clam
 #[tokio::test]
 async fn fake_api_server_active_agents_are_left_alone_until_their_idle_deadline() {
     let (ctx, mut handle) = ctx(pools());
-    let active = (NOW - 10 * 60 * 1000).to_string();
-    let d = deployment(
-        "ada",
-        &[
-            ("nuketown.dev/current-tier", "large"),
-            ("nuketown.dev/last-active", &active),
-        ],
-    );
+    let d = at_large_since(10);
     let server = tokio::spawn(async move {
         answer_metrics(&mut handle, Some("20m")).await;
         answer_activity(&mut handle, None).await;

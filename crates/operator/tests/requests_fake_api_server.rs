@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
+/// ada's request object, as the API server's path.
+const ADA_REQUESTS: &str = "/api/v1/namespaces/nuketown/configmaps/ada-requests";
+
 fn client() -> (Client, Handle) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     (Client::new(svc, "nuketown"), handle)
@@ -216,12 +219,7 @@ async fn fake_api_server_an_approval_is_written_on_the_deployment_as_the_hall_th
             "nuketown-hall",
         )
         .await;
-        let m = expect_patch(
-            &mut handle,
-            "/api/v1/namespaces/nuketown/configmaps/ada-requests",
-            "nuketown-hall",
-        )
-        .await;
+        let m = expect_patch(&mut handle, ADA_REQUESTS, "nuketown-hall").await;
         (d, m)
     });
     requests::answer(&c, &job(), &a, 42).await.unwrap();
@@ -247,12 +245,7 @@ async fn fake_api_server_a_denial_touches_only_the_request_object() {
         request: "h".into(),
     };
     let server = tokio::spawn(async move {
-        let m = expect_patch(
-            &mut handle,
-            "/api/v1/namespaces/nuketown/configmaps/ada-requests",
-            "nuketown-hall",
-        )
-        .await;
+        let m = expect_patch(&mut handle, ADA_REQUESTS, "nuketown-hall").await;
         // Nothing else: the client is dropped after answer() returns.
         (m, handle)
     });
@@ -273,12 +266,7 @@ async fn fake_api_server_a_denial_touches_only_the_request_object() {
 async fn fake_api_server_the_pod_writes_its_request_and_waits_for_its_own_decision() {
     let (c, mut handle) = client();
     let server = tokio::spawn(async move {
-        let patch = expect_patch(
-            &mut handle,
-            "/api/v1/namespaces/nuketown/configmaps/ada-requests",
-            "nuketown-agent",
-        )
-        .await;
+        let patch = expect_patch(&mut handle, ADA_REQUESTS, "nuketown-agent").await;
         let sent: Asked = serde_json::from_str(patch["data"]["request"].as_str().unwrap()).unwrap();
         assert_eq!(
             (sent.tier.as_str(), sent.reason.as_str()),
@@ -378,12 +366,7 @@ fn argo_cd_leaves_the_writers_of_the_request_path_alone() {
 async fn fake_api_server_activity_is_written_into_the_agents_own_request_object() {
     let (c, mut handle) = client();
     let server = tokio::spawn(async move {
-        let patch = expect_patch(
-            &mut handle,
-            "/api/v1/namespaces/nuketown/configmaps/ada-requests",
-            "nuketown-agent",
-        )
-        .await;
+        let patch = expect_patch(&mut handle, ADA_REQUESTS, "nuketown-agent").await;
         (patch, handle)
     });
     let before = nuketown_operator::controller::system_now_ms();
