@@ -245,17 +245,15 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
             .response
             .event_id;
         // The request, with its id, in the room while it waits.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let asked = loop {
-            while let Ok(s) = josh.seen.try_recv() {
-                log.push(s);
-            }
-            if let Some(s) = log.iter().find(|s| s.notice && s.body.starts_with("🔐 ")) {
-                break s.clone();
-            }
-            assert!(Instant::now() < deadline, "no escalation shown: {log:?}");
-            josh.sync().await;
-        };
+        let asked = josh
+            .wait_seen(
+                &mut log,
+                0,
+                "the escalation shown",
+                Duration::from_secs(60),
+                |s| s.notice && s.body.starts_with("🔐 "),
+            )
+            .await;
         assert_eq!(asked.reply_to.as_deref(), Some(ask.as_str()), "{asked:?}");
         assert!(
             asked.body.contains(&format!(
@@ -290,35 +288,25 @@ allowedHumans = [\"@josh:localhost\"]\nbackend = {{ type = \"command\", command 
         // The human decides at the terminal; the room hears it.
         let o = t.human(HUMAN, &format!("approvals approve {id}"));
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            while let Ok(s) = josh.seen.try_recv() {
-                log.push(s);
-            }
-            if log
-                .iter()
-                .any(|s| s.body == format!("🔐 request {id}: approved by {HUMAN} via terminal"))
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "no decision shown: {log:?}");
-            josh.sync().await;
-        }
+        let decided = format!("🔐 request {id}: approved by {HUMAN} via terminal");
+        josh.wait_seen(
+            &mut log,
+            0,
+            "the decision shown",
+            Duration::from_secs(60),
+            |s| s.body == decided,
+        )
+        .await;
         // The backend's own answer (not a notice): the command ran as root.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let answer = loop {
-            while let Ok(s) = josh.seen.try_recv() {
-                log.push(s);
-            }
-            if let Some(s) = log
-                .iter()
-                .find(|s| !s.notice && s.reply_to.as_deref() == Some(ask.as_str()))
-            {
-                break s.clone();
-            }
-            assert!(Instant::now() < deadline, "no answer: {log:?}");
-            josh.sync().await;
-        };
+        let answer = josh
+            .wait_seen(
+                &mut log,
+                0,
+                "the backend's answer",
+                Duration::from_secs(60),
+                |s| !s.notice && s.reply_to.as_deref() == Some(ask.as_str()),
+            )
+            .await;
         assert_eq!(answer.body, "0", "the command ran as root: {log:?}");
         let e = dm
             .send(RoomMessageEventContent::text_plain("!escalations"))

@@ -27,43 +27,27 @@ const AGENT: &str = "nkpodvox";
 /// The pod's user: no account on this host.
 const UID: u32 = 1894;
 
-/// Sync until the backend's answer to `event` (a reply that is not one of
-/// the bridge's notices: an escalation asked in the turn is shown as a
-/// reply to the same message, and may come first).
+/// The backend's answer to `event`: a reply that is not one of the
+/// bridge's notices (an escalation asked in the turn is shown as a reply to
+/// the same message, and may come first).
 async fn answer(josh: &mut Human, log: &mut Vec<Seen>, event: &str) -> Seen {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        while let Ok(s) = josh.seen.try_recv() {
-            log.push(s);
-        }
-        if let Some(s) = log.iter().find(|s| {
-            !s.notice
-                && s.sender == format!("@{AGENT}:localhost")
-                && s.reply_to.as_deref() == Some(event)
-        }) {
-            return s.clone();
-        }
-        assert!(Instant::now() < deadline, "no answer to {event}: {log:?}");
-        josh.sync().await;
-    }
+    let me = format!("@{AGENT}:localhost");
+    josh.wait_seen(
+        log,
+        0,
+        &format!("the answer to {event}"),
+        Duration::from_secs(90),
+        |s| !s.notice && s.sender == me && s.reply_to.as_deref() == Some(event),
+    )
+    .await
 }
 
-/// Sync until the room shows a notice starting with `prefix`.
+/// The room's notice starting with `prefix`.
 async fn notice(josh: &mut Human, log: &mut Vec<Seen>, prefix: String) -> Seen {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        while let Ok(s) = josh.seen.try_recv() {
-            log.push(s);
-        }
-        if let Some(s) = log.iter().find(|s| s.notice && s.body.starts_with(&prefix)) {
-            return s.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {prefix:?} in the room: {log:?}"
-        );
-        josh.sync().await;
-    }
+    josh.wait_seen(log, 0, &prefix, Duration::from_secs(60), |s| {
+        s.notice && s.body.starts_with(&prefix)
+    })
+    .await
 }
 
 /// What `nuketown ask follow` prints while vox asks for "large" and the

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fixture::TestTown;
 use nuketown_chat::matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
@@ -103,29 +103,6 @@ fn agent_texts(log: &[Seen], from: usize) -> Vec<&Seen> {
         .iter()
         .filter(|s| !s.notice && AGENTS.iter().any(|(a, _, _)| s.sender == id(a)))
         .collect()
-}
-
-/// Sync until `done` holds over everything seen so far.
-async fn seen_until(
-    h: &mut Human,
-    log: &mut Vec<Seen>,
-    what: &str,
-    done: impl Fn(&[Seen]) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        while let Ok(s) = h.seen.try_recv() {
-            log.push(s);
-        }
-        if done(log) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; seen: {log:#?}"
-        );
-        h.sync().await;
-    }
 }
 
 /// `apply` installs and enables `nuketown-rooms.service` (`nuketown rooms
@@ -312,8 +289,8 @@ fn a_declared_room_answers_its_human_and_bounds_agents_talking_to_agents() {
         let mut content = RoomMessageEventContent::text_plain("@nkrada:localhost relay this, please");
         content.mentions = Some(Mentions::with_user_ids([OwnedUserId::try_from("@nkrada:localhost").unwrap()]));
         let relay = room.send(content).await.unwrap().response.event_id;
-        seen_until(&mut josh, &mut log, "the limit note", |l| {
-            l[start..].iter().any(|s| s.notice && s.body.contains("is not answering"))
+        josh.wait_seen(&mut log, start, "the limit note", Duration::from_secs(90), |s| {
+            s.notice && s.body.contains("is not answering")
         })
         .await;
         let texts = agent_texts(&log, start);

@@ -276,20 +276,37 @@ impl Human {
 
     /// Sync until a message from `sender` replying to `event` arrives; returns it.
     pub async fn reply_to(&mut self, sender: &str, event: &str, log: &mut Vec<Seen>) -> Seen {
-        let deadline = Instant::now() + Duration::from_secs(90);
+        self.wait_seen(
+            log,
+            0,
+            &format!("a reply from {sender} to {event}"),
+            Duration::from_secs(90),
+            |s| s.sender == sender && s.reply_to.as_deref() == Some(event),
+        )
+        .await
+    }
+
+    /// Sync, recording into `log`, until a message at index `after` or
+    /// later is `wanted`, and return it; fail naming `what` after `within`.
+    pub async fn wait_seen(
+        &mut self,
+        log: &mut Vec<Seen>,
+        after: usize,
+        what: &str,
+        within: Duration,
+        wanted: impl Fn(&Seen) -> bool,
+    ) -> Seen {
+        let deadline = Instant::now() + within;
         loop {
             while let Ok(s) = self.seen.try_recv() {
                 log.push(s);
             }
-            if let Some(s) = log
-                .iter()
-                .find(|s| s.sender == sender && s.reply_to.as_deref() == Some(event))
-            {
+            if let Some(s) = log.iter().skip(after).find(|s| wanted(s)) {
                 return s.clone();
             }
             assert!(
                 Instant::now() < deadline,
-                "no reply from {sender} to {event}; seen: {log:?}"
+                "timed out waiting for {what}; seen: {log:#?}"
             );
             self.sync().await;
         }
