@@ -357,11 +357,10 @@ impl Hall {
         let mut probe = [0u8; 1];
         let gone = async {
             let _ = rd.read(&mut probe).await;
-            Outcome {
-                approved: false,
-                by: DecidedBy::hall("requester"),
-                reason: "the requester went away before the decision; nothing was changed".into(),
-            }
+            Outcome::hall_denied(
+                "requester",
+                "the requester went away before the decision; nothing was changed",
+            )
         };
         Ok((
             self.state().settle(&id, decided, timeout, gone).await,

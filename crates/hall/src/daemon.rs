@@ -574,22 +574,14 @@ impl Hall {
                 {
                     self.state.resolve(
                         &id,
-                        Outcome {
-                            approved: false,
-                            by: DecidedBy::hall("requester"),
-                            reason: "the requester went away".into(),
-                        },
+                        Outcome::hall_denied("requester", "the requester went away"),
                     );
                 }
                 // A decision, the deadline, or the requester going away: whichever comes first.
                 let mut probe = [0u8; 1];
                 let gone = async {
                     let _ = rd.read(&mut probe).await;
-                    Outcome {
-                        approved: false,
-                        by: DecidedBy::hall("requester"),
-                        reason: "the requester went away".into(),
-                    }
+                    Outcome::hall_denied("requester", "the requester went away")
                 };
                 let outcome = self.state.settle(&id, decided, timeout, gone).await;
                 if outcome.by.channel == "requester" {

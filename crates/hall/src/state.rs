@@ -23,6 +23,18 @@ pub struct Outcome {
     pub reason: String,
 }
 
+impl Outcome {
+    /// A denial by the hall itself, through `channel` (`timeout`,
+    /// `requester`, …): no approver decided.
+    pub fn hall_denied(channel: &str, reason: impl Into<String>) -> Outcome {
+        Outcome {
+            approved: false,
+            by: DecidedBy::hall(channel),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Longest time-boxed grant, in seconds (a day).
 pub const MAX_GRANT_SECS: u64 = 86_400;
 
@@ -189,11 +201,7 @@ impl State {
         timeout_secs: u64,
         gone: impl std::future::Future<Output = Outcome>,
     ) -> Outcome {
-        let hall = |channel: &str, reason: String| Outcome {
-            approved: false,
-            by: DecidedBy::hall(channel),
-            reason,
-        };
+        let hall = Outcome::hall_denied;
         let local = tokio::select! {
             o = &mut decided => Err(o.ok()),
             _ = tokio::time::sleep(std::time::Duration::from_secs(timeout_secs)) => {
