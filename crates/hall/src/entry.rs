@@ -150,7 +150,7 @@ pub fn sh_word(s: &str) -> String {
     {
         s.to_string()
     } else {
-        crate::shim::sh_quote(s)
+        nuketown_town::display::sh_quote(s)
     }
 }
 

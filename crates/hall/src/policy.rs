@@ -1,14 +1,16 @@
 //! Deciding without a human: the agent's deny and auto-approve rules,
-//! time-boxed grants, and the mock mode file. Anything else — and anything
-//! the agent could change (see [`crate::changeable`]) — waits for a human.
+//! time-boxed grants, and the mock mode file. A denial may come from any of
+//! them; an approval only for a request whose every file the hall proved
+//! root's (see [`crate::proof`]). Anything else waits for a human.
 
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use nuketown_town::{Agent, CommandRule, Town};
 
-use crate::changeable::Assessment;
+use crate::hall::Loaded;
+use crate::proof::Assessment;
 use crate::protocol::{Ask, DecidedBy};
 
 /// A decision taken without asking a human.
@@ -105,25 +107,26 @@ pub fn program_matches(rule_program: &str, ask: &Ask, deny: bool) -> bool {
     }
 }
 
-/// Whether `rule` matches the request (program as [`program_matches`], the
-/// arguments exactly, or as a prefix when the rule says so).
+/// Whether `rule` matches the request: its program as [`program_matches`],
+/// the arguments as [`CommandRule::matches`] (exactly, or a prefix followed
+/// by what the rule's `extra` allows; a bare prefix only in a deny rule).
 pub fn rule_matches(rule: &CommandRule, ask: &Ask, deny: bool) -> bool {
-    let Some((program, args)) = rule.argv.split_first() else {
+    let Some(program) = rule.argv.first() else {
         return false;
     };
-    let rest = &ask.argv[1..];
-    let args_match = if rule.prefix {
-        rest.len() >= args.len() && rest[..args.len()] == args[..]
-    } else {
-        rest == args
-    };
-    args_match && program_matches(program, ask, deny)
+    if !deny && rule.prefix && rule.extra.is_none() {
+        // "Anything after the prefix" approves nothing (the town refuses it too).
+        return false;
+    }
+    let mut argv = ask.argv.clone();
+    argv[0] = program.clone();
+    rule.matches(&argv) && program_matches(program, ask, deny)
 }
 
-/// The agent's rules and grants: `Some` when they decide. Deny rules win over
-/// everything; a request the agent could change (`assessment.human_only()`)
-/// then always goes to a human; auto-approve rules cover commands as root
-/// only (another target always asks a human); then grants.
+/// The agent's rules and grants: `Some` when they decide. Deny rules win
+/// over everything; an approval needs the request proven root's
+/// (`assessment.proven()`), else a human decides; auto-approve rules cover
+/// commands as root only (another target always asks a human); then grants.
 pub fn by_rules(
     name: &str,
     agent: &Agent,
@@ -149,7 +152,7 @@ pub fn by_rules(
             format!("denied by policy: matches agents.{name}.sudo.deny[{i}]"),
         ));
     }
-    if assessment.human_only() {
+    if !assessment.proven() {
         return None;
     }
     if ask.user == "root" && ask.group.is_none() {
@@ -192,17 +195,19 @@ pub enum MockRefusal {
     Untrusted(String),
 }
 
-/// The mock mode file, honoured only when it is a regular file (not a link)
-/// owned by root or an approver, writable by nobody else, in a directory
-/// nobody else can write, containing `MOCK_APPROVED` or `MOCK_DENIED`.
-/// Every decision it makes says `[MOCK]`.
-pub fn mock(mode_file: &Path, approvers: &[(u32, String)]) -> Result<Automatic, MockRefusal> {
+/// The mock mode file, honoured only when it is a regular file (not a
+/// link) owned by root or an approver, proven beyond everyone else (nobody
+/// else may write it or a directory on the way to it, nobody holds it open
+/// for writing), containing `MOCK_APPROVED` or `MOCK_DENIED`. Every
+/// decision it makes says `[MOCK]`. It approves only what a rule could.
+pub fn mock(mode_file: &Path, loaded: &Loaded) -> Result<Automatic, MockRefusal> {
     let untrusted = |why: String| {
         Err(MockRefusal::Untrusted(format!(
             "ignoring the mock mode file {}: {why}",
             mode_file.display()
         )))
     };
+    let approvers = &loaded.approvers;
     let owner_name = |uid: u32| -> Option<String> {
         if uid == 0 {
             Some("root".into())
@@ -213,53 +218,47 @@ pub fn mock(mode_file: &Path, approvers: &[(u32, String)]) -> Result<Automatic, 
                 .map(|(_, n)| n.clone())
         }
     };
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
-        .open(mode_file)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(MockRefusal::Absent),
-        Err(e) => return untrusted(format!("cannot open it without following links ({e})")),
+    let Some(path) = mode_file.to_str().filter(|p| p.starts_with('/')) else {
+        return untrusted("its path is not absolute UTF-8".into());
     };
-    let Ok(meta) = file.metadata() else {
-        return untrusted("cannot stat it".into());
-    };
-    if !meta.is_file() {
-        return untrusted("not a regular file".into());
-    }
-    let Some(owner) = owner_name(meta.uid()) else {
-        return untrusted(format!(
-            "owned by uid {}, who is neither root nor an approver",
-            meta.uid()
-        ));
-    };
-    if meta.mode() & 0o022 != 0 {
-        return untrusted(format!(
-            "mode {:o} lets group or others write it",
-            meta.mode() & 0o7777
-        ));
-    }
-    let dir = mode_file.parent().unwrap_or(Path::new("/"));
-    match std::fs::metadata(dir) {
-        Ok(d) if owner_name(d.uid()).is_none() => {
-            return untrusted(format!(
-                "its directory {} is owned by uid {}",
-                dir.display(),
-                d.uid()
-            ))
-        }
-        Ok(d) if d.mode() & 0o022 != 0 => {
-            return untrusted(format!(
-                "its directory {} is writable by group or others",
-                dir.display()
-            ))
+    match rustix::fs::lstat(mode_file) {
+        Err(rustix::io::Errno::NOENT) => return Err(MockRefusal::Absent),
+        Err(e) => return untrusted(format!("cannot examine it ({e})")),
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                != rustix::fs::FileType::RegularFile =>
+        {
+            return untrusted("not a regular file (a link or something else)".into())
         }
         Ok(_) => {}
-        Err(e) => return untrusted(format!("cannot stat {}: {e}", dir.display())),
     }
+    let trust = loaded
+        .trust
+        .clone()
+        .with_users(approvers.iter().map(|(u, _)| *u));
+    let end = match crate::proof::prove_absolute(&trust, path) {
+        Ok(end) => end,
+        Err(why) => return untrusted(why),
+    };
+    let Some((fd, st)) = end.file else {
+        return Err(MockRefusal::Absent);
+    };
+    let Some(owner) = owner_name(st.st_uid) else {
+        return untrusted(format!(
+            "owned by uid {}, who is neither root nor an approver",
+            st.st_uid
+        ));
+    };
     let mut text = String::new();
-    if file.take(64).read_to_string(&mut text).is_err() {
+    let read = rustix::fs::open(
+        crate::files::proc_fd_path(fd.as_fd()),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map(std::fs::File::from)
+    .map_err(std::io::Error::from)
+    .and_then(|f| f.take(64).read_to_string(&mut text));
+    if read.is_err() {
         return untrusted("not readable text".into());
     }
     let approved = match text.trim() {

@@ -57,8 +57,6 @@ pub struct Privileged {
     /// The human's grant to act as the agents (`humanAsAgents`), appended
     /// to the drop-in; installed even when no agent has `sudo.enable`.
     pub human_grant: String,
-    /// The `sudo` shim script, installed when the compiled shim is not at hand.
-    pub shim: String,
     /// The compiled shim (`nuketown-sudo`) to install as `<shim dir>/sudo`.
     pub shim_binary: Option<PathBuf>,
     /// The built entry point binary to install at `hall.elevatePath`.
@@ -474,11 +472,21 @@ impl Planner {
             self.dir(&At::system(&shim), 0o755, 0, 0, true);
             // The compiled shim finds the entry point one directory up:
             // `<dir of elevatePath>/bin/sudo` → `<dir>/nuketown-elevate`.
-            let source = match &pr.shim_binary {
-                Some(bin) => Source::CopyOf(Origin::Trusted(bin.clone())),
-                None => Source::Text(pr.shim.clone()),
-            };
-            self.file(&At::system(&shim.join("sudo")), source, 0o755, 0, 0);
+            match &pr.shim_binary {
+                Some(bin) => {
+                    self.file(
+                        &At::system(&shim.join("sudo")),
+                        Source::CopyOf(Origin::Trusted(bin.clone())),
+                        0o755,
+                        0,
+                        0,
+                    );
+                }
+                None => self.plan.notes.push(format!(
+                    "the agents' sudo (nuketown-sudo) was not found next to this nuketown binary; install it as {} or the agents must type the entry point's path after sudo",
+                    shim.join("sudo").display()
+                )),
+            }
         }
         match &opts.privileged {
             Some(pr) if any_sudo || grant => {
@@ -1253,11 +1261,7 @@ impl Planner {
             self.file(&at, Source::Text(proj.contents), proj.mode, uid, gid);
         }
         let shim_dir = shim_dir(town);
-        let shim = cx
-            .agent
-            .sudo
-            .enable
-            .then_some((shim_dir.as_path(), town.hall.elevate_path.as_path()));
+        let shim = cx.agent.sudo.enable.then_some(shim_dir.as_path());
         self.file(
             &cx.home.join(".profile"),
             Source::Text(render::profile()),

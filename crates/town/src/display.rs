@@ -32,6 +32,11 @@ pub fn clean(s: &str) -> String {
     out
 }
 
+/// Quote for a POSIX shell: one word, whatever it holds.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 /// An argv shown unambiguously on one line: each element in double quotes,
 /// with `"` and `\` escaped and everything outside printable ASCII (newlines,
 /// terminal escapes, bidi controls, look-alike letters) written as `\n`,

@@ -403,18 +403,68 @@ fn default_group() -> String {
 pub struct CommandRule {
     /// The argv to match, program first.
     pub argv: Vec<String>,
-    /// Match argv as a prefix (further arguments allowed) instead of exactly.
+    /// Match `argv` as a prefix: in `deny`, whatever follows; in
+    /// `autoApprove`, only with [`CommandRule::extra`] saying what may follow.
     #[serde(default)]
     pub prefix: bool,
+    /// What may follow `argv` (a prefix rule that names its arguments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Extra>,
+}
+
+/// The arguments a prefix rule lets follow its `argv`: each one of `words`
+/// or a whole match of `pattern`, at most `max` of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Extra {
+    /// Arguments allowed word for word.
+    #[serde(default)]
+    pub words: Vec<String>,
+    /// A regular expression an argument must match whole (`^…$` implied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Most arguments after `argv`.
+    #[serde(default = "default_extra_max")]
+    pub max: usize,
+}
+
+fn default_extra_max() -> usize {
+    1
+}
+
+impl Extra {
+    /// The pattern compiled to match whole arguments.
+    pub fn regex(&self) -> Option<Result<regex::Regex, regex::Error>> {
+        self.pattern
+            .as_ref()
+            .map(|p| regex::Regex::new(&format!("^(?:{p})$")))
+    }
+
+    /// Whether `args` (what follows the rule's argv) is allowed.
+    pub fn allows(&self, args: &[String]) -> bool {
+        if args.len() > self.max {
+            return false;
+        }
+        let re = match self.regex() {
+            Some(Ok(re)) => Some(re),
+            Some(Err(_)) => return false,
+            None => None,
+        };
+        args.iter()
+            .all(|a| self.words.contains(a) || re.as_ref().is_some_and(|re| re.is_match(a)))
+    }
 }
 
 impl CommandRule {
-    /// Whether `argv` matches this rule.
+    /// Whether `argv` matches this rule: exactly; or, with `extra`, the
+    /// rule's argv followed by what `extra` allows; or, for a bare prefix
+    /// (`prefix` without `extra`, a deny rule), anything after it.
     pub fn matches(&self, argv: &[String]) -> bool {
-        if self.prefix {
-            argv.len() >= self.argv.len() && argv[..self.argv.len()] == self.argv[..]
-        } else {
-            argv == &self.argv[..]
+        let head = argv.len() >= self.argv.len() && argv[..self.argv.len()] == self.argv[..];
+        match (&self.extra, self.prefix) {
+            (Some(extra), _) => head && extra.allows(&argv[self.argv.len()..]),
+            (None, true) => head,
+            (None, false) => argv == &self.argv[..],
         }
     }
 }

@@ -491,13 +491,72 @@ fn normal(path: &str) -> String {
         .join("/")
 }
 
-fn check_rules(c: &mut Check, key: &str, rules: &[CommandRule]) {
+/// Strings a shell or an interpreter would read as code or as a way out of
+/// a directory: a pattern that lets an agent pass one of these hands it
+/// more than words.
+const PATTERN_PROBES: &[&str] = &[
+    "", "a b", "a;b", "a|b", "a&b", "$(x)", "`x`", "$x", "a\nb", "'a'", "\"a\"", "a>b", "a<b",
+    "../x", "x/../y", "~x", "*", "a\\b",
+];
+
+fn check_rules(c: &mut Check, key: &str, rules: &[CommandRule], approve: bool) {
     for (i, rule) in rules.iter().enumerate() {
         if rule.argv.is_empty() || rule.argv[0].is_empty() {
             c.fail(
                 format!("{key}[{i}].argv"),
                 "is empty; name the program, e.g. [\"systemctl\", \"status\"]",
             );
+        }
+        if approve && rule.prefix && rule.extra.is_none() {
+            c.fail(
+                format!("{key}[{i}].prefix"),
+                "an autoApprove rule no longer approves whatever follows its argv; say what may follow: extra = { words = [\"nginx\"] } or extra = { pattern = \"[a-z0-9@._-]+\" }",
+            );
+        }
+        let Some(extra) = &rule.extra else { continue };
+        let k = format!("{key}[{i}].extra");
+        if extra.words.is_empty() && extra.pattern.is_none() {
+            c.fail(
+                k.clone(),
+                "names nothing that may follow; give words = [...] or pattern = \"...\" (or drop extra for an exact rule)",
+            );
+        }
+        if extra.max == 0 || extra.max > 64 {
+            c.fail(
+                format!("{k}.max"),
+                format!("{} must be between 1 and 64 arguments", extra.max),
+            );
+        }
+        if let Some(w) = extra
+            .words
+            .iter()
+            .find(|w| w.is_empty() || w.contains(char::is_control))
+        {
+            c.fail(
+                format!("{k}.words"),
+                format!("{w:?} is empty or holds a control character; write plain words"),
+            );
+        }
+        match extra.regex() {
+            Some(Err(e)) => c.fail(
+                format!("{k}.pattern"),
+                format!(
+                    "is not a regular expression ({})",
+                    e.to_string().replace('\n', " ")
+                ),
+            ),
+            Some(Ok(re)) if approve => {
+                if let Some(p) = PATTERN_PROBES.iter().find(|p| re.is_match(p)) {
+                    c.fail(
+                        format!("{k}.pattern"),
+                        format!(
+                            "{:?} also matches {p:?}, which a shell or an interpreter would read as code or as a way up the tree; allow plain words, e.g. \"[a-z0-9@._-]+\"",
+                            extra.pattern.as_deref().unwrap_or_default()
+                        ),
+                    );
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -693,8 +752,9 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
         c,
         &format!("{key}.sudo.autoApprove"),
         &agent.sudo.auto_approve,
+        true,
     );
-    check_rules(c, &format!("{key}.sudo.deny"), &agent.sudo.deny);
+    check_rules(c, &format!("{key}.sudo.deny"), &agent.sudo.deny, false);
 
     let layout_ok = agent
         .portal

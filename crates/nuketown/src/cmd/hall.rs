@@ -40,6 +40,10 @@ pub struct Args {
     /// The agents' network rules as `apply` wrote them, installed when the hall starts.
     #[arg(long, env = "NUKETOWN_NFTABLES_FILE", default_value = nuketown_hall::NFTABLES_FILE)]
     nftables_file: PathBuf,
+    /// Where `nuketown apply` keeps its record of the agents it made
+    /// (`state.json`): every user it made is the town's until it is pruned.
+    #[arg(long, env = "NUKETOWN_STATE_DIR", default_value = "/var/lib/nuketown")]
+    state_dir: PathBuf,
     /// The rebuild coordinator's socket.
     #[arg(long, env = "NUKETOWN_REBUILD_SOCKET", default_value = nuketown_rebuild::SOCKET)]
     rebuild_socket: PathBuf,
@@ -62,7 +66,7 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         hall_socket: args.socket.clone(),
         audit_log: args.audit_log.clone(),
     };
-    let cfg = nuketown_hall::daemon::Config {
+    let cfg = nuketown_hall::server::Config {
         requester_socket: args.socket,
         approver_socket: args.approver_socket,
         mode_file: args.mode_file,
@@ -75,6 +79,8 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         ask_socket: args.ask_socket,
         nft_table: args.nft_table,
         nftables_file: Some(args.nftables_file),
+        host_state: args.state_dir.join("state.json"),
+        accounts: Default::default(),
     };
     if !nuketown_town::network::is_table_name(&cfg.nft_table) {
         anyhow::bail!(
@@ -93,7 +99,7 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
                 tracing::error!("the rebuild coordinator stopped: {e}");
             }
         });
-        nuketown_hall::daemon::run(cfg).await
+        nuketown_hall::server::run(cfg).await
     })
     .context("the town hall stopped")?;
     Ok(ExitCode::SUCCESS)

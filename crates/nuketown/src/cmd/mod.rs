@@ -59,7 +59,6 @@ pub fn privileged(town: &Town) -> Option<nuketown_host::Privileged> {
     Some(nuketown_host::Privileged {
         sudoers: nuketown_hall::sudoers::render(town),
         human_grant: nuketown_hall::sudoers::human_grant(town),
-        shim: nuketown_hall::shim::render(&town.hall.elevate_path),
         shim_binary: beside("nuketown-sudo"),
         elevate_binary: beside("nuketown-elevate"),
     })

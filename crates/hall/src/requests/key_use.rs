@@ -9,8 +9,7 @@ use nuketown_keys::agent::{Gate, KeyUse, Operation, Verdict};
 use nuketown_town::{KeyPolicy, Keys};
 
 use crate::audit::Record;
-use crate::daemon::Hall;
-use crate::policy::{self, MockRefusal};
+use crate::hall::Hall;
 use crate::protocol::{KeyUseView, RequestView};
 use crate::state::{GrantKey, Outcome};
 
@@ -151,18 +150,14 @@ impl Gate for HallGate {
             KeyPolicy::Deny => return verdict(&id, false, "policy", "policy", rule),
             KeyPolicy::Ask => {}
         }
-        match policy::mock(&hall.cfg.mode_file, &loaded.approvers) {
-            Ok(a) => {
-                return verdict(
-                    &id,
-                    a.approved,
-                    &a.by.who,
-                    &a.by.channel,
-                    format!("{} ({rule})", a.reason),
-                )
-            }
-            Err(MockRefusal::Untrusted(why)) => tracing::warn!("{why}"),
-            Err(MockRefusal::Absent) => {}
+        if let Some(a) = hall.mock(&loaded) {
+            return verdict(
+                &id,
+                a.approved,
+                &a.by.who,
+                &a.by.channel,
+                format!("{} ({rule})", a.reason),
+            );
         }
         let timeout = agent.keys.timeout;
         let mut view = RequestView::asked(&id, &u.agent, u.caller.uid, caller_argv(u), timeout);
@@ -272,5 +267,77 @@ impl Gate for HallGate {
             channel: "peer".into(),
         });
         self.0.append(&r);
+    }
+}
+
+/// Give every enabled agent its key socket, and take departed agents' away.
+pub(crate) fn sync_key_sockets(hall: &Arc<Hall>) {
+    let Ok(loaded) = hall.loaded() else {
+        return;
+    };
+    let mut sockets = hall.key_sockets.lock().unwrap_or_else(|p| p.into_inner());
+    let wanted: std::collections::HashMap<&String, u32> =
+        loaded.town.host_agents().map(|(n, a)| (n, a.uid)).collect();
+    sockets.retain(|name, (uid, task)| {
+        let keep = wanted.get(name) == Some(uid) && !task.is_finished();
+        if !keep {
+            task.abort();
+            let _ = std::fs::remove_file(nuketown_keys::agent::socket_path(
+                &hall.cfg.ssh_agent_dir,
+                name,
+            ));
+        }
+        keep
+    });
+    let missing: Vec<(&String, u32)> = wanted
+        .iter()
+        .filter(|(n, _)| !sockets.contains_key(**n))
+        .map(|(n, u)| (*n, *u))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let store = match hall.key_store(&loaded.town) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!("the agents' key sockets are not served: {e}");
+            return;
+        }
+    };
+    let gate = Arc::new(HallGate(hall.clone()));
+    for (name, uid) in missing {
+        let Some(gid) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.gid.as_raw())
+        else {
+            tracing::debug!("{name} (uid {uid}) has no user yet: no key socket");
+            continue;
+        };
+        match nuketown_keys::agent::bind(&hall.cfg.ssh_agent_dir, name, gid) {
+            Ok(l) => {
+                let task = tokio::spawn(nuketown_keys::agent::serve(
+                    l,
+                    name.clone(),
+                    uid,
+                    store.clone(),
+                    gate.clone(),
+                ));
+                sockets.insert(name.clone(), (uid, task));
+            }
+            Err(e) => tracing::error!("{name}'s key socket: {e}"),
+        }
+    }
+}
+
+/// Stop serving every key socket and remove the socket files.
+pub(crate) fn close_key_sockets(hall: &Hall) {
+    let mut sockets = hall.key_sockets.lock().unwrap_or_else(|p| p.into_inner());
+    for (name, (_, task)) in sockets.drain() {
+        task.abort();
+        let _ = std::fs::remove_file(nuketown_keys::agent::socket_path(
+            &hall.cfg.ssh_agent_dir,
+            &name,
+        ));
     }
 }

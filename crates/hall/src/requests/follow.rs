@@ -4,7 +4,7 @@
 //! decided, so a chat room can show them. The hall is the only source: what a
 //! backend prints is the agent's word and could lie.
 //!
-//! The hall knows the follower by `SO_PEERCRED` (see [`crate::ask`]) and
+//! The hall knows the follower by `SO_PEERCRED` (see [`crate::requests`]) and
 //! sends it only records whose uid *and* agent are that peer's: another
 //! agent's requests never reach it. The stream is read-only; nothing sent on
 //! it decides or changes anything. See docs/protocol.md.
@@ -18,7 +18,8 @@ use tokio::net::UnixStream;
 use tokio::sync::broadcast;
 
 use crate::audit::Record;
-use crate::daemon::{send, Hall};
+use crate::connection::send;
+use crate::hall::Hall;
 use crate::protocol::{DecidedBy, RequestView, ToApprover, MAX_REPLY, VERSION};
 use nuketown_town::display::clean;
 
@@ -78,24 +79,6 @@ pub enum Followed {
         /// Why, with the fix.
         reason: String,
     },
-}
-
-/// Every audit record, as it is written, for the followers.
-pub(crate) struct Hub(broadcast::Sender<Arc<Record>>);
-
-impl Default for Hub {
-    fn default() -> Self {
-        Hub(broadcast::channel(1024).0)
-    }
-}
-
-impl Hub {
-    /// A record was written: followers filter their own.
-    pub(crate) fn publish(&self, r: &Record) {
-        if self.0.receiver_count() > 0 {
-            let _ = self.0.send(Arc::new(r.clone()));
-        }
-    }
 }
 
 /// Whether the first line on the ask socket asks to follow: `None` when it
@@ -252,57 +235,55 @@ pub fn of_record(r: &Record, uid: u32, agent: &str) -> Option<Followed> {
     })
 }
 
-impl Hall {
-    /// Serve a follower (the ask socket's peer `uid`, agent `agent`) until it goes.
-    pub(crate) async fn follow<R, W>(
-        self: Arc<Self>,
-        uid: u32,
-        agent: String,
-        asked: Result<(), String>,
-        mut rd: BufReader<R>,
-        mut wr: W,
-    ) where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        if let Err(reason) = asked {
-            let _ = send(&mut wr, &Followed::Refused { reason }).await;
-            return;
-        }
-        // Records first: a request decided between the snapshot and the
-        // stream is then heard as decided, never lost.
-        let mut records = self.followers.0.subscribe();
-        let (pending, mut events) = self.state().follow();
-        for v in &pending {
-            if let Some(m) = of_pending(v, uid, &agent) {
-                if send(&mut wr, &m).await.is_err() {
-                    return;
-                }
+/// Serve a follower (the ask socket's peer `uid`, agent `agent`) until it goes.
+pub(crate) async fn serve<R, W>(
+    hall: Arc<Hall>,
+    uid: u32,
+    agent: String,
+    asked: Result<(), String>,
+    mut rd: BufReader<R>,
+    mut wr: W,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if let Err(reason) = asked {
+        let _ = send(&mut wr, &Followed::Refused { reason }).await;
+        return;
+    }
+    // Records first: a request decided between the snapshot and the
+    // stream is then heard as decided, never lost.
+    let mut records = hall.followers.0.subscribe();
+    let (pending, mut events) = hall.state().follow();
+    for v in &pending {
+        if let Some(m) = of_pending(v, uid, &agent) {
+            if send(&mut wr, &m).await.is_err() {
+                return;
             }
         }
-        tracing::debug!(agent, uid, "following its own requests");
-        let mut probe = [0u8; 64];
-        loop {
-            let m = tokio::select! {
-                // An asked request before its decision, when both are ready.
-                biased;
-                e = events.recv() => match e {
-                    Ok(e) => of_event(&e, uid, &agent),
-                    Err(broadcast::error::RecvError::Lagged(n)) => Some(Followed::Missed { count: n }),
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                r = records.recv() => match r {
-                    Ok(r) => of_record(&r, uid, &agent),
-                    Err(broadcast::error::RecvError::Lagged(n)) => Some(Followed::Missed { count: n }),
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                // The follower says nothing; anything it sends, or its going, ends the stream.
-                _ = rd.read(&mut probe) => return,
-            };
-            if let Some(m) = m {
-                if send(&mut wr, &m).await.is_err() {
-                    return;
-                }
+    }
+    tracing::debug!(agent, uid, "following its own requests");
+    let mut probe = [0u8; 64];
+    loop {
+        let m = tokio::select! {
+            // An asked request before its decision, when both are ready.
+            biased;
+            e = events.recv() => match e {
+                Ok(e) => of_event(&e, uid, &agent),
+                Err(broadcast::error::RecvError::Lagged(n)) => Some(Followed::Missed { count: n }),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            r = records.recv() => match r {
+                Ok(r) => of_record(&r, uid, &agent),
+                Err(broadcast::error::RecvError::Lagged(n)) => Some(Followed::Missed { count: n }),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            // The follower says nothing; anything it sends, or its going, ends the stream.
+            _ = rd.read(&mut probe) => return,
+        };
+        if let Some(m) = m {
+            if send(&mut wr, &m).await.is_err() {
+                return;
             }
         }
     }

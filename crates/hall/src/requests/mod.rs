@@ -1,0 +1,105 @@
+//! Every kind of request the hall decides, one a file: [`sudo`] (from the
+//! entry point, root only), [`network`] (an agent asking for more network),
+//! [`resources`] (a bigger tier, brought from the cluster by the relay),
+//! [`key_use`] (a signature or login with the agent's key, from its key
+//! socket) and [`follow`] (an agent following its own requests, which
+//! decides nothing).
+//!
+//! Agents reach [`network`] and [`follow`] on the ask socket, which anyone
+//! may connect to: the hall asks the kernel who the peer is
+//! (`SO_PEERCRED`) and serves only an enabled agent of the town, for
+//! itself — or root, which is the relay. Nothing the peer says names
+//! another uid.
+
+pub mod follow;
+pub mod key_use;
+pub mod network;
+pub mod resources;
+pub mod sudo;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::BufReader;
+use tokio::net::UnixStream;
+
+use crate::audit::Record;
+use crate::connection::{first_line, send};
+use crate::hall::{Denial, Hall};
+use crate::protocol::{self, FromAsker};
+
+/// One connection on the ask socket: a network request, or following.
+pub(crate) async fn serve_asker(hall: Arc<Hall>, stream: UnixStream) {
+    let Some(uid) = stream.peer_cred().ok().map(|p| p.uid()) else {
+        return;
+    };
+    let hall2 = hall.clone();
+    let Some(_slot) = hall2.askers.take(uid) else {
+        tracing::warn!(uid, "closed an ask connection: too many open for this uid");
+        return;
+    };
+    let Ok(loaded) = hall.loaded() else {
+        return;
+    };
+    if uid == 0 {
+        // The hall's relay, with an agent's request from the cluster.
+        return resources::serve_relay(hall, stream, loaded).await;
+    }
+    let Some((name, agent)) =
+        crate::policy::agent_by_uid(&loaded.town, uid).map(|(n, a)| (n.clone(), a.clone()))
+    else {
+        // Not an agent of the town: nothing at all, not even a denial.
+        tracing::warn!(
+            uid,
+            "closed an ask connection from a user who is not an agent"
+        );
+        return;
+    };
+    let arrived = Instant::now();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let Ok(id) = protocol::new_id() else {
+        return;
+    };
+    let line = match first_line(&mut rd).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return,
+        Err(e) => {
+            let _ = send(&mut wr, &Denial::hall(e).to_requester(&id)).await;
+            return;
+        }
+    };
+    if let Some(asked) = follow::request(&line) {
+        return follow::serve(hall, uid, name, asked, rd, wr).await;
+    }
+    let mut rec = Record::new(&id, "network", &name, uid);
+    rec.target = name.clone();
+    let mut ask = network::Ask {
+        hall: hall.clone(),
+        loaded: &loaded,
+        name: name.clone(),
+        agent,
+        uid,
+        id: id.clone(),
+        arrived,
+        rec,
+    };
+    match protocol::parse_asker(&line) {
+        Ok(FromAsker::Network {
+            target,
+            secs,
+            reason,
+            ..
+        }) => ask.serve(target, secs, reason, &mut rd, &mut wr).await,
+        Ok(FromAsker::Resources { .. }) => {
+            let e = format!(
+                "{name} asks for a bigger tier from its pod in the cluster (`nuketown ask resources` there), where the hall's relay picks it up; nothing was changed"
+            );
+            ask.refuse(&mut wr, &Denial::hall(e)).await;
+        }
+        Err(e) => {
+            ask.refuse(&mut wr, &Denial::hall(format!("{e}; nothing was changed")))
+                .await
+        }
+    }
+}
