@@ -324,11 +324,11 @@ pub fn prove(t: &Trust, base: BorrowedFd<'_>, path: &str) -> Result<End, Unprove
         let dir_st = rustix::fs::fstat(&dir).map_err(cannot)?;
         if c == ".." {
             // Where `..` leads is decided by this directory's place in its
-            // parent: the parent must be proven, and the entry fixed.
+            // parent: nobody untrusted may move it away.
             let up = open_at(dir.as_fd(), "..", OFlags::DIRECTORY).map_err(cannot)?;
             let up_st = rustix::fs::fstat(&up).map_err(cannot)?;
+            // (What is looked up in it next is proven as it is looked up.)
             if (up_st.st_dev, up_st.st_ino) != (dir_st.st_dev, dir_st.st_ino) {
-                object(t, up.as_fd(), &up_st)?;
                 entry_fixed(t, up.as_fd(), &up_st, "..", Some(&dir_st))?;
             }
             dir = up;
@@ -655,8 +655,10 @@ pub fn assess(
         } else if let Some((base, _)) = bases.first() {
             prove(t, base.as_fd(), typed).map(|_| ())
         } else {
-            // Relative to an unproven working directory: said there already.
-            Ok(())
+            // Relative to an unproven working directory (a human's already):
+            // say what the way there is.
+            crate::files::reopen(&ask.cwd, "the working directory")
+                .and_then(|cwd| prove(t, cwd.as_fd(), typed).map(|_| ()))
         };
         if let Err(why) = r {
             a.find(Subject::Typed(typed.to_string()), why);
@@ -665,6 +667,7 @@ pub fn assess(
 
     // Every string that may name a file, from every directory the program may start from.
     let mut strings: Vec<(String, String)> = Vec::new();
+    let cwd_unproven = bases.is_empty();
     for arg in ask.argv[1..].iter().chain(extra_args.iter()) {
         for c in candidates(arg) {
             if let Some(expanded) = tilde(&c, target_home) {
@@ -678,6 +681,19 @@ pub fn assess(
                 format!("the request holds more than {MAX_CANDIDATES} strings that may name files; too many to prove"),
             );
             return Ok(a);
+        }
+    }
+    if cwd_unproven {
+        // The request is a human's already; name the files of the working
+        // directory its arguments reach, so the human sees which they are.
+        if let Ok(cwd) = crate::files::reopen(&ask.cwd, "the working directory") {
+            for (arg, s) in strings.iter().filter(|(_, s)| !s.starts_with('/')) {
+                if rustix::fs::statat(&cwd, s.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                    if let Err(why) = prove(t, cwd.as_fd(), s) {
+                        a.find(Subject::Arg(arg.clone()), why);
+                    }
+                }
+            }
         }
     }
     let mut tried = vec![0usize; strings.len()];

@@ -1,14 +1,17 @@
 //! The sudoers drop-in (`/etc/sudoers.d/nuketown`): each agent with
 //! `sudo.enable` may run exactly the entry point, as root, without a password
 //! and without setting environment variables. Never `ALL`.
+//!
+//! It defines no alias: sudoers aliases are global names, and a second
+//! drop-in defining the same one (another town's, a test's) would make the
+//! whole configuration invalid — and every `sudo` on the host fail. Users
+//! are listed where they are meant. `nuketown apply` installs it only after
+//! `visudo` accepts the host's whole configuration with it in place.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use nuketown_town::Town;
-
-/// The sudoers alias naming the agents that may ask.
-pub const ALIAS: &str = "NUKETOWN_AGENTS";
 
 /// A path written for sudoers: backslash before the characters sudoers gives
 /// a meaning (`,` `:` `=` `\` space and friends). `None` for a path sudoers
@@ -54,20 +57,20 @@ pub fn render(town: &Town) -> String {
         s.push_str("# No agent has sudo.enable: nothing is granted.\n");
         return s;
     }
-    let _ = writeln!(s, "User_Alias {ALIAS} = {}", agents.join(", "));
+    let users = agents.join(", ");
     let _ = writeln!(s, "Defaults!{elevate} env_reset, !setenv");
-    let _ = writeln!(s, "Defaults:{ALIAS} !setenv");
-    let _ = writeln!(s, "{ALIAS} ALL = (root) NOPASSWD: NOSETENV: {elevate}");
+    let _ = writeln!(s, "Defaults:{users} !setenv");
+    let _ = writeln!(s, "{users} ALL = (root) NOPASSWD: NOSETENV: {elevate}");
     s
 }
-
-/// The sudoers alias naming the agents the human may act as.
-pub const AS_AGENTS_ALIAS: &str = "NUKETOWN_AGENT_USERS";
 
 /// With `humanAsAgents` (the default): `humanUser` may run any command *as*
 /// each enabled agent — `sudo -u ada -i`, which the portal uses — without a
 /// password; never as root or any other user, and with no group of its
-/// choosing. Empty when there is no human, no agent, or the grant is off.
+/// choosing. What runs as an agent gets a terminal of its own (`use_pty`):
+/// an agent's process never holds the human's terminal, where it could push
+/// keystrokes into the human's shell (`TIOCSTI`). Empty when there is no
+/// human, no agent, or the grant is off.
 pub fn human_grant(town: &Town) -> String {
     let Some(human) = town
         .human_user
@@ -86,9 +89,11 @@ pub fn human_grant(town: &Town) -> String {
     }
     let mut s = String::from(
         "# humanAsAgents: the town's human may run commands as its agents (never as\n\
-         # root), without a password: `sudo -u AGENT -i`, and the portal's agent pane.\n",
+         # root), without a password: `sudo -u AGENT -i`, and the portal's agent pane;\n\
+         # always in a terminal of their own, never the human's.\n",
     );
-    let _ = writeln!(s, "Runas_Alias {AS_AGENTS_ALIAS} = {}", agents.join(", "));
-    let _ = writeln!(s, "{human} ALL = ({AS_AGENTS_ALIAS}) NOPASSWD: ALL");
+    let users = agents.join(", ");
+    let _ = writeln!(s, "Defaults>{users} use_pty");
+    let _ = writeln!(s, "{human} ALL = ({users}) NOPASSWD: ALL");
     s
 }

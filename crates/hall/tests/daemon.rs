@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use nuketown_hall::audit::{joined, AuditLog, Record};
 use nuketown_hall::client::{Approver, ClientError, Requester};
-use nuketown_hall::daemon::{self, Config};
 use nuketown_hall::protocol::{
     self, Ask, FromApprover, RequestView, ToApprover, ToRequester, VERSION,
 };
+use nuketown_hall::server::{self, Config};
 
 const ADA: u32 = 1990;
 const VOX: u32 = 1991;
@@ -60,6 +60,8 @@ impl TestHall {
             // Its own table, never touched here: no agent of this town is restricted.
             nft_table: "nuketown_hall_daemon_test".into(),
             nftables_file: None,
+            host_state: dir.path().join("state.json"),
+            accounts: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -68,7 +70,7 @@ impl TestHall {
             .unwrap();
         let listening = {
             let _in = rt.enter();
-            daemon::listen(cfg.clone()).unwrap()
+            server::listen(cfg.clone()).unwrap()
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = rt.spawn(listening.serve(async move {
@@ -188,7 +190,7 @@ fn sockets_are_private_and_a_second_hall_is_refused() {
         assert_eq!(app.gid(), g.gid.as_raw());
     }
     let _in = h.rt.enter();
-    let e = daemon::listen(h.cfg.clone())
+    let e = server::listen(h.cfg.clone())
         .err()
         .expect("a second hall on the same sockets");
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);

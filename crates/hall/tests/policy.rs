@@ -1,15 +1,18 @@
 //! Policies on their own: deny wins, rules name programs the way sudo does,
-//! nothing automatic covers a program the agent can change, the mock mode
-//! file is believed only from its rightful owner. Files are made with real
+//! prefix rules approve only the arguments they name, nothing automatic
+//! approves what is not proven root's, the mock mode file is believed only
+//! from its rightful owner. Files are made with real
 //! owners and modes, so these run as root (CI does).
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use nuketown_hall::changeable::Assessment;
 use nuketown_hall::files;
+use nuketown_hall::hall::Loaded;
 use nuketown_hall::policy::{self, MockRefusal};
+use nuketown_hall::proof::{Assessment, Finding, Subject};
 use nuketown_hall::protocol::Ask;
+use nuketown_hall::trust::{Sources, Trust};
 use nuketown_town::{Agent, CommandRule};
 
 const AGENT_UID: u32 = 1997;
@@ -28,6 +31,7 @@ fn agent(auto: &[(&[&str], bool)], deny: &[(&[&str], bool)]) -> Agent {
             .map(|(a, prefix)| CommandRule {
                 argv: a.iter().map(|s| s.to_string()).collect(),
                 prefix: *prefix,
+                extra: None,
             })
             .collect()
     };
@@ -50,9 +54,16 @@ fn clean() -> Assessment {
 
 fn agent_can_change() -> Assessment {
     Assessment {
-        program: Some("ada owns the file".into()),
-        ..Assessment::default()
+        findings: vec![Finding {
+            subject: Subject::Program,
+            why: "the file /x is owned by ada (uid 1100, of the town)".into(),
+        }],
     }
+}
+
+/// A rule from its TOML text, as a town would declare it.
+fn rule(toml_text: &str) -> CommandRule {
+    toml::from_str(toml_text).unwrap()
 }
 
 fn decided(a: &Agent, argv: &[&str]) -> Option<bool> {
@@ -61,10 +72,10 @@ fn decided(a: &Agent, argv: &[&str]) -> Option<bool> {
 
 #[test]
 fn deny_wins_over_auto_approve() {
-    let a = agent(
-        &[(&["/usr/bin/systemctl"], true)],
-        &[(&["/usr/bin/systemctl", "poweroff"], true)],
-    );
+    let mut a = agent(&[], &[(&["/usr/bin/systemctl", "poweroff"], true)]);
+    a.sudo.auto_approve = vec![rule(
+        "argv = [\"/usr/bin/systemctl\"]\nextra = { pattern = \"[a-z0-9@._-]+\", max = 3 }",
+    )];
     assert_eq!(
         decided(&a, &["/usr/bin/systemctl", "restart", "nginx"]),
         Some(true)
@@ -118,6 +129,59 @@ fn exact_rules_match_exactly_and_prefix_rules_as_a_prefix() {
         None
     );
     assert_eq!(decided(&a, &["/usr/bin/apt"]), None);
+}
+
+#[test]
+fn prefix_rules_approve_only_the_arguments_they_name() {
+    let mut a = agent(&[], &[]);
+    a.sudo.auto_approve = vec![
+        rule("argv = [\"/usr/bin/systemctl\", \"restart\"]\nextra = { words = [\"nginx\", \"postgresql\"] }"),
+        rule("argv = [\"/usr/bin/make\", \"-C\", \"/srv/app\"]\nextra = { pattern = \"[a-z]+\", max = 2 }"),
+    ];
+    let ok = ["/usr/bin/systemctl", "restart", "nginx"];
+    assert_eq!(
+        decided(&a, &ok),
+        if Path::new(ok[0]).exists() {
+            Some(true)
+        } else {
+            None
+        }
+    );
+    for argv in [
+        // Not a listed word; more than `max`; nothing but the prefix is fine (zero extras).
+        &["/usr/bin/systemctl", "restart", "sshd"][..],
+        &["/usr/bin/systemctl", "restart", "nginx", "postgresql"][..],
+        &[
+            "/usr/bin/make",
+            "-C",
+            "/srv/app",
+            "-f",
+            "../../agents/ada/evil.mk",
+        ][..],
+        &["/usr/bin/make", "-C", "/srv/app", "-sf/agents/ada/evil.mk"][..],
+        &["/usr/bin/make", "-C", "/srv/app", "a", "b", "c"][..],
+    ] {
+        assert_eq!(decided(&a, argv), None, "{argv:?}");
+    }
+    if Path::new("/usr/bin/make").exists() {
+        assert_eq!(
+            decided(&a, &["/usr/bin/make", "-C", "/srv/app", "install"]),
+            Some(true)
+        );
+        assert_eq!(
+            decided(&a, &["/usr/bin/make", "-C", "/srv/app"]),
+            Some(true)
+        );
+    }
+    // "Anything after the prefix" approves nothing, even when a town slipped it through.
+    let bare = agent(&[(&["/usr/bin/systemctl"], true)], &[]);
+    assert_eq!(decided(&bare, &["/usr/bin/systemctl", "status"]), None);
+    // In a deny rule a bare prefix still denies whatever follows.
+    let d = agent(&[], &[(&["/usr/bin/systemctl"], true)]);
+    assert_eq!(
+        decided(&d, &["/usr/bin/systemctl", "anything", "-at", "all"]),
+        Some(false)
+    );
 }
 
 #[test]
@@ -251,20 +315,36 @@ fn mode(p: &Path, m: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
 }
 
+/// The hall's view of a town whose only approver is `HUMAN_UID`, with the host's accounts.
+fn loaded() -> Loaded {
+    let town = nuketown_town::parse(
+        "humanUser = \"nkthuman\"\n[agents.nktada]\nuid = 1997\n",
+        nuketown_town::Format::Toml,
+        "test",
+        "host",
+    )
+    .unwrap();
+    Loaded {
+        town,
+        approvers: vec![(HUMAN_UID, "nkthuman".to_string())],
+        trust: Trust::read(&Sources::default(), [AGENT_UID, HUMAN_UID]),
+    }
+}
+
 #[test]
 fn the_mock_file_is_believed_only_from_root_or_an_approver_and_only_when_nobody_else_can_write_it()
 {
     root();
-    let approvers = vec![(HUMAN_UID, "nkthuman".to_string())];
+    let l = loaded();
     let dir = tempfile::tempdir().unwrap();
     mode(dir.path(), 0o755);
     let f = dir.path().join("mode");
-    assert_eq!(policy::mock(&f, &approvers), Err(MockRefusal::Absent));
+    assert_eq!(policy::mock(&f, &l), Err(MockRefusal::Absent));
 
     std::fs::write(&f, "MOCK_APPROVED\n").unwrap();
     chown(&f, HUMAN_UID);
     mode(&f, 0o644);
-    let m = policy::mock(&f, &approvers).unwrap();
+    let m = policy::mock(&f, &l).unwrap();
     assert!(m.approved && m.mock);
     assert_eq!(
         (m.by.who.as_str(), m.by.channel.as_str()),
@@ -273,46 +353,49 @@ fn the_mock_file_is_believed_only_from_root_or_an_approver_and_only_when_nobody_
     assert_eq!(m.reason, "[MOCK] approved by nkthuman's mock mode file");
 
     std::fs::write(&f, "MOCK_DENIED").unwrap();
-    let m = policy::mock(&f, &approvers).unwrap();
+    let m = policy::mock(&f, &l).unwrap();
     assert!(!m.approved && m.reason.starts_with("[MOCK] denied"));
 
     chown(&f, 0);
-    assert_eq!(policy::mock(&f, &approvers).unwrap().by.who, "root");
+    assert_eq!(policy::mock(&f, &l).unwrap().by.who, "root");
 
-    let refused = |why: &str| match policy::mock(&f, &approvers) {
+    let refused = |why: &str| match policy::mock(&f, &l) {
         Err(MockRefusal::Untrusted(m)) => assert!(m.contains(why), "{m} (wanted {why})"),
         other => panic!("{other:?} (wanted {why})"),
     };
     std::fs::write(&f, "MOCK_APPROVED").unwrap();
     chown(&f, AGENT_UID);
-    refused("neither root nor an approver");
+    refused("not root or a system account");
     chown(&f, HUMAN_UID);
-    mode(&f, 0o664);
-    refused("group or others");
     mode(&f, 0o646);
-    refused("group or others");
+    refused("everyone may write the file");
     mode(&f, 0o600);
     std::fs::write(&f, "MOCK_APPROVED please").unwrap();
     refused("not MOCK_APPROVED or MOCK_DENIED");
     std::fs::write(&f, "MOCK_APPROVED").unwrap();
     // A directory others can write: the file could be swapped.
     mode(dir.path(), 0o777);
-    refused("writable by group or others");
+    refused("may write the directory");
     mode(dir.path(), 0o755);
+    // Held open for writing by someone: what it says may change under the hall.
+    {
+        let _held = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+        refused("held open for writing");
+    }
     // A link is never followed, even to a good file.
     let link = dir.path().join("link");
     symlink(&f, &link).unwrap();
     assert!(matches!(
-        policy::mock(&link, &approvers),
+        policy::mock(&link, &l),
         Err(MockRefusal::Untrusted(_))
     ));
     // Not a regular file.
     let d = dir.path().join("d");
     std::fs::create_dir(&d).unwrap();
     assert!(matches!(
-        policy::mock(&d, &approvers),
+        policy::mock(&d, &l),
         Err(MockRefusal::Untrusted(_))
     ));
     // Sanity: the good file is still believed.
-    assert!(policy::mock(&f, &approvers).unwrap().approved);
+    assert!(policy::mock(&f, &l).unwrap().approved);
 }
