@@ -254,8 +254,11 @@ pub enum Change {
         shell: String,
         comment: String,
         create_home: bool,
+        /// No subordinate uid/gid ranges (`newuidmap` would let the user
+        /// own files as ids that are no one's): every agent.
+        no_subordinate_ids: bool,
     },
-    /// `usermod` to fix home/shell/primary group.
+    /// `usermod` to fix home/shell/primary group, or to take subordinate ids away.
     ModifyUser {
         name: String,
         what: String,
@@ -570,8 +573,17 @@ impl Change {
                 shell,
                 comment,
                 create_home,
+                no_subordinate_ids,
             } => {
                 let mut args: Vec<String> = Vec::new();
+                if *no_subordinate_ids {
+                    args.extend([
+                        "-K".into(),
+                        "SUB_UID_COUNT=0".into(),
+                        "-K".into(),
+                        "SUB_GID_COUNT=0".into(),
+                    ]);
+                }
                 if let Some(u) = uid {
                     args.extend(["-u".into(), u.to_string()]);
                 }
@@ -697,20 +709,7 @@ impl Change {
                 }
             }
             Change::Sudoers { path, text } => {
-                let dir = path.parent().unwrap_or(Path::new("/"));
-                fs::create_dir_all(dir).map_err(HostError::io(dir))?;
-                let tree = Tree::open(dir)?;
-                let check = format!(".nuketown-check-{}", std::process::id());
-                tree.write(Path::new(&check), text.as_bytes(), 0o440, 0, 0)?;
-                let verdict = run("visudo", [OsArg::s("-cf"), OsArg::p(&dir.join(&check))]);
-                if let Err(e) = verdict {
-                    let _ = tree.remove(Path::new(&check));
-                    return Err(HostError::Conflict(format!(
-                        "the rendered sudoers drop-in failed visudo and was not installed: {e}"
-                    )));
-                }
-                let name = path.file_name().map(PathBuf::from).unwrap_or_default();
-                tree.rename(Path::new(&check), &name)?;
+                crate::sudoers::install(Path::new(crate::sudoers::MAIN), path, text)?;
             }
             Change::Nftables { path, text, table } => {
                 let removal = text.contains("delete table");
@@ -758,29 +757,5 @@ impl Change {
             }
         }
         Ok(())
-    }
-}
-
-/// Mixed string / path arguments for host tools.
-enum OsArg<'a> {
-    S(&'a str),
-    P(&'a Path),
-}
-
-impl<'a> OsArg<'a> {
-    fn s(s: &'a str) -> Self {
-        OsArg::S(s)
-    }
-    fn p(p: &'a Path) -> Self {
-        OsArg::P(p)
-    }
-}
-
-impl AsRef<std::ffi::OsStr> for OsArg<'_> {
-    fn as_ref(&self) -> &std::ffi::OsStr {
-        match self {
-            OsArg::S(s) => s.as_ref(),
-            OsArg::P(p) => p.as_os_str(),
-        }
     }
 }

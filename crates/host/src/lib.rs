@@ -20,6 +20,7 @@ pub mod safe;
 pub mod shared;
 pub mod state;
 pub mod status;
+pub mod sudoers;
 pub mod system;
 
 use std::path::PathBuf;

@@ -199,6 +199,7 @@ impl Planner {
                     shell: "/bin/bash".into(),
                     comment: town.human_name.clone().unwrap_or_default(),
                     create_home: true,
+                    no_subordinate_ids: false,
                 });
             }
         }
@@ -899,6 +900,41 @@ impl Planner {
         Ok(())
     }
 
+    /// An agent has no subordinate ids: with `newuidmap` it would own files
+    /// as ids that are nobody's, which nothing could tell from a stranger's.
+    /// Ranges `useradd` gave earlier (or someone added) are taken away.
+    fn no_subordinate_ids(&mut self, name: &str, uid: u32) {
+        let subuids = system::subordinate_ranges(Path::new("/etc/subuid"), name, uid);
+        let subgids = system::subordinate_ranges(Path::new("/etc/subgid"), name, uid);
+        if subuids.is_empty() && subgids.is_empty() {
+            return;
+        }
+        let mut args = Vec::new();
+        for r in &subuids {
+            args.extend(["--del-subuids".to_string(), r.clone()]);
+        }
+        for r in &subgids {
+            args.extend(["--del-subgids".to_string(), r.clone()]);
+        }
+        self.push(Change::ModifyUser {
+            name: name.into(),
+            what: format!(
+                "no subordinate ids (was uids {}, gids {})",
+                if subuids.is_empty() {
+                    "none".into()
+                } else {
+                    subuids.join(",")
+                },
+                if subgids.is_empty() {
+                    "none".into()
+                } else {
+                    subgids.join(",")
+                }
+            ),
+            args,
+        });
+    }
+
     /// The private group, the user, and group memberships; returns the gid.
     fn account(
         &mut self,
@@ -937,6 +973,7 @@ impl Planner {
                     shell: "/bin/bash".into(),
                     comment: format!("nuketown agent ({})", agent.role),
                     create_home: false,
+                    no_subordinate_ids: true,
                 });
             }
             Some(acct) => {
@@ -979,6 +1016,7 @@ impl Planner {
                 }
             }
         }
+        self.no_subordinate_ids(name, uid);
         let groups = system::groups_of(name);
         for g in groups
             .iter()
@@ -1261,7 +1299,11 @@ impl Planner {
             self.file(&at, Source::Text(proj.contents), proj.mode, uid, gid);
         }
         let shim_dir = shim_dir(town);
-        let shim = cx.agent.sudo.enable.then_some(shim_dir.as_path());
+        let shim = cx
+            .agent
+            .sudo
+            .enable
+            .then_some((shim_dir.as_path(), town.hall.elevate_path.as_path()));
         self.file(
             &cx.home.join(".profile"),
             Source::Text(render::profile()),

@@ -62,9 +62,12 @@ pub fn profile() -> String {
 }
 
 /// `~/.bashrc`: who the shell belongs to, and (with sudo) the `sudo` shim
-/// (`nuketown-sudo`, in the directory `shim`) first on PATH. It is not a
-/// boundary — sudoers lets the agent run the entry point and nothing else.
-pub fn bashrc(agent: &str, shim: Option<&Path>) -> String {
+/// first on PATH (`shim` = the shim's directory and the entry point). In
+/// bash, and the bash commands it starts, `sudo` is also a function that
+/// calls the real sudo on the entry point at once: one exec fewer than the
+/// shim. Neither is a boundary — sudoers lets the agent run the entry point
+/// and nothing else.
+pub fn bashrc(agent: &str, shim: Option<(&Path, &Path)>) -> String {
     let mut s = String::from("# Written by nuketown; rewritten every round.\n");
     let _ = writeln!(s, "export NUKETOWN_AGENT={agent}");
     let _ = writeln!(
@@ -72,11 +75,14 @@ pub fn bashrc(agent: &str, shim: Option<&Path>) -> String {
         "# The agent's keys are the town's: ssh, git push and git signing use them through this socket.\nexport SSH_AUTH_SOCK={}",
         nuketown_keys::agent::socket_path(std::path::Path::new(nuketown_keys::agent::SOCKET_DIR), agent).display()
     );
-    if let Some(dir) = shim {
+    if let Some((dir, elevate)) = shim {
         let d = dir.display();
+        let e = nuketown_town::display::sh_quote(&elevate.to_string_lossy());
         let _ = writeln!(
             s,
-            "# sudo asks the town hall: a human approves each exact command.\ncase \":$PATH:\" in *\":{d}:\"*) ;; *) PATH=\"{d}:$PATH\" ;; esac\nexport PATH"
+            "# sudo asks the town hall: a human approves each exact command.\ncase \":$PATH:\" in *\":{d}:\"*) ;; *) PATH=\"{d}:$PATH\" ;; esac\nexport PATH\n\
+             sudo() {{ if [ -x /run/wrappers/bin/sudo ]; then /run/wrappers/bin/sudo {e} \"$@\"; else /usr/bin/sudo {e} \"$@\"; fi; }}\n\
+             export -f sudo"
         );
     }
     s

@@ -75,6 +75,26 @@ pub fn groups_of(user: &str) -> Vec<String> {
         .collect()
 }
 
+/// The subordinate id ranges `user` has in `file` (`/etc/subuid` or
+/// `/etc/subgid`), as `FIRST-LAST` for usermod's `--del-subuids`. Entries
+/// are matched by name or by uid.
+pub fn subordinate_ranges(file: &Path, user: &str, uid: u32) -> Vec<String> {
+    let Ok(text) = fs::read_to_string(file) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.trim().split(':').collect();
+            if f.len() != 3 || (f[0] != user && f[0] != uid.to_string()) {
+                return None;
+            }
+            let first: u64 = f[1].parse().ok()?;
+            let count: u64 = f[2].parse().ok().filter(|c| *c > 0)?;
+            Some(format!("{first}-{}", first + count - 1))
+        })
+        .collect()
+}
+
 /// Mount points currently in this mount namespace.
 pub fn mount_points() -> Vec<PathBuf> {
     let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {

@@ -13,7 +13,6 @@
 mod hall_fixture;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -73,7 +72,8 @@ fn loop_as(
 ) -> (Duration, Duration) {
     let (cpu0, hall0) = (children_cpu(), process_cpu(t.hall_pid()));
     let start = Instant::now();
-    let body = format!("i=0; while [ $i -lt {n} ]; do {cmd} || exit 9; i=$((i+1)); done");
+    // From `/`: a rule decides only in a directory root owns.
+    let body = format!("cd / && i=0; while [ $i -lt {n} ]; do {cmd} || exit 9; i=$((i+1)); done");
     let o = t.agent(
         user,
         &match bashrc {
@@ -93,16 +93,12 @@ fn sudo_true_through_the_hall_vs_plain_sudo() {
     let mut t = TestTown::new(Options::default());
     t.start_hall();
     let _plain = PlainRule;
-    std::fs::write(
-        PLAIN_SUDOERS,
-        format!("{ADA} ALL = (root) NOPASSWD: /usr/bin/true\n"),
+    nuketown_host::sudoers::install(
+        std::path::Path::new(nuketown_host::sudoers::MAIN),
+        std::path::Path::new(PLAIN_SUDOERS),
+        &format!("{ADA} ALL = (root) NOPASSWD: /usr/bin/true\n"),
     )
     .unwrap();
-    let check = Command::new("visudo")
-        .args(["-cf", PLAIN_SUDOERS])
-        .output()
-        .unwrap();
-    assert!(check.status.success());
     let n = 200;
     // The agent's ~/.bashrc as apply writes it: the shim on PATH, `sudo` a function.
     let rc = t.path("bashrc");

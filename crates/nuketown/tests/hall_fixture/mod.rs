@@ -1,6 +1,7 @@
 //! A throw-away town for the town hall's end-to-end tests, on this real host:
-//! real users (`nkt*`, uids 1950–1999), a real sudoers drop-in (checked with
-//! `visudo -cf`) naming the real entry point, the real `sudo` shim, and the
+//! real users (`nkt*`, uids 1950–1999), a real sudoers drop-in (installed
+//! as apply installs it: checked alone and with the host's whole sudoers
+//! configuration) naming the real entry point, the real `sudo` shim, and the
 //! real daemon on the fixed requester socket `/run/nuketown/hall.sock` (the
 //! entry point knows no other). Tests that use it take turns through an
 //! exclusive lock; everything it made is removed on drop, even when the test
@@ -262,15 +263,18 @@ impl TestTown {
         t
     }
 
-    /// Render the drop-in for this town, check it with visudo, put it in place.
+    /// Render the drop-in for this town and install it as apply does: only
+    /// once visudo accepts it alone and with the host's whole configuration,
+    /// so the host's sudo is never broken, whatever else is installed.
     fn install_sudoers(&self) {
         let town = nuketown_town::load(&self.town).unwrap();
         let text = nuketown_hall::sudoers::render(&town);
-        let candidate = self.path("sudoers.candidate");
-        fs::write(&candidate, &text).unwrap();
-        run_ok(Command::new("visudo").arg("-cf").arg(&candidate));
-        fs::set_permissions(&candidate, fs::Permissions::from_mode(0o440)).unwrap();
-        fs::rename(&candidate, SUDOERS).unwrap();
+        nuketown_host::sudoers::install(
+            Path::new(nuketown_host::sudoers::MAIN),
+            Path::new(SUDOERS),
+            &text,
+        )
+        .unwrap();
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
