@@ -173,10 +173,11 @@ pub struct RequestView {
     /// Target group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// Whether the agent can change what this request runs or reads — the
+    /// Whether the hall could not prove that no agent can change what this
+    /// request runs or reads (see docs/security.md) — the
     /// program or a file an argument names — so only a human may decide it.
     pub agent_can_write: bool,
-    /// The arguments naming files the agent can change (scripts, configs).
+    /// The arguments that may name files not proven root's (scripts, configs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agent_writable_args: Vec<String>,
     /// Every warning for the approver, one sentence each: what makes the

@@ -77,11 +77,14 @@ pub fn facts(r: &RequestView) -> Vec<(&'static str, String)> {
             "program",
             if r.agent_can_write {
                 format!(
-                    "{} (only a human may decide: {agent} can change what this runs or reads)",
+                    "{} (only a human may decide: not all it runs and reads is proven root's, so {agent} may change some of it)",
                     show_str(&r.program.path)
                 )
             } else {
-                format!("{} ({agent} cannot change it)", show_str(&r.program.path))
+                format!(
+                    "{} (proven root's: {agent} cannot change it or what it reads)",
+                    show_str(&r.program.path)
+                )
             },
         ),
         (
@@ -103,7 +106,7 @@ pub fn facts(r: &RequestView) -> Vec<(&'static str, String)> {
         f.push((
             "files",
             format!(
-                "{} (arguments naming files {agent} can change)",
+                "{} (arguments that may name files not proven root's)",
                 r.agent_writable_args
                     .iter()
                     .map(|a| show_str(a))

@@ -21,13 +21,14 @@ fn a_human_approves_and_the_command_runs_as_root() {
     let mut t = TestTown::new(Options::default());
     t.start_hall();
     let mut w = t.watch();
-    let child = t.spawn_agent(ADA, "sudo whoami");
+    // From `/`: everything it runs and reads is root's; still, no rule covers it.
+    let child = t.spawn_agent(ADA, "cd / && sudo whoami");
     let r = next_request(&mut w);
     assert_eq!((r.agent.as_str(), r.uid), (ADA, ADA_UID));
     assert_eq!(r.argv, ["/usr/bin/whoami"]);
     assert_eq!(r.user, "root");
-    assert_eq!(r.cwd, t.home(ADA).to_str().unwrap());
-    assert!(!r.agent_can_write);
+    assert_eq!(r.cwd, "/");
+    assert!(!r.agent_can_write && r.grantable, "{r:#?}");
 
     let listed = t.human(HUMAN, "approvals list");
     let text = stdout(&listed);
@@ -41,13 +42,10 @@ fn a_human_approves_and_the_command_runs_as_root() {
     );
     assert!(text.contains("run      \"/usr/bin/whoami\""), "{text}");
     assert!(text.contains("as       \"root\""), "{text}");
-    assert!(
-        text.contains(&format!("in       \"{}\"", t.home(ADA).display())),
-        "{text}"
-    );
+    assert!(text.contains("in       \"/\""), "{text}");
     assert!(
         text.contains(&format!(
-            "program  \"/usr/bin/whoami\" ({ADA} cannot change it)"
+            "program  \"/usr/bin/whoami\" (proven root's: {ADA} cannot change it or what it reads)"
         )),
         "{text}"
     );
@@ -82,7 +80,7 @@ fn a_human_approves_and_the_command_runs_as_root() {
         (ADA, ADA_UID, "root")
     );
     assert_eq!(rec.argv, ["/usr/bin/whoami"]);
-    assert_eq!(rec.cwd, t.home(ADA).to_str().unwrap());
+    assert_eq!(rec.cwd, "/");
     assert_eq!(rec.decision, "approved");
     let by = rec.decided_by.clone().unwrap();
     assert_eq!((by.who.as_str(), by.channel.as_str()), (HUMAN, "terminal"));
@@ -123,11 +121,12 @@ fn a_human_denies_and_nothing_runs() {
 #[test]
 fn policy_approves_quietly_and_deny_rules_win() {
     let mut t = TestTown::new(Options {
-        ada_sudo: "autoApprove = [{ argv = [\"true\"] }, { argv = [\"rm\", \"-f\"], prefix = true }]\ndeny = [{ argv = [\"rm\"], prefix = true }]\n".into(),
+        ada_sudo: "autoApprove = [{ argv = [\"true\"] }, { argv = [\"rm\", \"-f\"], extra = { pattern = \"/[a-z0-9/._-]+\" } }]\ndeny = [{ argv = [\"rm\"], prefix = true }]\n".into(),
         ..Options::default()
     });
     t.start_hall();
-    let o = t.agent(ADA, "sudo true");
+    // A rule decides from a directory root owns.
+    let o = t.agent(ADA, "cd / && sudo true");
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stderr(&o), "", "policy approvals are quiet");
     let marker = t.path("rm-marker");
@@ -153,7 +152,7 @@ fn policy_approves_quietly_and_deny_rules_win() {
     assert!(r.agent_can_write);
     let listed = stdout(&t.human(HUMAN, "approvals list"));
     assert!(
-        listed.contains("WARNING  an agent can change the program"),
+        listed.contains("WARNING  the program is not proven root's"),
         "{listed}"
     );
     assert!(t
@@ -166,7 +165,7 @@ fn policy_approves_quietly_and_deny_rules_win() {
 #[test]
 fn exit_status_and_output_pass_through() {
     let t = mock_town();
-    let o = t.agent(ADA, "sudo sh -c 'echo out; echo err >&2; exit 7'");
+    let o = t.agent(ADA, "cd / && sudo sh -c 'echo out; echo err >&2; exit 7'");
     assert_eq!(o.status.code(), Some(7));
     assert_eq!(stdout(&o), "out\n");
     assert!(stderr(&o).contains("err\n"), "{}", stderr(&o));
@@ -177,10 +176,10 @@ fn exit_status_and_output_pass_through() {
         "{}",
         stderr(&o)
     );
-    let o = t.agent(ADA, "sudo sh -c 'kill -TERM $$'");
+    let o = t.agent(ADA, "cd / && sudo sh -c 'kill -TERM $$'");
     assert_eq!(o.status.code(), Some(128 + 15));
     // stdin reaches the command.
-    let o = t.agent(ADA, "echo piped | sudo cat");
+    let o = t.agent(ADA, "cd / && echo piped | sudo cat");
     assert_eq!(stdout(&o), "piped\n");
 }
 
@@ -190,7 +189,7 @@ fn the_agents_environment_and_path_are_ignored() {
     let o = t.agent(
         ADA,
         "mkdir -p fake && printf '#!/bin/sh\\necho fake\\n' > fake/whoami && chmod +x fake/whoami && \
-         SUDO_UID=1951 SUDO_USER=nktvox PATH=$HOME/fake:$PATH LD_PRELOAD=/nonexistent.so NUKETOWN_HALL_SOCKET=/nonexistent \
+         cd / && SUDO_UID=1951 SUDO_USER=nktvox PATH=$HOME/fake:$PATH LD_PRELOAD=/nonexistent.so NUKETOWN_HALL_SOCKET=/nonexistent \
          HOME=/root sudo whoami",
     );
     assert_eq!(stdout(&o), "root\n", "{}", stderr(&o));
@@ -208,7 +207,7 @@ fn the_agents_environment_and_path_are_ignored() {
     // The command gets a clean environment: nothing the agent set.
     let o = t.agent(
         ADA,
-        "FOO=agent-chosen BASH_ENV=/tmp/x TERM='xterm$(id)' sudo env",
+        "cd / && FOO=agent-chosen BASH_ENV=/tmp/x TERM='xterm$(id)' sudo env",
     );
     let env = stdout(&o);
     let names: BTreeSet<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
@@ -299,13 +298,13 @@ fn sudo_reaches_only_the_entry_point() {
 #[test]
 fn sudo_flags_keep_their_meaning() {
     let t = mock_town();
-    let o = t.agent(ADA, &format!("sudo -u {VOX} id -un"));
+    let o = t.agent(ADA, &format!("cd / && sudo -u {VOX} id -un"));
     assert_eq!(stdout(&o), format!("{VOX}\n"), "{}", stderr(&o));
-    let o = t.agent(ADA, &format!("sudo -n -u#{VOX_UID} -- id -u"));
+    let o = t.agent(ADA, &format!("cd / && sudo -n -u#{VOX_UID} -- id -u"));
     assert_eq!(stdout(&o), format!("{VOX_UID}\n"), "{}", stderr(&o));
     let o = t.agent(
         ADA,
-        &format!("sudo -g {} id -gn", nuketown_hall::APPROVERS_GROUP),
+        &format!("cd / && sudo -g {} id -gn", nuketown_hall::APPROVERS_GROUP),
     );
     assert_eq!(
         stdout(&o),
@@ -315,7 +314,7 @@ fn sudo_flags_keep_their_meaning() {
     );
     let o = t.agent(ADA, "sudo -i pwd");
     assert_eq!(stdout(&o), "/root\n", "{}", stderr(&o));
-    let o = t.agent(ADA, "sudo -s -- echo 'a  b' \"it's\"");
+    let o = t.agent(ADA, "cd / && sudo -s -- echo 'a  b' \"it's\"");
     assert_eq!(stdout(&o), "a  b it's\n", "{}", stderr(&o));
     let records = t.audit();
     let last = records.last().unwrap();
@@ -351,9 +350,8 @@ fn the_approver_sees_exactly_what_runs() {
         ["/usr/bin/printf", "%s", tricky, "./arg"],
         "the argv arrives as a list, exactly"
     );
-    // ./arg is ada's file; the tricky text holds `<b>ok</b>`, a relative path
-    // ada could create in its home: both are flagged.
-    assert_eq!(r.agent_writable_args, [tricky, "./arg"]);
+    // In ada's home nothing is proven; ./arg, ada's file there, is named.
+    assert_eq!(r.agent_writable_args, ["./arg"]);
     assert!(r.agent_can_write && !r.grantable);
     let o = t.human(HUMAN, "approvals list");
     let text = stdout(&o);
@@ -375,7 +373,7 @@ fn the_approver_sees_exactly_what_runs() {
         "no raw control character reaches the terminal"
     );
     assert!(
-        text.contains("WARNING  the argument \"./arg\" names a file an agent can change"),
+        text.contains("WARNING  the argument \"./arg\" may name a file that is not proven root's"),
         "{text}"
     );
     assert!(t
@@ -405,7 +403,7 @@ fn the_terminal_watcher_approves_denies_and_grants_for_a_while() {
     let mut out = Stream::new(watch.stdout.take().unwrap());
     let mut keys = watch.stdin.take().unwrap();
     out.until("watching for requests");
-    let first = t.spawn_agent(ADA, "sudo id -u");
+    let first = t.spawn_agent(ADA, "cd / && sudo id -u");
     let shown =
         out.until("approve? [y]es, [n]o, or a duration like 10m (approve it for that long): ");
     assert!(
@@ -414,13 +412,10 @@ fn the_terminal_watcher_approves_denies_and_grants_for_a_while() {
     );
     assert!(shown.contains("run      \"/usr/bin/id\" \"-u\""), "{shown}");
     assert!(shown.contains("as       \"root\""), "{shown}");
-    assert!(
-        shown.contains(&format!("in       \"{}\"", t.home(ADA).display())),
-        "{shown}"
-    );
+    assert!(shown.contains("in       \"/\""), "{shown}");
     assert!(
         shown.contains(&format!(
-            "program  \"/usr/bin/id\" ({ADA} cannot change it)"
+            "program  \"/usr/bin/id\" (proven root's: {ADA} cannot change it or what it reads)"
         )),
         "{shown}"
     );
@@ -436,11 +431,11 @@ fn the_terminal_watcher_approves_denies_and_grants_for_a_while() {
         "{}",
         stderr(&o)
     );
-    // The same exact command again: the grant answers, nobody is asked.
-    let o = t.agent(ADA, "sudo id -u");
+    // The same exact command again, in the same place: the grant answers, nobody is asked.
+    let o = t.agent(ADA, "cd / && sudo id -u");
     assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
     // vox asking the same is vox's own request; and another command of ada's still asks.
-    let other = t.spawn_agent(ADA, "sudo id -g");
+    let other = t.spawn_agent(ADA, "cd / && sudo id -g");
     out.until("approve? ");
     type_line(&mut keys, "n");
     let o = finish(other);

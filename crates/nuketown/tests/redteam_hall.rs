@@ -130,9 +130,13 @@ fn the_program_judged_is_the_program_run() {
         "the agent's script never ran as root"
     );
 
-    // The legitimate use: the real program by its real path, or by name.
-    assert_eq!(agent_ok(&t, "sudo /usr/bin/true && echo ok"), "ok\n");
-    assert_eq!(agent_ok(&t, "sudo true && echo ok"), "ok\n");
+    // The legitimate use: the real program by its real path, or by name,
+    // from a directory root owns.
+    assert_eq!(
+        agent_ok(&t, "cd / && sudo /usr/bin/true && echo ok"),
+        "ok\n"
+    );
+    assert_eq!(agent_ok(&t, "cd / && sudo true && echo ok"), "ok\n");
     let approved: Vec<_> = t
         .audit()
         .into_iter()
@@ -223,10 +227,13 @@ fn the_working_directory_shown_is_the_one_used() {
     assert!(stderr(&o).contains("working directory"), "{}", stderr(&o));
     assert!(!v.join("fallback").exists());
 
-    // The legitimate use: the command runs in the directory it was asked from.
-    t.set_mode_file("MOCK_APPROVED", HUMAN, 0o644);
+    // The legitimate use: the command runs in the directory it was asked from
+    // (the agent's: a human decides).
+    let child = t.spawn_agent(ADA, "cd w2 && sudo /usr/bin/pwd");
+    let r = next_request(&mut w);
+    decider(&t).decide(&r, true, None, "terminal").unwrap();
     assert_eq!(
-        agent_ok(&t, "cd w2 && sudo /usr/bin/pwd"),
+        stdout(&finish(child)),
         format!("{}\n", canonical(&t.home(ADA).join("w2")))
     );
 }
@@ -236,10 +243,10 @@ fn setfacl(args: &[&str], p: &Path) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// Class 3: "the agent cannot change it" is judged by ownership, group and
-/// ACL write and every directory up the chain — and files named by the
-/// arguments count too. What the agent can change is never decided by
-/// autoApprove, a grant or the mock file.
+/// Class 3: only what is proven root's — owner, group and ACL write, every
+/// directory up the chain, and every file the arguments may name — is
+/// decided by autoApprove, a grant or the mock file; anything else goes to a
+/// human, warned.
 #[test]
 fn what_the_agent_can_change_only_a_human_decides() {
     let t = {
@@ -250,7 +257,7 @@ fn what_the_agent_can_change_only_a_human_decides() {
         });
         let opt_dir = t.path("opt");
         let rules = format!(
-            "autoApprove = [{{ argv = [\"/bin/sh\", \"{}/build.sh\"] }}, {{ argv = [\"/usr/bin/cat\"], prefix = true }}, {{ argv = [\"make\"], prefix = true }}]\n",
+            "autoApprove = [{{ argv = [\"/bin/sh\", \"{}/build.sh\"] }}, {{ argv = [\"/usr/bin/cat\"], extra = {{ words = [\"--number\"], pattern = \"[a-zA-Z0-9/._-]+\", max = 2 }} }}, {{ argv = [\"make\"], extra = {{ pattern = \"[a-zA-Z0-9/._=-]+\", max = 3 }} }}]\n",
             opt_dir.display()
         );
         let text = fs::read_to_string(&t.town)
@@ -267,7 +274,7 @@ fn what_the_agent_can_change_only_a_human_decides() {
     let script = opt_dir.join("build.sh");
     fs::write(&script, format!("#!/bin/sh\nid -u > {}/ran\n", v.display())).unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    let run = format!("sudo /bin/sh {}", script.display());
+    let run = format!("cd / && sudo /bin/sh {}", script.display());
 
     // Legitimate: root's script in root's directory, by the rule.
     agent_ok(&t, &run);
@@ -288,7 +295,9 @@ fn what_the_agent_can_change_only_a_human_decides() {
     fs::set_permissions(&script, fs::Permissions::from_mode(0o555)).unwrap();
     let r = human_must_decide(&t, &mut w, t.spawn_agent(ADA, &run));
     assert!(
-        r.warnings.iter().any(|x| x.contains("owns the file")),
+        r.warnings
+            .iter()
+            .any(|x| x.contains(&format!("owned by {ADA}"))),
         "{:?}",
         r.warnings
     );
@@ -306,7 +315,9 @@ fn what_the_agent_can_change_only_a_human_decides() {
     chown(&opt_dir, ADA_UID, None);
     let r = human_must_decide(&t, &mut w, t.spawn_agent(ADA, &run));
     assert!(
-        r.warnings.iter().any(|x| x.contains("owns the directory")),
+        r.warnings
+            .iter()
+            .any(|x| x.contains("the directory") && x.contains(&format!("owned by {ADA}"))),
         "{:?}",
         r.warnings
     );
@@ -321,8 +332,8 @@ fn what_the_agent_can_change_only_a_human_decides() {
     );
     for cmd in [
         "sudo cat notes",
-        "sudo /usr/bin/cat $HOME/notes",
-        "sudo cat --number notes",
+        "cd / && sudo /usr/bin/cat $HOME/notes",
+        "cd / && sudo cat --number $HOME/notes",
     ] {
         let r = human_must_decide(&t, &mut w, t.spawn_agent(ADA, cmd));
         assert!(!r.agent_writable_args.is_empty(), "{cmd}");
@@ -330,18 +341,23 @@ fn what_the_agent_can_change_only_a_human_decides() {
     if Path::new("/usr/bin/make").exists() {
         for cmd in [
             "sudo make -f Makefile",
-            "sudo make -fMakefile",
-            "sudo make --file=Makefile",
-            "sudo make -C .",
+            "cd / && sudo make -f $HOME/Makefile",
+            "cd / && sudo make -f$HOME/Makefile",
+            "cd / && sudo make --file=$HOME/Makefile",
+            "cd / && sudo make -C $HOME",
         ] {
-            human_must_decide(&t, &mut w, t.spawn_agent(ADA, cmd));
+            let r = human_must_decide(&t, &mut w, t.spawn_agent(ADA, cmd));
+            assert!(
+                !r.agent_writable_args.is_empty() || cmd == "sudo make -f Makefile",
+                "{cmd}: {r:#?}"
+            );
         }
     }
     assert!(!v.join("ran").exists() && !v.join("make-ran").exists());
 
-    // Legitimate: cat of root's file is still approved by the rule, from the agent's home.
+    // Legitimate: cat of root's file is still approved by the rule, from a root directory.
     assert_eq!(
-        agent_ok(&t, "sudo cat /etc/hostname"),
+        agent_ok(&t, "cd / && sudo cat /etc/hostname"),
         fs::read_to_string("/etc/hostname").unwrap()
     );
 
@@ -357,8 +373,8 @@ fn what_the_agent_can_change_only_a_human_decides() {
     // Nor does the mock file.
     t.set_mode_file("MOCK_APPROVED", HUMAN, 0o644);
     human_must_decide(&t, &mut w, t.spawn_agent(ADA, "sudo /bin/sh ./notes"));
-    // While it still approves what the agent cannot change.
-    let o = t.agent(ADA, "sudo /usr/bin/id -u");
+    // While it still approves what is proven root's.
+    let o = t.agent(ADA, "cd / && sudo /usr/bin/id -u");
     assert_eq!(stdout(&o), "0\n");
     assert!(stderr(&o).contains("[MOCK]"), "{}", stderr(&o));
 }
@@ -369,16 +385,20 @@ fn what_the_agent_can_change_only_a_human_decides() {
 fn a_grant_covers_the_same_command_in_the_same_place_only() {
     let t = town("");
     let mut w = t.watch();
-    let child = t.spawn_agent(ADA, "sudo id -u");
+    let child = t.spawn_agent(ADA, "cd / && sudo id -u");
     let r = next_request(&mut w);
     assert!(r.grantable && !r.agent_can_write, "{r:#?}");
     decider(&t).decide(&r, true, Some(600), "terminal").unwrap();
     assert_eq!(stdout(&finish(child)), "0\n");
-    assert_eq!(agent_ok(&t, "sudo id -u"), "0\n", "the grant answers");
+    assert_eq!(
+        agent_ok(&t, "cd / && sudo id -u"),
+        "0\n",
+        "the grant answers"
+    );
     // Elsewhere: the same argv in another working directory is asked again.
-    let child = t.spawn_agent(ADA, "cd / && sudo id -u");
+    let child = t.spawn_agent(ADA, "cd /usr && sudo id -u");
     let r2 = next_request(&mut w);
-    assert_eq!(r2.cwd, "/");
+    assert_eq!(r2.cwd, "/usr");
     decider(&t).decide(&r2, false, None, "terminal").unwrap();
     assert!(!finish(child).status.success());
 }
@@ -432,7 +452,10 @@ fn one_agent_cannot_plant_what_another_runs_as_root() {
     fs::write(&tool, "#!/bin/sh\necho tool\n").unwrap();
     fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
     // Legitimate: root's tool, by ada's rule.
-    assert_eq!(agent_ok(&t, &format!("sudo {}", tool.display())), "tool\n");
+    assert_eq!(
+        agent_ok(&t, &format!("cd / && sudo {}", tool.display())),
+        "tool\n"
+    );
     // vox owns it now (and rewrites it): ada's rule no longer decides.
     nix::unistd::chown(&tool, Some(nix::unistd::Uid::from_raw(VOX_UID)), None).unwrap();
     let o = t.agent(
@@ -448,12 +471,12 @@ fn one_agent_cannot_plant_what_another_runs_as_root() {
     let r = human_must_decide(
         &t,
         &mut w,
-        t.spawn_agent(ADA, &format!("sudo {}", tool.display())),
+        t.spawn_agent(ADA, &format!("cd / && sudo {}", tool.display())),
     );
     assert!(
         r.warnings
             .iter()
-            .any(|x| x.contains(&format!("{VOX} owns the file"))),
+            .any(|x| x.contains(&format!("owned by {VOX}"))),
         "{:?}",
         r.warnings
     );
@@ -520,7 +543,7 @@ fn a_script_whose_interpreter_the_agent_can_change_goes_to_a_human() {
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
     // Legitimate: root's script with root's interpreter, by the rule.
     assert_eq!(
-        agent_ok(&t, &format!("sudo {}", script.display())),
+        agent_ok(&t, &format!("cd / && sudo {}", script.display())),
         "tool\n"
     );
     // The interpreter becomes ada's program.
@@ -540,7 +563,7 @@ fn a_script_whose_interpreter_the_agent_can_change_goes_to_a_human() {
     let r = human_must_decide(
         &t,
         &mut w,
-        t.spawn_agent(ADA, &format!("sudo {}", script.display())),
+        t.spawn_agent(ADA, &format!("cd / && sudo {}", script.display())),
     );
     assert!(
         r.warnings.iter().any(|x| x.contains("its interpreter")),
