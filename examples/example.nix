@@ -25,7 +25,7 @@
         enable = true;
         timeout = 120;
         autoApprove = [
-          { argv = [ "systemctl" "status" ]; prefix = true; }
+          { argv = [ "systemctl" "status" ]; extra = { pattern = "[a-z0-9@._-]+"; }; }
           { argv = [ "/usr/bin/true" ]; }
         ];
         deny = [

@@ -51,6 +51,9 @@ pub struct HostPaths {
     /// Present when systemd runs this host (`NUKETOWN_SYSTEMD_RUNTIME_DIR`):
     /// only then are units stopped, started and reloaded.
     pub systemd_runtime: PathBuf,
+    /// The host's resolver configuration (`NUKETOWN_RESOLV_CONF`): its
+    /// `nameserver`s are the only DNS servers a restricted agent may ask.
+    pub resolv_conf: PathBuf,
 }
 
 impl Default for HostPaths {
@@ -64,6 +67,7 @@ impl Default for HostPaths {
             bin_dir: "/usr/local/bin".into(),
             lock: "/run/lock/nuketown-users.lock".into(),
             systemd_runtime: "/run/systemd/system".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
         }
     }
 }
@@ -97,6 +101,9 @@ impl HostPaths {
         }
         if let Some(v) = var("NUKETOWN_SYSTEMD_RUNTIME_DIR") {
             p.systemd_runtime = v;
+        }
+        if let Some(v) = var("NUKETOWN_RESOLV_CONF") {
+            p.resolv_conf = v;
         }
         if let Some(v) = var("NUKETOWN_LOCK") {
             p.lock = v;

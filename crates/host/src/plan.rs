@@ -411,12 +411,18 @@ impl Planner {
     fn network(&mut self, town: &Town, paths: &HostPaths) -> Result<(), HostError> {
         use std::net::ToSocketAddrs;
         let table = nuketown_town::network::table_from_env();
-        let text = nuketown_town::network::ruleset(town, &table, &|h| {
-            (h, 0u16)
-                .to_socket_addrs()
-                .map(|a| a.map(|s| s.ip()).collect())
-                .map_err(|e| e.to_string())
-        })
+        let resolvers = nuketown_town::network::host_resolvers(&paths.resolv_conf);
+        let text = nuketown_town::network::ruleset(
+            town,
+            &table,
+            &|h| {
+                (h, 0u16)
+                    .to_socket_addrs()
+                    .map(|a| a.map(|s| s.ip()).collect())
+                    .map_err(|e| e.to_string())
+            },
+            &resolvers,
+        )
         .map_err(|problems| {
             HostError::Conflict(
                 problems
@@ -430,6 +436,31 @@ impl Planner {
         let restricted = town
             .host_agents()
             .any(|(_, a)| a.network.egress.restricted());
+        for (name, a) in town
+            .host_agents()
+            .filter(|(_, a)| a.network.egress.restricted())
+        {
+            let dns = nuketown_town::network::dns_servers(&a.network, &resolvers);
+            let from = if a.network.dns.is_some() {
+                format!("agents.{name}.network.dns")
+            } else {
+                format!(
+                    "the host's {}; agents.{name}.network.dns overrides",
+                    paths.resolv_conf.display()
+                )
+            };
+            self.plan.notes.push(if dns.is_empty() {
+                format!("{name} may ask no DNS server ({from} names none)")
+            } else {
+                format!(
+                    "{name} may ask DNS only of {} (from {from})",
+                    dns.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+        }
         let exists = || nuketown_town::network::table_exists(&table);
         if !restricted && !path.exists() && !exists() {
             // Nothing restricted, nothing installed: nftables is not needed at all.

@@ -80,9 +80,12 @@ fn network_records(t: &TestTown, id: &str) -> Vec<Record> {
 /// Install the town's rules the way `apply` renders them, for the hall to load.
 fn write_rules(t: &TestTown) {
     let town = nuketown_town::load(&t.town).unwrap();
-    let rules = nuketown_town::network::ruleset(&town, NFT_TABLE, &|h| {
-        Err(format!("{h}: no names in this test"))
-    })
+    let rules = nuketown_town::network::ruleset(
+        &town,
+        NFT_TABLE,
+        &|h| Err(format!("{h}: no names in this test")),
+        &nuketown_town::network::host_resolvers(std::path::Path::new("/etc/resolv.conf")),
+    )
     .unwrap();
     std::fs::write(t.nftables_file(), rules).unwrap();
 }

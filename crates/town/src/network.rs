@@ -23,17 +23,22 @@ pub struct Network {
     /// Where the agent may connect: `"all"`, `"none"` or an allow-list.
     #[serde(default)]
     pub egress: Egress,
+    /// The DNS servers (addresses) a restricted agent may ask, on port 53;
+    /// default: the host's resolvers (`nameserver` lines of
+    /// `/etc/resolv.conf`, read again by every apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Vec<String>>,
 }
 
-/// Where an agent may connect (DNS and loopback always stay usable).
+/// Where an agent may connect (its DNS servers and loopback always stay usable).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Egress {
     /// Anywhere: no rule for this agent.
     #[default]
     All,
-    /// Nowhere but DNS and loopback.
+    /// Nowhere but its DNS servers and loopback.
     None,
-    /// DNS, loopback and these destinations.
+    /// Its DNS servers, loopback and these destinations.
     Allow(Vec<EgressRule>),
 }
 
@@ -347,10 +352,45 @@ pub fn show_duration(secs: u64) -> String {
     out
 }
 
+/// The host's DNS resolvers: the `nameserver` lines of `resolv_conf`
+/// (an IPv6 zone such as `%eth0` dropped), in order.
+pub fn host_resolvers(resolv_conf: &std::path::Path) -> Vec<IpAddr> {
+    let text = std::fs::read_to_string(resolv_conf).unwrap_or_default();
+    let mut v: Vec<IpAddr> = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()).flatten()
+        })
+        .filter_map(|a| a.split('%').next()?.parse().ok())
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    v.retain(|a| seen.insert(*a));
+    v
+}
+
+/// The DNS servers `network` allows: its own `dns`, else the host's.
+pub fn dns_servers(network: &Network, host: &[IpAddr]) -> Vec<IpAddr> {
+    match &network.dns {
+        Some(list) => list.iter().filter_map(|a| a.parse().ok()).collect(),
+        None => host.to_vec(),
+    }
+}
+
 /// Check `network` of the agent at key path `key` (`agents.ada.network`).
 pub fn problems(key: &str, network: &Network) -> Vec<crate::Problem> {
     let mut out = Vec::new();
     let mut fail = |k: String, m: String| out.push(crate::Problem { key: k, message: m });
+    for (i, a) in network.dns.iter().flatten().enumerate() {
+        if a.parse::<IpAddr>().is_err() {
+            fail(
+                format!("{key}.dns[{i}]"),
+                format!(
+                    "{a:?} is not an address; write a resolver's IP address, e.g. \"10.0.0.53\""
+                ),
+            );
+        }
+    }
     for (i, r) in network.egress.rules().iter().enumerate() {
         let k = format!("{key}.egress[{i}]");
         match (&r.cidr, &r.host) {
@@ -431,12 +471,15 @@ fn ports_expr(ports: &[u16]) -> String {
 /// The ruleset for the town's agents, as one `nft -f` transaction: it
 /// replaces nuketown's chains and its set of restricted uids atomically and
 /// leaves the hall's temporary rules (the grant sets) alone. `resolve` turns
-/// a declared host name into addresses (apply resolves as it installs).
+/// a declared host name into addresses (apply resolves as it installs);
+/// `resolvers` are the host's DNS servers, the only ones a restricted agent
+/// may ask unless it declares its own (`network.dns`).
 /// With no restricted agent the table is removed.
 pub fn ruleset(
     town: &Town,
     table: &str,
     resolve: &dyn Fn(&str) -> Result<Vec<IpAddr>, String>,
+    resolvers: &[IpAddr],
 ) -> Result<String, Vec<crate::Problem>> {
     let t = format!("inet {table}");
     let agents: Vec<(&String, &crate::Agent)> = town
@@ -476,7 +519,6 @@ pub fn ruleset(
          add rule {t} output meta skuid @restricted jump agents\n\
          add rule {t} agents oif \"lo\" ip daddr 127.0.0.1 accept\n\
          add rule {t} agents oif \"lo\" ip6 daddr ::1 accept\n\
-         add rule {t} agents meta l4proto {{ tcp, udp }} th dport 53 accept\n\
          # Answers on connections others opened to the agent.\n\
          add rule {t} agents ct direction reply accept\n\
          add rule {t} agents meta l4proto {{ tcp, udp }} meta skuid . ip daddr . th dport @{g4} accept\n\
@@ -484,6 +526,14 @@ pub fn ruleset(
     ));
     let mut problems = Vec::new();
     for (name, a) in &agents {
+        // DNS, to the agent's resolvers only: port 53 elsewhere is any server's.
+        for dns in dns_servers(&a.network, resolvers) {
+            let fam = if dns.is_ipv4() { "ip" } else { "ip6" };
+            s.push_str(&format!(
+                "add rule {t} agents meta skuid {} {fam} daddr {dns} meta l4proto {{ tcp, udp }} th dport 53 accept comment \"{name} dns\"\n",
+                a.uid
+            ));
+        }
         for (i, r) in a.network.egress.rules().iter().enumerate() {
             let nets: Vec<Net> = match (&r.cidr, &r.host) {
                 (Some(c), _) => match parse_net(c) {
