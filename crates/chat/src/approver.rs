@@ -48,6 +48,9 @@ pub struct ApproverConfig {
     pub room: String,
     /// Matrix ids who may decide.
     pub approvers: Vec<String>,
+    /// Every agent's Matrix id (lowercased): never heard as an approver,
+    /// whatever the list says.
+    pub agents: Vec<String>,
     /// Where the Matrix store lives.
     pub store: PathBuf,
     /// The hall's approver socket.
@@ -73,6 +76,11 @@ impl ApproverConfig {
             password_file: m.password_file.clone().unwrap_or_default(),
             room: m.room.clone().unwrap_or_default(),
             approvers: m.approvers.clone(),
+            agents: town
+                .all_agent_matrix_ids()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
             store,
             approver_socket,
             settle_ms: DEFAULT_SETTLE_MS,
@@ -324,6 +332,8 @@ struct Shared {
 impl Shared {
     fn allowed(&self, who: &str) -> bool {
         self.cfg.approvers.iter().any(|a| a == who)
+            && !self.cfg.agents.contains(&who.to_lowercase())
+            && !who.eq_ignore_ascii_case(&self.cfg.user_id)
     }
 
     async fn decide(&self, room: &Room, target: Target, sent_ms: u64, approve: bool, who: &str) {
@@ -444,36 +454,23 @@ async fn server_time(room: &Room, event: &matrix_sdk::ruma::EventId) -> Option<u
 
 /// Run the Matrix approver until stopped.
 pub async fn run(cfg: ApproverConfig) -> Result<()> {
-    std::fs::create_dir_all(&cfg.store)?;
+    crate::matrix::private_store(&cfg.store)?;
     let client = Client::builder()
         .homeserver_url(&cfg.homeserver)
         .sqlite_store(cfg.store.join("store"), None)
         .build()
         .await?;
-    let session_file = cfg.store.join("session.json");
-    if let Ok(text) = std::fs::read_to_string(&session_file) {
-        client
-            .restore_session(serde_json::from_str::<
-                matrix_sdk::authentication::matrix::MatrixSession,
-            >(&text)?)
-            .await?;
-    } else {
-        let pw = std::fs::read_to_string(&cfg.password_file).with_context(|| {
-            format!(
-                "reading hall.matrix.passwordFile {}",
-                cfg.password_file.display()
-            )
-        })?;
-        client
-            .matrix_auth()
-            .login_username(&cfg.user_id, pw.trim_end())
-            .initial_device_display_name("nuketown hall")
-            .send()
-            .await?;
-        if let Some(s) = client.matrix_auth().session() {
-            std::fs::write(&session_file, serde_json::to_vec(&s)?)?;
-        }
-    }
+    crate::matrix::login(
+        &client,
+        &crate::matrix::Account {
+            user_id: &cfg.user_id,
+            secret: crate::matrix::Secret::Password(cfg.password_file.clone()),
+            device_name: "nuketown hall",
+            key: "hall.matrix.passwordFile",
+        },
+        &cfg.store,
+    )
+    .await?;
 
     // The hall: one connection streams requests, its sending half decides.
     let mut hall = Approver::connect(&cfg.approver_socket)?;

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::event_handler::Ctx;
 use matrix_sdk::ruma::api::client::filter::FilterDefinition;
@@ -20,7 +19,7 @@ use matrix_sdk::ruma::events::room::message::{
 };
 use matrix_sdk::ruma::events::Mentions;
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomOrAliasId};
-use matrix_sdk::{Client, Room, RoomState, SessionMeta, SessionTokens};
+use matrix_sdk::{Client, Room, RoomState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify};
 
@@ -282,17 +281,7 @@ fn now_ms() -> u64 {
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    std::io::Write::write_all(&mut f, serde_json::to_string_pretty(value)?.as_bytes())?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    crate::matrix::write_private(path, &serde_json::to_vec_pretty(value)?)
 }
 
 /// The backend turn running in a room.
@@ -443,51 +432,26 @@ impl Shared {
 }
 
 async fn login(cfg: &BridgeConfig, client: &Client) -> Result<()> {
-    let session_file = cfg.store.join("session.json");
-    if let Ok(text) = std::fs::read_to_string(&session_file) {
-        let session: MatrixSession =
-            serde_json::from_str(&text).context("reading the saved Matrix session")?;
-        client
-            .restore_session(session)
-            .await
-            .context("restoring the saved Matrix session")?;
-        return Ok(());
-    }
-    if let Some(pw_file) = &cfg.password_file {
-        let password = std::fs::read_to_string(pw_file)
-            .with_context(|| format!("reading chat.passwordFile {}", pw_file.display()))?;
-        client
-            .matrix_auth()
-            .login_username(&cfg.user_id, password.trim_end_matches(['\n', '\r']))
-            .initial_device_display_name(&format!("nuketown {}", cfg.agent))
-            .send()
-            .await
-            .with_context(|| format!("logging in as {}", cfg.user_id))?;
-    } else if let Some(tok_file) = &cfg.access_token_file {
-        let text = std::fs::read_to_string(tok_file)
-            .with_context(|| format!("reading chat.accessTokenFile {}", tok_file.display()))?;
-        let mut lines = text.lines();
-        let (Some(token), Some(device)) = (lines.next(), lines.next()) else {
-            bail!("chat.accessTokenFile {}: write the access token on the first line and the device id on the second", tok_file.display());
-        };
-        let session = MatrixSession {
-            meta: SessionMeta {
-                user_id: cfg.user_id.as_str().try_into()?,
-                device_id: device.trim().into(),
-            },
-            tokens: SessionTokens {
-                access_token: token.trim().to_string(),
-                refresh_token: None,
-            },
-        };
-        client.restore_session(session).await?;
-    } else {
-        bail!("chat needs passwordFile or accessTokenFile");
-    }
-    if let Some(session) = client.matrix_auth().session() {
-        write_json(&session_file, &session)?;
-    }
-    Ok(())
+    let secret = match (&cfg.password_file, &cfg.access_token_file) {
+        (Some(p), _) => crate::matrix::Secret::Password(p.clone()),
+        (None, Some(t)) => crate::matrix::Secret::AccessToken(t.clone()),
+        (None, None) => bail!("chat needs passwordFile or accessTokenFile"),
+    };
+    let key = match secret {
+        crate::matrix::Secret::Password(_) => "chat.passwordFile",
+        crate::matrix::Secret::AccessToken(_) => "chat.accessTokenFile",
+    };
+    crate::matrix::login(
+        client,
+        &crate::matrix::Account {
+            user_id: &cfg.user_id,
+            secret,
+            device_name: &format!("nuketown {}", cfg.agent),
+            key,
+        },
+        &cfg.store,
+    )
+    .await
 }
 
 /// Join only declared rooms this agent is a member of, and its own humans' DMs.

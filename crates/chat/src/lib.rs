@@ -10,6 +10,7 @@ pub mod bridge;
 pub mod commands;
 pub mod converse;
 pub mod escalations;
+pub mod matrix;
 pub mod rooms;
 
 pub use bridge::{store_dir, BridgeConfig, ChatStatus};

@@ -101,47 +101,25 @@ impl KeeperConfig {
 pub type Changes = Vec<String>;
 
 async fn login(cfg: &KeeperConfig) -> Result<Client> {
-    std::fs::create_dir_all(&cfg.store)
-        .with_context(|| format!("creating {}", cfg.store.display()))?;
+    crate::matrix::private_store(&cfg.store)?;
     let client = Client::builder()
         .homeserver_url(&cfg.homeserver)
         .sqlite_store(cfg.store.join("store"), None)
         .build()
         .await
         .context("building the Matrix client")?;
-    let session_file = cfg.store.join("session.json");
-    if let Ok(text) = std::fs::read_to_string(&session_file) {
-        client
-            .restore_session(serde_json::from_str::<
-                matrix_sdk::authentication::matrix::MatrixSession,
-            >(&text)?)
-            .await
-            .context("restoring the hall's saved Matrix session")?;
-    } else {
-        let pw = std::fs::read_to_string(&cfg.password_file).with_context(|| {
-            format!(
-                "reading hall.matrix.passwordFile {}",
-                cfg.password_file.display()
-            )
-        })?;
-        client
-            .matrix_auth()
-            .login_username(&cfg.user_id, pw.trim_end_matches(['\n', '\r']))
-            .initial_device_display_name("nuketown rooms")
-            .send()
-            .await
-            .with_context(|| format!("logging in as {}", cfg.user_id))?;
-        if let Some(s) = client.matrix_auth().session() {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&session_file)?;
-            std::io::Write::write_all(&mut f, &serde_json::to_vec(&s)?)?;
-        }
-    }
+    crate::matrix::login(
+        &client,
+        &crate::matrix::Account {
+            user_id: &cfg.user_id,
+            secret: crate::matrix::Secret::Password(cfg.password_file.clone()),
+            device_name: "nuketown rooms",
+            key: "hall.matrix.passwordFile",
+        },
+        &cfg.store,
+    )
+    .await
+    .context("the hall's Matrix account")?;
     Ok(client)
 }
 

@@ -176,7 +176,7 @@ impl Trust {
                 continue;
             };
             group_names.entry(gid).or_insert_with(|| f[0].to_string());
-            let members_trusted = f.get(3).map_or(true, |m| {
+            let members_trusted = f.get(3).is_none_or(|m| {
                 m.split(',')
                     .map(str::trim)
                     .filter(|m| !m.is_empty())

@@ -1180,9 +1180,12 @@ impl Planner {
                 }
             }
             None if !sealed => {
-                // A key an older nuketown kept as a file is imported (then
-                // removed), so the agent keeps its identity; anything at the
-                // old places is imported or refused, never silently replaced.
+                // A key an older nuketown kept as root's file is imported
+                // (then removed), so the agent keeps its identity. A key in
+                // the agent's own persist dir is never imported: the agent
+                // could have put it there (and keep a copy), and the town's
+                // key would be one the agent holds. A new one is made, and
+                // the file there goes.
                 if plain {
                     self.push(Change::ImportSshKey {
                         agent: name.into(),
@@ -1193,17 +1196,13 @@ impl Planner {
                         },
                         remove: true,
                     });
-                } else if old_there {
-                    self.push(Change::ImportSshKey {
-                        agent: name.into(),
-                        store: store_dir.clone(),
-                        from: Origin::Beneath {
-                            at: old.clone(),
-                            owner: cx.uid,
-                        },
-                        remove: true,
-                    });
                 } else {
+                    if old_there {
+                        self.push(Change::ForgetKeyFile { at: old.clone() });
+                        self.plan.notes.push(format!(
+                            "{name}: the private key at {old} is in {name}'s own reach, so it is not taken as {name}'s key; a new key is made in the town's store (authorize its public key where the old one was, or set agents.{name}.secrets.sshKey to a key only root can read)"
+                        ));
+                    }
                     self.push(Change::GenerateSshKey {
                         agent: name.into(),
                         store: store_dir.clone(),

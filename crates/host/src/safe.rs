@@ -215,7 +215,7 @@ impl Tree {
     }
 
     /// A directory at `rel` (or the tree itself when `rel` is empty), opened beneath.
-    fn dir_fd(&self, rel: &Path) -> Result<OwnedFd, HostError> {
+    pub(crate) fn dir_fd(&self, rel: &Path) -> Result<OwnedFd, HostError> {
         self.check(rel)?;
         open_beneath(
             self.fd.as_fd(),

@@ -12,8 +12,21 @@
 //! Root makes the directory only beneath ancestors no agent can change (each
 //! one root's, writable by others only when sticky) and works on it by
 //! descriptor, never following a link planted at its path.
+//!
+//! When the members change, the whole tree follows, not just the top: every
+//! file and directory inside gets exactly the members' named entries (a
+//! member made read-only loses write on what it made earlier; one taken out
+//! loses its entries), no named groups and nothing for the owning group;
+//! what a member no longer allowed to write owns becomes root's (an owner
+//! could give itself write back); directories get the members as their
+//! default ACL. The walk goes by descriptor, never follows a link, stays on
+//! the directory's own file system, and touches only what differs.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 use nuketown_town::{SharedAccess, Town};
 
@@ -145,7 +158,206 @@ pub fn make(at: &At, group: &str, members: &[(u32, SharedAccess)]) -> Result<(),
         .map(|(g, _)| g)
         .ok_or_else(|| HostError::Conflict(format!("group {group} does not exist")))?;
     let acl = acl(members);
-    at.tree()?.shared_dir(&at.rel, gid, MODE, &acl, &acl)
+    let tree = at.tree()?;
+    tree.shared_dir(&at.rel, gid, MODE, &acl, &acl)?;
+    let top = tree.dir_fd(&at.rel)?;
+    let done = reconcile_tree(top.as_fd(), gid, members).map_err(|e| HostError::Io {
+        path: at.path(),
+        source: e.into(),
+    })?;
+    if done.changed > 0 {
+        tracing::info!(
+            "{}: {} of {} files and directories inside brought to the members' access",
+            at.path().display(),
+            done.changed,
+            done.seen
+        );
+    }
+    Ok(())
+}
+
+/// What [`reconcile_tree`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Files and directories looked at (the top not counted).
+    pub seen: u64,
+    /// How many were changed (owner or ACL).
+    pub changed: u64,
+}
+
+/// Deepest a shared tree is walked; deeper is an error, nothing is skipped silently.
+const MAX_DEPTH: usize = 512;
+
+/// The access ACL a file or directory inside should have: its owner's
+/// bits as they are, nothing for the owning group, each member's bits
+/// (for a file, execute only where its owner has it), others as they are.
+fn inner_acl(members: &[(u32, SharedAccess)], dir: bool, owner: u16, other: u16) -> Acl {
+    let mut e = vec![
+        Entry {
+            tag: Tag::UserObj,
+            id: None,
+            perm: owner,
+        },
+        Entry {
+            tag: Tag::GroupObj,
+            id: None,
+            perm: 0,
+        },
+        Entry {
+            tag: Tag::Other,
+            id: None,
+            perm: other,
+        },
+    ];
+    let mut mask = 0;
+    for &(uid, access) in members {
+        let mut perm = bits(access);
+        if !dir && owner & X == 0 {
+            perm &= !X;
+        }
+        mask |= perm;
+        e.push(Entry {
+            tag: Tag::User,
+            id: Some(uid),
+            perm,
+        });
+    }
+    if !members.is_empty() {
+        e.push(Entry {
+            tag: Tag::Mask,
+            id: None,
+            perm: mask,
+        });
+    }
+    Acl::new(e)
+}
+
+/// Bring every file and directory below `top` (the shared directory, held
+/// open) to the members' access; see the module's documentation.
+pub fn reconcile_tree(
+    top: BorrowedFd<'_>,
+    gid: u32,
+    members: &[(u32, SharedAccess)],
+) -> Result<Reconciled, Errno> {
+    let mut walk = Walk {
+        dev: rustix::fs::fstat(top)?.st_dev,
+        gid,
+        members,
+        writers: members
+            .iter()
+            .filter(|(_, a)| *a == SharedAccess::ReadWrite)
+            .map(|(u, _)| *u)
+            .collect(),
+        default: acl(members),
+        done: Reconciled::default(),
+    };
+    walk.dir(top, 0)?;
+    Ok(walk.done)
+}
+
+/// One reconciliation: what every entry should be, and what was done.
+struct Walk<'a> {
+    dev: u64,
+    gid: u32,
+    members: &'a [(u32, SharedAccess)],
+    writers: Vec<u32>,
+    default: Acl,
+    done: Reconciled,
+}
+
+impl Walk<'_> {
+    /// Every entry of the directory `dir`, depth first: one descriptor
+    /// open per level, never a path.
+    fn dir(&mut self, dir: BorrowedFd<'_>, depth: usize) -> Result<(), Errno> {
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                names.push(name.to_owned());
+            }
+        }
+        for name in names {
+            let Ok(st) = rustix::fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+                continue; // gone meanwhile
+            };
+            let ty = FileType::from_raw_mode(st.st_mode);
+            if st.st_dev != self.dev || !matches!(ty, FileType::Directory | FileType::RegularFile) {
+                // Another file system mounted inside, a link (never
+                // followed), a device, pipe or socket: left as it is.
+                continue;
+            }
+            let flags = if ty == FileType::Directory {
+                OFlags::RDONLY | OFlags::DIRECTORY
+            } else {
+                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOATIME
+            };
+            let fd = match rustix::fs::openat(
+                dir,
+                name.as_c_str(),
+                flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) | Err(Errno::LOOP) | Err(Errno::NOTDIR) => continue,
+                Err(e) => return Err(e),
+            };
+            self.entry(&fd, depth)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, fd: &OwnedFd, depth: usize) -> Result<(), Errno> {
+        let st = rustix::fs::fstat(fd)?;
+        let ty = FileType::from_raw_mode(st.st_mode);
+        if st.st_dev != self.dev || !matches!(ty, FileType::Directory | FileType::RegularFile) {
+            return Ok(());
+        }
+        self.done.seen += 1;
+        let is_dir = ty == FileType::Directory;
+        if is_dir && depth >= MAX_DEPTH {
+            // Deeper than any tree a member needs: closed to everyone but
+            // root, never skipped (a skipped tree would keep its writers).
+            rustix::fs::fchown(fd, Some(rustix::fs::Uid::ROOT), None)?;
+            crate::acl::set(fd, crate::acl::ACCESS, &inner_acl(&[], true, 0, 0))?;
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(0))?;
+            tracing::warn!("a directory {MAX_DEPTH} levels deep in a shared directory was closed (root only, mode 0)");
+            self.done.changed += 1;
+            return Ok(());
+        }
+        let mut changed = false;
+        if st.st_uid != 0 && !self.writers.contains(&st.st_uid) {
+            rustix::fs::fchown(fd, Some(rustix::fs::Uid::ROOT), None)?;
+            changed = true;
+        }
+        let owner = ((st.st_mode >> 6) & 7) as u16;
+        let other = (st.st_mode & 7) as u16;
+        let want = inner_acl(self.members, is_dir, owner, other);
+        if crate::acl::get(fd, crate::acl::ACCESS)?.as_ref() != Some(&want) {
+            crate::acl::set(fd, crate::acl::ACCESS, &want)?;
+            changed = true;
+        }
+        if is_dir {
+            if crate::acl::get(fd, crate::acl::DEFAULT)?.as_ref() != Some(&self.default) {
+                crate::acl::set(fd, crate::acl::DEFAULT, &self.default)?;
+                changed = true;
+            }
+            if st.st_gid != self.gid || st.st_mode & 0o2000 == 0 {
+                // New files inside keep the shared group.
+                rustix::fs::fchown(fd, None, Some(rustix::fs::Gid::from_raw(self.gid)))?;
+                let mode = rustix::fs::fstat(fd)?.st_mode & 0o7777;
+                rustix::fs::fchmod(fd, Mode::from_raw_mode(mode | 0o2000))?;
+                changed = true;
+            }
+        }
+        if changed {
+            self.done.changed += 1;
+        }
+        if is_dir {
+            self.dir(fd.as_fd(), depth + 1)?;
+        }
+        Ok(())
+    }
 }
 
 /// How a shared directory is on the host.

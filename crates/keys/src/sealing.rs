@@ -2,14 +2,16 @@
 //!
 //! It lives apart from the sealed keys: the key store is in the persist dir
 //! (backed up, carried between machines), the sealing key on the host —
-//! `/var/lib/nuketown/sealing.key` (root's, 0400), or a systemd credential
+//! `/var/lib/nuketown/keys/sealing.key` (root's, 0400, in a directory only
+//! root may enter; a key an older build made at
+//! `/var/lib/nuketown/sealing.key` is still used), or a systemd credential
 //! named `nuketown-sealing-key` (`LoadCredentialEncrypted=`, sealed to the
 //! machine's TPM where it has one) when the hall runs with one. A copy of the
 //! persist dir alone opens no key.
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -17,7 +19,9 @@ use zeroize::Zeroizing;
 use crate::KeyError;
 
 /// Where the sealing key is kept by default.
-pub const SEALING_KEY: &str = "/var/lib/nuketown/sealing.key";
+pub const SEALING_KEY: &str = "/var/lib/nuketown/keys/sealing.key";
+/// Where older builds kept it (still used when it is there and the new one is not).
+pub const LEGACY_SEALING_KEY: &str = "/var/lib/nuketown/sealing.key";
 /// The systemd credential name that, when present, is the sealing key.
 pub const CREDENTIAL: &str = "nuketown-sealing-key";
 
@@ -42,7 +46,13 @@ pub fn default_path() -> PathBuf {
     }
     std::env::var_os("NUKETOWN_SEALING_KEY")
         .map(PathBuf::from)
-        .unwrap_or_else(|| SEALING_KEY.into())
+        .unwrap_or_else(|| {
+            if !Path::new(SEALING_KEY).exists() && Path::new(LEGACY_SEALING_KEY).exists() {
+                LEGACY_SEALING_KEY.into()
+            } else {
+                SEALING_KEY.into()
+            }
+        })
 }
 
 impl SealingKey {
@@ -78,8 +88,13 @@ impl SealingKey {
     /// Read the key at `path`, making a new one there first if there is none.
     pub fn load_or_create(path: &Path) -> Result<SealingKey, KeyError> {
         if fs::symlink_metadata(path).is_err() {
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir).map_err(|e| KeyError::io(dir, e))?;
+            if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+                // A directory made for the key is root's alone.
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| KeyError::io(dir, e))?;
             }
             let mut b = Zeroizing::new([0u8; 32]);
             crate::random(&mut b[..])?;

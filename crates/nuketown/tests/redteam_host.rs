@@ -582,9 +582,27 @@ fn generated_keys_live_where_agents_cannot_plant_links() {
     let before = v.snapshot();
 
     // A host from before the key store kept the key in the agent's persist
-    // dir; there the agent can plant a link, which adopting must refuse.
+    // dir — where the agent can put anything: a link to root's secret, a hard
+    // link, a key of its own making (of which it keeps a copy). None of it
+    // becomes the agent's key; a new one is made in the store, the file goes,
+    // and root's files are untouched.
     let old = persist(&t, a).join(".nuketown/ssh/id_ed25519");
-    fs::remove_dir_all(&store).unwrap();
+    let sealed = store.join("id_ed25519.sealed");
+    let fresh_key = |what: &str| {
+        fs::remove_dir_all(&store).unwrap();
+        let applied = t.ok(&["apply", town]);
+        assert!(
+            applied.contains("is not taken as") && applied.contains("new key"),
+            "{what}: {applied}"
+        );
+        assert_eq!(stat("%a %U", &sealed), "600 root", "{what}");
+        assert!(
+            fs::symlink_metadata(&old).is_err(),
+            "{what}: the file there goes"
+        );
+        assert_not_leaked_home(&t, a);
+        assert_eq!(v.snapshot(), before, "{what}");
+    };
     agent(
         a,
         &format!(
@@ -594,43 +612,26 @@ fn generated_keys_live_where_agents_cannot_plant_links() {
             o = old.display()
         ),
     );
-    let out = t.run(&["apply", town]);
-    assert_refused(&out, &old, "symbolic link");
-    assert!(!store.join("id_ed25519.sealed").exists());
-    assert_not_leaked_home(&t, a);
-    assert_eq!(v.snapshot(), before);
-    // Or a hard link to root's file.
+    fresh_key("a link to root's secret");
     if fs::metadata(&v.secret).unwrap().dev() == fs::metadata(persist(&t, a)).unwrap().dev() {
-        fs::remove_file(&old).unwrap();
         fs::hard_link(&v.secret, &old).unwrap();
-        let out = t.run(&["apply", town]);
-        assert_refused(&out, &old, "belongs to uid 0");
-        assert!(!store.join("id_ed25519.sealed").exists());
-        fs::remove_file(&old).unwrap();
+        fresh_key("a hard link to root's secret");
+        assert!(v.secret.exists(), "root's own name for it stays");
     }
-    assert_eq!(v.snapshot(), before);
-
-    // Legitimate: the agent's real old key is adopted, so it keeps its identity.
     agent(
         a,
         &format!(
-            "ssh-keygen -q -t ed25519 -N '' -C old@key -f {}",
+            "ssh-keygen -q -t ed25519 -N '' -C planted@key -f {}",
             old.display()
         ),
     );
-    let applied = t.ok(&["apply", town]);
-    assert!(
-        applied.contains("imported into the town's key store from"),
-        "{applied}"
-    );
-    assert_eq!(stat("%a %U", &store.join("id_ed25519.sealed")), "600 root");
-    assert!(!old.exists(), "the old key file is removed once imported");
-    assert!(!home(&t, a).join(".ssh/id_ed25519").exists());
-    let derived = fs::read_to_string(format!("{}.pub", old.display())).unwrap();
+    let planted = fs::read_to_string(format!("{}.pub", old.display())).unwrap();
+    fresh_key("a key the agent made");
     let installed = fs::read_to_string(home(&t, a).join(".ssh/id_ed25519.pub")).unwrap();
-    assert_eq!(
-        installed.split_whitespace().take(2).collect::<Vec<_>>(),
-        derived.split_whitespace().take(2).collect::<Vec<_>>()
+    assert_ne!(
+        installed.split_whitespace().nth(1),
+        planted.split_whitespace().nth(1),
+        "the town's key is not one the agent knows"
     );
     assert!(t.ok(&["apply", town]).contains("nothing to change"));
 }

@@ -117,6 +117,15 @@ impl Town {
             .filter_map(|(n, a)| Some((a.chat.user_id.as_deref()?, n)))
     }
 
+    /// The Matrix id of every agent that declares one (enabled or not, chat
+    /// on or off), lowercased: none of them may ever approve.
+    pub fn all_agent_matrix_ids(&self) -> Vec<(String, &String)> {
+        self.agents
+            .iter()
+            .filter_map(|(n, a)| Some((a.chat.user_id.as_deref()?.to_lowercase(), n)))
+            .collect()
+    }
+
     /// The Unix users allowed to approve escalations.
     pub fn approvers(&self) -> Vec<String> {
         if self.hall.approvers.is_empty() {

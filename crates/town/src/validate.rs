@@ -163,11 +163,28 @@ pub fn validate(town: &Town) -> Vec<Problem> {
         if m.approvers.is_empty() {
             c.fail("hall.matrix.approvers", "name the Matrix ids who may decide, e.g. [\"@josh:example.org\"]; nobody else is heard");
         }
+        let agent_ids = town.all_agent_matrix_ids();
         for (i, a) in m.approvers.iter().enumerate() {
             if !(a.starts_with('@') && a.contains(':')) {
                 c.fail(
                     format!("hall.matrix.approvers[{i}]"),
                     format!("{a:?} is not a Matrix id like \"@josh:example.org\""),
+                );
+            } else if let Some((_, agent)) =
+                agent_ids.iter().find(|(id, _)| *id == a.to_lowercase())
+            {
+                c.fail(
+                    format!("hall.matrix.approvers[{i}]"),
+                    format!("{a:?} is agent {agent}'s Matrix account (agents.{agent}.chat.userId); agents may never approve, list humans only"),
+                );
+            } else if m
+                .user_id
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(a))
+            {
+                c.fail(
+                    format!("hall.matrix.approvers[{i}]"),
+                    format!("{a:?} is the hall's own account (hall.matrix.userId); list the humans who decide"),
                 );
             }
         }

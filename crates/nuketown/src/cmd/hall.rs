@@ -28,7 +28,7 @@ pub struct Args {
     /// Where each agent's ssh-agent socket is made (`DIR/AGENT/agent.sock`).
     #[arg(long, env = "NUKETOWN_SSH_AGENT_DIR", default_value = nuketown_keys::agent::SOCKET_DIR)]
     ssh_agent_dir: PathBuf,
-    /// The town's sealing key (default: the systemd credential `nuketown-sealing-key`, else /var/lib/nuketown/sealing.key).
+    /// The town's sealing key (default: the systemd credential `nuketown-sealing-key`, else /var/lib/nuketown/keys/sealing.key).
     #[arg(long, env = "NUKETOWN_SEALING_KEY")]
     sealing_key: Option<PathBuf>,
     /// The ask socket, where agents ask for network access (`nuketown ask`).
