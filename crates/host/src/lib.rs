@@ -21,6 +21,7 @@ pub mod shared;
 pub mod state;
 pub mod status;
 pub mod system;
+pub mod trust;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,12 @@ pub struct HostPaths {
     /// Present when systemd runs this host (`NUKETOWN_SYSTEMD_RUNTIME_DIR`):
     /// only then are units stopped, started and reloaded.
     pub systemd_runtime: PathBuf,
+    /// Where sops secrets without a place in the home are installed, as
+    /// sops-nix installs them (`NUKETOWN_SECRETS_DIR`).
+    pub secrets_dir: PathBuf,
+    /// The system git configuration, which apply points at the town's
+    /// allowed signers (`NUKETOWN_GITCONFIG`; git's own `GIT_CONFIG_SYSTEM`).
+    pub gitconfig: PathBuf,
 }
 
 impl Default for HostPaths {
@@ -63,6 +70,8 @@ impl Default for HostPaths {
             bin_dir: "/usr/local/bin".into(),
             lock: "/run/lock/nuketown-users.lock".into(),
             systemd_runtime: "/run/systemd/system".into(),
+            secrets_dir: "/run/secrets".into(),
+            gitconfig: "/etc/gitconfig".into(),
         }
     }
 }
@@ -99,6 +108,12 @@ impl HostPaths {
         }
         if let Some(v) = var("NUKETOWN_LOCK") {
             p.lock = v;
+        }
+        if let Some(v) = var("NUKETOWN_SECRETS_DIR") {
+            p.secrets_dir = v;
+        }
+        if let Some(v) = var("NUKETOWN_GITCONFIG") {
+            p.gitconfig = v;
         }
         p
     }
