@@ -87,8 +87,12 @@ let
 
   # nuketown's module as written, applied to the final configuration: which
   # options it defines (its mkIf/mkMerge/mkOrder/… resolved as the module
-  # system resolves them).
-  module = import ../../modules/nixos.nix { config = c; options = eval.options; inherit lib pkgs utils; };
+  # system resolves them), gathered from every file it imports.
+  moduleArgs = { config = c; options = eval.options; inherit lib pkgs utils; };
+  parts = file:
+    let m = import file; v = if builtins.isFunction m then m moduleArgs else m; in
+    [ (v.config or { }) ] ++ lib.concatMap parts (v.imports or [ ]);
+  module.config = lib.mkMerge (parts ../../modules/nixos.nix);
   pieces = v:
     if builtins.isAttrs v && v ? _type then
       if v._type == "if" then (if v.condition then pieces v.content else [ ])
@@ -167,7 +171,7 @@ if failedAssertions != [ ] then { inherit failedAssertions; } else
   nixos = forced nixosPaths eval.options;
   inherit home;
   hmUnits = lib.filter (lib.hasPrefix "home-manager-") (lib.attrNames c.systemd.services);
-  sudoShim = let s = c.nuketown.sudoShim; in { path = s.outPath; inherit (s) destination; text = text s; };
+  sudoShim = let s = c.nuketown.sudoShim; in { path = s.outPath; script = s.script; };
   town = if c.environment.etc ? "nuketown/town.json" then builtins.fromJSON (text c.environment.etc."nuketown/town.json".source) else null;
   sopsManifest = if c.sops.secrets or { } == { } then null else builtins.fromJSON (text c.system.build.sops-nix-manifest);
   checks = import ../lib/module-checks.nix { inherit lib; config = c; };
