@@ -10,9 +10,10 @@
 #     --arg upstream /path/to/nix-upstream --argstr scenario laptop-systemd-stage1
 #
 # A scenario is `{ module; imports ? ({ self, inputs }: [ self.nixosModules.default ]);
-# allowUnfree ? false; }`: the configuration's own module, which of the
-# flake's (or the upstream flakes') modules it imports, and whether the
-# stand-in nixpkgs allows unfree packages.
+# allowUnfree ? false; unstable ? false; }`: the configuration's own module,
+# which of the flake's (or the upstream flakes') modules it imports, whether
+# the stand-in nixpkgs allows unfree packages, and whether it has an
+# `unstable` package set (an overlay many configurations add).
 #
 # Returns, for crates/nuketown/tests/nix_upstream.rs to check:
 # - failedAssertions, warnings: of the whole configuration (home-manager
@@ -23,6 +24,7 @@
 #   for the agent, plus the text of the start-up files home-manager writes;
 # - town: /etc/nuketown/town.json as the module writes it;
 # - sopsManifest: the secrets sops-nix would install;
+# - approvers: each home-manager user's desktop approver unit, or null;
 # - checks: nix/tests/lib/module-checks.nix on this configuration;
 # - images: each cloud agent's image, as buildImage (the stand-in,
 #   nix-snapshotter.nix) was asked for it, and its reference.
@@ -32,7 +34,7 @@ let
   spec = import (./scenarios + "/${scenario}.nix");
   allowUnfree = spec.allowUnfree or false;
   system = "x86_64-linux";
-  pkgs = import ./pkgs.nix { inherit lib allowUnfree; path = ./nixpkgs; };
+  pkgs = import ./pkgs.nix { inherit lib allowUnfree; unstable = spec.unstable or false; path = ./nixpkgs; };
   utils = import ./utils.nix { inherit lib; };
 
   # The flake's inputs, each exporting its modules as the upstream flake does
@@ -172,6 +174,8 @@ if failedAssertions != [ ] then { inherit failedAssertions; } else
   inherit home;
   hmUnits = lib.filter (lib.hasPrefix "home-manager-") (lib.attrNames c.systemd.services);
   sudoShim = let s = c.nuketown.sudoShim; in { path = s.outPath; script = s.script; };
+  # Each home-manager user's desktop approver (the humans').
+  approvers = lib.mapAttrs (_: meta: plain (meta.configuration.config.systemd.user.services.nuketown-approver or null)) hmUsers;
   town = if c.environment.etc ? "nuketown/town.json" then builtins.fromJSON (text c.environment.etc."nuketown/town.json".source) else null;
   sopsManifest = if c.sops.secrets or { } == { } then null else builtins.fromJSON (text c.system.build.sops-nix-manifest);
   checks = import ../lib/module-checks.nix { inherit lib; config = c; };
