@@ -157,7 +157,10 @@ fn laydown_script_in_a_simulated_pod_filesystem_with_a_key() {
             "config-nuketown-identity.toml",
         ),
         (".claude/CLAUDE.md", "claude-CLAUDE.md"),
-        (".claude/agents/ada-software.md", "claude-agents-ada-software.md"),
+        (
+            ".claude/agents/ada-software.md",
+            "claude-agents-ada-software.md",
+        ),
         (".claude/settings.json", "claude-settings.json"),
         ("AGENTS.md", "AGENTS.md"),
         (".codex/AGENTS.md", "codex-AGENTS.md"),

@@ -409,6 +409,8 @@ pub enum Change {
     ImportGpgPublic {
         user: String,
         agent: String,
+        /// The agent's address: the only user id that goes along.
+        email: String,
         key: Origin,
     },
     /// Make the system git configuration include the town's (`[include] path`).
@@ -777,8 +779,10 @@ impl Change {
             }
             Change::ForgetKeyFile { at } => at.tree()?.remove(&at.rel)?,
             Change::ImportGpgKey { user, key } => import_gpg_key(user, key)?,
-            Change::ImportGpgPublic { user, key, .. } => {
-                let public = crate::plan::gpg_public(key)
+            Change::ImportGpgPublic {
+                user, key, email, ..
+            } => {
+                let public = crate::plan::gpg_public(key, email)
                     .map_err(|e| HostError::Conflict(format!("{key}: {e}")))?;
                 import_gpg(user, &public, &format!("the public half of {key}"))?
             }

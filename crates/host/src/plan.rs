@@ -662,6 +662,7 @@ impl Planner {
                     self.push(Change::ImportGpgPublic {
                         user: human.clone(),
                         agent: agent.clone(),
+                        email: town.identity(&agent).email,
                         key: key.clone(),
                     });
                 }
@@ -1501,10 +1502,12 @@ pub fn gpg_fingerprint(file: &Origin) -> Result<String, String> {
 }
 
 /// The armored public half of the (first) key in an armored private key
-/// file: imported into a fresh private GnuPG home and exported from there
-/// (gpg running as the file's owner when it comes from an agent's tree),
-/// whose agent is stopped and home removed afterwards.
-pub fn gpg_public(file: &Origin) -> Result<Vec<u8>, String> {
+/// file, with only its user ids for `email`: imported into a fresh private
+/// GnuPG home and exported from there (gpg running as the file's owner when
+/// it comes from an agent's tree), whose agent is stopped and home removed
+/// afterwards. Only the agent's own address goes to the humans' keyrings:
+/// a user id naming anyone else would let the agent's signatures show as theirs.
+pub fn gpg_public(file: &Origin, email: &str) -> Result<Vec<u8>, String> {
     let fpr = gpg_fingerprint(file)?;
     let bytes = zeroize::Zeroizing::new(file.read().map_err(|e| e.to_string())?);
     let tmp = crate::safe::PrivateDir::new("nuketown-gpg").map_err(|e| e.to_string())?;
@@ -1526,7 +1529,21 @@ pub fn gpg_public(file: &Origin) -> Result<Vec<u8>, String> {
         system::run_with_input("gpg", all, input, owner)
     };
     let imported = gpg(&["--import"], &bytes);
-    let exported = imported.and_then(|_| gpg(&["--armor", "--export", &fpr], b""));
+    let keep = format!("keep-uid=mbox = {email}");
+    let exported = imported.and_then(|_| {
+        gpg(
+            &[
+                "--armor",
+                "--export-options",
+                "export-minimal",
+                "--export-filter",
+                &keep,
+                "--export",
+                &fpr,
+            ],
+            b"",
+        )
+    });
     // The import started a gpg-agent for the scratch home: stop it.
     let home = tmp.path().as_os_str();
     let kill = [
@@ -1538,7 +1555,9 @@ pub fn gpg_public(file: &Origin) -> Result<Vec<u8>, String> {
     let _ = system::run_with_input("gpgconf", kill, b"", owner);
     let out = exported.map_err(|e| format!("cannot take its public key: {e}"))?;
     if out.stdout.is_empty() {
-        return Err("no public key could be taken from it".into());
+        return Err(format!(
+            "the key has no user id for {email}, the agent's git e-mail; give it one (`gpg --quick-add-uid`) or set git.email to its address"
+        ));
     }
     Ok(out.stdout)
 }

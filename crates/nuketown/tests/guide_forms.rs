@@ -85,6 +85,14 @@ fn secrets(dir: &Path, agent: &str) -> Secrets {
         "sign",
         "never",
     ]));
+    // A second user id claiming to be the human: it must never reach the
+    // human's keyring (the agent's signatures would show as theirs).
+    ok(Command::new("gpg").env("GNUPGHOME", &gnupg).args([
+        "--batch",
+        "--quick-add-uid",
+        &email,
+        &format!("Test Human <{HUMAN}@test.local>"),
+    ]));
     let armored = ok(Command::new("gpg").env("GNUPGHOME", &gnupg).args([
         "--batch",
         "--armor",
@@ -287,6 +295,12 @@ fn a_town_in_the_guides_forms_applies_as_its_long_form() {
         "{log}"
     );
     assert!(ok_as(HUMAN, "gpg --batch --list-secret-keys 2>/dev/null").is_empty());
+    let uids: Vec<String> = ok_as(HUMAN, "gpg --batch --with-colons --list-keys 2>/dev/null")
+        .lines()
+        .filter(|l| l.starts_with("uid:"))
+        .map(|l| l.split(':').nth(9).unwrap_or("").to_string())
+        .collect();
+    assert_eq!(uids, [format!("{ADA} <{ADA}@test.local>")]);
     let _ = Command::new("pkill")
         .args(["-u", ADA, "gpg-agent"])
         .output();
