@@ -1465,33 +1465,48 @@ impl Planner {
     }
 }
 
+/// A fresh private GnuPG home for reading `file`'s key, and who gpg runs as
+/// there: the file's owner when it comes from an agent's tree (given the
+/// home), else root.
+struct ScratchGpg {
+    home: crate::safe::PrivateDir,
+    owner: Option<u32>,
+}
+
+impl ScratchGpg {
+    fn for_file(file: &Origin) -> Result<ScratchGpg, String> {
+        let home = crate::safe::PrivateDir::new("nuketown-gpg").map_err(|e| e.to_string())?;
+        let owner = match file {
+            Origin::Beneath { owner, .. } if *owner != 0 => Some(*owner),
+            _ => None,
+        };
+        if let Some(uid) = owner {
+            let gid = system::user_by_uid(uid).map_or(uid, |a| a.gid);
+            home.give_to(uid, gid).map_err(|e| e.to_string())?;
+        }
+        Ok(ScratchGpg { home, owner })
+    }
+
+    /// `gpg --homedir <home> --batch ARGS…`, `input` on stdin.
+    fn gpg(&self, args: &[&str], input: &[u8]) -> Result<std::process::Output, HostError> {
+        let mut all = vec![
+            std::ffi::OsStr::new("--homedir"),
+            self.home.path().as_os_str(),
+            "--batch".as_ref(),
+        ];
+        all.extend(args.iter().map(std::ffi::OsStr::new));
+        system::run_with_input("gpg", all, input, self.owner)
+    }
+}
+
 /// The fingerprint of the (first) key in an armored key file, read without
 /// a keyring: the bytes are read as root (see [`Origin`]) and given to gpg
 /// on stdin, with a fresh private GnuPG home; a file from an agent's tree
 /// is parsed by gpg running as that agent.
 pub fn gpg_fingerprint(file: &Origin) -> Result<String, String> {
     let bytes = file.read().map_err(|e| e.to_string())?;
-    let tmp = crate::safe::PrivateDir::new("nuketown-gpg").map_err(|e| e.to_string())?;
-    let owner = match file {
-        Origin::Beneath { owner, .. } if *owner != 0 => Some(*owner),
-        _ => None,
-    };
-    if let Some(uid) = owner {
-        let gid = system::user_by_uid(uid).map_or(uid, |a| a.gid);
-        tmp.give_to(uid, gid).map_err(|e| e.to_string())?;
-    }
-    let out = system::run_with_input(
-        "gpg",
-        [
-            std::ffi::OsStr::new("--homedir"),
-            tmp.path().as_os_str(),
-            "--batch".as_ref(),
-            "--with-colons".as_ref(),
-            "--show-keys".as_ref(),
-        ],
-        &bytes,
-        owner,
-    );
+    let scratch = ScratchGpg::for_file(file)?;
+    let out = scratch.gpg(&["--with-colons", "--show-keys"], &bytes);
     let out = out.map_err(|e| format!("not a GPG key file: {e}"))?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -1510,49 +1525,23 @@ pub fn gpg_fingerprint(file: &Origin) -> Result<String, String> {
 pub fn gpg_public(file: &Origin, email: &str) -> Result<Vec<u8>, String> {
     let fpr = gpg_fingerprint(file)?;
     let bytes = zeroize::Zeroizing::new(file.read().map_err(|e| e.to_string())?);
-    let tmp = crate::safe::PrivateDir::new("nuketown-gpg").map_err(|e| e.to_string())?;
-    let owner = match file {
-        Origin::Beneath { owner, .. } if *owner != 0 => Some(*owner),
-        _ => None,
-    };
-    if let Some(uid) = owner {
-        let gid = system::user_by_uid(uid).map_or(uid, |a| a.gid);
-        tmp.give_to(uid, gid).map_err(|e| e.to_string())?;
-    }
-    let gpg = |args: &[&str], input: &[u8]| {
-        let mut all = vec![
-            std::ffi::OsStr::new("--homedir"),
-            tmp.path().as_os_str(),
-            "--batch".as_ref(),
-        ];
-        all.extend(args.iter().map(std::ffi::OsStr::new));
-        system::run_with_input("gpg", all, input, owner)
-    };
-    let imported = gpg(&["--import"], &bytes);
+    let scratch = ScratchGpg::for_file(file)?;
+    let imported = scratch.gpg(&["--import"], &bytes);
     let keep = format!("keep-uid=mbox = {email}");
     let exported = imported.and_then(|_| {
-        gpg(
-            &[
-                "--armor",
-                "--export-options",
-                "export-minimal",
-                "--export-filter",
-                &keep,
-                "--export",
-                &fpr,
-            ],
-            b"",
-        )
+        let export = ["--armor", "--export-options", "export-minimal"];
+        let filter = ["--export-filter", &keep, "--export", &fpr];
+        scratch.gpg(&[&export[..], &filter[..]].concat(), b"")
     });
     // The import started a gpg-agent for the scratch home: stop it.
-    let home = tmp.path().as_os_str();
+    let home = scratch.home.path().as_os_str();
     let kill = [
         std::ffi::OsStr::new("--homedir"),
         home,
         "--kill".as_ref(),
         "all".as_ref(),
     ];
-    let _ = system::run_with_input("gpgconf", kill, b"", owner);
+    let _ = system::run_with_input("gpgconf", kill, b"", scratch.owner);
     let out = exported.map_err(|e| format!("cannot take its public key: {e}"))?;
     if out.stdout.is_empty() {
         return Err(format!(

@@ -22,28 +22,26 @@ const HUMAN: &str = "nkgh";
 const TRUST_FORGE: &str = "git config --global --add safe.directory '*'";
 const ADA: &str = "nkgada";
 
-/// Run a command; require success; its stdout.
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
+/// `out` of `what`, which must have succeeded; its stdout.
+fn succeeded(what: impl std::fmt::Debug, out: Output) -> String {
     assert!(
         out.status.success(),
-        "{cmd:?}: {}{}",
+        "{what:?}: {}{}",
         stdout(&out),
         stderr(&out)
     );
     stdout(&out)
 }
 
+/// Run a command; require success; its stdout.
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    succeeded(cmd, out)
+}
+
 /// `script` as `user`; require success; its stdout.
 fn ok_as(user: &str, script: &str) -> String {
-    let out = as_user(user, script);
-    assert!(
-        out.status.success(),
-        "{user}: {script}: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
+    succeeded((user, script), as_user(user, script))
 }
 
 /// The agent's keys and token, and a sops file holding them under the
