@@ -658,7 +658,9 @@ impl Planner {
                 HostError::Conflict(format!("agents.{agent}.secrets.gpgKey: {key}: {e}"))
             })?;
             for human in town.humans() {
-                if !gpg_has_public_key(&human, &fpr) {
+                // A human without a GnuPG home has no key yet (and plan makes none).
+                let keyring = system::user(&human).is_some_and(|a| a.home.join(".gnupg").is_dir());
+                if !(keyring && gpg_has_key(&human, &fpr, "--list-keys")) {
                     self.push(Change::ImportGpgPublic {
                         user: human.clone(),
                         agent: agent.clone(),
@@ -1360,7 +1362,7 @@ impl Planner {
                     ))
                 })?;
                 self.dir(&cx.home.join(".gnupg"), 0o700, cx.uid, cx.gid, true);
-                if !gpg_has_secret_key(name, &fpr) {
+                if !gpg_has_key(name, &fpr, "--list-secret-keys") {
                     self.push(Change::ImportGpgKey {
                         user: name.into(),
                         key: origin,
@@ -1551,28 +1553,14 @@ pub fn gpg_public(file: &Origin, email: &str) -> Result<Vec<u8>, String> {
     Ok(out.stdout)
 }
 
-/// Whether `user` has the public key `fpr` in their keyring (never making
-/// one: a user without a GnuPG home has none).
-fn gpg_has_public_key(user: &str, fpr: &str) -> bool {
-    let Some(acct) = system::user(user) else {
-        return false;
-    };
-    if !acct.home.join(".gnupg").is_dir() {
-        return false;
-    }
-    let mut c = system::as_user(user, "gpg");
-    c.args(["--batch", "--list-keys", fpr]);
-    c.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    c.status().is_ok_and(|s| s.success())
-}
-
-fn gpg_has_secret_key(user: &str, fpr: &str) -> bool {
+/// Whether `user`'s keyring holds the key `fpr` (`list`: `--list-keys`
+/// for a public key, `--list-secret-keys` for a secret one); gpg runs as the user.
+fn gpg_has_key(user: &str, fpr: &str, list: &str) -> bool {
     if system::user(user).is_none() {
         return false;
     }
     let mut c = system::as_user(user, "gpg");
-    c.args(["--batch", "--list-secret-keys", fpr]);
+    c.args(["--batch", list, fpr]);
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     c.status().is_ok_and(|s| s.success())
