@@ -401,6 +401,25 @@ fn the_human_verifies_an_ssh_signed_commit_and_a_rotation_reaches_their_git() {
         town.to_str().unwrap(),
     ]);
     assert_eq!(lines, format!("{} {a}@test.local\n", key(&public)));
+    // A declared public key must be the one the town holds.
+    let other =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDlHYbUiPeSlOrLHQaxnsDZrshvi1pHJv89LXFa4/04X other";
+    let wrong = t.write(
+        "wrong.toml",
+        &format!(
+            "{}[agents.{a}]\nuid = 1982\npersist = [\"projects\"]\nkeys.publicKey = \"{other}\"\n",
+            t.header(h)
+        ),
+    );
+    let out = t.run(&["plan", wrong.to_str().unwrap()]);
+    assert!(
+        !out.status.success()
+            && stderr(&out).contains(&format!(
+                "agents.{a}.keys.publicKey is not the key the town holds for {a}"
+            )),
+        "{}",
+        stderr(&out)
+    );
 
     let _hall = Hall::start(&t, &town);
     let forge = t.path("forge.git");

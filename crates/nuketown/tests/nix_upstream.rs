@@ -1369,6 +1369,11 @@ fn the_guides_forms_are_the_long_forms() {
         "{prompt}"
     );
     assert_eq!(t.domain(), "forge.local");
+    // What the configuration knows of ada's key, for the machines she reaches.
+    assert_eq!(
+        short["authorizedKeys"],
+        json!({ "ada": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDlHYbUiPeSlOrLHQaxnsDZrshvi1pHJv89LXFa4/04X ada"] })
+    );
 }
 
 /// The cloud spec's `nuketown.cloud`: every agent's default, an agent's own

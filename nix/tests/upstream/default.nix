@@ -25,6 +25,7 @@
 # - town: /etc/nuketown/town.json as the module writes it;
 # - sopsManifest: the secrets sops-nix would install;
 # - approvers: each home-manager user's desktop approver unit, or null;
+# - authorizedKeys: config.nuketown.authorizedKeys;
 # - checks: nix/tests/lib/module-checks.nix on this configuration;
 # - images: each cloud agent's image, as buildImage (the stand-in,
 #   nix-snapshotter.nix) was asked for it, and its reference.
@@ -174,6 +175,7 @@ if failedAssertions != [ ] then { inherit failedAssertions; } else
   inherit home;
   hmUnits = lib.filter (lib.hasPrefix "home-manager-") (lib.attrNames c.systemd.services);
   sudoShim = let s = c.nuketown.sudoShim; in { path = s.outPath; script = s.script; };
+  authorizedKeys = c.nuketown.authorizedKeys;
   # Each home-manager user's desktop approver (the humans').
   approvers = lib.mapAttrs (_: meta: plain (meta.configuration.config.systemd.user.services.nuketown-approver or null)) hmUsers;
   town = if c.environment.etc ? "nuketown/town.json" then builtins.fromJSON (text c.environment.etc."nuketown/town.json".source) else null;

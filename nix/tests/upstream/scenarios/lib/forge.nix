@@ -19,6 +19,8 @@
       packages = [ pkgs.unstable.claude-code pkgs.tmux ];
       sudo.enable = true;
       portal.enable = true;
+      # The public half of ada/ssh-key, for the machines ada reaches.
+      keys.publicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDlHYbUiPeSlOrLHQaxnsDZrshvi1pHJv89LXFa4/04X ada";
       devices = [
         { subsystem = "tty"; attrs = { idVendor = "2e8a"; idProduct = "000a"; }; }
         { subsystem = "usb"; attrs = { product = "RP2 Boot"; }; }
