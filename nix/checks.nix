@@ -52,7 +52,9 @@ lib.mapAttrs check (import ./tests/lib/module-checks.nix { inherit lib; config =
     touch $out
   '';
 
-  # The sudoers NixOS writes is valid and gives ada the entry point only.
+  # The sudoers NixOS writes is valid as a whole (visudo -c of the complete
+  # file, as NixOS's own build of /etc/sudoers checks it) and gives ada the
+  # entry point only.
   sudoers-file = pkgs.runCommand "nuketown-check-sudoers-file" { nativeBuildInputs = [ pkgs.sudo ]; } ''
     sudoers=${c.environment.etc.sudoers.source}
     visudo -cf $sudoers

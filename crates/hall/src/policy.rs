@@ -123,8 +123,22 @@ pub fn rule_matches(rule: &CommandRule, ask: &Ask, deny: bool) -> bool {
     rule.matches(&argv) && program_matches(program, ask, deny)
 }
 
+/// Whether `rule` of `sudo.commands` lets the agent ask for the request:
+/// its program as [`program_matches`] names it, its arguments exactly, as a
+/// prefix (anything after) or as its `extra` allows. Asking is all it
+/// allows: a human (or a rule, for what is proven) still decides.
+pub fn may_ask(rule: &CommandRule, ask: &Ask) -> bool {
+    let Some(program) = rule.argv.first() else {
+        return false;
+    };
+    let mut argv = ask.argv.clone();
+    argv[0] = program.clone();
+    rule.matches(&argv) && program_matches(program, ask, false)
+}
+
 /// The agent's rules and grants: `Some` when they decide. Deny rules win
-/// over everything; an approval needs the request proven root's
+/// over everything; then a request outside `sudo.commands` (when it lists
+/// any) is denied; an approval needs the request proven root's
 /// (`assessment.proven()`), else a human decides; auto-approve rules cover
 /// commands as root only (another target always asks a human); then grants.
 pub fn by_rules(
@@ -150,6 +164,16 @@ pub fn by_rules(
         return Some(by_policy(
             false,
             format!("denied by policy: matches agents.{name}.sudo.deny[{i}]"),
+        ));
+    }
+    let commands = &agent.sudo.commands;
+    if !commands.is_empty() && !commands.iter().any(|r| may_ask(r, ask)) {
+        return Some(by_policy(
+            false,
+            format!(
+                "{} is not among the commands {name} may ask for (agents.{name}.sudo.commands); denied without asking",
+                nuketown_town::display::show_str(&ask.program.path)
+            ),
         ));
     }
     if !assessment.proven() {

@@ -184,6 +184,30 @@ fn prefix_rules_approve_only_the_arguments_they_name() {
     );
 }
 
+/// `sudo.commands` (the module guide's form): what the agent may ask for at
+/// all; anything else is denied without bothering a human, and what is
+/// listed still needs a human (or a rule, for what is proven).
+#[test]
+fn sudo_commands_bound_what_may_be_asked() {
+    let mut a = agent(&[(&["/usr/bin/id"], false)], &[]);
+    a.sudo.commands = vec![
+        nuketown_town::command_line("systemctl"),
+        nuketown_town::command_line("id -u"),
+    ];
+    let d = policy::by_rules("ada", &a, &ask(&["/usr/bin/true"]), &clean(), &[], 0).unwrap();
+    assert!(
+        !d.approved && d.reason.contains("agents.ada.sudo.commands"),
+        "{d:?}"
+    );
+    // Listed: asked of a human (no rule covers it) …
+    if Path::new("/usr/bin/systemctl").exists() {
+        assert_eq!(decided(&a, &["/usr/bin/systemctl", "restart", "x"]), None);
+    }
+    assert_eq!(decided(&a, &["/usr/bin/id", "-u"]), None);
+    // … but not `id` with other arguments, even though a rule would approve `id` alone.
+    assert_eq!(decided(&a, &["/usr/bin/id"]), Some(false));
+}
+
 #[test]
 fn a_bare_program_name_means_what_sudo_would_run() {
     let a = agent(&[(&["true"], false)], &[(&["rm"], true)]);

@@ -101,6 +101,15 @@ pub enum Origin {
         /// Who must own it.
         owner: u32,
     },
+    /// A secret in a sops file, decrypted by `sops` as root (the town's
+    /// `sopsFile`, outside every agent's tree).
+    Sops {
+        /// The sops file.
+        file: PathBuf,
+        /// The secret's name as sops-nix reads it: `ada/ssh-key` is the
+        /// key `ssh-key` under `ada`.
+        name: String,
+    },
 }
 
 impl Origin {
@@ -109,6 +118,7 @@ impl Origin {
         match self {
             Origin::Trusted(p) => p.clone(),
             Origin::Beneath { at, .. } => at.path(),
+            Origin::Sops { file, .. } => file.clone(),
         }
     }
 
@@ -117,15 +127,18 @@ impl Origin {
         match self {
             Origin::Trusted(p) => safe::read_trusted(p, u64::MAX),
             Origin::Beneath { at, owner } => at.tree()?.read(&at.rel, Some(*owner), MAX_AGENT_FILE),
+            Origin::Sops { file, name } => sops_decrypt(file, name),
         }
     }
 
     /// Whether anything is there (a link or FIFO too: reading it then
-    /// refuses it by name, rather than calling it missing).
+    /// refuses it by name, rather than calling it missing). For a sops
+    /// secret: whether its file is there (the secret is read when used).
     pub fn exists(&self) -> bool {
         match self {
             Origin::Trusted(p) => p.exists(),
             Origin::Beneath { at, .. } => !matches!(at.meta(), Ok(None)),
+            Origin::Sops { file, .. } => file.exists(),
         }
     }
 
@@ -141,14 +154,62 @@ impl Origin {
                 at: at.with_suffix(suffix),
                 owner: *owner,
             },
+            Origin::Sops { file, name } => Origin::Sops {
+                file: file.clone(),
+                name: format!("{name}{suffix}"),
+            },
         }
     }
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path().display())
+        match self {
+            Origin::Sops { file, name } => {
+                write!(f, "sops secret {name} in {}", file.display())
+            }
+            _ => write!(f, "{}", self.path().display()),
+        }
     }
+}
+
+/// The secret `name` of the sops file `file`, as sops-nix reads it: each
+/// `/` of the name a level of the file's tree (`ada/ssh-key` is
+/// `["ada"]["ssh-key"]`). sops finds its own key (an age key in
+/// `SOPS_AGE_KEY_FILE` or root's `~/.config/sops/age/keys.txt`, a cloud
+/// KMS, PGP); units started without `HOME` look in root's home.
+pub fn sops_decrypt(file: &Path, name: &str) -> Result<Vec<u8>, HostError> {
+    let extract: String = name
+        .split('/')
+        .map(|k| format!("[{}]", serde_json::Value::from(k)))
+        .collect();
+    let mut cmd = std::process::Command::new("sops");
+    cmd.args(["--decrypt", "--extract", &extract]).arg(file);
+    if std::env::var_os("HOME").is_none() {
+        cmd.env(
+            "HOME",
+            system::user("root").map_or("/root".into(), |a| a.home),
+        );
+    }
+    let shown = format!("sops --decrypt --extract '{extract}' {}", file.display());
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| HostError::Tool {
+            command: shown.clone(),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                "sops is not installed; install it (https://github.com/getsops/sops/releases) to read the town's sops secrets, or name the files instead".to_string()
+            } else {
+                e.to_string()
+            },
+        })?;
+    if !out.status.success() {
+        return Err(HostError::Tool {
+            command: shown,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
 }
 
 /// Where a file's bytes come from.
@@ -168,6 +229,8 @@ pub enum Source {
         /// The private key whose public half is allowed.
         key: Origin,
     },
+    /// The town's `allowed_signers`: a line for each principal and key, in order.
+    AllowedSigners(Vec<(String, Origin)>),
 }
 
 /// The public half of the private key `key` (its `.pub` beside it, else derived).
@@ -227,13 +290,23 @@ impl Source {
             Source::Text(t) => Ok(t.clone().into_bytes()),
             Source::CopyOf(o) => o.read(),
             Source::PublicKeyOf(o) => public_key(o),
-            Source::AllowedSigner { email, key } => {
-                let key = String::from_utf8_lossy(&public_key(key)?).into_owned();
-                let key: Vec<&str> = key.split_whitespace().take(2).collect();
-                Ok(format!("{email} namespaces=\"git\" {}\n", key.join(" ")).into_bytes())
+            Source::AllowedSigner { email, key } => signer_line(email, key),
+            Source::AllowedSigners(list) => {
+                let mut text = b"# Written by nuketown: the town's agents and the keys that sign their commits.\n".to_vec();
+                for (email, key) in list {
+                    text.extend(signer_line(email, key)?);
+                }
+                Ok(text)
             }
         }
     }
+}
+
+/// `<email> namespaces="git" <type> <key>`: git may verify `email`'s commits with the key.
+fn signer_line(email: &str, key: &Origin) -> Result<Vec<u8>, HostError> {
+    let key = String::from_utf8_lossy(&public_key(key)?).into_owned();
+    let key: Vec<&str> = key.split_whitespace().take(2).collect();
+    Ok(format!("{email} namespaces=\"git\" {}\n", key.join(" ")).into_bytes())
 }
 
 /// One change apply makes. `Display` is the line `plan` prints.
@@ -333,6 +406,18 @@ pub enum Change {
     ForgetKeyFile { at: At },
     /// Import an armored private key into the agent's GnuPG home (gpg runs as the agent).
     ImportGpgKey { user: String, key: Origin },
+    /// Import the public half of `agent`'s private key `key` into a human's
+    /// keyring (gpg runs as the human), so the human's git verifies the
+    /// agent's GPG signatures.
+    ImportGpgPublic {
+        user: String,
+        agent: String,
+        /// The agent's address: the only user id that goes along.
+        email: String,
+        key: Origin,
+    },
+    /// Make the system git configuration include the town's (`[include] path`).
+    GitInclude { config: PathBuf, include: PathBuf },
     /// Give an agent its ACL on a device present now (the rule's exact command).
     DeviceAcl {
         agent: String,
@@ -437,6 +522,15 @@ impl fmt::Display for Change {
                 write!(f, "- private key file {at} (the town holds the key)")
             }
             Change::ImportGpgKey { user, key } => write!(f, "+ gpg key {key} for {user}"),
+            Change::ImportGpgPublic { user, agent, .. } => {
+                write!(f, "+ {agent}'s public gpg key in {user}'s keyring")
+            }
+            Change::GitInclude { config, include } => write!(
+                f,
+                "+ include {} in {} (git verifies the agents' signatures)",
+                include.display(),
+                config.display()
+            ),
             Change::ReloadUdev => write!(f, "~ udev: reload rules"),
             Change::Symlink { link, target } => {
                 write!(f, "+ link {} -> {}", link.display(), target.display())
@@ -516,11 +610,16 @@ pub fn key_store(dir: &Path) -> Result<nuketown_keys::Store, HostError> {
 }
 
 fn import_gpg_key(user: &str, key: &Origin) -> Result<(), HostError> {
-    let bytes = key.read()?;
+    let bytes = zeroize::Zeroizing::new(key.read()?);
+    import_gpg(user, &bytes, &key.to_string())
+}
+
+/// `gpg --import` of `bytes` as `user`, into their own keyring.
+fn import_gpg(user: &str, bytes: &[u8], what: &str) -> Result<(), HostError> {
     let mut cmd = system::as_user(user, "gpg");
     cmd.args(["--batch", "--quiet", "--import"])
         .stdin(std::process::Stdio::piped());
-    let shown = format!("gpg --import {key} (as {user})");
+    let shown = format!("gpg --import {what} (as {user})");
     let mut child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -533,11 +632,15 @@ fn import_gpg_key(user: &str, key: &Origin) -> Result<(), HostError> {
         .stdin
         .take()
         .expect("piped")
-        .write_all(&bytes)
-        .map_err(HostError::io(key.path()))?;
-    let out = child
-        .wait_with_output()
-        .map_err(HostError::io(key.path()))?;
+        .write_all(bytes)
+        .map_err(|e| HostError::Tool {
+            command: shown.clone(),
+            message: e.to_string(),
+        })?;
+    let out = child.wait_with_output().map_err(|e| HostError::Tool {
+        command: shown.clone(),
+        message: e.to_string(),
+    })?;
     if !out.status.success() {
         return Err(HostError::Tool {
             command: shown,
@@ -688,6 +791,35 @@ impl Change {
             }
             Change::ForgetKeyFile { at } => at.tree()?.remove(&at.rel)?,
             Change::ImportGpgKey { user, key } => import_gpg_key(user, key)?,
+            Change::ImportGpgPublic {
+                user, key, email, ..
+            } => {
+                let public = crate::plan::gpg_public(key, email)
+                    .map_err(|e| HostError::Conflict(format!("{key}: {e}")))?;
+                import_gpg(user, &public, &format!("the public half of {key}"))?
+            }
+            Change::GitInclude { config, include } => {
+                if config.symlink_metadata().is_ok_and(|m| !m.is_file()) {
+                    return Err(HostError::Refused {
+                        path: config.clone(),
+                        why: "not a regular file (a link: managed elsewhere)".into(),
+                    });
+                }
+                if let Some(dir) = config.parent() {
+                    fs::create_dir_all(dir).map_err(HostError::io(dir))?;
+                }
+                run(
+                    "git",
+                    [
+                        std::ffi::OsStr::new("config"),
+                        "--file".as_ref(),
+                        config.as_os_str(),
+                        "--add".as_ref(),
+                        "include.path".as_ref(),
+                        include.as_os_str(),
+                    ],
+                )?;
+            }
             Change::DeviceAcl { argv, .. } => {
                 run(&argv[0], &argv[1..])?;
             }

@@ -22,6 +22,7 @@ pub mod state;
 pub mod status;
 pub mod sudoers;
 pub mod system;
+pub mod trust;
 
 use std::path::PathBuf;
 
@@ -54,6 +55,12 @@ pub struct HostPaths {
     /// The host's resolver configuration (`NUKETOWN_RESOLV_CONF`): its
     /// `nameserver`s are the only DNS servers a restricted agent may ask.
     pub resolv_conf: PathBuf,
+    /// Where sops secrets without a place in the home are installed, as
+    /// sops-nix installs them (`NUKETOWN_SECRETS_DIR`).
+    pub secrets_dir: PathBuf,
+    /// The system git configuration, which apply points at the town's
+    /// allowed signers (`NUKETOWN_GITCONFIG`; git's own `GIT_CONFIG_SYSTEM`).
+    pub gitconfig: PathBuf,
 }
 
 impl Default for HostPaths {
@@ -68,6 +75,8 @@ impl Default for HostPaths {
             lock: "/run/lock/nuketown-users.lock".into(),
             systemd_runtime: "/run/systemd/system".into(),
             resolv_conf: "/etc/resolv.conf".into(),
+            secrets_dir: "/run/secrets".into(),
+            gitconfig: "/etc/gitconfig".into(),
         }
     }
 }
@@ -107,6 +116,12 @@ impl HostPaths {
         }
         if let Some(v) = var("NUKETOWN_LOCK") {
             p.lock = v;
+        }
+        if let Some(v) = var("NUKETOWN_SECRETS_DIR") {
+            p.secrets_dir = v;
+        }
+        if let Some(v) = var("NUKETOWN_GITCONFIG") {
+            p.gitconfig = v;
         }
         p
     }

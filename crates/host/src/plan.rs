@@ -108,6 +108,8 @@ pub struct Plan {
 struct Planner {
     /// home-manager lays down this agent's dotfiles (NixOS): leave them to it.
     home_manager: bool,
+    /// Where sops secrets without a place in the home go (`/run/secrets`).
+    secrets_dir: PathBuf,
     plan: Plan,
     /// Directories this plan already creates or fixes.
     made: BTreeSet<PathBuf>,
@@ -138,6 +140,7 @@ pub fn shim_dir(town: &Town) -> PathBuf {
 pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, HostError> {
     let mut p = Planner {
         home_manager: false,
+        secrets_dir: paths.secrets_dir.clone(),
         plan: Plan::default(),
         made: BTreeSet::new(),
     };
@@ -174,6 +177,9 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
     let chats = town.host_agents().any(|(_, a)| a.chat.enable);
     p.units(paths, opts, chats);
     p.publish(town, paths);
+    p.trust(town, paths)?;
+    p.portals(town, paths, opts);
+    p.nix_only(town, paths);
     p.departed(town, opts, &state, &mut new_state);
     if new_state != state {
         p.push(Change::SaveState {
@@ -654,6 +660,120 @@ impl Planner {
         );
     }
 
+    /// The humans' side of the trust graph ([`crate::trust`]): the allowed
+    /// signers, the system git configuration that names them, and the GPG
+    /// agents' public keys in each human's keyring.
+    fn trust(&mut self, town: &Town, paths: &HostPaths) -> Result<(), HostError> {
+        self.dir(&At::system(&paths.etc_dir), 0o755, 0, 0, false);
+        self.file(
+            &At::system(&crate::trust::allowed_signers(paths)),
+            Source::AllowedSigners(crate::trust::signers(town)),
+            0o644,
+            0,
+            0,
+        );
+        let include = crate::trust::git_include(paths);
+        self.file(
+            &At::system(&include),
+            Source::Text(crate::trust::git_include_text(paths)),
+            0o644,
+            0,
+            0,
+        );
+        let config = &paths.gitconfig;
+        match config.symlink_metadata() {
+            Ok(m) if !m.is_file() => self.plan.notes.push(format!(
+                "{} is not a file of its own (managed elsewhere, e.g. NixOS's programs.git): add `[include] path = {}` there for git to verify the agents' SSH signatures",
+                config.display(),
+                include.display()
+            )),
+            _ if crate::trust::includes(config, &include) => {}
+            _ => self.push(Change::GitInclude {
+                config: config.clone(),
+                include,
+            }),
+        }
+        for (agent, key) in crate::trust::gpg_keys(town)? {
+            let fpr = gpg_fingerprint(&key).map_err(|e| {
+                HostError::Conflict(format!("agents.{agent}.secrets.gpgKey: {key}: {e}"))
+            })?;
+            for human in town.humans() {
+                // A human without a GnuPG home has no key yet (and plan makes none).
+                let keyring = system::user(&human).is_some_and(|a| a.home.join(".gnupg").is_dir());
+                if !(keyring && gpg_has_key(&human, &fpr, "--list-keys")) {
+                    self.push(Change::ImportGpgPublic {
+                        user: human.clone(),
+                        agent: agent.clone(),
+                        email: town.identity(&agent).email,
+                        key: key.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `portal-<agent>` for each agent with `portal.enable`, and `portal`,
+    /// on the humans' PATH (beside the installed binary); ones an earlier
+    /// apply wrote and the town no longer wants go.
+    fn portals(&mut self, town: &Town, paths: &HostPaths, opts: &Options) {
+        let nuketown = opts.binary.as_deref().map_or_else(
+            || paths.bin_dir.join("nuketown"),
+            |b| paths.installed_binary(b),
+        );
+        let wanted = crate::portal::commands(town, &nuketown, &paths.etc_dir.join("town.json"));
+        if !wanted.is_empty() {
+            self.dir_chain(&paths.bin_dir, 0o755, 0, 0);
+        }
+        for (name, text) in &wanted {
+            self.file(
+                &At::system(&paths.bin_dir.join(name)),
+                Source::Text(text.clone()),
+                0o755,
+                0,
+                0,
+            );
+        }
+        for old in crate::portal::installed_commands(&paths.bin_dir) {
+            let name = old.file_name().map(|n| n.to_string_lossy().into_owned());
+            if !wanted.iter().any(|(w, _)| Some(w) == name.as_ref()) {
+                self.push(Change::RemoveFile { path: old });
+            }
+        }
+    }
+
+    /// What only NixOS (home-manager) does with the town, said once per
+    /// key for the agents this host lays down itself.
+    fn nix_only(&mut self, town: &Town, paths: &HostPaths) {
+        let here: Vec<(&String, &Agent)> = town
+            .host_agents()
+            .filter(|(n, _)| !home_manager_manages(paths, n))
+            .collect();
+        if here.is_empty() {
+            return;
+        }
+        let fix = "install them with the host's package manager (they are then every user's), or run the town on NixOS";
+        if !town.base_packages.is_empty() {
+            self.plan.notes.push(format!(
+                "basePackages ({}) take effect only on NixOS, where home-manager installs them for each agent; here the agents use the host's own commands: {fix}",
+                town.base_packages.join(", ")
+            ));
+        }
+        for (name, agent) in &here {
+            if !agent.packages.is_empty() {
+                self.plan.notes.push(format!(
+                    "agents.{name}.packages ({}) take effect only on NixOS (home-manager); here {name} uses the host's own commands: {fix}",
+                    agent.packages.join(", ")
+                ));
+            }
+            if !agent.extra_home_config.is_null() {
+                self.plan.notes.push(format!(
+                    "agents.{name}.extraHomeConfig is home-manager configuration and takes effect only on NixOS; this host ignores it"
+                ));
+            }
+        }
+    }
+
     /// Agents no longer in the town, or now declared for the cloud only:
     /// noted, or removed with `--prune`.
     fn departed(&mut self, town: &Town, opts: &Options, state: &State, new_state: &mut State) {
@@ -729,11 +849,25 @@ pub fn home_manager_manages(paths: &HostPaths, name: &str) -> bool {
         .exists()
 }
 
+/// The humans' side of the trust graph alone ([`crate::trust`]): what
+/// `reset --all` and `keys rotate` republish.
+pub fn plan_trust(town: &Town, paths: &HostPaths) -> Result<Plan, HostError> {
+    let mut p = Planner {
+        home_manager: false,
+        secrets_dir: paths.secrets_dir.clone(),
+        plan: Plan::default(),
+        made: BTreeSet::new(),
+    };
+    p.trust(town, paths)?;
+    Ok(p.plan)
+}
+
 /// The changes that lay down one agent (user, home, persist binds, keys,
 /// identity files, secrets) and nothing else: what a new round re-applies.
 pub fn plan_agent(town: &Town, name: &str, paths: &HostPaths) -> Result<Plan, HostError> {
     let mut p = Planner {
         home_manager: home_manager_manages(paths, name),
+        secrets_dir: paths.secrets_dir.clone(),
         plan: Plan::default(),
         made: BTreeSet::new(),
     };
@@ -802,6 +936,32 @@ pub fn origin(town: &Town, path: &Path) -> Result<Origin, HostError> {
         });
     }
     Ok(Origin::Trusted(path.to_path_buf()))
+}
+
+/// Where to read a key or secret the town names: a file by its path (see
+/// [`origin`]), or a sops secret by its name in the town's `sopsFile`.
+pub fn secret_origin(town: &Town, named: &Path) -> Result<Origin, HostError> {
+    if named.is_absolute() {
+        return origin(town, named);
+    }
+    let Some(file) = &town.sops_file else {
+        return Err(HostError::Conflict(format!(
+            "{} names a sops secret, but the town declares no sopsFile",
+            named.display()
+        )));
+    };
+    // The sops file is read by sops as root, by its path: never from a tree an agent controls.
+    let file = std::path::absolute(file).map_err(HostError::io(file))?;
+    if file.starts_with(&town.agents_dir) || file.starts_with(persist_agents(town)) {
+        return Err(HostError::Conflict(format!(
+            "sopsFile {} lies in an agent's tree; keep it outside agentsDir and persistDir/agents",
+            file.display()
+        )));
+    }
+    Ok(Origin::Sops {
+        file,
+        name: named.to_string_lossy().into_owned(),
+    })
 }
 
 /// What is at `at` now, read beneath its base; an error (a link on the way)
@@ -1160,7 +1320,7 @@ impl Planner {
         let old_there = !matches!(meta(&old), Ok(None));
         match &cx.agent.secrets.ssh_key {
             Some(k) => {
-                let o = origin(town, k)?;
+                let o = secret_origin(town, k)?;
                 if !o.exists() {
                     return Err(HostError::Conflict(format!(
                         "agents.{name}.secrets.sshKey: {} does not exist; point it at the agent's private key or remove the key to have one generated",
@@ -1170,6 +1330,14 @@ impl Planner {
                 let want = crate::change::public_key(&o).map_err(|e| {
                     HostError::Conflict(format!("agents.{name}.secrets.sshKey: {e}"))
                 })?;
+                if let Some(declared) = &cx.agent.keys.public_key {
+                    if key_words(declared.as_bytes()) != key_words(&want) {
+                        return Err(HostError::Conflict(format!(
+                            "agents.{name}.keys.publicKey is not the public half of secrets.sshKey ({o}, whose public key is {}); declare the key's own public half, or the private key that belongs to it",
+                            key_words(&want)
+                        )));
+                    }
+                }
                 if stored.as_deref().map(key_words) != Some(key_words(&want)) {
                     self.push(Change::ImportSshKey {
                         agent: name.into(),
@@ -1209,6 +1377,15 @@ impl Planner {
                         comment: format!("{name}@{}", town.domain()),
                     });
                 }
+            }
+            None if cx.agent.keys.public_key.as_deref().is_some_and(|d| {
+                stored.as_deref().map(key_words) != Some(key_words(d.as_bytes()))
+            }) =>
+            {
+                return Err(HostError::Conflict(format!(
+                    "agents.{name}.keys.publicKey is not the key the town holds for {name} ({}); declare secrets.sshKey with its private half, or remove keys.publicKey (`nuketown keys list` shows the key held)",
+                    stored.as_deref().map(key_words).unwrap_or_default()
+                )));
             }
             None => {
                 // Sealed already: private key files left at the old places go.
@@ -1253,7 +1430,7 @@ impl Planner {
         let name = cx.name;
         let signing = match &cx.agent.secrets.gpg_key {
             Some(gpg) => {
-                let origin = origin(town, gpg)?;
+                let origin = secret_origin(town, gpg)?;
                 let fpr = gpg_fingerprint(&origin).map_err(|e| {
                     HostError::Conflict(format!(
                         "agents.{name}.secrets.gpgKey: {}: {e}",
@@ -1261,7 +1438,7 @@ impl Planner {
                     ))
                 })?;
                 self.dir(&cx.home.join(".gnupg"), 0o700, cx.uid, cx.gid, true);
-                if !gpg_has_secret_key(name, &fpr) {
+                if !gpg_has_key(name, &fpr, "--list-secret-keys") {
                     self.push(Change::ImportGpgKey {
                         user: name.into(),
                         key: origin,
@@ -1286,27 +1463,42 @@ impl Planner {
         Ok(signing)
     }
 
-    /// Declared extra secrets with a source on this host, copied in as the agent's.
+    /// Declared extra secrets, the agent's alone: with a `path`, copied into
+    /// the home; a sops secret without one installed where sops-nix would
+    /// (`<secrets dir>/<name>`, in root's directories); a file without one
+    /// stays where it is.
     fn secrets(&mut self, town: &Town, cx: &Ctx<'_>) -> Result<(), HostError> {
         let name = cx.name;
         for (sname, secret) in &cx.agent.secrets.extra_secrets {
-            let dst = cx.home.join(&secret.path);
-            match &secret.source {
-                Some(src) => {
-                    let origin = origin(town, src)?;
-                    if !origin.exists() {
-                        return Err(HostError::Conflict(format!(
-                            "agents.{name}.secrets.extraSecrets.{sname}.source: {} does not exist",
-                            src.display()
-                        )));
-                    }
+            let key = format!("agents.{name}.secrets.extraSecrets.{sname}");
+            let mode = u32::from_str_radix(&secret.mode, 8).unwrap_or(0o400);
+            let Some(src) = &secret.source else {
+                self.plan.notes.push(format!(
+                    "{key} has no source on this host; skipped (name its sops secret with a sopsFile, or its file)"
+                ));
+                continue;
+            };
+            let origin = secret_origin(town, src)?;
+            if !origin.exists() {
+                return Err(HostError::Conflict(format!(
+                    "{key}.source: {origin} does not exist"
+                )));
+            }
+            match (&secret.path, &origin) {
+                (Some(path), _) => {
+                    let dst = cx.home.join(path);
                     self.parents(&cx.home, &dst, 0o700, cx.uid, cx.gid);
-                    let mode = u32::from_str_radix(&secret.mode, 8).unwrap_or(0o400);
                     self.file(&dst, Source::CopyOf(origin), mode, cx.uid, cx.gid);
                 }
-                None => self.plan.notes.push(format!(
-                    "agents.{name}.secrets.extraSecrets.{sname} has no source on this host; skipped (give it a source, e.g. the sops-nix secret's path under /run/secrets)"
-                )),
+                (None, Origin::Sops { name: sops, .. }) => {
+                    let root = At::system(&self.secrets_dir);
+                    self.dir(&root, 0o755, 0, 0, true);
+                    let dst = root.join(sops);
+                    self.parents(&root, &dst, 0o755, 0, 0);
+                    let copy = Source::CopyOf(origin.clone());
+                    self.file(&dst, copy, mode, cx.uid, cx.gid);
+                }
+                (None, _) => {}
             }
         }
         Ok(())
@@ -1351,33 +1543,48 @@ impl Planner {
     }
 }
 
+/// A fresh private GnuPG home for reading `file`'s key, and who gpg runs as
+/// there: the file's owner when it comes from an agent's tree (given the
+/// home), else root.
+struct ScratchGpg {
+    home: crate::safe::PrivateDir,
+    owner: Option<u32>,
+}
+
+impl ScratchGpg {
+    fn for_file(file: &Origin) -> Result<ScratchGpg, String> {
+        let home = crate::safe::PrivateDir::new("nuketown-gpg").map_err(|e| e.to_string())?;
+        let owner = match file {
+            Origin::Beneath { owner, .. } if *owner != 0 => Some(*owner),
+            _ => None,
+        };
+        if let Some(uid) = owner {
+            let gid = system::user_by_uid(uid).map_or(uid, |a| a.gid);
+            home.give_to(uid, gid).map_err(|e| e.to_string())?;
+        }
+        Ok(ScratchGpg { home, owner })
+    }
+
+    /// `gpg --homedir <home> --batch ARGS…`, `input` on stdin.
+    fn gpg(&self, args: &[&str], input: &[u8]) -> Result<std::process::Output, HostError> {
+        let mut all = vec![
+            std::ffi::OsStr::new("--homedir"),
+            self.home.path().as_os_str(),
+            "--batch".as_ref(),
+        ];
+        all.extend(args.iter().map(std::ffi::OsStr::new));
+        system::run_with_input("gpg", all, input, self.owner)
+    }
+}
+
 /// The fingerprint of the (first) key in an armored key file, read without
 /// a keyring: the bytes are read as root (see [`Origin`]) and given to gpg
 /// on stdin, with a fresh private GnuPG home; a file from an agent's tree
 /// is parsed by gpg running as that agent.
 pub fn gpg_fingerprint(file: &Origin) -> Result<String, String> {
     let bytes = file.read().map_err(|e| e.to_string())?;
-    let tmp = crate::safe::PrivateDir::new("nuketown-gpg").map_err(|e| e.to_string())?;
-    let owner = match file {
-        Origin::Beneath { owner, .. } if *owner != 0 => Some(*owner),
-        _ => None,
-    };
-    if let Some(uid) = owner {
-        let gid = system::user_by_uid(uid).map_or(uid, |a| a.gid);
-        tmp.give_to(uid, gid).map_err(|e| e.to_string())?;
-    }
-    let out = system::run_with_input(
-        "gpg",
-        [
-            std::ffi::OsStr::new("--homedir"),
-            tmp.path().as_os_str(),
-            "--batch".as_ref(),
-            "--with-colons".as_ref(),
-            "--show-keys".as_ref(),
-        ],
-        &bytes,
-        owner,
-    );
+    let scratch = ScratchGpg::for_file(file)?;
+    let out = scratch.gpg(&["--with-colons", "--show-keys"], &bytes);
     let out = out.map_err(|e| format!("not a GPG key file: {e}"))?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -1387,12 +1594,49 @@ pub fn gpg_fingerprint(file: &Origin) -> Result<String, String> {
         .ok_or_else(|| "no key found in the file".to_string())
 }
 
-fn gpg_has_secret_key(user: &str, fpr: &str) -> bool {
+/// The armored public half of the (first) key in an armored private key
+/// file, with only its user ids for `email`: imported into a fresh private
+/// GnuPG home and exported from there (gpg running as the file's owner when
+/// it comes from an agent's tree), whose agent is stopped and home removed
+/// afterwards. Only the agent's own address goes to the humans' keyrings:
+/// a user id naming anyone else would let the agent's signatures show as theirs.
+pub fn gpg_public(file: &Origin, email: &str) -> Result<Vec<u8>, String> {
+    let fpr = gpg_fingerprint(file)?;
+    let bytes = zeroize::Zeroizing::new(file.read().map_err(|e| e.to_string())?);
+    let scratch = ScratchGpg::for_file(file)?;
+    let imported = scratch.gpg(&["--import"], &bytes);
+    let keep = format!("keep-uid=mbox = {email}");
+    let exported = imported.and_then(|_| {
+        let export = ["--armor", "--export-options", "export-minimal"];
+        let filter = ["--export-filter", &keep, "--export", &fpr];
+        scratch.gpg(&[&export[..], &filter[..]].concat(), b"")
+    });
+    // The import started a gpg-agent for the scratch home: stop it.
+    let home = scratch.home.path().as_os_str();
+    let kill = [
+        std::ffi::OsStr::new("--homedir"),
+        home,
+        "--kill".as_ref(),
+        "all".as_ref(),
+    ];
+    let _ = system::run_with_input("gpgconf", kill, b"", scratch.owner);
+    let out = exported.map_err(|e| format!("cannot take its public key: {e}"))?;
+    if out.stdout.is_empty() {
+        return Err(format!(
+            "the key has no user id for {email}, the agent's git e-mail; give it one (`gpg --quick-add-uid`) or set git.email to its address"
+        ));
+    }
+    Ok(out.stdout)
+}
+
+/// Whether `user`'s keyring holds the key `fpr` (`list`: `--list-keys`
+/// for a public key, `--list-secret-keys` for a secret one); gpg runs as the user.
+fn gpg_has_key(user: &str, fpr: &str, list: &str) -> bool {
     if system::user(user).is_none() {
         return false;
     }
     let mut c = system::as_user(user, "gpg");
-    c.args(["--batch", "--list-secret-keys", fpr]);
+    c.args(["--batch", list, fpr]);
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     c.status().is_ok_and(|s| s.success())

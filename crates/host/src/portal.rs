@@ -130,14 +130,86 @@ pub fn as_user_argv(reach: Reach, user: &str, script: &str) -> Vec<String> {
     }
 }
 
-/// The command in the agent's pane: `portal.command`, or `claude` with
-/// claudeCode, or a login shell.
+/// The command in the agent's pane: `portal.command`, else the agent's
+/// CLI — `claude` with claudeCode, the chat backend's program (`claude`,
+/// `codex`, `aider`) with chat — else a login shell.
 pub fn agent_command(agent: &Agent) -> String {
     match &agent.portal.command {
         Some(c) => c.clone(),
         None if agent.claude_code.enable => "claude".to_string(),
+        None if agent.chat.enable => match agent.chat.backend.kind.as_str() {
+            "claude-code" => "claude".to_string(),
+            "codex" => "codex".to_string(),
+            "aider" => "aider".to_string(),
+            _ => "exec bash -l".to_string(),
+        },
         None => "exec bash -l".to_string(),
     }
+}
+
+/// The first line of every portal command apply writes: how it knows its own.
+pub const COMMAND_MARK: &str = "# Written by nuketown apply: a portal";
+
+/// The human's portal commands, by file name: `portal-<agent>` for each
+/// agent of this host with `portal.enable`, and `portal` when there is one.
+/// Each runs `nuketown portal --pick` (fzf over the project dirs when no
+/// project is given) with the published town.
+pub fn commands(town: &Town, nuketown: &Path, town_file: &Path) -> Vec<(String, String)> {
+    let run = |what: &str, args: &str| {
+        format!(
+            "#!/bin/sh\n{COMMAND_MARK} ({what}).\nexec {} portal --town {} --pick {args}\"$@\"\n",
+            sh_quote(&nuketown.display().to_string()),
+            sh_quote(&town_file.display().to_string())
+        )
+    };
+    let mut out: Vec<(String, String)> = town
+        .host_agents()
+        .filter(|(_, a)| a.portal.enable)
+        .map(|(name, _)| {
+            (
+                format!("portal-{name}"),
+                run(
+                    &format!("{name} beside you in tmux; portal-{name} [PROJECT]"),
+                    &format!("{} ", sh_quote(name)),
+                ),
+            )
+        })
+        .collect();
+    if !out.is_empty() {
+        out.push((
+            "portal".to_string(),
+            run(
+                "pick an agent, then a project; portal [AGENT] [PROJECT]",
+                "",
+            ),
+        ));
+    }
+    out
+}
+
+/// The portal commands an earlier apply wrote in `dir` (known by their mark).
+pub fn installed_commands(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n == "portal" || n.starts_with("portal-"))
+        })
+        .filter(|p| {
+            p.symlink_metadata().is_ok_and(|m| m.is_file())
+                && fs::read_to_string(p).is_ok_and(|t| {
+                    t.lines()
+                        .nth(1)
+                        .is_some_and(|l| l.starts_with(COMMAND_MARK))
+                })
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// A portal to open: who, where, and the tmux argv that opens it.

@@ -178,6 +178,14 @@ pub fn reset_all(
             failed.push(name.clone());
         }
     }
+    // The humans verify the agents as they are now (keys are made or
+    // imported by the rounds above).
+    if let Err(e) = publish_trust(town, paths) {
+        report(&format!(
+            "the humans' allowed signers and keyrings NOT updated: {e}"
+        ));
+        failed.push("the humans' trust".to_string());
+    }
     if failed.is_empty() {
         Ok(())
     } else {
@@ -186,6 +194,15 @@ pub fn reset_all(
             failed.join(", ")
         )))
     }
+}
+
+/// Bring the humans' side of the trust graph up to date
+/// ([`crate::trust`]); returns what changed, as plan lines.
+pub fn publish_trust(town: &Town, paths: &HostPaths) -> Result<Vec<String>, HostError> {
+    let plan = crate::plan::plan_trust(town, paths)?;
+    let mut done = Vec::new();
+    crate::make_all(&plan.changes, |c| done.push(c.to_string()))?;
+    Ok(done)
 }
 
 /// The home-manager unit of agent `name` (NixOS with home-manager): the

@@ -15,7 +15,7 @@ use nuketown_town::display::clean;
 use nuketown_town::Town;
 
 use crate::change::{public_key, Origin};
-use crate::plan::{generated_key, origin, persist_agents};
+use crate::plan::{generated_key, persist_agents, secret_origin};
 use crate::safe::Tree;
 use crate::system;
 
@@ -50,7 +50,7 @@ fn ssh_public_key(town: &Town, name: &str, uid: u32) -> Option<String> {
         Ok(b) => b,
         Err(_) => {
             let key = match &town.agents[name].secrets.ssh_key {
-                Some(k) => origin(town, k).ok()?,
+                Some(k) => secret_origin(town, k).ok()?,
                 None => Origin::Beneath {
                     at: generated_key(town, name),
                     owner: 0,

@@ -119,9 +119,9 @@ fn apply_creates_private_agents_and_is_idempotent() {
     );
     assert!(ada_home.join(".claude/CLAUDE.md").exists());
     assert!(
-        fs::read_to_string(ada_home.join(".claude/agents/nkhada.md"))
+        fs::read_to_string(ada_home.join(".claude/agents/nkhada-software.md"))
             .unwrap()
-            .starts_with("---\nname: nkhada\n")
+            .starts_with("---\nname: nkhada-software\n")
     );
     assert_eq!(
         fs::read_to_string(ada_home.join(".claude/settings.json")).unwrap(),

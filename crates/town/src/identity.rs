@@ -46,6 +46,9 @@ pub struct Identity {
     /// Name of the Claude Code agent file.
     #[serde(skip)]
     pub claude_agent_name: String,
+    /// The devices the agent may open.
+    #[serde(skip)]
+    pub devices: Vec<crate::Device>,
 }
 
 /// A file in the agent's home, rendered from the identity.
@@ -107,7 +110,8 @@ impl Town {
                 .claude_code
                 .agent_name
                 .clone()
-                .unwrap_or_else(|| name.to_string()),
+                .unwrap_or_else(|| default_agent_name(name, &agent.role)),
+            devices: agent.devices.clone(),
         }
     }
 }
@@ -172,6 +176,19 @@ Ask for the smallest command that does the job, wait for the answer, and treat a
         } else {
             s.push_str("You have no root access. If something needs root, ask the human.\n");
         }
+        if !self.devices.is_empty() {
+            s.push_str("\n## Hardware Access\n\nYou may open these devices while they are plugged in (udev gives you an ACL on the device node):\n\n");
+            for d in &self.devices {
+                let attrs: Vec<String> = d.attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(
+                    s,
+                    "- **{}**: {} ({})",
+                    d.subsystem,
+                    attrs.join(", "),
+                    d.permission
+                );
+            }
+        }
         s.push_str("\n## Identity\n\nA machine-readable copy of this is in `~/.config/nuketown/identity.toml`.\n");
         if !self.extra_prompt.trim().is_empty() {
             let _ = write!(s, "\n{}\n", self.extra_prompt.trim());
@@ -225,6 +242,12 @@ Ask for the smallest command that does the job, wait for the answer, and treat a
         s.push_str("[init]\n\tdefaultBranch = main\n");
         s
     }
+}
+
+/// `<name>-<role>`, with spaces and slashes of the role as `-`: the
+/// Claude Code agent file's name unless `claudeCode.agentName` says otherwise.
+pub fn default_agent_name(name: &str, role: &str) -> String {
+    format!("{name}-{}", role.replace([' ', '/'], "-"))
 }
 
 fn quote_git(v: &str) -> String {

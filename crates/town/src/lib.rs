@@ -12,16 +12,19 @@ mod identity;
 pub mod network;
 mod parse;
 mod schema;
+mod shorthand;
 pub mod tiers;
 mod validate;
 
 pub use chat::{BridgeRoom, BridgeTown};
-pub use identity::{projections, Identity, Projection, Signing};
+pub use identity::{default_agent_name, projections, Identity, Projection, Signing};
 pub use network::{Egress, EgressRule, Network};
 pub use parse::{default_town_path, hostname, load, parse, Format, TownError};
 pub use schema::*;
+pub use shorthand::command_line;
 pub use validate::{
-    is_dns_label, is_dns_subdomain, is_unix_name, validate, Problem, MAX_UID, MIN_UID,
+    is_dns_label, is_dns_subdomain, is_sops_name, is_unix_name, is_uuid, validate, Problem,
+    MAX_UID, MIN_UID,
 };
 
 use std::path::PathBuf;
@@ -140,8 +143,27 @@ impl Town {
         if self.domain.is_none() {
             self.domain = Some(format!("{hostname}.local"));
         }
+        // A bare UUID is the module guide's btrfs set-up: its subvolumes
+        // `@agents` and `@agents-blank`.
+        if let Some(dev) = self.btrfs_device.clone() {
+            if validate::is_uuid(&dev) {
+                self.btrfs_device = Some(format!("/dev/disk/by-uuid/{dev}"));
+                self.btrfs_subvolume
+                    .get_or_insert_with(|| "@agents".to_string());
+            }
+            self.btrfs_subvolume
+                .get_or_insert_with(|| "agents".to_string());
+        }
         // The NixOS module's default for settings is `{ }`: one normal form for both producers.
-        for agent in self.agents.values_mut() {
+        let sops = self.sops_file.is_some();
+        for (name, agent) in self.agents.iter_mut() {
+            // With a sops file, an extra secret without a source is the sops
+            // secret `<agent>/<name>`, as the NixOS module reads it.
+            for (sname, secret) in agent.secrets.extra_secrets.iter_mut() {
+                if sops && secret.source.is_none() {
+                    secret.source = Some(PathBuf::from(format!("{name}/{sname}")));
+                }
+            }
             // The module writes `host.enable` with its default filled in.
             if agent.host.enable.is_none() {
                 agent.host.enable = Some(!agent.cloud.enable);

@@ -109,6 +109,9 @@ pub fn load(path: &Path) -> Result<Town, TownError> {
 /// `origin` names the input in error messages.
 pub fn parse(text: &str, format: Format, origin: &str, hostname: &str) -> Result<Town, TownError> {
     let mut town = deserialize(text, format, origin)?;
+    if !town.cloud.is_unset() {
+        town = with_town_cloud(text, format, origin)?;
+    }
     town.resolve_defaults(hostname);
     let problems = validate(&town);
     if problems.is_empty() {
@@ -158,6 +161,48 @@ fn deserialize(text: &str, format: Format, origin: &str) -> Result<Town, TownErr
     }
 }
 
+/// The town read again with the town-wide `cloud` table as the default of
+/// every agent's: each key an agent's `cloud` leaves out is taken from it
+/// (tables key by key). The text has been read once already, so every
+/// key and type is known to be right.
+fn with_town_cloud(text: &str, format: Format, origin: &str) -> Result<Town, TownError> {
+    let syntax = |message: String| TownError::Syntax {
+        origin: origin.to_string(),
+        key: "cloud".to_string(),
+        message,
+    };
+    let mut v: serde_json::Value = match format {
+        Format::Json => serde_json::from_str(text).map_err(|e| syntax(e.to_string()))?,
+        Format::Toml => toml::from_str(text).map_err(|e| syntax(e.to_string()))?,
+    };
+    let defaults = v.get("cloud").cloned().unwrap_or_default();
+    if let Some(agents) = v.get_mut("agents").and_then(|a| a.as_object_mut()) {
+        for agent in agents.values_mut().filter_map(|a| a.as_object_mut()) {
+            let cloud = agent
+                .entry("cloud")
+                .or_insert_with(|| serde_json::json!({}));
+            fill_missing(cloud, &defaults);
+        }
+    }
+    serde_path_to_error::deserialize(v)
+        .map_err(|e| syntax(format!("{}: {}", e.path(), explain(&e.inner().to_string()))))
+}
+
+/// Copy into `into` every key of `from` it lacks, tables key by key.
+fn fill_missing(into: &mut serde_json::Value, from: &serde_json::Value) {
+    let (Some(into), Some(from)) = (into.as_object_mut(), from.as_object()) else {
+        return;
+    };
+    for (k, v) in from {
+        match into.get_mut(k) {
+            None => {
+                into.insert(k.clone(), v.clone());
+            }
+            Some(have) => fill_missing(have, v),
+        }
+    }
+}
+
 /// Keys that moved: what to write instead.
 fn moved(key: &str, message: &str) -> Option<String> {
     let rest = key.strip_prefix("agents.")?;
@@ -187,6 +232,7 @@ fn explain(message: &str) -> String {
                 .trim()
                 .trim_start_matches("expected one of ")
                 .trim_start_matches("expected ")
+                .replace("` or `", ", ")
                 .replace('`', "");
             return format!("unknown key `{key}`; remove it or use one of: {known}");
         }

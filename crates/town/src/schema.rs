@@ -27,14 +27,21 @@ pub struct Town {
     /// Where persisted paths live (`<persistDir>/agents/<name>/…`).
     #[serde(default = "default_persist_dir")]
     pub persist_dir: PathBuf,
-    /// Block device holding `agentsDir` as btrfs (NixOS boot rollback).
+    /// Block device holding `agentsDir` as btrfs (NixOS boot rollback): a
+    /// `/dev/…` path, or a bare filesystem UUID (read as
+    /// `/dev/disk/by-uuid/<UUID>` when loaded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub btrfs_device: Option<String>,
+    /// The subvolume mounted at `agentsDir` (NixOS boot rollback); when
+    /// loaded, `@agents` for a bare-UUID `btrfsDevice` (the module guide's
+    /// layout, restored from `@agents-blank` when that exists), else `agents`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub btrfs_subvolume: Option<String>,
     /// sops file with agent secrets (NixOS, sops-nix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sops_file: Option<PathBuf>,
-    /// Packages every agent gets (NixOS / home-manager).
-    #[serde(default)]
+    /// Packages every agent gets (NixOS / home-manager; plan notes them elsewhere).
+    #[serde(default = "default_base_packages")]
     pub base_packages: Vec<String>,
     /// Where projects are looked for, `~` being the user's home.
     #[serde(default = "default_project_dirs")]
@@ -67,6 +74,35 @@ pub struct Town {
     /// Directories shared by some agents and humans, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub shared_dirs: BTreeMap<String, SharedDir>,
+    /// Cluster defaults for every agent (`cloud.enable = true` sends them
+    /// all): each key is the default of the same key in `agents.<name>.cloud`.
+    #[serde(default, skip_serializing_if = "TownCloud::is_unset")]
+    pub cloud: TownCloud,
+}
+
+/// The town-wide `cloud` table: defaults of every agent's `cloud` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TownCloud {
+    /// Default of `agents.<name>.cloud.enable`.
+    #[serde(default)]
+    pub enable: bool,
+    /// Default of `agents.<name>.cloud.resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<String>,
+    /// Default of `agents.<name>.cloud.namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Defaults of `agents.<name>.cloud.scaling`.
+    #[serde(default, skip_serializing_if = "Scaling::is_unset")]
+    pub scaling: Scaling,
+}
+
+impl TownCloud {
+    /// Whether nothing is declared (the table is left out of town.json).
+    pub fn is_unset(&self) -> bool {
+        *self == TownCloud::default()
+    }
 }
 
 /// A directory shared by declared members: a group of its own, setgid, and
@@ -113,6 +149,12 @@ fn default_agents_dir() -> PathBuf {
 }
 fn default_persist_dir() -> PathBuf {
     PathBuf::from("/persist")
+}
+/// The module guide's tools for every agent.
+fn default_base_packages() -> Vec<String> {
+    ["git", "ripgrep", "fd", "jq", "curl", "tree"]
+        .map(String::from)
+        .to_vec()
 }
 fn default_project_dirs() -> Vec<String> {
     vec!["~/dev".to_string()]
@@ -319,8 +361,9 @@ impl Default for Git {
 }
 
 /// Paths (relative to the home) kept under `persistDir/agents/<name>/`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A bare list (`persist = ["dev"]`, the module guide's form) is its `directories`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Persist {
     /// Directories bind-mounted into the home.
     #[serde(default)]
@@ -334,37 +377,37 @@ pub struct Persist {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Secrets {
-    /// Absolute path of the private SSH key file to install as
-    /// `~/.ssh/id_ed25519` (on NixOS with sops-nix, the secret's path);
-    /// generated when unset.
+    /// The private SSH key: the absolute path of its file, or the name of
+    /// a sops secret in `sopsFile` (`ada/ssh-key`); imported into the town's
+    /// key store, never placed in the home. Generated when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_key: Option<PathBuf>,
-    /// Absolute path of the armored private GPG key file to import for commit
-    /// signing (on NixOS with sops-nix, the secret's path).
+    /// The armored private GPG key that signs commits: the absolute path of
+    /// its file, or the name of a sops secret in `sopsFile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpg_key: Option<PathBuf>,
-    /// Further secrets, by name.
+    /// Further secrets, by name; a bare string is the name of a sops secret
+    /// (`gh = "ada/gh-token"`, the module guide's form).
     #[serde(default)]
     pub extra_secrets: BTreeMap<String, ExtraSecret>,
 }
 
-/// One further secret file placed in the agent's home.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// One further secret of an agent, readable by the agent alone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ExtraSecret {
-    /// Absolute path of the file to install (on NixOS the module writes the
-    /// path of the sops secret `<agent>/<name>` here).
+    /// Where it comes from: the absolute path of a file, or the name of a
+    /// sops secret in `sopsFile`, which `apply` installs where sops-nix
+    /// would (`/run/secrets/<name>`). On NixOS, unset means the sops secret
+    /// `<agent>/<name>` and the module writes its path here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<PathBuf>,
-    /// Where it goes, relative to the home.
-    pub path: String,
-    /// Octal file mode.
-    #[serde(default = "default_secret_mode")]
+    /// Where a copy (NixOS: a link) goes, relative to the home; unset, the
+    /// secret stays at its source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Octal file mode (`"0400"` unless written).
     pub mode: String,
-}
-
-fn default_secret_mode() -> String {
-    "0400".to_string()
 }
 
 /// A device the agent may open, matched by udev.
@@ -488,6 +531,16 @@ pub struct Sudo {
     /// Most requests this agent may have waiting for a human at once; more are denied.
     #[serde(default = "default_max_pending")]
     pub max_pending: u32,
+    /// The commands the agent may ask for at all; anything else is refused
+    /// without bothering a human. Empty: any command may be asked for. A
+    /// string is a command line as sudoers writes it (`"systemctl"`: any
+    /// arguments; `"systemctl restart nginx"`: exactly these).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::shorthand::command_rules"
+    )]
+    pub commands: Vec<CommandRule>,
 }
 
 fn default_sudo_timeout() -> u64 {
@@ -506,6 +559,7 @@ impl Default for Sudo {
             deny: Vec::new(),
             timeout: default_sudo_timeout(),
             max_pending: default_max_pending(),
+            commands: Vec::new(),
         }
     }
 }
@@ -567,6 +621,12 @@ pub struct Keys {
     /// Seconds to wait for a human before denying.
     #[serde(default = "default_sudo_timeout")]
     pub timeout: u64,
+    /// The agent's public SSH key, when you hold it (the public half of
+    /// `secrets.sshKey`, `ssh-ed25519 AAAA…`): `apply` refuses a key store
+    /// whose key differs, and the NixOS module offers it to the rest of the
+    /// configuration (`config.nuketown.authorizedKeys.<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 fn key_allow() -> KeyPolicy {
@@ -590,6 +650,7 @@ impl Default for Keys {
             authenticate_other: KeyPolicy::Ask,
             hosts: BTreeMap::new(),
             timeout: default_sudo_timeout(),
+            public_key: None,
         }
     }
 }
@@ -643,7 +704,7 @@ pub struct ClaudeCode {
     /// `~/.claude/settings.json` contents.
     #[serde(default, skip_serializing_if = "is_null")]
     pub settings: serde_json::Value,
-    /// Name of the agent file under `~/.claude/agents/`; defaults to the agent's name.
+    /// Name of the agent file under `~/.claude/agents/`; defaults to `<name>-<role>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<String>,
     /// Text appended to the generated prompt.
@@ -898,7 +959,19 @@ pub struct Scaling {
     /// Namespace quota, e.g. `{ cpu = "8", memory = "16Gi" }`; empty: what the agents need.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub quota: BTreeMap<String, String>,
-    /// After this long idle, back to the declared tier (no approval), e.g. `"30m"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// After this long idle, back to the declared tier (no approval), e.g.
+    /// `"30m"`; an integer is seconds (`3600` is read as `"3600s"`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::shorthand::duration"
+    )]
     pub idle_timeout: Option<String>,
+}
+
+impl Scaling {
+    /// Whether nothing is declared.
+    pub fn is_unset(&self) -> bool {
+        *self == Scaling::default()
+    }
 }

@@ -48,11 +48,37 @@ pub fn is_unix_name(name: &str) -> bool {
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
 }
 
+/// Whether `s` is a UUID as `blkid` prints a filesystem's
+/// (`38b243a0-c875-4758-8998-cc6c6a4c451e`).
+pub fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Whether `s` can name a secret in a sops file as sops-nix reads it
+/// (`ada/ssh-key`: the key `ssh-key` under `ada`): words of letters,
+/// digits, `.`, `_` and `-` joined by `/`, none of them `.` or `..`.
+pub fn is_sops_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('/').all(|w| {
+            !w.is_empty()
+                && w != "."
+                && w != ".."
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        })
+}
+
 /// Check every rule of the town; an empty list means it is valid.
 pub fn validate(town: &Town) -> Vec<Problem> {
     let mut c = Check {
         problems: Vec::new(),
     };
+    check_btrfs(&mut c, town);
+    check_town_cloud(&mut c, town);
 
     if let Some(domain) = &town.domain {
         let ok = !domain.is_empty()
@@ -228,11 +254,74 @@ pub fn validate(town: &Town) -> Vec<Problem> {
             uids.insert(agent.uid, name);
         }
         check_agent(&mut c, &key, name, agent);
+        check_secrets(&mut c, town, &key, name, agent);
     }
     check_shared_dirs(&mut c, town);
     check_agent_ids(&mut c, town);
     check_rooms(&mut c, town);
     c.problems
+}
+
+/// `btrfsDevice` names a device (a bare UUID was read as its
+/// `/dev/disk/by-uuid/` path); `btrfsSubvolume` a subvolume below the top.
+fn check_btrfs(c: &mut Check, town: &Town) {
+    if let Some(dev) = &town.btrfs_device {
+        if !dev.starts_with("/dev/") || dev.contains(char::is_whitespace) {
+            c.fail(
+                "btrfsDevice",
+                format!("{dev:?} is neither a device path (\"/dev/disk/by-uuid/…\", \"/dev/disk/by-label/nixos\") nor a filesystem UUID (\"38b243a0-c875-4758-8998-cc6c6a4c451e\", as blkid prints it)"),
+            );
+        }
+    }
+    if let Some(sub) = &town.btrfs_subvolume {
+        let word = |w: &str| {
+            !w.is_empty()
+                && w != "."
+                && w != ".."
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '_' | '-'))
+        };
+        if !sub.split('/').all(word) {
+            c.fail(
+                "btrfsSubvolume",
+                format!("{sub:?} is not a subvolume path below the filesystem's top; use letters, digits, '@', '.', '_' and '-', e.g. \"@agents\""),
+            );
+        }
+    }
+}
+
+/// The town-wide cloud defaults are checked in each agent that takes them;
+/// here only what no agent may have taken yet.
+fn check_town_cloud(c: &mut Check, town: &Town) {
+    let cloud = &town.cloud;
+    for (key, tier) in [
+        ("cloud.resources", &cloud.resources),
+        ("cloud.scaling.maxResources", &cloud.scaling.max_resources),
+    ] {
+        if let Some(t) = tier {
+            if crate::tiers::rank(t).is_none() {
+                c.fail(
+                    key,
+                    format!(
+                        "{t:?} is not a tier; use \"small\", \"standard\", \"large\" or \"gpu\""
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(t) = &cloud.scaling.idle_timeout {
+        if let Err(e) = crate::network::parse_duration(t) {
+            c.fail("cloud.scaling.idleTimeout", e);
+        }
+    }
+    if let Some(ns) = &cloud.namespace {
+        if !is_dns_label(ns) {
+            c.fail(
+                "cloud.namespace",
+                format!("{ns:?} is not a valid Kubernetes namespace"),
+            );
+        }
+    }
 }
 
 fn is_matrix_id(s: &str) -> bool {
@@ -477,17 +566,81 @@ fn check_home_path(c: &mut Check, key: &str, path: &str) -> bool {
     }
 }
 
-/// A file holding a key or secret: an absolute path (a sops key name such as
-/// `ada/ssh-key` is not one; sops-nix gives the path), outside the Nix store.
-fn check_secret_file(c: &mut Check, key: &str, path: &Path, agent: &str) {
-    if !path.is_absolute() {
-        c.fail(
-            key,
-            format!(
-                "{} is not an absolute path; name the file that holds it (with sops-nix on NixOS: config.sops.secrets.\"{agent}/…\".path)",
-                path.display()
+/// Keys and secrets: each the absolute path of a file (outside the Nix
+/// store), or the name of a sops secret in the town's `sopsFile`.
+fn check_secrets(c: &mut Check, town: &Town, key: &str, name: &str, agent: &Agent) {
+    for (path, key2) in [
+        (&agent.secrets.ssh_key, "sshKey"),
+        (&agent.secrets.gpg_key, "gpgKey"),
+    ] {
+        if let Some(p) = path {
+            check_secret_source(c, town, &format!("{key}.secrets.{key2}"), p);
+        }
+    }
+    for (sname, secret) in &agent.secrets.extra_secrets {
+        let k = format!("{key}.secrets.extraSecrets.{sname}");
+        if let Some(path) = &secret.path {
+            check_home_path(c, &format!("{k}.path"), path);
+        }
+        if secret.mode.len() < 3
+            || secret.mode.len() > 4
+            || u32::from_str_radix(&secret.mode, 8).is_err()
+        {
+            c.fail(
+                format!("{k}.mode"),
+                format!("{:?} is not an octal mode like \"0400\"", secret.mode),
+            );
+        }
+        match &secret.source {
+            Some(src) => check_secret_source(c, town, &format!("{k}.source"), src),
+            None if secret.path.is_none() => c.fail(
+                &k,
+                format!("declares neither source nor path; name the sops secret (`{sname} = \"{name}/{sname}\"`) or the file (`source = \"/run/keys/{sname}\"`) it comes from"),
             ),
-        );
+            None => {}
+        }
+    }
+    if let Some(k) = &agent.keys.public_key {
+        if !looks_like_public_key(k) {
+            c.fail(
+                format!("{key}.keys.publicKey"),
+                "is not an SSH public key; give it as `ssh-keygen -y` prints it (`ssh-ed25519 AAAA… comment`)",
+            );
+        }
+    }
+}
+
+/// `type base64 [comment]`, as ssh prints a public key.
+fn looks_like_public_key(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let b64 = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+    };
+    words.len() >= 2 && words[0].contains('-') && b64(words[1]) && !line.contains('\n')
+}
+
+/// A file holding a key or secret (an absolute path outside the Nix store),
+/// or the name of a sops secret, which needs the town's `sopsFile`.
+fn check_secret_source(c: &mut Check, town: &Town, key: &str, path: &Path) {
+    let text = path.to_string_lossy();
+    if !path.is_absolute() {
+        if !is_sops_name(&text) {
+            c.fail(
+                key,
+                format!(
+                    "{text:?} is neither an absolute path to the file nor a sops secret name (words of letters, digits, '.', '_' and '-' joined by '/', e.g. \"ada/ssh-key\")"
+                ),
+            );
+        } else if town.sops_file.is_none() {
+            c.fail(
+                key,
+                format!(
+                    "{text:?} names a sops secret, but the town declares no sopsFile to find it in; set sopsFile = \"/etc/nuketown/secrets.yaml\" (the sops file holding it), or give the absolute path of the file"
+                ),
+            );
+        }
     } else if path.starts_with("/nix/store") {
         c.fail(
             key,
@@ -636,34 +789,6 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
         }
     }
 
-    // A key or secret is named by the path of its file, on every host (on
-    // NixOS the module writes sops-nix's path here): never a sops key name,
-    // never a file in the world-readable Nix store.
-    for (path, key2) in [
-        (&agent.secrets.ssh_key, "sshKey"),
-        (&agent.secrets.gpg_key, "gpgKey"),
-    ] {
-        if let Some(p) = path {
-            check_secret_file(c, &format!("{key}.secrets.{key2}"), p, name);
-        }
-    }
-    for (sname, secret) in &agent.secrets.extra_secrets {
-        let k = format!("{key}.secrets.extraSecrets.{sname}");
-        check_home_path(c, &format!("{k}.path"), &secret.path);
-        if secret.mode.len() < 3
-            || secret.mode.len() > 4
-            || u32::from_str_radix(&secret.mode, 8).is_err()
-        {
-            c.fail(
-                format!("{k}.mode"),
-                format!("{:?} is not an octal mode like \"0400\"", secret.mode),
-            );
-        }
-        if let Some(src) = &secret.source {
-            check_secret_file(c, &format!("{k}.source"), src, name);
-        }
-    }
-
     for (i, dev) in agent.devices.iter().enumerate() {
         let k = format!("{key}.devices[{i}]");
         if dev.subsystem.is_empty()
@@ -773,6 +898,18 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
         true,
     );
     check_rules(c, &format!("{key}.sudo.deny"), &agent.sudo.deny, false);
+    check_rules(
+        c,
+        &format!("{key}.sudo.commands"),
+        &agent.sudo.commands,
+        false,
+    );
+    if !agent.sudo.commands.is_empty() && !agent.sudo.enable {
+        c.fail(
+            format!("{key}.sudo.commands"),
+            "lists the commands the agent may ask for, but sudo.enable is false, so it may ask for none; set sudo.enable = true, or remove commands",
+        );
+    }
 
     let layout_ok = agent
         .portal

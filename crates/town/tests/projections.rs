@@ -58,7 +58,7 @@ fn projection_set() {
         [
             ".config/nuketown/identity.toml 644",
             ".claude/CLAUDE.md 644",
-            ".claude/agents/ada.md 644",
+            ".claude/agents/ada-software.md 644",
             "AGENTS.md 644",
             ".codex/AGENTS.md 644",
             ".claude/settings.json 644",

@@ -63,7 +63,7 @@ fn minimal_town_is_valid() {
 fn unknown_top_level_key() {
     assert_eq!(
         err("humanUsr = \"josh\"\n"),
-        "town.toml: humanUsr: unknown key `humanUsr`; remove it or use one of: enable, domain, agentsDir, persistDir, btrfsDevice, sopsFile, basePackages, projectDirs, humanUser, humanName, humanEmail, humanAsAgents, hall, rebuild, rooms, agents, sharedDirs (line 1)"
+        "town.toml: humanUsr: unknown key `humanUsr`; remove it or use one of: enable, domain, agentsDir, persistDir, btrfsDevice, btrfsSubvolume, sopsFile, basePackages, projectDirs, humanUser, humanName, humanEmail, humanAsAgents, hall, rebuild, rooms, agents, sharedDirs, cloud (line 1)"
     );
 }
 

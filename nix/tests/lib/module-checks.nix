@@ -62,6 +62,14 @@ in
     why = "in the sudo the machine uses, one rule names the agents with sudo.enable: exactly the entry point ${elevate}, as root, NOPASSWD, and its Defaults forbid setenv; no rule names any other agent";
   };
 
+  # NixOS checks the whole sudoers file with visudo when it builds it; the
+  # town adds rules and a Defaults line, never an alias (whose name could
+  # collide with one of the machine's own).
+  sudoersNoAlias = {
+    ok = !(lib.hasInfix "_Alias" sudo.extraConfig);
+    why = "nuketown defines no sudoers alias (its rules name users and the entry point directly)";
+  };
+
   udev = {
     ok = if lib.any (a: a.devices != [ ]) (lib.attrValues agents) then builtins.length udevOurs == 1 else udevOurs == [ ];
     why = "services.udev.packages holds nuketown's rules (nuketown-udev-rules) exactly when an agent has devices";

@@ -10,9 +10,10 @@
 #     --arg upstream /path/to/nix-upstream --argstr scenario laptop-systemd-stage1
 #
 # A scenario is `{ module; imports ? ({ self, inputs }: [ self.nixosModules.default ]);
-# allowUnfree ? false; }`: the configuration's own module, which of the
-# flake's (or the upstream flakes') modules it imports, and whether the
-# stand-in nixpkgs allows unfree packages.
+# allowUnfree ? false; unstable ? false; }`: the configuration's own module,
+# which of the flake's (or the upstream flakes') modules it imports, whether
+# the stand-in nixpkgs allows unfree packages, and whether it has an
+# `unstable` package set (an overlay many configurations add).
 #
 # Returns, for crates/nuketown/tests/nix_upstream.rs to check:
 # - failedAssertions, warnings: of the whole configuration (home-manager
@@ -23,6 +24,8 @@
 #   for the agent, plus the text of the start-up files home-manager writes;
 # - town: /etc/nuketown/town.json as the module writes it;
 # - sopsManifest: the secrets sops-nix would install;
+# - approvers: each home-manager user's desktop approver unit, or null;
+# - authorizedKeys: config.nuketown.authorizedKeys;
 # - checks: nix/tests/lib/module-checks.nix on this configuration;
 # - images: each cloud agent's image, as buildImage (the stand-in,
 #   nix-snapshotter.nix) was asked for it, and its reference.
@@ -32,7 +35,7 @@ let
   spec = import (./scenarios + "/${scenario}.nix");
   allowUnfree = spec.allowUnfree or false;
   system = "x86_64-linux";
-  pkgs = import ./pkgs.nix { inherit lib allowUnfree; path = ./nixpkgs; };
+  pkgs = import ./pkgs.nix { inherit lib allowUnfree; unstable = spec.unstable or false; path = ./nixpkgs; };
   utils = import ./utils.nix { inherit lib; };
 
   # The flake's inputs, each exporting its modules as the upstream flake does
@@ -87,8 +90,12 @@ let
 
   # nuketown's module as written, applied to the final configuration: which
   # options it defines (its mkIf/mkMerge/mkOrder/… resolved as the module
-  # system resolves them).
-  module = import ../../modules/nixos.nix { config = c; options = eval.options; inherit lib pkgs utils; };
+  # system resolves them), gathered from every file it imports.
+  moduleArgs = { config = c; options = eval.options; inherit lib pkgs utils; };
+  parts = file:
+    let m = import file; v = if builtins.isFunction m then m moduleArgs else m; in
+    [ (v.config or { }) ] ++ lib.concatMap parts (v.imports or [ ]);
+  module.config = lib.mkMerge (parts ../../modules/nixos.nix);
   pieces = v:
     if builtins.isAttrs v && v ? _type then
       if v._type == "if" then (if v.condition then pieces v.content else [ ])
@@ -167,7 +174,10 @@ if failedAssertions != [ ] then { inherit failedAssertions; } else
   nixos = forced nixosPaths eval.options;
   inherit home;
   hmUnits = lib.filter (lib.hasPrefix "home-manager-") (lib.attrNames c.systemd.services);
-  sudoShim = let s = c.nuketown.sudoShim; in { path = s.outPath; inherit (s) destination; text = text s; };
+  sudoShim = let s = c.nuketown.sudoShim; in { path = s.outPath; script = s.script; };
+  authorizedKeys = c.nuketown.authorizedKeys;
+  # Each home-manager user's desktop approver (the humans').
+  approvers = lib.mapAttrs (_: meta: plain (meta.configuration.config.systemd.user.services.nuketown-approver or null)) hmUsers;
   town = if c.environment.etc ? "nuketown/town.json" then builtins.fromJSON (text c.environment.etc."nuketown/town.json".source) else null;
   sopsManifest = if c.sops.secrets or { } == { } then null else builtins.fromJSON (text c.system.build.sops-nix-manifest);
   checks = import ../lib/module-checks.nix { inherit lib; config = c; };

@@ -254,7 +254,7 @@ in
     # nixos/modules/system/etc/etc.nix
     environment.etc = mkOption {
       default = { };
-      type = types.attrsOf (types.submodule ({ name, ... }: {
+      type = types.attrsOf (types.submodule ({ name, config, ... }: {
         options = {
           enable = mkOption { type = types.bool; default = true; };
           target = mkOption { type = types.str; default = name; };
@@ -264,6 +264,8 @@ in
           user = mkOption { type = types.str; default = "+0"; };
           group = mkOption { type = types.str; default = "+0"; };
         };
+        # As etc.nix: a file given by its text is that text in the store.
+        config.source = lib.mkIf (config.text != null) (lib.mkDefault (pkgs.writeText "etc-${baseNameOf name}" config.text));
       }));
     };
     # nixos/modules/config/system-path.nix
@@ -272,6 +274,9 @@ in
 
     # nixos/modules/tasks/network-interfaces.nix
     networking.hostName = mkOption { type = types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$"; default = "nixos"; };
+    networking.nameservers = mkOption { type = types.listOf types.str; default = [ ]; };
+    # nixos/modules/system/boot/resolved.nix
+    services.resolved.enable = mkOption { type = types.bool; default = false; };
 
     # nixos/modules/services/networking/nftables.nix
     networking.nftables.enable = mkOption { type = types.bool; default = false; };

@@ -11,6 +11,7 @@
 { lib
 , path # the stand-in nixpkgs tree (nixos/modules/misc/{assertions,meta}.nix)
 , allowUnfree ? false
+, unstable ? false # an `unstable` package set, as an overlay adds one
 }:
 let
   # Store paths look real (32 characters of Nix's base-32 alphabet, then the name).
@@ -118,6 +119,9 @@ let
     # Packages.
     claude-code = unfree "claude-code";
     # Deprecated in nixpkgs (a warning, later an error): modules must not use it.
+  } // lib.optionalAttrs unstable {
+    unstable = pkgs // { claude-code = unfree "claude-code-unstable"; };
+  } // {
     system = throw "pkgs.system is deprecated in nixpkgs: use pkgs.stdenv.hostPlatform.system";
   } // lib.genAttrs [
     "acl"
@@ -129,7 +133,9 @@ let
     "cargo"
     "clippy"
     "coreutils"
+    "curl"
     "direnv"
+    "fd"
     "findutils"
     "fzf"
     "gettext"
@@ -156,6 +162,7 @@ let
     "sudo-rs"
     "systemd"
     "tmux"
+    "tree"
     "util-linux"
     "zenity"
     "glibcLocales"

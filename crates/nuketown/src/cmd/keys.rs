@@ -24,7 +24,14 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Action {
     /// Each agent's key: fingerprint, public key, paused or not.
-    List,
+    List {
+        /// Print authorized_keys lines instead (`<key> <agent>@<domain>`),
+        /// one per agent (or AGENT's alone), for the machines the agents reach.
+        #[arg(long)]
+        authorized_keys: bool,
+        /// Only this agent.
+        agent: Option<String>,
+    },
     /// Refuse every use of AGENT's keys from now on.
     Pause {
         /// The agent.
@@ -68,8 +75,38 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
     let town = super::load_town(None, global)?;
     let store = store(&town)?;
     match args.action {
-        Action::List => {
+        Action::List {
+            authorized_keys: true,
+            agent: only,
+        } => {
+            if let Some(a) = &only {
+                agent(&town, a)?;
+            }
             for (name, _) in town.host_agents() {
+                if only.as_ref().is_some_and(|a| a != name) {
+                    continue;
+                }
+                match store.public(name)? {
+                    Some(k) => {
+                        let line = k.to_openssh().unwrap_or_default();
+                        let words: Vec<&str> = line.split_whitespace().take(2).collect();
+                        println!("{} {name}@{}", words.join(" "), town.domain());
+                    }
+                    None if only.is_some() => {
+                        bail!("{name} has no key yet; `nuketown apply` makes one")
+                    }
+                    None => eprintln!("{name}: no key yet (`nuketown apply` makes one)"),
+                }
+            }
+        }
+        Action::List { agent: only, .. } => {
+            if let Some(a) = &only {
+                agent(&town, a)?;
+            }
+            for (name, _) in town.host_agents() {
+                if only.as_ref().is_some_and(|a| a != name) {
+                    continue;
+                }
                 match store.public(name) {
                     Ok(Some(k)) => println!(
                         "{name}: {}{}\n  {}",
@@ -109,6 +146,18 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
                     store.dir().display()
                 ),
                 None => println!("{name} had no key; its key is {}:\n  {line}", fingerprint(&new)),
+            }
+            // The humans' allowed signers follow at once.
+            let paths = nuketown_host::HostPaths::from_env();
+            match nuketown_host::round::publish_trust(&town, &paths) {
+                Ok(done) => {
+                    for line in done {
+                        println!("{line}");
+                    }
+                }
+                Err(e) => eprintln!(
+                    "the humans' allowed signers were NOT updated ({e}); `nuketown apply` updates them"
+                ),
             }
         }
     }

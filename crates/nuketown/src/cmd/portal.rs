@@ -12,13 +12,19 @@ use nuketown_host::portal::{expand, find_projects, portal, Human, Reach};
 /// shell below in the same project, split per `portal.layout`. Without
 /// arguments, pick the agent and then the project (fzf when installed).
 /// Inside tmux the window opens in the current session; outside, in session
-/// `nuketown`, which is then attached.
+/// `nuketown`, which is then attached. `apply` installs `portal-<agent>` and
+/// `portal` for the humans: this with `--pick`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The agent.
     agent: Option<String>,
-    /// The project: a directory name under a project dir (e.g. `nuketown` or `org/repo`).
+    /// The project: a directory name under a project dir (e.g. `nuketown` or
+    /// `org/repo`), or the path of the human's checkout there.
     project: Option<String>,
+    /// Pick the project even when the agent is given (without it, the agent
+    /// alone opens the portal at the homes).
+    #[arg(long)]
+    pick: bool,
     /// Open the window but do not attach to the session.
     #[arg(long)]
     detach: bool,
@@ -79,6 +85,24 @@ fn pick(prompt: &str, items: &[String], no_fzf: bool) -> Result<String> {
         .ok_or_else(|| anyhow!("{line:?} is not one of the choices"))
 }
 
+/// A project given as the path of the human's checkout under a project dir
+/// (`~/dev/nuketown`, `.` inside it): its name there; anything else as given.
+fn project_name(given: &str, roots: &[PathBuf]) -> String {
+    let path = Path::new(given);
+    if !(path.is_absolute() || given.starts_with('.')) {
+        return given.to_string();
+    }
+    let Ok(path) = std::path::absolute(path) else {
+        return given.to_string();
+    };
+    roots
+        .iter()
+        .find_map(|r| path.strip_prefix(r).ok())
+        .map(|rel| rel.to_string_lossy().into_owned())
+        .filter(|rel| !rel.is_empty())
+        .unwrap_or_else(|| given.to_string())
+}
+
 fn tmux(args: &[String]) -> Result<String> {
     let out = Command::new("tmux")
         .args(args)
@@ -128,15 +152,15 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
             pick("agent", &names, args.no_fzf)?
         }
     };
+    let roots: Vec<PathBuf> = town
+        .project_dirs
+        .iter()
+        .map(|d| expand(d, &human_home))
+        .collect();
     let project = match args.project {
-        Some(p) => Some(p),
-        None if agent_given => None,
+        Some(p) => Some(project_name(&p, &roots)),
+        None if agent_given && !args.pick => None,
         None => {
-            let roots: Vec<PathBuf> = town
-                .project_dirs
-                .iter()
-                .map(|d| expand(d, &human_home))
-                .collect();
             let mut names: Vec<String> =
                 find_projects(&roots).into_iter().map(|(_, p)| p).collect();
             names.dedup();

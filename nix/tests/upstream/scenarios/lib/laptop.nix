@@ -7,8 +7,6 @@
   # The machine's own sops and persistence set-up, as a user would write it.
   sops.defaultSopsFile = ../../secrets.yaml;
   sops.age.keyFile = "/var/lib/sops-nix/key.txt";
-  sops.secrets."ada/ssh-key" = { };
-  sops.secrets."vox/gpg-key" = { };
   fileSystems."/persist" = { device = "/dev/disk/by-label/nixos"; fsType = "btrfs"; options = [ "subvol=persist" ]; neededForBoot = true; };
 
   nuketown = {
@@ -19,7 +17,7 @@
       uid = 1100;
       persist.directories = [ "dev" ".local/share/direnv" ];
       persist.files = [ ".bash_history" ];
-      secrets.sshKey = config.sops.secrets."ada/ssh-key".path;
+      secrets.sshKey = "ada/ssh-key";
       secrets.extraSecrets.gh.path = ".config/gh/hosts.yml";
       devices = [{ subsystem = "tty"; attrs = { idVendor = "0483"; idProduct = "374b"; }; }];
       sudo.enable = true;
@@ -29,7 +27,7 @@
       uid = 1101;
       role = "research";
       persist.directories = [ "notes" ];
-      secrets.gpgKey = config.sops.secrets."vox/gpg-key".path;
+      secrets.gpgKey = "vox/gpg-key";
       devices = [{ subsystem = "usb"; attrs = { idVendor = "1209"; idProduct = "5bf0"; }; permission = "r"; }];
     };
   };
