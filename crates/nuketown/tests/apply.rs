@@ -623,3 +623,49 @@ fn apply_warns_when_agents_cannot_reach_the_towns_directories() {
     let o = as_user("nkrcada", "cat ~/AGENTS.md");
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Red team, class 2: an agent with subordinate ids owns files as ids that
+/// are nobody's (`newuidmap`). `apply` gives agents none — `useradd`
+/// would, from `/etc/subuid` and `SUB_UID_COUNT` — and takes away any an
+/// agent has (given earlier, or by hand); `plan` says so first. The human
+/// keeps theirs.
+#[test]
+fn agents_get_no_subordinate_ids() {
+    let t = TestTown::new(&["nkshuh", "nksuada"], &[]);
+    let text = format!("{}\n[agents.nksuada]\nuid = 1915\n", t.header("nkshuh"));
+    let town = t.write("town.toml", &text);
+    let town = town.to_str().unwrap();
+    let ranges = |file: &str, who: &str| -> Vec<String> {
+        fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(&format!("{who}:")) || l.starts_with("1915:"))
+            .map(str::to_string)
+            .collect()
+    };
+    t.ok(&["apply", town]);
+    assert_eq!(ranges("/etc/subuid", "nksuada"), Vec::<String>::new());
+    assert_eq!(ranges("/etc/subgid", "nksuada"), Vec::<String>::new());
+    // Given by hand (or by an older nuketown's useradd): taken away at the next apply.
+    let o = std::process::Command::new("usermod")
+        .args([
+            "--add-subuids",
+            "400000-465535",
+            "--add-subgids",
+            "400000-465535",
+            "nksuada",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(ranges("/etc/subuid", "nksuada").len(), 1);
+    let planned = t.ok(&["plan", town]);
+    assert!(
+        planned.contains("no subordinate ids (was uids 400000-465535, gids 400000-465535)"),
+        "{planned}"
+    );
+    t.ok(&["apply", town]);
+    assert_eq!(ranges("/etc/subuid", "nksuada"), Vec::<String>::new());
+    assert_eq!(ranges("/etc/subgid", "nksuada"), Vec::<String>::new());
+    assert!(t.ok(&["apply", town]).contains("nothing to change"));
+}

@@ -129,11 +129,11 @@ fn the_humans_reaction_approves_a_strangers_does_not() {
         josh.sync_until("the hall to join", |h| h.has_joined(&room_id, "@hall:localhost")).await;
 
         let mut log = Vec::new();
-        let agent = t.spawn_agent(ADA, "sudo whoami");
+        let agent = t.spawn_agent(ADA, "cd / && sudo whoami");
         let (ev, id) = announcement(&mut josh, &mut log, 0).await;
         let posted = &log.iter().find(|s| s.event_id == ev.as_str()).unwrap().body;
         assert!(posted.contains(&format!("🔐 request {id}: nktada (uid 1950) asks to run as \"root\":\nrun: \"/usr/bin/whoami\"\n")), "{posted}");
-        assert!(posted.contains("program: \"/usr/bin/whoami\" (nktada cannot change it)"), "{posted}");
+        assert!(posted.contains("program: \"/usr/bin/whoami\" (proven root's: nktada cannot change it or what it reads)"), "{posted}");
         assert!(posted.contains("answers sent within 1 s of this message do not count"), "{posted}");
 
         // A stranger: a reply and a reaction, both ignored.

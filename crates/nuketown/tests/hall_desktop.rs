@@ -87,8 +87,9 @@ fn the_desktop_approver_asks_with_a_dialog_that_denies_by_default() {
     x.keys(&win, &["alt+a"]);
     assert_eq!(stdout(&finish(second)), format!("{VOX}\n"));
 
-    // Alt+1 approves for ten minutes: the same command again needs no dialog.
-    let child = t.spawn_agent(VOX, "sudo id -u");
+    // Alt+1 approves for ten minutes: the same command again, in the same
+    // (root's) directory, needs no dialog.
+    let child = t.spawn_agent(VOX, "cd / && sudo id -u");
     let r = next_request(&mut w);
     let win = ready(&r);
     x.keys(&win, &["alt+1"]);
@@ -101,7 +102,7 @@ fn the_desktop_approver_asks_with_a_dialog_that_denies_by_default() {
         "{}",
         stderr(&o)
     );
-    let o = t.agent(VOX, "sudo id -u");
+    let o = t.agent(VOX, "cd / && sudo id -u");
     assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
 
     let channels: Vec<String> = t
@@ -142,7 +143,7 @@ fn the_dialog_shows_what_the_agent_can_change_in_red() {
     };
     let red = (0xc0, 0x1c, 0x28);
 
-    let child = t.spawn_agent(VOX, "sudo id -un");
+    let child = t.spawn_agent(VOX, "cd / && sudo id -un");
     let r = next_request(&mut w);
     assert!(!r.agent_can_write, "{r:?}");
     let win = ready(&r);

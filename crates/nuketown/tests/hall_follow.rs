@@ -100,7 +100,7 @@ fn an_agent_follows_its_own_requests_and_never_another_agents() {
     );
     ada_saw += &decided;
     assert_eq!(stdout(&finish(a1)), "ada-secret-7\n");
-    let o = t.agent(ADA, "sudo true");
+    let o = t.agent(ADA, "cd / && sudo true");
     assert!(o.status.success(), "{}", stderr(&o));
     let policy = line_with(&mut ada, "/usr/bin/true");
     assert!(policy.contains(r#""type":"decided""#), "{policy}");

@@ -212,9 +212,10 @@ fn the_mock_file_counts_only_from_root_or_an_approver_and_only_when_nobody_else_
     let o = t.agent(ADA, "sudo id -u");
     assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
     std::fs::remove_file(t.mode_file()).unwrap();
-    // The human's own file: believed, and every such decision says [MOCK].
+    // The human's own file: believed (for what is proven root's: run from
+    // `/`), and every such decision says [MOCK].
     t.set_mode_file("MOCK_APPROVED", HUMAN, 0o644);
-    let o = t.agent(ADA, "sudo id -u");
+    let o = t.agent(ADA, "cd / && sudo id -u");
     assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&format!(

@@ -644,7 +644,7 @@ fn an_agent_cannot_exhaust_the_hall_through_its_socket() {
         (100 - nuketown_keys::agent::MAX_CONNECTIONS).to_string()
     );
     // Afterwards the town works: sudo, and ada's own socket.
-    let o = t.agent(ADA, "sudo true");
+    let o = t.agent(ADA, "cd / && sudo true");
     assert!(o.status.success(), "{}", stderr(&o));
     let o = t.agent(ADA, &with_socket(&t, ADA, "ssh-add -L"));
     assert_eq!(stdout(&o).trim(), public.trim(), "{}", stderr(&o));

@@ -79,15 +79,107 @@ fn network_records(t: &TestTown, id: &str) -> Vec<Record> {
 
 /// Install the town's rules the way `apply` renders them, for the hall to load.
 fn write_rules(t: &TestTown) {
+    write_rules_with(
+        t,
+        &nuketown_town::network::host_resolvers(std::path::Path::new("/etc/resolv.conf")),
+    );
+}
+
+/// The same, with `resolvers` as the host's DNS servers.
+fn write_rules_with(t: &TestTown, resolvers: &[std::net::IpAddr]) {
     let town = nuketown_town::load(&t.town).unwrap();
     let rules = nuketown_town::network::ruleset(
         &town,
         NFT_TABLE,
         &|h| Err(format!("{h}: no names in this test")),
-        &nuketown_town::network::host_resolvers(std::path::Path::new("/etc/resolv.conf")),
+        resolvers,
     )
     .unwrap();
     std::fs::write(t.nftables_file(), rules).unwrap();
+}
+
+/// Wait (on the hall's own timer; the audit log is the signal) until
+/// request `id`'s grant is recorded expired; that record.
+fn expiry(t: &TestTown, id: &str) -> Record {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(r) = network_records(t, id)
+            .into_iter()
+            .find(|x| x.decision == "expired")
+        {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no expiry recorded for {id}");
+        std::thread::park_timeout(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Red team, class 5: `egress = "none"` reaches DNS only at the agent's
+/// resolvers — the host's, or its own `network.dns` — never "anything on
+/// port 53", which is a whole TCP exchange with any server.
+#[test]
+fn a_restricted_agent_reaches_port_53_only_at_its_resolvers() {
+    let mut t = TestTown::new(Options {
+        ada_network: "egress = \"none\"\n".into(),
+        vox_network: "egress = \"none\"\ndns = [\"127.0.0.64\"]\n".into(),
+        ..Options::default()
+    });
+    let _resolver = server("127.0.0.63:53");
+    let _other = server("127.0.0.64:53");
+    write_rules_with(&t, &["127.0.0.63".parse().unwrap()]);
+    t.start_hall();
+    assert!(reaches(&t, ADA, "127.0.0.63", 53), "the host's resolver");
+    assert!(
+        !reaches(&t, ADA, "127.0.0.64", 53),
+        "another server on port 53"
+    );
+    assert!(reaches(&t, VOX, "127.0.0.64", 53), "vox's own resolver");
+    assert!(!reaches(&t, VOX, "127.0.0.63", 53), "vox declared its own");
+    assert!(
+        reaches(&t, HUMAN, "127.0.0.64", 53),
+        "the human is never matched"
+    );
+}
+
+/// Red team, class 7: a grant's expiry never removes a later grant of the
+/// same access, which was asked and approved while the first still ran.
+#[test]
+fn an_earlier_grants_expiry_never_cuts_a_later_one_short() {
+    let mut t = TestTown::new(Options {
+        ada_network: "egress = \"none\"\n".into(),
+        ..Options::default()
+    });
+    let _a = server("127.0.0.65:18465");
+    write_rules(&t);
+    t.start_hall();
+    let mut w = t.watch();
+    let mut grant = |secs: &str| {
+        let child = t.spawn_agent(
+            ADA,
+            &ask_script(&t, &format!("network 127.0.0.65:18465 --for {secs}")),
+        );
+        let r = next_request(&mut w);
+        let o = t.human(HUMAN, &format!("approvals approve {}", r.id));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(finish(child).status.success());
+        r.id
+    };
+    let first = grant("5s");
+    let second = grant("10m");
+    assert!(reaches(&t, ADA, "127.0.0.65", 18465));
+    let gone = expiry(&t, &first);
+    assert_eq!(
+        gone.result.as_deref(),
+        Some("rule kept: a later grant of the same access runs longer"),
+        "{gone:?}"
+    );
+    assert!(
+        reaches(&t, ADA, "127.0.0.65", 18465),
+        "the later grant still stands"
+    );
+    assert!(network_records(&t, &second)
+        .iter()
+        .all(|r| r.decision == "approved"));
 }
 
 #[test]
@@ -248,15 +340,7 @@ fn an_agent_reaches_a_server_only_after_a_human_approves_and_until_the_time_is_u
     eprintln!("approval to rule in force: {result}");
 
     // When the time is up the hall writes it down, and ada is denied again.
-    let deadline = Instant::now() + DEADLINE;
-    while !network_records(&t, &r.id)
-        .iter()
-        .any(|x| x.decision == "expired")
-    {
-        assert!(Instant::now() < deadline, "no expiry recorded");
-        // Waits on the hall's own timer; the audit log is the signal.
-        std::thread::park_timeout(std::time::Duration::from_millis(100));
-    }
+    expiry(&t, &r.id);
     assert!(
         !reaches(&t, ADA, "127.0.0.61", 18461),
         "expired: denied again"

@@ -202,7 +202,7 @@ fn a_terminal_flushes_what_was_typed_before_the_question() {
     out.until("(Ctrl-C to stop)");
     let mut w = t.watch();
     let ran = t.path("ran-a");
-    let agent = t.spawn_agent(ADA, &format!("sudo touch {}", ran.display()));
+    let agent = t.spawn_agent(ADA, &format!("cd / && sudo touch {}", ran.display()));
     let a = next_request(&mut w);
     out.until(&format!("request {} from", short(&a)));
     keys.write_all(b"y").unwrap(); // no Enter yet: the terminal holds it

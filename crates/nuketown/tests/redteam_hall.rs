@@ -12,12 +12,10 @@ mod hall_fixture;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use hall_fixture::*;
-use nuketown_hall::client::Approver;
-use nuketown_hall::protocol::RequestView;
 
 fn town(ada_sudo: &str) -> TestTown {
     let mut t = TestTown::new(Options {
@@ -26,39 +24,6 @@ fn town(ada_sudo: &str) -> TestTown {
     });
     t.start_hall();
     t
-}
-
-/// A root-only directory: a file appears there only if something ran as root.
-fn victim(t: &TestTown) -> PathBuf {
-    let d = t.path("victim");
-    fs::create_dir_all(&d).unwrap();
-    fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
-    d
-}
-
-fn agent_ok(t: &TestTown, script: &str) -> String {
-    let o = t.agent(ADA, script);
-    assert!(o.status.success(), "{script}: {}{}", stdout(&o), stderr(&o));
-    stdout(&o)
-}
-
-fn decider(t: &TestTown) -> Approver {
-    let a = Approver::connect(&t.approver_socket()).unwrap();
-    a.set_timeout(Some(DEADLINE)).unwrap();
-    a
-}
-
-/// The request reached a human, flagged: deny it and make sure nothing ran.
-fn human_must_decide(t: &TestTown, w: &mut Approver, child: std::process::Child) -> RequestView {
-    let r = next_request(w);
-    assert!(
-        r.agent_can_write && !r.grantable && !r.warnings.is_empty(),
-        "only a human may decide this, warned: {r:#?}"
-    );
-    decider(t).decide(&r, false, None, "terminal").unwrap();
-    let o = finish(child);
-    assert!(!o.status.success(), "{}", stdout(&o));
-    r
 }
 
 fn canonical(p: &Path) -> String {

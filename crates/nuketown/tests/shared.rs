@@ -342,3 +342,115 @@ fn bad_shared_dirs_name_the_key_and_change_nothing() {
         "an invalid town changed the host"
     );
 }
+
+/// Red team, class 6: a member moved from `rw` to `ro` writes nowhere in the
+/// tree — not in what it made before (files and subdirectories carried its
+/// `rwx` entry, and it owned them: an owner gives itself write back), not
+/// through a subdirectory's default ACL. The whole tree follows the
+/// declaration at the next apply; the read-write members keep writing.
+#[test]
+fn a_member_made_read_only_writes_nowhere_in_the_tree() {
+    let t = TestTown::new(&[H, ADA, VOX, ZED], &[GROUP]);
+    let dir = t.path("srv/review");
+    let d = dir.display().to_string();
+    let both_rw = town(&t, &format!("{ADA} = \"rw\", {VOX} = \"rw\""), &dir);
+    t.ok(&["apply", &both_rw]);
+    try_as(
+        ADA,
+        &format!(
+            "echo from-ada > {d}/notes && mkdir -p {d}/sub/deeper && echo deep > {d}/sub/deeper/f && chmod 644 {d}/notes"
+        ),
+    )
+    .unwrap();
+    try_as(VOX, &format!("echo from-vox > {d}/vox.txt")).unwrap();
+
+    let ada_ro = town_again(&t, &format!("{ADA} = \"ro\", {VOX} = \"rw\""), &dir);
+    t.ok(&["apply", &ada_ro]);
+    for attempt in [
+        format!("echo x >> {d}/notes"),
+        format!("echo x > {d}/sub/new"),
+        format!("echo x > {d}/sub/deeper/new"),
+        format!("echo x >> {d}/sub/deeper/f"),
+        format!("chmod 666 {d}/notes"),
+        format!("setfacl -m u:{ADA}:rw {d}/notes"),
+        format!("rm -f {d}/vox.txt"),
+        format!("mv {d}/sub {d}/sub2"),
+    ] {
+        assert!(
+            try_as(ADA, &attempt).is_err(),
+            "{ADA} still could: {attempt}"
+        );
+    }
+    // What she made is root's now, with her entry read-only.
+    for p in ["notes", "sub", "sub/deeper", "sub/deeper/f"] {
+        assert_eq!(stat("%U", &dir.join(p)), "root", "{p}");
+        let acl = getfacl(&dir.join(p));
+        assert!(
+            acl.lines().any(|l| l.starts_with("user:1960:r-")),
+            "{p}:\n{acl}"
+        );
+    }
+    // Legitimate: she reads everything; vox writes everywhere, her files too.
+    assert_eq!(
+        try_as(ADA, &format!("cat {d}/notes {d}/sub/deeper/f {d}/vox.txt")).unwrap(),
+        "from-ada\ndeep\nfrom-vox\n"
+    );
+    try_as(
+        VOX,
+        &format!("echo more >> {d}/notes && echo x > {d}/sub/deeper/new && echo y >> {d}/vox.txt"),
+    )
+    .unwrap();
+    assert!(t.ok(&["apply", &ada_ro]).contains("nothing to change"));
+    // Back to rw: she writes again (the tree follows the declaration both ways).
+    let both_rw = town_again(&t, &format!("{ADA} = \"rw\", {VOX} = \"rw\""), &dir);
+    t.ok(&["apply", &both_rw]);
+    try_as(
+        ADA,
+        &format!("echo again >> {d}/notes && echo z > {d}/sub/new"),
+    )
+    .unwrap();
+}
+
+/// How long bringing a shared tree of 100,000 files to a membership change
+/// takes (`bash bench/shared.sh`; numbers in docs/benchmarks.md). Ignored
+/// in the test run: it writes and walks 100,000 files.
+#[test]
+#[ignore]
+fn reconcile_100000_files() {
+    use std::os::fd::AsFd;
+    let t = TestTown::new(&[H, ADA, VOX, ZED], &[GROUP]);
+    let dir = t.path("srv/review");
+    let town = town(&t, &format!("{ADA} = \"rw\", {VOX} = \"rw\""), &dir);
+    t.ok(&["apply", &town]);
+    // 1,000 directories of 100 files, made as root (the ACLs inherited).
+    for i in 0..1000 {
+        let sub = dir.join(format!("d{i:04}"));
+        fs::create_dir(&sub).unwrap();
+        for j in 0..100 {
+            fs::write(sub.join(format!("f{j:03}")), b"x").unwrap();
+        }
+    }
+    let uid = |n: &str| nuketown_host::system::user(n).unwrap().uid;
+    let gid = nuketown_host::system::group(GROUP).unwrap().0;
+    let top = fs::File::open(&dir).unwrap();
+    let members = [
+        (uid(ADA), nuketown_town::SharedAccess::ReadOnly),
+        (uid(VOX), nuketown_town::SharedAccess::ReadWrite),
+    ];
+    let start = std::time::Instant::now();
+    let done = nuketown_host::shared::reconcile_tree(top.as_fd(), gid, &members).unwrap();
+    let changed = start.elapsed();
+    let start = std::time::Instant::now();
+    let again = nuketown_host::shared::reconcile_tree(top.as_fd(), gid, &members).unwrap();
+    let unchanged = start.elapsed();
+    assert_eq!(done.seen, 101_000);
+    assert_eq!(done.changed, 101_000);
+    assert_eq!(again.changed, 0);
+    println!(
+        "BENCH shared_reconcile: {} entries; membership change {:.2} s ({:.1} µs each); nothing to change {:.2} s",
+        done.seen,
+        changed.as_secs_f64(),
+        changed.as_secs_f64() * 1e6 / done.seen as f64,
+        unchanged.as_secs_f64()
+    );
+}

@@ -171,7 +171,9 @@ impl Identity {
         if self.sudo {
             s.push_str(
                 "`sudo COMMAND…` asks a human to approve that one exact command; it runs as root only after a yes. \
-Ask for the smallest command that does the job, wait for the answer, and treat a denial as final: do not retry it in a loop or look for another way around.\n",
+Ask for the smallest command that does the job, wait for the answer, and treat a denial as final: do not retry it in a loop or look for another way around. \
+Commands your policy approves without a human are approved only when run from a directory root owns and naming only root's files (`cd / && sudo systemctl status nginx`); \
+from your own directories, or naming your files, they go to a human.\n",
             );
         } else {
             s.push_str("You have no root access. If something needs root, ask the human.\n");

@@ -462,6 +462,80 @@ fn an_agent_is_never_another_agents_human() {
     );
 }
 
+/// Red team, class 7: an agent's Matrix account (enabled or not) never
+/// approves escalations, nor does the hall's own.
+#[test]
+fn an_agents_matrix_account_never_approves() {
+    let hall = |approvers: &str| {
+        format!(
+            "[hall.matrix]\nenable = true\nhomeserver = \"https://m.example.org\"\nuserId = \"@hall:example.org\"\n\
+             passwordFile = \"/run/hall\"\nroom = \"#approvals:example.org\"\napprovers = [{approvers}]\n{ROOM_AGENTS}"
+        )
+    };
+    assert!(toml(&hall("\"@josh:example.org\"")).is_ok());
+    let e = err(&hall("\"@josh:example.org\", \"@Ada:example.org\""));
+    assert!(
+        e.contains("hall.matrix.approvers[1]: \"@Ada:example.org\" is agent ada's Matrix account (agents.ada.chat.userId); agents may never approve"),
+        "{e}"
+    );
+    // Disabled, it is still the agent's.
+    let e = err(&hall("\"@vox:example.org\"").replace(
+        "[agents.vox]\nuid = 1101\n",
+        "[agents.vox]\nuid = 1101\nenable = false\n",
+    ));
+    assert!(e.contains("is agent vox's Matrix account"), "{e}");
+    let e = err(&hall("\"@hall:example.org\""));
+    assert!(e.contains("is the hall's own account"), "{e}");
+}
+
+/// Prefix rules in autoApprove name what may follow; a pattern that also
+/// matches shell syntax is refused, naming the key and the fix.
+#[test]
+fn auto_approve_prefixes_name_what_may_follow() {
+    let sudo = |rules: &str| {
+        format!("humanUser = \"josh\"\n[agents.ada]\nuid = 1100\n[agents.ada.sudo]\nenable = true\n{rules}\n")
+    };
+    let e = err(&sudo(
+        "autoApprove = [{ argv = [\"systemctl\", \"status\"], prefix = true }]",
+    ));
+    assert!(
+        e.contains("agents.ada.sudo.autoApprove[0].prefix: an autoApprove rule no longer approves whatever follows its argv; say what may follow"),
+        "{e}"
+    );
+    for bad in ["\".*\"", "\"[a-z ]+\"", "\"[a-z;]+\"", "\"[^/]+\""] {
+        let e = err(&sudo(&format!(
+            "autoApprove = [{{ argv = [\"systemctl\"], extra = {{ pattern = {bad} }} }}]"
+        )));
+        assert!(
+            e.contains("agents.ada.sudo.autoApprove[0].extra.pattern:"),
+            "{bad}: {e}"
+        );
+    }
+    let e = err(&sudo(
+        "autoApprove = [{ argv = [\"x\"], extra = { pattern = \"(\" } }]",
+    ));
+    assert!(
+        e.contains("extra.pattern: is not a regular expression"),
+        "{e}"
+    );
+    let e = err(&sudo("autoApprove = [{ argv = [\"x\"], extra = {} }]"));
+    assert!(e.contains("extra: names nothing that may follow"), "{e}");
+    let e = err(&sudo(
+        "autoApprove = [{ argv = [\"x\"], extra = { words = [\"a\"], max = 0 } }]",
+    ));
+    assert!(e.contains("extra.max: 0 must be between 1 and 64"), "{e}");
+    // A bare prefix still denies (deny errs towards denying); a named one approves.
+    let t = toml(&sudo(
+        "deny = [{ argv = [\"/bin/sh\"], prefix = true }]\nautoApprove = [{ argv = [\"systemctl\", \"status\"], extra = { pattern = \"[a-z0-9@._-]+\" } }]",
+    ))
+    .unwrap();
+    let rule = &t.agents["ada"].sudo.auto_approve[0];
+    let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(rule.matches(&argv(&["systemctl", "status", "nginx"])));
+    assert!(!rule.matches(&argv(&["systemctl", "status", "nginx", "sshd"])));
+    assert!(!rule.matches(&argv(&["systemctl", "status", "$(id)"])));
+}
+
 /// `host.enable` defaults to `!cloud.enable`; both set runs the agent on the
 /// host and in the cluster.
 #[test]

@@ -615,3 +615,38 @@ pub fn type_line(w: &mut impl Write, line: &str) {
     w.write_all(format!("{line}\n").as_bytes()).unwrap();
     w.flush().unwrap();
 }
+
+/// A root-only directory: a file appears there only if something ran as root.
+pub fn victim(t: &TestTown) -> PathBuf {
+    let d = t.path("victim");
+    fs::create_dir_all(&d).unwrap();
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// Run `script` as ada; it must succeed. Its output.
+pub fn agent_ok(t: &TestTown, script: &str) -> String {
+    let o = t.agent(ADA, script);
+    assert!(o.status.success(), "{script}: {}{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// A second approver connection, to decide what a watcher saw.
+pub fn decider(t: &TestTown) -> Approver {
+    let a = Approver::connect(&t.approver_socket()).unwrap();
+    a.set_timeout(Some(DEADLINE)).unwrap();
+    a
+}
+
+/// The request reached a human, flagged: deny it and make sure nothing ran.
+pub fn human_must_decide(t: &TestTown, w: &mut Approver, child: Child) -> RequestView {
+    let r = next_request(w);
+    assert!(
+        r.agent_can_write && !r.grantable && !r.warnings.is_empty(),
+        "only a human may decide this, warned: {r:#?}"
+    );
+    decider(t).decide(&r, false, None, "terminal").unwrap();
+    let o = finish(child);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    r
+}

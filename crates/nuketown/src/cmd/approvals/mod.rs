@@ -110,6 +110,18 @@ pub fn parse_duration(s: &str) -> Option<u64> {
     n.checked_mul(mult).filter(|s| *s > 0)
 }
 
+/// `--for DURATION` of a grant: 1 s to a day, like every grant the hall gives.
+pub fn grant_secs(g: &str) -> Result<u64> {
+    match parse_duration(g) {
+        None => bail!("--for {}: give a duration like 30s, 10m or 1h", clean(g)),
+        Some(s) if s > MAX_GRANT_SECS => bail!(
+            "--for {}: a grant lasts at most 24h ({MAX_GRANT_SECS} s); approve again later for longer",
+            clean(g)
+        ),
+        Some(s) => Ok(s),
+    }
+}
+
 /// A request as the human reads it: every string quoted and escaped, one
 /// fact per line, every warning the hall sent (the same facts every channel
 /// shows: [`nuketown_hall::show::facts`]).
@@ -220,9 +232,7 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         }
         Action::Approve { id, grant } => {
             let secs = match &grant {
-                Some(g) => Some(parse_duration(g).ok_or_else(|| {
-                    anyhow!("--for {}: give a duration like 30s, 10m or 1h", clean(g))
-                })?),
+                Some(g) => Some(grant_secs(g)?),
                 None => None,
             };
             let mut a = connect(&socket)?;
@@ -275,6 +285,12 @@ mod tests {
         assert_eq!(parse_duration("y"), None);
         assert_eq!(parse_duration(""), None);
         assert_eq!(parse_duration("99999999999999999999h"), None);
+        assert_eq!(grant_secs("24h").unwrap(), 86_400);
+        assert!(grant_secs("25h")
+            .unwrap_err()
+            .to_string()
+            .contains("at most 24h"));
+        assert!(grant_secs("soon").is_err());
     }
 
     #[test]
