@@ -454,12 +454,7 @@ async fn server_time(room: &Room, event: &matrix_sdk::ruma::EventId) -> Option<u
 
 /// Run the Matrix approver until stopped.
 pub async fn run(cfg: ApproverConfig) -> Result<()> {
-    crate::matrix::private_store(&cfg.store)?;
-    let client = Client::builder()
-        .homeserver_url(&cfg.homeserver)
-        .sqlite_store(cfg.store.join("store"), None)
-        .build()
-        .await?;
+    let client = crate::matrix::client(&cfg.homeserver, &cfg.store).await?;
     crate::matrix::login(
         &client,
         &crate::matrix::Account {

@@ -38,6 +38,17 @@ pub struct Account<'a> {
     pub key: &'a str,
 }
 
+/// A client of `homeserver` whose state lives in `store` (made private).
+pub async fn client(homeserver: &str, store: &Path) -> Result<Client> {
+    private_store(store)?;
+    Client::builder()
+        .homeserver_url(homeserver)
+        .sqlite_store(store.join("store"), None)
+        .build()
+        .await
+        .context("building the Matrix client")
+}
+
 /// The saved session in `store`.
 pub fn session_file(store: &Path) -> PathBuf {
     store.join("session.json")

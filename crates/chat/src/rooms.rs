@@ -101,13 +101,7 @@ impl KeeperConfig {
 pub type Changes = Vec<String>;
 
 async fn login(cfg: &KeeperConfig) -> Result<Client> {
-    crate::matrix::private_store(&cfg.store)?;
-    let client = Client::builder()
-        .homeserver_url(&cfg.homeserver)
-        .sqlite_store(cfg.store.join("store"), None)
-        .build()
-        .await
-        .context("building the Matrix client")?;
+    let client = crate::matrix::client(&cfg.homeserver, &cfg.store).await?;
     crate::matrix::login(
         &client,
         &crate::matrix::Account {

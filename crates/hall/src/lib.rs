@@ -10,8 +10,9 @@
 //! Layout, like a small tokio daemon, with no import running back up:
 //! leaves first — [`protocol`] turns lines into messages, [`connection`]
 //! reads and writes them, [`state`] holds pending requests and grants,
-//! [`trust`] and [`proof`] say what is root's beyond doubt, [`policy`]
-//! decides what needs no human, [`audit`] records; then [`hall`] (the shared
+//! [`trust`] and [`proof`] say what is root's beyond doubt, [`town`] is the
+//! declaration as last read, [`policy`] decides what needs no human,
+//! [`audit`] records; then [`hall`] (the shared
 //! core), the request kinds in [`requests`] (one a file) and the approvers'
 //! connections in [`approver`]; then [`server`], which owns the sockets.
 //! [`sudoers`] and [`units`] render the files `nuketown apply` installs.
@@ -32,6 +33,7 @@ pub mod show;
 pub mod state;
 pub mod sudoers;
 pub mod time;
+pub mod town;
 pub mod trust;
 pub mod units;
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use nuketown_town::{Agent, CommandRule, Town};
 
-use crate::hall::Loaded;
+use crate::town::Loaded;
 use crate::proof::Assessment;
 use crate::protocol::{Ask, DecidedBy};
 

@@ -51,6 +51,10 @@ const MAX_STEPS: usize = 4096;
 const MAX_CANDIDATES: usize = 4096;
 /// Most directories a relative string is proven from.
 const MAX_BASES: usize = 64;
+/// Most entries proven below one directory a program may start from.
+pub const MAX_TREE: usize = 50_000;
+/// Deepest such a tree is walked.
+const MAX_TREE_DEPTH: usize = 256;
 /// Most interpreters followed (a script run by a script …).
 const MAX_INTERPRETERS: usize = 4;
 
@@ -393,6 +397,84 @@ pub fn prove(t: &Trust, base: BorrowedFd<'_>, path: &str) -> Result<End, Unprove
     })
 }
 
+/// Prove everything below the (proven) directory `dir`: every entry fixed,
+/// every file and directory proven, every link's target proven — at most
+/// [`MAX_TREE`] entries, no link followed into a walk.
+pub fn prove_tree(t: &Trust, dir: BorrowedFd<'_>) -> Result<(), Unproven> {
+    let mut budget = MAX_TREE;
+    // The walk lists directories: a descriptor that can be read.
+    let rd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot examine {}: {e}", shown_name(dir)))?;
+    tree_below(t, rd.as_fd(), &mut budget, 0)
+}
+
+fn tree_below(
+    t: &Trust,
+    dir: BorrowedFd<'_>,
+    budget: &mut usize,
+    depth: usize,
+) -> Result<(), Unproven> {
+    let cannot = |e: rustix::io::Errno| format!("cannot examine {}: {e}", shown_name(dir));
+    if depth > MAX_TREE_DEPTH {
+        return Err(format!(
+            "{} is more than {MAX_TREE_DEPTH} directories deep; too deep to prove",
+            shown_name(dir)
+        ));
+    }
+    let dir_st = rustix::fs::fstat(dir).map_err(cannot)?;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir).map_err(cannot)? {
+        let entry = entry.map_err(cannot)?;
+        let n = entry.file_name();
+        if n.to_bytes() != b"." && n.to_bytes() != b".." {
+            names.push(n.to_owned());
+        }
+    }
+    for name in names {
+        *budget = budget.checked_sub(1).ok_or_else(|| {
+            format!("the tree it may read holds more than {MAX_TREE} entries; too many to prove")
+        })?;
+        let shown = name.to_string_lossy();
+        let Ok(st) = rustix::fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+            continue; // gone meanwhile: nobody untrusted can bring it back (the directory is proven)
+        };
+        entry_fixed(t, dir, &dir_st, &shown, Some(&st))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(dir, name.as_c_str(), Vec::new())
+                    .map_err(cannot)?
+                    .to_string_lossy()
+                    .into_owned();
+                prove(t, dir, &target)?;
+            }
+            FileType::Directory => {
+                let fd = open_at(dir, &shown, OFlags::DIRECTORY).map_err(cannot)?;
+                let st = rustix::fs::fstat(&fd).map_err(cannot)?;
+                object(t, fd.as_fd(), &st)?;
+                let rd = rustix::fs::openat(
+                    &fd,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(cannot)?;
+                tree_below(t, rd.as_fd(), budget, depth + 1)?;
+            }
+            _ => {
+                let fd = open_at(dir, &shown, OFlags::empty()).map_err(cannot)?;
+                let st = rustix::fs::fstat(&fd).map_err(cannot)?;
+                object(t, fd.as_fd(), &st)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// [`prove`] from `/`; a relative path is unproven (relative to what?).
 pub fn prove_absolute(t: &Trust, path: &str) -> Result<End, Unproven> {
     if !path.starts_with('/') {
@@ -631,7 +713,19 @@ pub fn assess(
     match prove_absolute(t, &ask.cwd.path) {
         Ok(end) if end.id() == Some((ask.cwd.dev, ask.cwd.ino)) => {
             if let Some((fd, st)) = end.file {
-                bases.push((fd, (st.st_dev, st.st_ino)));
+                // A program reads from where it runs without naming it (a
+                // Makefile's includes, a repository's hooks): the whole tree
+                // there is proven — but for `/`, whose own entries are the
+                // host's (and `/tmp` everyone's).
+                let whole = if ask.cwd.path == "/" {
+                    Ok(())
+                } else {
+                    prove_tree(t, fd.as_fd())
+                };
+                match whole {
+                    Ok(()) => bases.push((fd, (st.st_dev, st.st_ino))),
+                    Err(why) => a.find(Subject::Cwd, why),
+                }
             }
         }
         Ok(_) => return Err(moved("the working directory", &ask.cwd.path)),
@@ -742,6 +836,12 @@ pub fn assess(
                                 }
                                 let fd = rustix::io::fcntl_dupfd_cloexec(dir, 0)
                                     .map_err(|e| format!("cannot examine {s}: {e}"))?;
+                                // A directory the program is given, it may
+                                // read all of (`make -C`, `chown -R`, `tar -C`).
+                                if let Err(why) = prove_tree(t, fd.as_fd()) {
+                                    a.find(Subject::Arg(arg.clone()), why);
+                                    continue;
+                                }
                                 bases.push((fd, id));
                             }
                         }

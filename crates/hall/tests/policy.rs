@@ -8,7 +8,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
 use nuketown_hall::files;
-use nuketown_hall::hall::Loaded;
+use nuketown_hall::town::Loaded;
 use nuketown_hall::policy::{self, MockRefusal};
 use nuketown_hall::proof::{Assessment, Finding, Subject};
 use nuketown_hall::protocol::Ask;

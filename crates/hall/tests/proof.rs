@@ -320,14 +320,14 @@ fn a_request_is_proven_by_its_program_its_arguments_and_where_it_runs() {
     assert!(a.human_only(), "even with no argument: {a:?}");
 
     // From a root directory, a root program with root files and plain words: proven.
-    let a = assess(
-        d.path(),
-        &[prog.to_str().unwrap(), "/etc/hostname", "install"],
-    );
+    let bin = prog.parent().unwrap();
+    let a = assess(bin, &[prog.to_str().unwrap(), "/etc/hostname", "install"]);
     assert!(a.proven() && a.grantable(), "{a:?}");
+    // From a root directory that holds the agent's (its whole tree may be read): not.
+    assert!(assess(d.path(), &["/usr/bin/true"]).human_only());
 
-    // An argument naming the agent's file, absolutely or through `~user`.
-    let a = assess(d.path(), &["/bin/sh", script.to_str().unwrap()]);
+    // An argument naming the agent's file.
+    let a = assess(bin, &["/bin/sh", script.to_str().unwrap()]);
     assert_eq!(a.args(), [script.to_str().unwrap()]);
 
     // The program named through the agent's link: the file is root's, the way there is not.
@@ -346,39 +346,78 @@ fn a_request_is_proven_by_its_program_its_arguments_and_where_it_runs() {
 fn arguments_are_proven_from_every_base_the_program_may_use() {
     root();
     let (d, _bin, _prog) = tree();
-    let app = d.path().join("app");
-    std::fs::create_dir(&app).unwrap();
-    let work = app.join("work");
-    std::fs::create_dir(&work).unwrap();
-    chown(&work, AGENT_UID);
-    std::fs::write(work.join("evil.mk"), "").unwrap();
-    chown(&work.join("evil.mk"), AGENT_UID);
+    // Root's: top/app/sub. The agent's: home/evil.mk.
+    let top = d.path().join("top");
+    std::fs::create_dir_all(top.join("app/sub")).unwrap();
+    std::fs::write(top.join("app/sub/x"), "").unwrap();
+    let home = d.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    chown(&home, AGENT_UID);
+    std::fs::write(home.join("evil.mk"), "").unwrap();
+    chown(&home.join("evil.mk"), AGENT_UID);
+    let app = top.join("app");
     let app_s = app.to_str().unwrap();
+    let home_s = home.to_str().unwrap();
 
-    let a = assess(d.path(), &["/usr/bin/env", "-C", app_s, "true"]);
+    let a = assess(&top, &["/usr/bin/env", "-C", app_s, "cat", "sub/x"]);
     assert!(a.proven(), "{a:?}");
-    // `work/evil.mk` from the directory `-C` names, not from where it runs.
+    // A chain of relative directories (`-C app -C sub`), all root's.
     let a = assess(
-        d.path(),
-        &["/usr/bin/env", "-C", app_s, "cat", "work/evil.mk"],
+        &top,
+        &["/usr/bin/env", "-C", "app", "-C", "sub", "cat", "x"],
     );
-    assert_eq!(a.args(), ["work/evil.mk"], "{a:?}");
-    // A chain of relative directories (`-C app -C work`): the agent's directory is named.
-    let a = assess(
-        d.path(),
-        &["/usr/bin/env", "-C", "app", "-C", "work", "true", "evil.mk"],
-    );
-    assert!(a.args().contains(&"work".to_string()), "{a:?}");
+    assert!(a.proven(), "{a:?}");
+    // `evil.mk` from the directory `-C` names (the agent's), not from where it runs.
+    let a = assess(&top, &["/usr/bin/env", "-C", home_s, "cat", "evil.mk"]);
+    assert!(a.args().contains(&home_s.to_string()), "{a:?}");
     // Glued to its flag, the same.
-    let glued = format!("-C{app_s}");
-    let a = assess(d.path(), &["/usr/bin/env", &glued, "cat", "work/evil.mk"]);
-    assert_eq!(a.args(), ["work/evil.mk"], "{a:?}");
-    // Climbing never proves.
-    let a = assess(d.path(), &["/usr/bin/env", "-C", app_s, "cat", "../../x"]);
-    assert_eq!(a.args(), ["../../x"], "{a:?}");
+    let glued = format!("-C{home_s}");
+    let a = assess(&top, &["/usr/bin/env", &glued, "cat", "evil.mk"]);
+    assert!(a.args().contains(&glued), "{a:?}");
+    // Climbing never proves, even to a root file.
+    let a = assess(
+        &top,
+        &["/usr/bin/env", "-C", app_s, "cat", "../../home/evil.mk"],
+    );
+    assert_eq!(a.args(), ["../../home/evil.mk"], "{a:?}");
+    let a = assess(&top, &["/usr/bin/env", "-C", app_s, "cat", "../app/sub/x"]);
+    assert_eq!(a.args(), ["../app/sub/x"], "{a:?}");
     // `~user` is the user's home, whoever expands it.
-    let a = assess(d.path(), &["/usr/bin/cat", "~daemon/x"]);
+    let a = assess(&top, &["/usr/bin/cat", "~daemon/x"]);
     assert!(a.proven() || !a.args().is_empty(), "{a:?}");
+}
+
+/// What a program may read without naming it — the tree where it runs, or
+/// a directory it is given — is proven whole: a subdirectory the agent
+/// owns, or a root link to the agent's file, anywhere in it, is not root's.
+#[test]
+fn the_tree_a_program_may_read_is_proven_whole() {
+    root();
+    let (d, _bin, _prog) = tree();
+    let app = d.path().join("app");
+    std::fs::create_dir_all(app.join("src/deep")).unwrap();
+    std::fs::write(app.join("src/deep/main.c"), "").unwrap();
+    let app_s = app.to_str().unwrap();
+    assert!(assess(&app, &["/usr/bin/true"]).proven());
+    assert!(assess(d.path(), &["/usr/bin/env", "-C", app_s, "true"]).proven());
+    // An agent's directory deep inside.
+    let build = app.join("src/deep/build");
+    std::fs::create_dir(&build).unwrap();
+    chown(&build, AGENT_UID);
+    let a = assess(&app, &["/usr/bin/true"]);
+    assert!(about(&a, |s| *s == Subject::Cwd), "{a:?}");
+    let a = assess(d.path(), &["/usr/bin/env", "-C", app_s, "true"]);
+    assert_eq!(a.args(), [app_s], "{a:?}");
+    std::fs::remove_dir(&build).unwrap();
+    // A root link in it to the agent's file.
+    let home = d.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    chown(&home, AGENT_UID);
+    std::fs::write(home.join("cfg"), "").unwrap();
+    symlink(home.join("cfg"), app.join("src/cfg")).unwrap();
+    assert!(assess(&app, &["/usr/bin/true"]).human_only());
+    std::fs::remove_file(app.join("src/cfg")).unwrap();
+    assert!(assess(&app, &["/usr/bin/true"]).proven());
 }
 
 #[test]

@@ -40,6 +40,20 @@ fn town_with(dirs: &[&str], rules: impl Fn(&TestTown) -> String) -> TestTown {
     t
 }
 
+/// A town whose ada may run root's `opt/tool` by an autoApprove rule: the
+/// town, the tool's path, the victim directory.
+fn tool_town() -> (TestTown, PathBuf, PathBuf) {
+    let t = town_with(&["opt"], |t| {
+        format!(
+            "autoApprove = [{{ argv = [\"{}\"] }}]",
+            t.path("opt/tool").display()
+        )
+    });
+    let v = victim(&t);
+    let tool = t.path("opt/tool");
+    (t, tool, v)
+}
+
 fn chown(p: &Path, uid: u32) {
     nix::unistd::chown(p, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
 }
@@ -131,6 +145,41 @@ fn arguments_are_proven_from_every_base_the_program_may_use() {
         .filter(|r| r.decision == "approved")
         .count();
     assert_eq!(approved, 1);
+
+    // A directory the program is given is read whole: the makefile includes
+    // a file from a subdirectory ada owns (her build directory), which runs
+    // as root when make reads it. The whole tree is proven, so a human decides.
+    let build = app.join("build");
+    fs::create_dir(&build).unwrap();
+    chown(&build, ADA_UID);
+    fs::write(
+        app.join("Makefile"),
+        format!(
+            "-include build/config.mk\ninstall:\n\techo installed > {}/installed\n",
+            v.display()
+        ),
+    )
+    .unwrap();
+    agent_ok(
+        &t,
+        &format!(
+            "echo '$(shell id -u > {}/pwned)' > {}/config.mk",
+            v.display(),
+            build.display()
+        ),
+    );
+    for attack in [
+        format!("cd / && sudo make -C {} install", app.display()),
+        format!(
+            "cd {} && sudo make -C {} install",
+            app.display(),
+            app.display()
+        ),
+    ] {
+        let r = human_must_decide(&t, &mut w, t.spawn_agent(ADA, &attack));
+        assert!(has(&r, "owned by"), "{attack}: {:?}", r.warnings);
+    }
+    assert!(!v.join("pwned").exists());
 }
 
 /// Class 2: ids that are nobody's. An agent with subordinate ids owns files
@@ -139,14 +188,7 @@ fn arguments_are_proven_from_every_base_the_program_may_use() {
 /// account files say an id belongs to, or that they name no one.
 #[test]
 fn files_of_ids_that_are_nobodys_are_not_root_s() {
-    let t = town_with(&["opt"], |t| {
-        format!(
-            "autoApprove = [{{ argv = [\"{}\"] }}]",
-            t.path("opt/tool").display()
-        )
-    });
-    let v = victim(&t);
-    let tool = t.path("opt/tool");
+    let (t, tool, v) = tool_town();
     root_script(&tool, &format!("id -u > {}/ran", v.display()));
     // What `newuidmap` would let ada do with a range of subordinate ids
     // (the fixture's useradd may have given ada one): own the file as one.
@@ -194,14 +236,7 @@ fn files_of_ids_that_are_nobodys_are_not_root_s() {
 /// one's to trust.
 #[test]
 fn a_disabled_agents_files_are_not_root_s() {
-    let t = town_with(&["opt"], |t| {
-        format!(
-            "autoApprove = [{{ argv = [\"{}\"] }}]",
-            t.path("opt/tool").display()
-        )
-    });
-    let v = victim(&t);
-    let tool = t.path("opt/tool");
+    let (t, tool, v) = tool_town();
     root_script(&tool, "echo tool");
     let mut w = t.watch();
     let original = fs::read_to_string(&t.town).unwrap();
@@ -235,14 +270,7 @@ fn a_disabled_agents_files_are_not_root_s() {
 /// writing is not root's, whatever its owner and mode say now.
 #[test]
 fn a_file_the_agent_holds_open_for_writing_is_not_root_s() {
-    let t = town_with(&["opt"], |t| {
-        format!(
-            "autoApprove = [{{ argv = [\"{}\"] }}]",
-            t.path("opt/tool").display()
-        )
-    });
-    let v = victim(&t);
-    let tool = t.path("opt/tool");
+    let (t, tool, v) = tool_town();
     root_script(&tool, "echo tool");
     // Once ada's (say, while she wrote it): she opens it for writing and keeps it.
     chown(&tool, ADA_UID);

@@ -190,28 +190,16 @@ impl Gate for HallGate {
     }
 
     fn record(&self, u: &KeyUse, v: &Verdict, result: Result<(), String>) {
-        let hall = &self.0;
-        let rule = hall
-            .loaded()
-            .ok()
-            .and_then(|l| l.town.agents.get(&u.agent).map(|a| judge(&a.keys, u)));
-        let (rule, host) = rule.map(|(_, r, h)| (r, h)).unwrap_or_default();
-        let mut r = Record::new(&v.id, "key", &u.agent, u.caller.uid);
-        r.argv = caller_argv(u);
-        r.target = u.agent.clone();
-        r.decision = if v.allowed { "approved" } else { "denied" }.into();
-        r.reason = v.reason.clone();
-        r.decided_by = Some(crate::protocol::DecidedBy {
+        let decision = if v.allowed { "approved" } else { "denied" };
+        let by = crate::protocol::DecidedBy {
             who: v.who.clone(),
             channel: v.channel.clone(),
-        });
-        r.mock = v.channel == "mock";
-        r.key_use = Some(view_of(u, &rule, host));
-        r.result = Some(match result {
+        };
+        let result = match result {
             Ok(()) => "signed".into(),
             Err(e) => e,
-        });
-        hall.append(&r);
+        };
+        self.append(u, &v.id, decision, &v.reason, by, result);
     }
 
     fn withdraw(&self, u: &KeyUse) {
@@ -230,21 +218,7 @@ impl Gate for HallGate {
                 reason: reason.clone(),
             },
         );
-        let hall = &self.0;
-        let rule = hall
-            .loaded()
-            .ok()
-            .and_then(|l| l.town.agents.get(&u.agent).map(|a| judge(&a.keys, u)));
-        let (rule, host) = rule.map(|(_, r, h)| (r, h)).unwrap_or_default();
-        let mut r = Record::new(&u.id, "key", &u.agent, u.caller.uid);
-        r.argv = caller_argv(u);
-        r.target = u.agent.clone();
-        r.decision = "cancelled".into();
-        r.reason = reason;
-        r.decided_by = Some(by);
-        r.key_use = Some(view_of(u, &rule, host));
-        r.result = Some("not signed".into());
-        hall.append(&r);
+        self.append(u, &u.id, "cancelled", &reason, by, "not signed".into());
     }
 
     fn refused_peer(&self, agent: &str, uid: Option<u32>, pid: Option<u32>) {
@@ -267,6 +241,36 @@ impl Gate for HallGate {
             channel: "peer".into(),
         });
         self.0.append(&r);
+    }
+}
+
+impl HallGate {
+    /// One use of `u`'s key in the audit log, with the rule that judged it.
+    fn append(
+        &self,
+        u: &KeyUse,
+        id: &str,
+        decision: &str,
+        reason: &str,
+        by: crate::protocol::DecidedBy,
+        result: String,
+    ) {
+        let hall = &self.0;
+        let rule = hall
+            .loaded()
+            .ok()
+            .and_then(|l| l.town.agents.get(&u.agent).map(|a| judge(&a.keys, u)));
+        let (rule, host) = rule.map(|(_, r, h)| (r, h)).unwrap_or_default();
+        let mut r = Record::new(id, "key", &u.agent, u.caller.uid);
+        r.argv = caller_argv(u);
+        r.target = u.agent.clone();
+        r.decision = decision.into();
+        r.reason = reason.into();
+        r.mock = by.channel == "mock";
+        r.decided_by = Some(by);
+        r.key_use = Some(view_of(u, &rule, host));
+        r.result = Some(result);
+        hall.append(&r);
     }
 }
 

@@ -23,7 +23,8 @@ use tokio::net::UnixStream;
 
 use crate::audit::Record;
 use crate::connection::{first_line, send};
-use crate::hall::{Denial, Hall, Loaded};
+use crate::hall::{Denial, Hall};
+use crate::town::Loaded;
 use crate::protocol::{self, DecidedBy, FromAsker, RequestView, ResourcesView, ToRequester};
 use crate::state::{GrantKey, Outcome};
 use crate::time::now_ms;

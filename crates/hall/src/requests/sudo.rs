@@ -20,7 +20,8 @@ use nuketown_town::Agent;
 
 use crate::audit::Record;
 use crate::connection::{first_line, read_line, send};
-use crate::hall::{user_name, Denial, Hall, Loaded};
+use crate::hall::{user_name, Denial, Hall};
+use crate::town::Loaded;
 use crate::policy;
 use crate::proof::Assessment;
 use crate::protocol::{self, Ask, DecidedBy, FromRequester, RequestView, ToRequester};
