@@ -816,10 +816,18 @@ pub fn assess(
             } else {
                 let from = tried[i];
                 tried[i] = known;
-                bases[from..known]
+                let mut ends: Vec<Result<End, Unproven>> = bases[from..known]
                     .iter()
                     .map(|(b, _)| prove(t, b.as_fd(), s))
-                    .collect()
+                    .collect();
+                // A bare word a program may look up on its PATH (env, a
+                // shell, xargs): proven in every directory of the fixed PATH.
+                if from == 0 && !s.contains('/') {
+                    ends.extend(crate::entry::SAFE_PATH.split(':').map(|d| {
+                        prove_absolute(t, &format!("{d}/{s}")).map(|_| End { file: None })
+                    }));
+                }
+                ends
             };
             for end in ends {
                 match end {
@@ -875,6 +883,25 @@ fn interpreters(t: &Trust, program: End, a: &mut Assessment, args: &mut Vec<Stri
         let Some((interpreter, iargs)) = shebang(fd.as_fd()) else {
             return;
         };
+        // A script reads what lies beside it (python's sys.path[0], a
+        // shell's `. "$(dirname "$0")/lib.sh"`): its directory is proven whole.
+        let name = shown_name(fd.as_fd());
+        let dir = name
+            .rsplit_once('/')
+            .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+        let beside = prove_absolute(t, dir).and_then(|end| match end.file {
+            Some((d, _)) => prove_tree(t, d.as_fd()),
+            None => Ok(()),
+        });
+        if let Err(why) = beside {
+            return a.find(
+                Subject::Interpreter(name.clone()),
+                format!(
+                    "{} is a script, and what lies beside it is not proven root's: {why}",
+                    nuketown_town::display::show_str(&name)
+                ),
+            );
+        }
         let env = interpreter.rsplit('/').next() == Some("env");
         let next = match prove_absolute(t, &interpreter) {
             Err(why) => return a.find(Subject::Interpreter(interpreter), why),

@@ -441,6 +441,20 @@ fn a_script_is_proven_by_its_interpreters_too() {
     // `env NAME` runs what it finds on the fixed PATH: root's sh, proven.
     std::fs::write(&prog, "#!/usr/bin/env sh\necho hi\n").unwrap();
     assert!(assess(&bin, &[prog.to_str().unwrap()]).proven());
+    // A script reads what lies beside it: an agent's directory there is not root's.
+    std::fs::write(&prog, "#!/bin/sh\necho hi\n").unwrap();
+    assert!(assess(&bin, &[prog.to_str().unwrap()]).proven());
+    let lib = bin.join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    chown(&lib, AGENT_UID);
+    let a = assess(&bin, &[prog.to_str().unwrap()]);
+    assert!(
+        a.warnings()
+            .iter()
+            .any(|w| w.contains("is a script, and what lies beside it")),
+        "{a:?}"
+    );
+    std::fs::remove_dir(&lib).unwrap();
     // A relative interpreter is relative to where it runs: never proven.
     std::fs::write(&prog, "#!bin/sh\n").unwrap();
     assert!(assess(&bin, &[prog.to_str().unwrap()]).human_only());

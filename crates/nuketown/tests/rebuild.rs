@@ -79,7 +79,10 @@ fn setup() -> Setup {
     // The build: real work, logged with start and end times and who ran it;
     // agent nkr01 waits at a gate (a named pipe the test opens) so the queue
     // can fill up. Builds run as the agent, so agents may append to the log.
-    let script = t.path("rebuild.sh");
+    // In a directory of its own: a script's neighbours are read as its own.
+    let script = t.path("bin/rebuild.sh");
+    fs::create_dir(t.path("bin")).unwrap();
+    fs::set_permissions(t.path("bin"), fs::Permissions::from_mode(0o755)).unwrap();
     let log = t.path("builds.log");
     fs::write(&log, "").unwrap();
     fs::set_permissions(&log, fs::Permissions::from_mode(0o666)).unwrap();

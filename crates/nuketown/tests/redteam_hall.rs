@@ -493,7 +493,10 @@ fn a_script_whose_interpreter_the_agent_can_change_goes_to_a_human() {
         ada_sudo: String::new(),
         ..Options::default()
     });
-    let script = t.path("tool.sh");
+    // In a directory of its own: a script's neighbours are read as its own.
+    fs::create_dir(t.path("opt")).unwrap();
+    fs::set_permissions(t.path("opt"), fs::Permissions::from_mode(0o755)).unwrap();
+    let script = t.path("opt/tool.sh");
     let text = fs::read_to_string(&t.town).unwrap().replace(
         "[agents.nktvox]",
         &format!(
