@@ -63,6 +63,8 @@ pub struct Invocation {
     pub stdin: String,
     /// Working directory.
     pub cwd: PathBuf,
+    /// Environment the town sets for the CLI (its tools wait for humans).
+    pub env: Vec<(String, String)>,
 }
 
 /// The reply, and the backend session to resume next time (if any).
@@ -74,29 +76,139 @@ pub struct Reply {
     pub session: Option<String>,
 }
 
-/// Build the invocation for `message` in a room whose previous session is `session`.
+/// The town hall beside the CLI: how its permission prompts reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HallLink {
+    /// The `nuketown` binary (`nuketown mcp` is the permission-prompt tool).
+    pub nuketown: PathBuf,
+    /// How long a human may take to decide (the agent's `sudo.timeout`):
+    /// the CLI's tools wait at least that long for the hall.
+    pub wait: Duration,
+    /// The `sudo` shim's directory, first on the CLI's PATH when the agent
+    /// may ask for root (its `sudo` becomes a request to the hall).
+    pub shim: Option<PathBuf>,
+    /// The agent's key socket (`SSH_AUTH_SOCK`): ssh, git push and git
+    /// signing through the town's key.
+    pub key_socket: PathBuf,
+}
+
+impl HallLink {
+    /// The link for agent `name` of `town`, with `nuketown` as the
+    /// permission-prompt tool. The shim is on the PATH only when it is
+    /// there and the agent has sudo.
+    pub fn for_agent(
+        town: &nuketown_town::Town,
+        name: &str,
+        nuketown: PathBuf,
+    ) -> Option<HallLink> {
+        let agent = town.agents.get(name)?;
+        let shim = town.hall.shim_dir();
+        Some(HallLink {
+            nuketown,
+            wait: Duration::from_secs(agent.sudo.timeout),
+            shim: (agent.sudo.enable && shim.is_dir()).then_some(shim),
+            key_socket: nuketown_keys::agent::socket_path(
+                &std::env::var_os("NUKETOWN_SSH_AGENT_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| nuketown_keys::agent::SOCKET_DIR.into()),
+                name,
+            ),
+        })
+    }
+
+    /// What the town sets in the CLI's environment: its key socket, its
+    /// name, and the shim first on its PATH (after the PATH it was given).
+    fn env(&self, agent_path: Option<&std::ffi::OsStr>) -> Vec<(String, String)> {
+        let mut env = vec![(
+            "SSH_AUTH_SOCK".to_string(),
+            self.key_socket.display().to_string(),
+        )];
+        if let Some(shim) = &self.shim {
+            let rest = agent_path
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+            let shim = shim.display().to_string();
+            let path = if rest.split(':').next() == Some(shim.as_str()) {
+                rest
+            } else {
+                format!("{shim}:{rest}")
+            };
+            env.push(("PATH".to_string(), path));
+        }
+        env
+    }
+}
+
+/// The tools Claude Code uses unasked with `permissions = "own-tree"`:
+/// its shell, reads and edits — all as the agent's own user, which is
+/// what confines it (its `sudo` asks the town hall).
+pub const OWN_TREE_TOOLS: &str =
+    "Bash,Edit,MultiEdit,Write,NotebookEdit,Read,Glob,Grep,LS,TodoWrite";
+
+/// How many of aider's confirmations one turn answers.
+const AIDER_ANSWERS: usize = 64;
+
+/// The permission-prompt tool Claude Code is pointed at.
+pub const PROMPT_TOOL: &str = "mcp__nuketown__approve";
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+fn claude_argv(
+    backend: &ChatBackend,
+    session: Option<&str>,
+    hall: Option<&HallLink>,
+) -> Vec<String> {
+    let mut a = vec![
+        s("claude"),
+        s("-p"),
+        s("--output-format"),
+        s("stream-json"),
+        s("--verbose"),
+    ];
+    let own = backend.permissions != "ask";
+    a.extend([
+        s("--permission-mode"),
+        s(if own { "acceptEdits" } else { "default" }),
+    ]);
+    if own {
+        a.extend([s("--allowedTools"), s(OWN_TREE_TOOLS)]);
+    }
+    if let Some(h) = hall {
+        let config = serde_json::json!({
+            "mcpServers": { "nuketown": {
+                "type": "stdio",
+                "command": h.nuketown,
+                "args": ["mcp", "--cli", "claude-code"],
+            }}
+        });
+        a.extend([
+            s("--mcp-config"),
+            config.to_string(),
+            s("--permission-prompt-tool"),
+            s(PROMPT_TOOL),
+        ]);
+    }
+    if let Some(id) = session {
+        a.extend([s("--resume"), id.to_string()]);
+    }
+    a
+}
+
+/// Build the invocation for `message` in a room whose previous session is
+/// `session`, the CLI's prompts going to `hall` when there is one.
 pub fn invocation(
     backend: &ChatBackend,
     message: &str,
     session: Option<&str>,
     cwd: &Path,
+    hall: Option<&HallLink>,
 ) -> Invocation {
-    let s = |x: &str| x.to_string();
+    let own = backend.permissions != "ask";
     let argv = match backend.kind.as_str() {
         "command" => backend.command.clone(),
-        "claude-code" => {
-            let mut a = vec![
-                s("claude"),
-                s("-p"),
-                s("--output-format"),
-                s("stream-json"),
-                s("--verbose"),
-            ];
-            if let Some(id) = session {
-                a.extend([s("--resume"), id.to_string()]);
-            }
-            a
-        }
+        "claude-code" => claude_argv(backend, session, hall),
         "codex" => {
             let mut a = vec![
                 s("codex"),
@@ -104,31 +216,58 @@ pub fn invocation(
                 s("--json"),
                 s("--skip-git-repo-check"),
             ];
+            // codex exec never asks: either the agent's user confines it
+            // (own-tree: codex's own sandbox would also stop `sudo`), or
+            // codex's workspace sandbox does.
+            if own {
+                a.push(s("--dangerously-bypass-approvals-and-sandbox"));
+            } else {
+                a.extend([s("--sandbox"), s("workspace-write")]);
+            }
             if let Some(id) = session {
                 a.extend([s("resume"), id.to_string()]);
             }
             a.push(s("-"));
             a
         }
-        // aider keeps its chat history per directory; --message runs one turn.
+        // aider keeps its chat history per directory; --message runs one
+        // turn. Its confirmations are read from stdin (below).
         _ => vec![
             s("aider"),
-            s("--yes-always"),
             s("--no-pretty"),
             s("--no-stream"),
+            s("--no-check-update"),
             s("--message"),
             message.to_string(),
         ],
     };
     let stdin = if backend.kind == "aider" {
-        String::new()
+        // aider asks before it runs a shell command, even with --yes-always
+        // (which answers those no): its answers come on stdin, yes to all
+        // with own-tree (what it runs runs as the agent), no with ask.
+        if own { "y\n" } else { "n\n" }.repeat(AIDER_ANSWERS)
     } else {
         message.to_string()
     };
+    let mut env = hall
+        .map(|h| h.env(std::env::var_os("PATH").as_deref()))
+        .unwrap_or_default();
+    if let (Some(h), "claude-code") = (hall, backend.kind.as_str()) {
+        // A tool waits for a human as long as the hall does, and a little more.
+        let ms = (h.wait + Duration::from_secs(30)).as_millis().to_string();
+        for k in [
+            "MCP_TOOL_TIMEOUT",
+            "BASH_DEFAULT_TIMEOUT_MS",
+            "BASH_MAX_TIMEOUT_MS",
+        ] {
+            env.push((k.to_string(), ms.clone()));
+        }
+    }
     Invocation {
         argv,
         stdin,
         cwd: cwd.to_path_buf(),
+        env,
     }
 }
 
@@ -221,7 +360,12 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    for (k, v) in env {
+    for (k, v) in inv
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(env.iter().copied())
+    {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().map_err(|source| BackendError::Spawn {
@@ -342,35 +486,142 @@ mod tests {
         );
     }
 
+    fn backend(kind: &str, permissions: &str) -> ChatBackend {
+        ChatBackend {
+            kind: kind.into(),
+            command: vec!["/bin/cat".into()],
+            permissions: permissions.into(),
+        }
+    }
+
     #[test]
-    fn claude_resumes_the_room_session() {
-        let b = ChatBackend {
-            kind: "claude-code".into(),
-            command: vec![],
+    fn claude_works_in_its_own_tree_and_asks_the_hall_for_the_rest() {
+        let hall = HallLink {
+            nuketown: "/usr/local/bin/nuketown".into(),
+            wait: Duration::from_secs(120),
+            shim: Some("/usr/local/libexec/nuketown/bin".into()),
+            key_socket: "/run/nuketown/ssh/ada/agent.sock".into(),
         };
-        let inv = invocation(&b, "hi", Some("s-1"), Path::new("/tmp"));
+        let inv = invocation(
+            &backend("claude-code", "own-tree"),
+            "hi",
+            Some("s-1"),
+            Path::new("/tmp"),
+            Some(&hall),
+        );
+        let a = inv.argv.join(" ");
+        assert!(a.starts_with("claude -p --output-format stream-json --verbose --permission-mode acceptEdits --allowedTools Bash,"), "{a}");
+        assert!(
+            a.contains("--permission-prompt-tool mcp__nuketown__approve"),
+            "{a}"
+        );
+        assert!(a.ends_with("--resume s-1"), "{a}");
+        let config: serde_json::Value = serde_json::from_str(
+            &inv.argv[inv.argv.iter().position(|x| x == "--mcp-config").unwrap() + 1],
+        )
+        .unwrap();
+        assert_eq!(
+            config["mcpServers"]["nuketown"]["command"],
+            "/usr/local/bin/nuketown"
+        );
+        assert_eq!(config["mcpServers"]["nuketown"]["args"][0], "mcp");
+        assert!(inv
+            .env
+            .contains(&("MCP_TOOL_TIMEOUT".into(), "150000".into())));
+        assert!(inv.env.contains(&(
+            "SSH_AUTH_SOCK".into(),
+            "/run/nuketown/ssh/ada/agent.sock".into()
+        )));
+        let path = &inv.env.iter().find(|(k, _)| k == "PATH").unwrap().1;
+        assert!(
+            path.starts_with("/usr/local/libexec/nuketown/bin:"),
+            "sudo is the shim first: {path}"
+        );
+        assert_eq!(inv.stdin, "hi");
+        // ask: nothing unasked, every prompt to the hall.
+        let inv = invocation(
+            &backend("claude-code", "ask"),
+            "hi",
+            None,
+            Path::new("/tmp"),
+            Some(&hall),
+        );
+        let a = inv.argv.join(" ");
+        assert!(
+            a.contains("--permission-mode default") && !a.contains("--allowedTools"),
+            "{a}"
+        );
+        // No hall beside (a pod): no prompt tool.
+        let inv = invocation(
+            &backend("claude-code", "own-tree"),
+            "hi",
+            None,
+            Path::new("/tmp"),
+            None,
+        );
+        assert!(!inv.argv.join(" ").contains("mcp"), "{:?}", inv.argv);
+    }
+
+    #[test]
+    fn codex_and_aider_never_dead_end_on_a_prompt() {
+        let inv = invocation(
+            &backend("codex", "own-tree"),
+            "hi",
+            Some("t-1"),
+            Path::new("/tmp"),
+            None,
+        );
         assert_eq!(
             inv.argv,
             [
-                "claude",
-                "-p",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-                "--resume",
-                "s-1"
+                "codex",
+                "exec",
+                "--json",
+                "--skip-git-repo-check",
+                "--dangerously-bypass-approvals-and-sandbox",
+                "resume",
+                "t-1",
+                "-"
             ]
         );
-        assert_eq!(inv.stdin, "hi");
+        let inv = invocation(
+            &backend("codex", "ask"),
+            "hi",
+            None,
+            Path::new("/tmp"),
+            None,
+        );
+        assert!(inv.argv.join(" ").contains("--sandbox workspace-write"));
+        let inv = invocation(
+            &backend("aider", "own-tree"),
+            "fix it",
+            None,
+            Path::new("/tmp"),
+            None,
+        );
+        assert_eq!(inv.argv[0], "aider");
+        assert_eq!(inv.argv.last().unwrap(), "fix it");
+        assert!(
+            inv.stdin.starts_with("y\ny\n"),
+            "every confirmation answered yes"
+        );
+        let inv = invocation(
+            &backend("aider", "ask"),
+            "fix it",
+            None,
+            Path::new("/tmp"),
+            None,
+        );
+        assert!(
+            inv.stdin.starts_with("n\nn\n"),
+            "every confirmation answered no"
+        );
     }
 
     #[test]
     fn command_backend_gets_the_message_on_stdin() {
-        let b = ChatBackend {
-            kind: "command".into(),
-            command: vec!["/bin/cat".into()],
-        };
-        let inv = invocation(&b, "hi; $(x)", None, Path::new("/tmp"));
+        let b = backend("command", "own-tree");
+        let inv = invocation(&b, "hi; $(x)", None, Path::new("/tmp"), None);
         assert_eq!(inv.argv, ["/bin/cat"]);
         assert_eq!(inv.stdin, "hi; $(x)");
     }

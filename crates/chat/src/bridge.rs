@@ -80,6 +80,10 @@ pub struct BridgeConfig {
     /// follow`, from the agent's request object), for its requests for a
     /// bigger tier.
     pub follow_command: Option<Vec<String>>,
+    /// How the CLI's permission prompts reach the town hall (none in a pod).
+    pub hall: Option<backend::HallLink>,
+    /// After this long a turn says, once, that it is still working.
+    pub still_working: Duration,
 }
 
 /// A declared room (`rooms.<name>`) as one of its agents sees it.
@@ -93,6 +97,16 @@ pub struct DeclaredRoom {
     pub humans: Vec<String>,
     /// Its rules for agents.
     pub rules: RoomRules,
+}
+
+/// The `nuketown` binary beside this one (the bridge may be `nuketown-chat`),
+/// for the CLI's permission-prompt tool (`nuketown mcp`).
+pub fn nuketown_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    if exe.file_name().is_some_and(|n| n == "nuketown") {
+        return Some(exe);
+    }
+    Some(exe.parent()?.join("nuketown")).filter(|p| p.is_file())
 }
 
 /// The bridge's state directory for `agent`: under its persist root, so a new round keeps the device.
@@ -109,6 +123,7 @@ impl BridgeConfig {
         cfg.password_file = agent.chat.password_file.clone();
         cfg.access_token_file = agent.chat.access_token_file.clone();
         cfg.ask_socket = Some(nuketown_hall::ASK_SOCKET.into());
+        cfg.hall = nuketown_binary().and_then(|n| backend::HallLink::for_agent(town, name, n));
         Ok(cfg)
     }
 
@@ -200,6 +215,8 @@ impl BridgeConfig {
             ask_socket: None,
             activity: None,
             follow_command: None,
+            hall: None,
+            still_working: Duration::from_secs(60),
         }
     }
 }
@@ -688,18 +705,48 @@ async fn answer(
         cancel: cancel.clone(),
         stopped_by: None,
     });
+    // Typing while the CLI works; once, after a while, a word that it still is.
     let typing = room.clone();
+    let (still, still_after) = (shared.clone(), shared.cfg.still_working);
+    let still_event = event.clone();
     let keep_typing = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut said = false;
         loop {
             let _ = typing.typing_notice(true).await;
-            tokio::time::sleep(Duration::from_secs(20)).await;
+            let left = still_after.saturating_sub(started.elapsed());
+            if !said && left.is_zero() {
+                said = true;
+                still
+                    .notice(
+                        &typing,
+                        Some(&still_event),
+                        &format!(
+                            "⏳ still working on this ({} s so far); `!stop` ends it",
+                            started.elapsed().as_secs()
+                        ),
+                    )
+                    .await;
+            }
+            let nap = if said {
+                Duration::from_secs(20)
+            } else {
+                left.min(Duration::from_secs(20))
+            };
+            tokio::time::sleep(nap).await;
         }
     });
     let declared = shared.declared_room(room.room_id()).cloned();
     let room_name = declared.as_ref().map(|d| d.alias.clone());
     let message = format!("{}\n{body}", author.header(room_name.as_deref()));
     let cfg = &shared.cfg;
-    let inv = backend::invocation(&cfg.backend, &message, session.as_deref(), &cfg.workdir);
+    let inv = backend::invocation(
+        &cfg.backend,
+        &message,
+        session.as_deref(),
+        &cfg.workdir,
+        cfg.hall.as_ref(),
+    );
     let result = backend::run(
         &cfg.backend,
         &inv,

@@ -32,6 +32,7 @@ pub fn short(id: &str) -> &str {
 fn asked_phrase(kind: &str, what: &str) -> String {
     match kind {
         "sudo" => format!("run {}", clean(what)),
+        "tool" => format!("use a tool of its CLI: {}", clean(what)),
         _ => clean(what),
     }
 }

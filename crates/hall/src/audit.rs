@@ -88,6 +88,9 @@ pub struct Record {
     /// For a request for a bigger tier (event `resources`): what was asked and the annotation written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<crate::protocol::ResourcesView>,
+    /// For a tool the agent's CLI asked to use (event `tool`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<crate::protocol::ToolView>,
     /// For a use of an agent's key: `signed`, or why nothing was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
@@ -126,6 +129,7 @@ impl Record {
             key_use: None,
             network: None,
             resources: None,
+            tool: None,
             result: None,
             prev: None,
             hash: None,

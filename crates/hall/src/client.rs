@@ -1,6 +1,7 @@
-//! Blocking clients of the hall's two sockets: the approver side (for
-//! `nuketown approvals`, the desktop and Matrix approvers) and the requester
-//! side (for the entry point).
+//! Blocking clients of the hall's sockets: the approver side (for
+//! `nuketown approvals`, the desktop and Matrix approvers), the requester
+//! side (for the entry point), and the ask socket (an agent asking for
+//! itself: `nuketown ask`, `nuketown mcp`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -275,5 +276,51 @@ impl Requester {
                 status,
             },
         )
+    }
+}
+
+/// The answer to something an agent asked for itself on the ask socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Request id.
+    pub id: String,
+    /// Whether it was approved.
+    pub approved: bool,
+    /// Why, in the hall's words (the agent's words in it escaped).
+    pub reason: String,
+}
+
+/// Ask the hall on the ask socket `path`, as this process's user (the hall
+/// knows it by `SO_PEERCRED`), and wait for the decision; `pending` is told
+/// the request's id and how long it may wait for a human. A hall that
+/// closes the connection without a decision (it serves only the town's
+/// agents) is a [`ClientError::Closed`]: a denial.
+pub fn ask(
+    path: &Path,
+    msg: &protocol::FromAsker,
+    mut pending: impl FnMut(&str, u64),
+) -> Result<Answer, ClientError> {
+    let mut s = connect(path)?;
+    s.write_all(&protocol::encode(msg))?;
+    let mut rd = BufReader::new(s);
+    loop {
+        let line = read_line(&mut rd)?;
+        match protocol::parse_to_requester(&line)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+        {
+            ToRequester::Pending { id, timeout_secs } => pending(&id, timeout_secs),
+            ToRequester::Decision {
+                id,
+                approved,
+                reason,
+                ..
+            } => {
+                return Ok(Answer {
+                    id,
+                    approved,
+                    reason,
+                })
+            }
+        }
     }
 }

@@ -210,6 +210,11 @@ pub struct RequestView {
     /// hall's relay): approving writes exactly `resources.rule`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Box<ResourcesView>>,
+    /// Present when the agent's own CLI asks to use a tool (its
+    /// permission-prompt tool): approving lets it run that tool once, as the
+    /// agent; `argv` is `[cli, tool, input]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<Box<ToolView>>,
 }
 
 impl RequestView {
@@ -249,6 +254,7 @@ impl RequestView {
             key_use: None,
             network: None,
             resources: None,
+            tool: None,
         }
     }
 }
@@ -298,6 +304,23 @@ pub struct NetworkView {
     pub rule: String,
 }
 
+/// A tool the agent's own CLI asks permission to use (its permission-prompt
+/// tool, `nuketown mcp`): as approvers see it and the audit log keeps it.
+/// Approving lets the CLI run the tool once, as the agent — never as root.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolView {
+    /// The CLI that asks (`claude-code`).
+    pub cli: String,
+    /// The tool, as the CLI names it (`Bash`, `WebFetch`, `mcp__server__tool`).
+    pub tool: String,
+    /// The tool's input, as the CLI gave it (JSON text).
+    pub input: String,
+}
+
+/// Longest tool input an agent's CLI may ask about, in bytes.
+pub const MAX_TOOL_INPUT: usize = 16 * 1024;
+
 /// What an agent asks the hall for itself, on the ask socket (any local
 /// user may connect; the hall serves only the town's agents, known by
 /// `SO_PEERCRED`). One request per connection; the hall answers with
@@ -316,6 +339,18 @@ pub enum FromAsker {
         /// Why, in the agent's words (shown escaped, at most [`MAX_REASON`] bytes).
         #[serde(default)]
         reason: String,
+    },
+    /// Let the agent's own CLI use `tool` with `input`, once (its
+    /// permission-prompt tool asks, as the agent).
+    Tool {
+        /// Protocol version.
+        v: u32,
+        /// The CLI that asks (`claude-code`).
+        cli: String,
+        /// The tool's name.
+        tool: String,
+        /// The tool's input, JSON text (at most [`MAX_TOOL_INPUT`] bytes).
+        input: String,
     },
     /// Move agent `agent`'s cluster workload to `tier`. Only the hall's
     /// relay (root) sends it, for a request it read from the agent's own
@@ -366,6 +401,28 @@ pub fn parse_asker(line: &[u8]) -> Result<FromAsker, ProtocolError> {
                 return Err(ProtocolError::Invalid(format!(
                     "a reason is at most {MAX_REASON} bytes"
                 )));
+            }
+        }
+        FromAsker::Tool {
+            v,
+            cli,
+            tool,
+            input,
+        } => {
+            check_version(*v)?;
+            check_strings([cli, tool, input])?;
+            if cli.is_empty() || cli.len() > 64 || tool.is_empty() || tool.len() > 256 {
+                return Err(ProtocolError::Invalid(
+                    "cli must be 1 to 64 bytes and tool 1 to 256".into(),
+                ));
+            }
+            if input.len() > MAX_TOOL_INPUT {
+                return Err(ProtocolError::Invalid(format!(
+                    "a tool's input is at most {MAX_TOOL_INPUT} bytes"
+                )));
+            }
+            if serde_json::from_str::<serde_json::Value>(input).is_err() {
+                return Err(ProtocolError::Invalid("a tool's input is JSON".into()));
             }
         }
         FromAsker::Resources {

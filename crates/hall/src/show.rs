@@ -30,7 +30,8 @@ pub fn device(dev: u64) -> String {
 
 /// What a request asks for, in a few words, after the agent's name, the
 /// same on every channel: `asks to run a command as "root"`, `asks for
-/// network access`, `asks to use its key`, `asks for a bigger tier`.
+/// network access`, `asks to use its key`, `asks for a bigger tier`, `asks,
+/// for its CLI (claude-code), to use a tool`.
 pub fn asks(r: &RequestView) -> String {
     if r.resources.is_some() {
         "asks for a bigger tier".into()
@@ -38,6 +39,8 @@ pub fn asks(r: &RequestView) -> String {
         "asks for network access".into()
     } else if r.key_use.is_some() {
         "asks to use its key".into()
+    } else if let Some(t) = &r.tool {
+        format!("asks, for its CLI ({}), to use a tool", clean(&t.cli))
     } else {
         format!("asks to run a command as {}", show_str(&r.user))
     }
@@ -58,6 +61,9 @@ pub fn facts(r: &RequestView) -> Vec<(&'static str, String)> {
     }
     if let Some(x) = &r.resources {
         return resources_facts(r, x);
+    }
+    if let Some(t) = &r.tool {
+        return tool_facts(r, t);
     }
     let mut f = vec![
         ("run", show_argv(&r.argv)),
@@ -199,6 +205,27 @@ pub fn seconds(ms: u64) -> String {
     } else {
         format!("{}", ms as f64 / 1000.0)
     }
+}
+
+/// The facts of a tool the agent's CLI asks to use: which CLI, which tool,
+/// its exact input (escaped), and what approving does — runs it once, as
+/// the agent, never as root.
+fn tool_facts(r: &RequestView, t: &crate::protocol::ToolView) -> Vec<(&'static str, String)> {
+    let agent = clean(&r.agent);
+    let mut f = vec![
+        ("cli", clean(&t.cli)),
+        ("tool", show_str(&t.tool)),
+        ("input", show_str(&t.input)),
+        (
+            "means",
+            format!("approving lets {agent}'s CLI use this tool once, as {agent} (not as root); a denial is told to the CLI"),
+        ),
+    ];
+    for w in &r.warnings {
+        f.push(("WARNING", clean(w)));
+    }
+    f.push(("grant", "none: approving allows it this once".to_string()));
+    f
 }
 
 /// The facts of a request for network access: where, which ports, for how

@@ -231,6 +231,7 @@ proptest! {
         for msg in [
             FromAsker::Resources { v: VERSION, agent: agent.clone(), tier: tier.clone(), current: "small".into(), reason: reason.clone(), origin: "ConfigMap x/y".into() },
             FromAsker::Network { v: VERSION, target: tier.clone(), secs: 60, reason: reason.clone() },
+            FromAsker::Tool { v: VERSION, cli: "claude-code".into(), tool: agent.clone(), input: serde_json::json!({ "command": reason.clone() }).to_string() },
         ] {
             let mut line = encode(&msg);
             let i = pos.index(line.len());
@@ -246,6 +247,12 @@ proptest! {
                 Ok(FromAsker::Network { target, secs, .. }) => {
                     prop_assert!(!target.is_empty() && target.len() <= 300);
                     prop_assert!((1..=86_400).contains(&secs));
+                }
+                Ok(FromAsker::Tool { v, cli, tool, input }) => {
+                    prop_assert_eq!(v, VERSION);
+                    prop_assert!(!cli.is_empty() && cli.len() <= 64 && !tool.is_empty() && tool.len() <= 256);
+                    prop_assert!(input.len() <= MAX_TOOL_INPUT);
+                    prop_assert!(serde_json::from_str::<serde_json::Value>(&input).is_ok());
                 }
                 Err(_) => {}
             }

@@ -28,6 +28,7 @@ fn view(id: &str, agent: &str, argv: &[&str]) -> RequestView {
         asked_ms: now_ms(),
         deadline_ms: now_ms() + 60_000,
         key_use: None,
+        tool: None,
         network: None,
         resources: None,
     }

@@ -129,11 +129,7 @@ struct Ctx<'a> {
 
 /// The shim directory: `bin/` beside the entry point.
 pub fn shim_dir(town: &Town) -> PathBuf {
-    town.hall
-        .elevate_path
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .join("bin")
+    town.hall.shim_dir()
 }
 
 /// Compute what apply would change. Reads the host; changes nothing.

@@ -41,6 +41,8 @@ enum Command {
     Audit(cmd::audit::Args),
     Keys(cmd::keys::Args),
     Ask(cmd::ask::Args),
+    Mcp(cmd::mcp::Args),
+    Run(cmd::run::Args),
     Cloud(cmd::cloud::Args),
 }
 
@@ -79,6 +81,8 @@ fn main() -> ExitCode {
         Command::Audit(args) => cmd::audit::run(town, args),
         Command::Keys(args) => cmd::keys::run(town, args),
         Command::Ask(args) => cmd::ask::run(args),
+        Command::Mcp(args) => cmd::mcp::run(args),
+        Command::Run(args) => cmd::run::run(town, args),
         Command::Cloud(args) => cmd::cloud::run(town, args),
     };
     match result {

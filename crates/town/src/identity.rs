@@ -49,6 +49,12 @@ pub struct Identity {
     /// The devices the agent may open.
     #[serde(skip)]
     pub devices: Vec<crate::Device>,
+    /// Whether its egress is restricted (then it asks for more network).
+    #[serde(skip)]
+    pub network_restricted: bool,
+    /// Whether it may ask for a bigger tier in the cluster.
+    #[serde(skip)]
+    pub resources: bool,
 }
 
 /// A file in the agent's home, rendered from the identity.
@@ -112,6 +118,8 @@ impl Town {
                 .clone()
                 .unwrap_or_else(|| default_agent_name(name, &agent.role)),
             devices: agent.devices.clone(),
+            network_restricted: agent.network.egress.restricted(),
+            resources: agent.cloud.enable && agent.cloud.scaling.max_resources.is_some(),
         }
     }
 }
@@ -170,14 +178,30 @@ impl Identity {
         s.push_str("\n## Privileges\n\n");
         if self.sudo {
             s.push_str(
-                "`sudo COMMAND…` asks a human to approve that one exact command; it runs as root only after a yes. \
-Ask for the smallest command that does the job, wait for the answer, and treat a denial as final: do not retry it in a loop or look for another way around. \
+                "- **Root**: `sudo COMMAND…` asks a human to approve that one exact command; it runs as root only after a yes. \
+Ask for the smallest command that does the job, and wait for the answer. \
 Commands your policy approves without a human are approved only when run from a directory root owns and naming only root's files (`cd / && sudo systemctl status nginx`); \
 from your own directories, or naming your files, they go to a human.\n",
             );
         } else {
-            s.push_str("You have no root access. If something needs root, ask the human.\n");
+            s.push_str("- **Root**: you have none. If something needs root, ask the human.\n");
         }
+        if self.network_restricted {
+            s.push_str(
+                "- **Network**: you reach only what the town declares for you. For more, ask: \
+`nuketown ask network HOST[:PORT] --for 1h --reason \"why\"`; a human decides, and the access ends by itself when the time is up.\n",
+            );
+        }
+        if self.resources {
+            s.push_str(
+                "- **Resources**: in the cluster, ask for a bigger tier with `nuketown ask resources TIER --reason \"why\"`; a human decides, and you return to your tier when idle.\n",
+            );
+        }
+        s.push_str(
+            "- **A denial** is a human's (or the town's policy's) answer to that exact request: final. \
+Say what you needed and why, then carry on without it; do not retry it in a loop or look for another way around. \
+Your CLI's own permission prompts go to the same humans; a denied tool is a denied request.\n",
+        );
         if !self.devices.is_empty() {
             s.push_str("\n## Hardware Access\n\nYou may open these devices while they are plugged in (udev gives you an ACL on the device node):\n\n");
             for d in &self.devices {

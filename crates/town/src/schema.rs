@@ -204,6 +204,17 @@ fn default_elevate_path() -> PathBuf {
     PathBuf::from("/usr/local/libexec/nuketown/nuketown-elevate")
 }
 
+impl Hall {
+    /// The `sudo` shim's directory: `bin/` beside the entry point. First on
+    /// an agent's PATH, it turns `sudo CMD` into a request to the town hall.
+    pub fn shim_dir(&self) -> PathBuf {
+        self.elevate_path
+            .parent()
+            .unwrap_or(std::path::Path::new("/"))
+            .join("bin")
+    }
+}
+
 impl Default for Hall {
     fn default() -> Self {
         Hall {
@@ -790,6 +801,17 @@ pub struct ChatBackend {
     /// For `command`: the program and its arguments (message on stdin, reply on stdout).
     #[serde(default)]
     pub command: Vec<String>,
+    /// What the CLI may do without asking: `own-tree` (the default: its
+    /// shell, reads and edits, all as the agent's own user, which is what
+    /// confines it; whatever else it would ask goes to the town hall) or
+    /// `ask` (every permission prompt goes to the town hall). Its `sudo`
+    /// asks the hall either way.
+    #[serde(default = "default_permissions")]
+    pub permissions: String,
+}
+
+fn default_permissions() -> String {
+    "own-tree".to_string()
 }
 
 fn default_backend_type() -> String {
@@ -801,6 +823,7 @@ impl Default for ChatBackend {
         ChatBackend {
             kind: default_backend_type(),
             command: Vec::new(),
+            permissions: default_permissions(),
         }
     }
 }

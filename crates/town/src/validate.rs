@@ -1003,6 +1003,12 @@ fn check_agent(c: &mut Check, key: &str, name: &str, agent: &Agent) {
             "command" => {}
             other => c.fail(format!("{k}.backend.type"), format!("{other:?} is not a backend; use \"claude-code\", \"codex\", \"aider\" or \"command\"")),
         }
+        if !matches!(chat.backend.permissions.as_str(), "own-tree" | "ask") {
+            c.fail(
+                format!("{k}.backend.permissions"),
+                format!("{:?} is not a permission mode; use \"own-tree\" (the CLI works unasked as the agent, asks the town hall for anything else) or \"ask\" (every prompt goes to the town hall)", chat.backend.permissions),
+            );
+        }
     }
 
     let cloud = &agent.cloud;

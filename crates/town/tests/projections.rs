@@ -73,3 +73,30 @@ fn projection_set() {
     let agents = files.iter().find(|p| p.path == "AGENTS.md").unwrap();
     assert_eq!(claude.contents, agents.contents);
 }
+
+/// The prompt says how to ask for what the agent may ask for, and only that:
+/// more network when its egress is restricted, a bigger tier when it may
+/// have one in the cluster.
+#[test]
+fn the_prompt_says_how_to_ask_for_network_and_resources_only_when_it_may() {
+    let open = example().identity("ada").prompt();
+    assert!(!open.contains("nuketown ask network"), "{open}");
+    assert!(!open.contains("nuketown ask resources"), "{open}");
+    let text = include_str!("../../../examples/town.toml").replace(
+        "[agents.ada.sudo]",
+        "[agents.ada.network]\negress = \"none\"\n\n[agents.ada.host]\nenable = true\n\n[agents.ada.cloud]\nenable = true\nscaling.maxResources = \"large\"\n\n[agents.ada.sudo]",
+    );
+    let town = parse(&text, Format::Toml, "town.toml", "forge").unwrap();
+    let p = town.identity("ada").prompt();
+    assert!(
+        p.contains("- **Network**: ")
+            && p.contains("`nuketown ask network HOST[:PORT] --for 1h --reason \"why\"`"),
+        "{p}"
+    );
+    assert!(
+        p.contains("- **Resources**: ")
+            && p.contains("`nuketown ask resources TIER --reason \"why\"`"),
+        "{p}"
+    );
+    assert!(p.contains("- **A denial** is"), "{p}");
+}

@@ -42,7 +42,7 @@ pub enum Followed {
     Asked {
         /// Request id.
         id: String,
-        /// `sudo`, `network`, `resources` or `key`.
+        /// `sudo`, `network`, `resources`, `key` or `tool`.
         kind: String,
         /// What exactly, escaped (no control characters).
         what: String,
@@ -55,7 +55,7 @@ pub enum Followed {
     Decided {
         /// Request id.
         id: String,
-        /// `sudo`, `network`, `resources` or `key`.
+        /// `sudo`, `network`, `resources`, `key` or `tool`.
         kind: String,
         /// What exactly, escaped (no control characters).
         what: String,
@@ -115,6 +115,9 @@ pub fn asked_what(v: &RequestView) -> (&'static str, String) {
     if let Some(x) = &v.resources {
         return ("resources", resources_what(x));
     }
+    if let Some(t) = &v.tool {
+        return ("tool", tool_what(t));
+    }
     ("sudo", sudo_what(&v.argv, &v.user, v.group.as_deref()))
 }
 
@@ -137,6 +140,13 @@ pub fn decided_what(r: &Record) -> Option<(&'static str, String)> {
             "resources",
             match &r.resources {
                 Some(x) => resources_what(x),
+                None => crate::protocol::show_argv(&r.argv),
+            },
+        )),
+        "tool" => Some((
+            "tool",
+            match &r.tool {
+                Some(t) => tool_what(t),
                 None => crate::protocol::show_argv(&r.argv),
             },
         )),
@@ -168,6 +178,15 @@ fn resources_what(x: &crate::protocol::ResourcesView) -> String {
         crate::protocol::show_str(&x.current),
         crate::protocol::show_str(&x.tier),
         clean(&x.size)
+    )
+}
+
+fn tool_what(t: &crate::protocol::ToolView) -> String {
+    format!(
+        "{} {} {}",
+        clean(&t.cli),
+        crate::protocol::show_str(&t.tool),
+        crate::protocol::show_str(&t.input)
     )
 }
 
@@ -385,6 +404,7 @@ mod tests {
             asked_ms: 1,
             deadline_ms: 2,
             key_use: None,
+            tool: None,
             network: None,
             resources: None,
         }

@@ -2,10 +2,10 @@
 //! entry point, root only), [`network`] (an agent asking for more network),
 //! [`resources`] (a bigger tier, brought from the cluster by the relay),
 //! [`key_use`] (a signature or login with the agent's key, from its key
-//! socket) and [`follow`] (an agent following its own requests, which
-//! decides nothing).
+//! socket), [`tool`] (a tool the agent's own CLI asks to use) and
+//! [`follow`] (an agent following its own requests, which decides nothing).
 //!
-//! Agents reach [`network`] and [`follow`] on the ask socket, which anyone
+//! Agents reach [`network`], [`tool`] and [`follow`] on the ask socket, which anyone
 //! may connect to: the hall asks the kernel who the peer is
 //! (`SO_PEERCRED`) and serves only an enabled agent of the town, for
 //! itself — or root, which is the relay. Nothing the peer says names
@@ -16,6 +16,7 @@ pub mod key_use;
 pub mod network;
 pub mod resources;
 pub mod sudo;
+pub mod tool;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,6 +73,23 @@ pub(crate) async fn serve_asker(hall: Arc<Hall>, stream: UnixStream) {
     if let Some(asked) = follow::request(&line) {
         return follow::serve(hall, uid, name, asked, rd, wr).await;
     }
+    let parsed = protocol::parse_asker(&line);
+    if let Ok(FromAsker::Tool {
+        cli, tool, input, ..
+    }) = parsed
+    {
+        let ask = tool::Ask {
+            hall,
+            loaded: &loaded,
+            name,
+            agent,
+            uid,
+            id,
+            arrived,
+        };
+        let view = crate::protocol::ToolView { cli, tool, input };
+        return ask.serve(view, &mut rd, &mut wr).await;
+    }
     let mut rec = Record::new(&id, "network", &name, uid);
     rec.target = name.clone();
     let mut ask = network::Ask {
@@ -84,7 +102,7 @@ pub(crate) async fn serve_asker(hall: Arc<Hall>, stream: UnixStream) {
         arrived,
         rec,
     };
-    match protocol::parse_asker(&line) {
+    match parsed {
         Ok(FromAsker::Network {
             target,
             secs,
@@ -97,6 +115,8 @@ pub(crate) async fn serve_asker(hall: Arc<Hall>, stream: UnixStream) {
             );
             ask.refuse(&mut wr, &Denial::hall(e)).await;
         }
+        // Served above.
+        Ok(FromAsker::Tool { .. }) => {}
         Err(e) => {
             ask.refuse(&mut wr, &Denial::hall(format!("{e}; nothing was changed")))
                 .await

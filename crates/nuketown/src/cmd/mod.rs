@@ -9,12 +9,14 @@ pub mod cloud;
 pub mod devices;
 pub mod hall;
 pub mod keys;
+pub mod mcp;
 pub mod plan;
 pub mod portal;
 pub mod rebuild;
 pub mod render;
 pub mod reset;
 pub mod rooms;
+pub mod run;
 pub mod status;
 
 use std::path::{Path, PathBuf};

@@ -323,6 +323,7 @@ mod tests {
             asked_ms: now_ms(),
             deadline_ms: now_ms() + 60_000,
             key_use: None,
+            tool: None,
             network: None,
             resources: None,
         };
