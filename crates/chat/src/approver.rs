@@ -94,32 +94,31 @@ pub use nuketown_hall::show::{device, facts, seconds, short_id, DEFAULT_SETTLE_M
 /// warning, the id to answer with, and the settle time.
 pub fn request_text(r: &RequestView, settle_ms: u64) -> String {
     let id = short_id(&r.id);
-    let mut s = if r.resources.is_some() {
-        format!(
-            "📈 request {id}: {} (uid {}) asks for a bigger tier:\n",
-            clean(&r.agent),
-            r.uid,
-        )
+    let emoji = if r.resources.is_some() {
+        "📈"
     } else if r.network.is_some() {
-        format!(
-            "🌐 request {id}: {} (uid {}) asks for network access:\n",
-            clean(&r.agent),
-            r.uid,
-        )
+        "🌐"
     } else if r.key_use.is_some() {
-        format!(
-            "🔑 request {id}: {} (uid {}) asks to use its key:\n",
-            clean(&r.agent),
-            r.uid,
-        )
+        "🔑"
+    } else if r.tool.is_some() {
+        "🧰"
     } else {
-        format!(
-            "🔐 request {id}: {} (uid {}) asks to run as {}:\n",
-            clean(&r.agent),
-            r.uid,
-            show_str(&r.user),
-        )
+        "🔐"
     };
+    let asks = if r.resources.is_some()
+        || r.network.is_some()
+        || r.key_use.is_some()
+        || r.tool.is_some()
+    {
+        nuketown_hall::show::asks(r)
+    } else {
+        format!("asks to run as {}", show_str(&r.user))
+    };
+    let mut s = format!(
+        "{emoji} request {id}: {} (uid {}) {asks}:\n",
+        clean(&r.agent),
+        r.uid
+    );
     for (label, text) in facts(r) {
         match label {
             // Matrix decisions never grant: each request is approved once.

@@ -90,6 +90,8 @@ pub struct HallLink {
     /// The agent's key socket (`SSH_AUTH_SOCK`): ssh, git push and git
     /// signing through the town's key.
     pub key_socket: PathBuf,
+    /// The hall's ask socket, where `nuketown mcp` asks.
+    pub ask_socket: PathBuf,
 }
 
 impl HallLink {
@@ -113,6 +115,9 @@ impl HallLink {
                     .unwrap_or_else(|| nuketown_keys::agent::SOCKET_DIR.into()),
                 name,
             ),
+            ask_socket: std::env::var_os("NUKETOWN_ASK_SOCKET")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| nuketown_hall::ASK_SOCKET.into()),
         })
     }
 
@@ -180,7 +185,7 @@ fn claude_argv(
             "mcpServers": { "nuketown": {
                 "type": "stdio",
                 "command": h.nuketown,
-                "args": ["mcp", "--cli", "claude-code"],
+                "args": ["mcp", "--cli", "claude-code", "--socket", h.ask_socket],
             }}
         });
         a.extend([
@@ -231,12 +236,17 @@ pub fn invocation(
             a
         }
         // aider keeps its chat history per directory; --message runs one
-        // turn. Its confirmations are read from stdin (below).
+        // turn. Its confirmations are read from stdin (below); it sends
+        // nothing the turn does not need (no analytics, no update check,
+        // no page fetched because a message names a URL).
         _ => vec![
             s("aider"),
             s("--no-pretty"),
             s("--no-stream"),
             s("--no-check-update"),
+            s("--analytics-disable"),
+            s("--no-show-release-notes"),
+            s("--no-detect-urls"),
             s("--message"),
             message.to_string(),
         ],
@@ -501,6 +511,7 @@ mod tests {
             wait: Duration::from_secs(120),
             shim: Some("/usr/local/libexec/nuketown/bin".into()),
             key_socket: "/run/nuketown/ssh/ada/agent.sock".into(),
+            ask_socket: "/run/nuketown/ask.sock".into(),
         };
         let inv = invocation(
             &backend("claude-code", "own-tree"),
@@ -524,7 +535,16 @@ mod tests {
             config["mcpServers"]["nuketown"]["command"],
             "/usr/local/bin/nuketown"
         );
-        assert_eq!(config["mcpServers"]["nuketown"]["args"][0], "mcp");
+        assert_eq!(
+            config["mcpServers"]["nuketown"]["args"],
+            serde_json::json!([
+                "mcp",
+                "--cli",
+                "claude-code",
+                "--socket",
+                "/run/nuketown/ask.sock"
+            ])
+        );
         assert!(inv
             .env
             .contains(&("MCP_TOOL_TIMEOUT".into(), "150000".into())));

@@ -5,133 +5,45 @@
 //! the settle time (the default, 1 s) of the request's message decides
 //! nothing and the bot says so: the human answers again. Needs root and Synapse.
 
+mod approval_room;
 mod hall_fixture;
 mod synapse;
 
 use std::fs;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
+use approval_room::{announcement, approval_room, react, start_approver, verdict, Kill};
 use hall_fixture::{finish, stdout, Options, TestTown, ADA, HUMAN};
-use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoom;
 use matrix_sdk::ruma::events::reaction::ReactionEventContent;
 use matrix_sdk::ruma::events::relation::Annotation;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
-use matrix_sdk::ruma::{OwnedEventId, UserId};
+use matrix_sdk::ruma::UserId;
 use nuketown_chat::matrix_sdk;
 use synapse::{Human, Seen, Synapse};
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The hall bot's next answer about request `id` (after `after`): too soon, or its outcome.
-async fn verdict(h: &mut Human, log: &mut Vec<Seen>, after: usize, id: &str) -> (usize, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        while let Ok(s) = h.seen.try_recv() {
-            log.push(s);
-        }
-        if let Some((i, s)) = log.iter().enumerate().skip(after).find(|(_, s)| {
-            s.sender == "@hall:localhost"
-                && s.body.contains(&format!("request {id}"))
-                && (s.body.contains("too soon") || s.body.contains(" was "))
-        }) {
-            return (i + 1, s.body.clone());
-        }
-        assert!(Instant::now() < deadline, "no verdict on {id}: {log:?}");
-        h.sync().await;
-    }
-}
-
-/// Wait for the hall bot's announcement of a request; returns (its event id, the id prefix).
-async fn announcement(h: &mut Human, log: &mut Vec<Seen>, after: usize) -> (OwnedEventId, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        while let Ok(s) = h.seen.try_recv() {
-            log.push(s);
-        }
-        if let Some(s) = log
-            .iter()
-            .skip(after)
-            .find(|s| s.sender == "@hall:localhost" && s.body.starts_with("🔐 request "))
-        {
-            let prefix = s
-                .body
-                .split("\"approve ")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-                .to_string();
-            return (OwnedEventId::try_from(s.event_id.as_str()).unwrap(), prefix);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no request was posted: {:?}",
-            log.iter().map(|s| &s.body).collect::<Vec<_>>()
-        );
-        h.sync().await;
-    }
-}
 
 #[test]
 fn the_humans_reaction_approves_a_strangers_does_not() {
     let mut t = TestTown::new(Options::default());
     let server = Synapse::start(&t.path("synapse"));
-    for (u, p) in [
-        ("hall", "hall-pw"),
-        ("josh", "josh-pw"),
-        ("mallory", "mallory-pw"),
-    ] {
+    for (u, p) in [("josh", "josh-pw"), ("mallory", "mallory-pw")] {
         server.register(u, p);
     }
-    fs::write(t.path("hall.pw"), "hall-pw\n").unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut josh = Human::login(&server, "josh", "josh-pw", &t.path("josh-store")).await;
         let mut mallory = Human::login(&server, "mallory", "mallory-pw", &t.path("mallory-store")).await;
-        let room = josh.client.create_room(CreateRoom::new()).await.unwrap();
-        let room_id = room.room_id().to_owned();
+        let room_id = approval_room(&t, &server, &mut josh, "@josh:localhost").await;
+        let room = josh.client.get_room(&room_id).unwrap();
         room.invite_user_by_id(&UserId::parse("@mallory:localhost").unwrap()).await.unwrap();
-        room.invite_user_by_id(&UserId::parse("@hall:localhost").unwrap()).await.unwrap();
         mallory.sync_until("the invite", |h| h.client.get_room(&room_id).is_some()).await;
         mallory.client.join_room_by_id(&room_id).await.unwrap();
-
-        // The town's Matrix approver settings.
-        let mut town = fs::read_to_string(&t.town).unwrap();
-        town.push_str(&format!(
-            "\n[hall.matrix]\nenable = true\nhomeserver = \"{}\"\nuserId = \"@hall:localhost\"\npasswordFile = \"{}\"\nroom = \"{room_id}\"\napprovers = [\"@josh:localhost\"]\n",
-            server.url(),
-            t.path("hall.pw").display()
-        ));
-        fs::write(&t.town, town).unwrap();
         t.start_hall();
-        let log_file = fs::File::create(t.path("matrix-approver.log")).unwrap();
-        let _approver = Kill(
-            std::process::Command::new(&t.nuketown)
-                .args(["approvals", "matrix", "--store"])
-                .arg(t.path("matrix-store"))
-                .arg("--town")
-                .arg(&t.town)
-                .env("NUKETOWN_APPROVER_SOCKET", t.approver_socket())
-                .env("NUKETOWN_LOG", "info")
-                .stdout(log_file.try_clone().unwrap())
-                .stderr(log_file)
-                .spawn()
-                .unwrap(),
-        );
-        josh.sync_until("the hall to join", |h| h.has_joined(&room_id, "@hall:localhost")).await;
+        let _approver = start_approver(&t, &mut josh, &room_id).await;
 
         let mut log = Vec::new();
         let agent = t.spawn_agent(ADA, "cd / && sudo whoami");
-        let (ev, id) = announcement(&mut josh, &mut log, 0).await;
-        let posted = &log.iter().find(|s| s.event_id == ev.as_str()).unwrap().body;
+        let (ev, id, posted) = announcement(&mut josh, &mut log, 0).await;
         assert!(posted.contains(&format!("🔐 request {id}: nktada (uid 1950) asks to run as \"root\":\nrun: \"/usr/bin/whoami\"\n")), "{posted}");
         assert!(posted.contains("program: \"/usr/bin/whoami\" (proven root's: nktada cannot change it or what it reads)"), "{posted}");
         assert!(posted.contains("answers sent within 1 s of this message do not count"), "{posted}");
@@ -141,18 +53,9 @@ fn the_humans_reaction_approves_a_strangers_does_not() {
         mroom.send(RoomMessageEventContent::text_plain(format!("approve {id}"))).await.unwrap();
         mroom.send(ReactionEventContent::new(Annotation::new(ev.clone(), "✅".into()))).await.unwrap();
         // The human: a ✅ on the request — again, when the bot says it came too soon.
+        let said = react(&mut josh, &mut log, &room_id, &ev, &id, "✅").await;
+        assert!(said.contains("was approved by"), "{said}");
         let jroom = josh.client.get_room(&room_id).unwrap();
-        let mut seen = log.len();
-        loop {
-            let r = jroom.send(ReactionEventContent::new(Annotation::new(ev.clone(), "✅".into()))).await.unwrap();
-            let (next, said) = verdict(&mut josh, &mut log, seen, &id).await;
-            seen = next;
-            if !said.contains("too soon") {
-                assert!(said.contains("was approved by"), "{said}");
-                break;
-            }
-            jroom.redact(&r.response.event_id, None, None).await.unwrap();
-        }
         let o = finish(agent);
         assert_eq!(stdout(&o), "root\n", "{}", String::from_utf8_lossy(&o.stderr));
         let rec = t.audit().into_iter().find(|r| r.event == "decision" && r.argv == ["/usr/bin/whoami"]).unwrap();
@@ -163,7 +66,7 @@ fn the_humans_reaction_approves_a_strangers_does_not() {
         // A reply from the human denies the next one.
         let after = log.len();
         let agent = t.spawn_agent(ADA, "sudo id -u");
-        let (_, id2) = announcement(&mut josh, &mut log, after).await;
+        let (_, id2, _) = announcement(&mut josh, &mut log, after).await;
         let mut seen = log.len();
         loop {
             jroom.send(RoomMessageEventContent::text_plain(format!("deny {id2}"))).await.unwrap();

@@ -82,7 +82,7 @@ fn decide(cli: &str, socket: &std::path::Path, arguments: &Value) -> Value {
     }) {
         Ok(a) if a.approved => json!({ "behavior": "allow", "updatedInput": input }),
         Ok(a) => deny(format!(
-            "{} (request {})",
+            "denied by the town hall: {} (request {}); do not retry it or look for another way around",
             a.reason,
             a.id.get(..8).unwrap_or(&a.id)
         )),
