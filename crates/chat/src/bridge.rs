@@ -82,7 +82,8 @@ pub struct BridgeConfig {
     pub follow_command: Option<Vec<String>>,
     /// How the CLI's permission prompts reach the town hall (none in a pod).
     pub hall: Option<backend::HallLink>,
-    /// After this long a turn says, once, that it is still working.
+    /// After this long a turn says, once, that it is still working (60 s;
+    /// `NUKETOWN_STILL_WORKING_SECS` in the bridge's environment says otherwise).
     pub still_working: Duration,
 }
 
@@ -124,6 +125,13 @@ impl BridgeConfig {
         cfg.access_token_file = agent.chat.access_token_file.clone();
         cfg.ask_socket = Some(nuketown_hall::ASK_SOCKET.into());
         cfg.hall = nuketown_binary().and_then(|n| backend::HallLink::for_agent(town, name, n));
+        if let Some(secs) = std::env::var("NUKETOWN_STILL_WORKING_SECS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+        {
+            cfg.still_working = Duration::from_secs(secs);
+        }
         Ok(cfg)
     }
 

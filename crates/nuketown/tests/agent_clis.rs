@@ -257,6 +257,11 @@ impl Scene {
 
     /// Start ada's bridge (`nuketown chat`, as root: it becomes ada).
     fn bridge(&self) -> Kill {
+        self.bridge_with(&[])
+    }
+
+    /// The bridge with `extra` in its environment.
+    fn bridge_with(&self, extra: &[(&str, &str)]) -> Kill {
         let log = fs::File::create(self.t.path("bridge.log")).unwrap();
         let mut c = Command::new(&self.t.nuketown);
         c.args(["chat", ADA, "--town"])
@@ -266,6 +271,7 @@ impl Scene {
             .env("NUKETOWN_LOG", "nuketown_chat=debug,info")
             .env("PATH", cli_path())
             .envs(self.model.env())
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -510,7 +516,7 @@ fn claude_codes_permission_prompts_with_a_scripted_model_are_decided_in_the_appr
         s.t.start_hall();
         let _approver = start_approver(&s.t, &mut josh, &room).await;
         s.clone_for_ada();
-        let _bridge = s.bridge();
+        let _bridge = s.bridge_with(&[("NUKETOWN_STILL_WORKING_SECS", "5")]);
         let dm = dm_with_ada(&mut josh).await;
         let mut log = Vec::new();
         let dev = s.t.home(ADA).join("dev");
@@ -533,6 +539,27 @@ fn claude_codes_permission_prompts_with_a_scripted_model_are_decided_in_the_appr
             !dev.join("approved.txt").exists(),
             "nothing ran before the decision"
         );
+        // The agent's room shows the prompt too, with the request's id.
+        let shown = josh
+            .wait_seen(
+                &mut log,
+                0,
+                "the prompt in the DM",
+                Duration::from_secs(60),
+                |m| {
+                    m.notice
+                        && m.body.starts_with("🔐 ")
+                        && m.reply_to.as_deref() == Some(ask.as_str())
+                },
+            )
+            .await;
+        assert!(
+            shown.body.contains(&format!(
+                "{ADA} asked to use a tool of its CLI: claude-code \"Bash\" "
+            )) && shown.body.contains(&format!("— request {id}")),
+            "{}",
+            shown.body
+        );
         let said = react(&mut josh, &mut log, &room, &ev, &id, "✅").await;
         assert!(said.contains("was approved by"), "{said}");
         let a = answer(&s, &mut josh, &mut log, &ask).await;
@@ -554,13 +581,42 @@ fn claude_codes_permission_prompts_with_a_scripted_model_are_decided_in_the_appr
         assert!(a.starts_with("second: ") && a.contains("denied"), "{a}");
         assert!(!dev.join("denied.txt").exists());
 
-        // No answer: denied when ada's timeout ends.
+        // No answer: denied when ada's timeout ends. Meanwhile the room sees
+        // ada typing, and (after 5 s here) that she is still working.
         let after = log.len();
         let ask = say(&josh, &dm, "make late.txt").await;
         let (_, id3, _) = announcement(&mut josh, &mut log, after).await;
+        let still = josh
+            .wait_seen(
+                &mut log,
+                after,
+                "the still-working notice",
+                Duration::from_secs(60),
+                |m| {
+                    m.notice
+                        && m.reply_to.as_deref() == Some(ask.as_str())
+                        && m.body.starts_with("⏳")
+                },
+            )
+            .await;
+        assert!(
+            still.body.starts_with("⏳ still working on this (")
+                && still.body.contains("`!stop` ends it"),
+            "{}",
+            still.body
+        );
         let a = answer(&s, &mut josh, &mut log, &ask).await;
         assert!(a.starts_with("third: ") && a.contains("denied"), "{a}");
         assert!(!dev.join("late.txt").exists());
+        let ada = format!("@{ADA}:localhost");
+        assert!(
+            josh.typing
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(room, who, _)| room == dm.as_str() && who.contains(&ada)),
+            "ada was seen typing while her CLI worked"
+        );
 
         let tools: Vec<_> =
             s.t.audit()
@@ -673,4 +729,66 @@ fn claude_codes_sudo_with_a_scripted_model_asks_the_hall_each_time() {
         assert_eq!(runs[1].decision, "denied");
         assert_eq!(runs[1].exit_status, None, "never ran");
     });
+}
+
+/// Benchmark, not a test (run by bench/agent_clis.sh): per backend, 10
+/// messages in one room to a CLI whose scripted model answers at once —
+/// message → the agent typing (the first sign in the room) and message →
+/// its reply, so the numbers are the town's and the CLI's, not a model's.
+#[test]
+#[ignore]
+fn bench_agent_clis_with_a_scripted_model_message_to_typing_and_reply() {
+    let kinds =
+        std::env::var("NUKETOWN_BENCH_CLIS").unwrap_or_else(|_| "claude-code codex aider".into());
+    for kind in kinds.split_whitespace() {
+        let script = json!({ "steps": [{ "text": "ok" }] });
+        let mut s = Scene::new(
+            Options::default(),
+            &format!("{{ type = \"{kind}\" }}"),
+            script,
+        );
+        s.t.start_hall();
+        s.clone_for_ada();
+        let _bridge = s.bridge();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (mut typing, mut reply) = rt.block_on(async {
+            let mut josh =
+                Human::login(&s.server, "josh", "josh-pw", &s.t.path("josh-store")).await;
+            let dm = dm_with_ada(&mut josh).await;
+            let ada = format!("@{ADA}:localhost");
+            let mut log = Vec::new();
+            let (mut typing, mut reply) = (Vec::new(), Vec::new());
+            for i in 0..10 {
+                let before = Instant::now();
+                let ev = say(&josh, &dm, &format!("message {i}")).await;
+                answer(&s, &mut josh, &mut log, &ev).await;
+                let replied = Instant::now();
+                // Typing is a state, not a log: a client that syncs after it
+                // ended never sees it. Such a message has no typing sample.
+                let seen = josh.typing.lock().unwrap().clone();
+                if let Some((_, _, at)) = seen.iter().find(|(room, who, at)| {
+                    room == dm.as_str() && who.contains(&ada) && *at >= before
+                }) {
+                    typing.push(at.duration_since(before).as_secs_f64() * 1e3);
+                }
+                reply.push(replied.duration_since(before).as_secs_f64() * 1e3);
+            }
+            (typing, reply)
+        });
+        for (what, v) in [
+            ("message->typing", &mut typing),
+            ("message->reply", &mut reply),
+        ] {
+            assert!(!v.is_empty(), "no {what} sample");
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+            println!(
+                "BENCH {kind} {what} over {} of 10 messages: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+                v.len(),
+                pct(0.5),
+                pct(0.95),
+                v[v.len() - 1]
+            );
+        }
+    }
 }

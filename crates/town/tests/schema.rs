@@ -246,6 +246,22 @@ fn portal_layout() {
 }
 
 #[test]
+fn a_clis_permission_mode_is_one_the_town_knows() {
+    let e = err(
+        "[agents.ada]\nuid = 1100\nchat = { enable = true, homeserver = \"https://m.example\", userId = \"@ada:m.example\", passwordFile = \"/run/pw\", backend = { type = \"claude-code\", permissions = \"yolo\" } }\n",
+    );
+    assert!(
+        e.contains("agents.ada.chat.backend.permissions: \"yolo\" is not a permission mode; use \"own-tree\""),
+        "{e}"
+    );
+    let t = toml("[agents.ada]\nuid = 1100\nchat = { enable = true, homeserver = \"https://m.example\", userId = \"@ada:m.example\", passwordFile = \"/run/pw\" }\n").unwrap();
+    assert_eq!(
+        t.agents["ada"].chat.backend.permissions, "own-tree",
+        "own-tree by default"
+    );
+}
+
+#[test]
 fn chat_needs_its_settings() {
     let e = err(
         "[agents.ada]\nuid = 1100\nchat = { enable = true, backend = { type = \"command\" } }\n",

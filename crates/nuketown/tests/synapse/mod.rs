@@ -14,6 +14,7 @@ use matrix_sdk::ruma::events::room::member::OriginalSyncRoomMemberEvent;
 use matrix_sdk::ruma::events::room::message::{
     MessageType, OriginalSyncRoomMessageEvent, Relation,
 };
+use matrix_sdk::ruma::events::typing::SyncTypingEvent;
 use matrix_sdk::{Client, Room};
 use nuketown_chat::matrix_sdk;
 use tokio::sync::mpsc;
@@ -194,6 +195,8 @@ pub struct Human {
     pub seen: mpsc::UnboundedReceiver<Seen>,
     /// (room id, user id, membership) of every membership change this client has seen.
     pub joins: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    /// (room id, who is typing, when this client saw it) of every typing notice.
+    pub typing: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>, Instant)>>>,
     settings: SyncSettings,
 }
 
@@ -247,10 +250,23 @@ impl Human {
                 ));
             }
         });
+        let typing = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let ty = typing.clone();
+        client.add_event_handler(move |ev: SyncTypingEvent, room: Room| {
+            let ty = ty.clone();
+            async move {
+                ty.lock().unwrap().push((
+                    room.room_id().to_string(),
+                    ev.content.user_ids.iter().map(|u| u.to_string()).collect(),
+                    Instant::now(),
+                ));
+            }
+        });
         let mut h = Human {
             client,
             seen: rx,
             joins,
+            typing,
             settings: SyncSettings::default().timeout(Duration::from_millis(500)),
         };
         h.sync().await;
