@@ -525,9 +525,7 @@ fn claude_codes_permission_prompts_with_a_scripted_model_are_decided_in_the_appr
         let ask = say(&josh, &dm, "make approved.txt").await;
         let (ev, id, posted) = announcement(&mut josh, &mut log, 0).await;
         assert!(
-            posted.contains(&format!(
-                "nktada (uid 1950) asks, for its CLI (claude-code), to use a tool"
-            )),
+            posted.contains("nktada (uid 1950) asks, for its CLI (claude-code), to use a tool"),
             "{posted}"
         );
         assert!(posted.contains("tool: \"Bash\""), "{posted}");

@@ -189,6 +189,9 @@ pub struct Seen {
     pub notice: bool,
 }
 
+/// (room id, who is typing, when this client saw it).
+pub type TypingLog = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>, Instant)>>>;
+
 /// A human's Matrix client that records every text message it sees.
 pub struct Human {
     pub client: Client,
@@ -196,7 +199,7 @@ pub struct Human {
     /// (room id, user id, membership) of every membership change this client has seen.
     pub joins: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
     /// (room id, who is typing, when this client saw it) of every typing notice.
-    pub typing: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>, Instant)>>>,
+    pub typing: TypingLog,
     settings: SyncSettings,
 }
 
