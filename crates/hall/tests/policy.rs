@@ -8,10 +8,10 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
 use nuketown_hall::files;
-use nuketown_hall::town::Loaded;
 use nuketown_hall::policy::{self, MockRefusal};
 use nuketown_hall::proof::{Assessment, Finding, Subject};
 use nuketown_hall::protocol::Ask;
+use nuketown_hall::town::Loaded;
 use nuketown_hall::trust::{Sources, Trust};
 use nuketown_town::{Agent, CommandRule};
 

@@ -21,10 +21,10 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use crate::audit::Record;
 use crate::connection::send;
 use crate::hall::{Denial, Hall};
-use crate::town::Loaded;
 use crate::protocol::{DecidedBy, NetworkView, RequestView, ToRequester};
 use crate::state::{GrantKey, Outcome};
 use crate::time::now_ms;
+use crate::town::Loaded;
 
 /// Most addresses one host name may open.
 const MAX_ADDRESSES: usize = 16;

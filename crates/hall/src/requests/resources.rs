@@ -24,10 +24,10 @@ use tokio::net::UnixStream;
 use crate::audit::Record;
 use crate::connection::{first_line, send};
 use crate::hall::{Denial, Hall};
-use crate::town::Loaded;
 use crate::protocol::{self, DecidedBy, FromAsker, RequestView, ResourcesView, ToRequester};
 use crate::state::{GrantKey, Outcome};
 use crate::time::now_ms;
+use crate::town::Loaded;
 
 /// The field manager the relay writes as; the operator obeys no other.
 pub const FIELD_MANAGER: &str = "nuketown-hall";

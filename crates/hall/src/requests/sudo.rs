@@ -21,12 +21,12 @@ use nuketown_town::Agent;
 use crate::audit::Record;
 use crate::connection::{first_line, read_line, send};
 use crate::hall::{user_name, Denial, Hall};
-use crate::town::Loaded;
 use crate::policy;
 use crate::proof::Assessment;
 use crate::protocol::{self, Ask, DecidedBy, FromRequester, RequestView, ToRequester};
 use crate::state::{GrantKey, Outcome};
 use crate::time::now_ms;
+use crate::town::Loaded;
 
 /// What is known of one request so far, for its audit record.
 struct Sudo {
