@@ -149,6 +149,50 @@ fn can_i(cp: &ControlPlane, kubeconfig: &Path, verb: &str, what: &str, ns: &str)
     }
 }
 
+/// A merge PATCH of `resource` `name` in the agents' namespace as the
+/// identity of `kubeconfig`: the server's refusal as `CODE: message`.
+fn patch_as(kubeconfig: &Path, resource: &str, name: &str, body: &str) -> Result<(), String> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, ResourceQuota};
+    use kube::api::{Api, Patch, PatchParams};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = client(kubeconfig).await;
+        let body: Value = serde_json::from_str(body).unwrap();
+        let (pp, p) = (PatchParams::default(), Patch::Merge(&body));
+        let r = match resource {
+            "deployments" => Api::<Deployment>::namespaced(client, NS)
+                .patch(name, &pp, &p)
+                .await
+                .map(drop),
+            "resourcequotas" => Api::<ResourceQuota>::namespaced(client, NS)
+                .patch(name, &pp, &p)
+                .await
+                .map(drop),
+            "configmaps" => Api::<ConfigMap>::namespaced(client, NS)
+                .patch(name, &pp, &p)
+                .await
+                .map(drop),
+            other => panic!("patch_as: {other}"),
+        };
+        r.map_err(|e| match e {
+            kube::Error::Api(s) => format!("{}: {}", s.code, s.message),
+            other => panic!("{resource} {name}: not the API server's answer: {other}"),
+        })
+    })
+}
+
+async fn client(kubeconfig: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
 /// The operator's loop in this process, as its service account.
 fn start_operator(kubeconfig: &Path) -> tokio::runtime::Runtime {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -157,13 +201,7 @@ fn start_operator(kubeconfig: &Path) -> tokio::runtime::Runtime {
         .build()
         .unwrap();
     let pools = nuketown_operator::controller::Pools::parse(POOLS).unwrap();
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let client = rt.block_on(async {
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(config).unwrap()
-    });
+    let client = rt.block_on(client(kubeconfig));
     rt.spawn(nuketown_operator::controller::run(client, pools));
     rt
 }
@@ -285,57 +323,53 @@ fn real_api_server_no_kubelet_kwok_pods_a_human_approved_move_up_and_idle_back_d
     }
     assert!(list.contains(&format!("[{ADA}-requests]")), "{list}");
 
-    // The writes themselves, refused by the server, saying why.
-    let patch = |kc: &Path, what: &str, body: &str| {
-        cp.kubectl_with(
-            kc,
-            &["patch", what, "-n", NS, "--type=merge", "-p", body],
-            None,
-        )
+    // The writes themselves (a real PATCH each, with ada's token), refused
+    // by the server, saying who may not do what.
+    let forbidden = |what: &str, name: &str, body: &str| {
+        let e = patch_as(&ada, what, name, body).expect_err(&format!("ada patched {what} {name}"));
+        assert!(
+            e.starts_with(&format!("403: {what}"))
+                && e.contains(&format!("\"{name}\" is forbidden")),
+            "{e}"
+        );
+        e
     };
-    let o = patch(
-        &ada,
-        &format!("deployment/{ADA}"),
+    let e = forbidden(
+        "deployments",
+        ADA,
         r#"{"metadata":{"annotations":{"nuketown.dev/tier-request":"large;approved-by=nkthuman"}}}"#,
     );
-    assert!(!o.status.success());
     assert!(
-        stderr(&o).contains(&format!(
-            "deployments.apps \"{ADA}\" is forbidden: User \"system:serviceaccount:{NS}:{ADA}\" cannot patch"
+        e.contains(&format!(
+            "User \"system:serviceaccount:{NS}:{ADA}\" cannot patch resource \"deployments\""
         )),
-        "{}",
-        stderr(&o)
+        "{e}"
     );
-    let o = patch(
-        &ada,
-        "resourcequota/nuketown",
+    forbidden(
+        "resourcequotas",
+        "nuketown",
         r#"{"spec":{"hard":{"requests.cpu":"64"}}}"#,
     );
-    assert!(stderr(&o).contains("forbidden"), "{}", stderr(&o));
-    let o = patch(
-        &ada,
-        &format!("configmap/{VOX}-requests"),
+    forbidden(
+        "configmaps",
+        &format!("{VOX}-requests"),
         r#"{"data":{"request":"{}"}}"#,
     );
-    assert!(stderr(&o).contains("forbidden"), "{}", stderr(&o));
-    // RBAC lets it patch its request object, so the admission policy the
-    // render ships holds it to data.request and data.active there.
+    // RBAC lets it patch its own request object, so the admission policy
+    // the render ships holds it to data.request and data.active there.
+    let own_name = format!("{ADA}-requests");
     for body in [
         r#"{"data":{"decision":"{\"id\":\"x\",\"approved\":true,\"by\":\"nkthuman\",\"via\":\"terminal\",\"reason\":\"\"}"}}"#,
         r#"{"metadata":{"labels":{"nuketown.dev/requests":null}}}"#,
         r#"{"binaryData":{"decision":"eA=="}}"#,
     ] {
-        let o = patch(&ada, &own, body);
-        assert!(!o.status.success(), "ada wrote {body}");
+        let e = forbidden("configmaps", &own_name, body);
         assert!(
-            stderr(&o).contains("ValidatingAdmissionPolicy 'nuketown-requests'")
-                && stderr(&o).contains("an agent may"),
-            "{}",
-            stderr(&o)
+            e.contains("ValidatingAdmissionPolicy 'nuketown-requests' with binding 'nuketown-requests' denied request: an agent may"),
+            "{e}"
         );
     }
-    let o = patch(&ada, &own, r#"{"data":{"active":"1"}}"#);
-    assert!(o.status.success(), "{}", stderr(&o));
+    patch_as(&ada, "configmaps", &own_name, r#"{"data":{"active":"1"}}"#).unwrap();
     // The operator and the relay: what deploy/ gives them, nothing more.
     for (kc, who) in [(&operator, "operator"), (&relay, "relay")] {
         assert!(
@@ -425,6 +459,17 @@ fn real_api_server_no_kubelet_kwok_pods_a_human_approved_move_up_and_idle_back_d
         None,
         "the request is used up"
     );
+    // The tier's pool, by the operator's node selector and toleration (the
+    // pod would fit nowhere else, but the pool is what it was sent to).
+    let template = &d["spec"]["template"]["spec"];
+    assert_eq!(
+        template["nodeSelector"],
+        serde_json::json!({ "nuketown.test/pool": "large" })
+    );
+    assert_eq!(
+        template["tolerations"],
+        serde_json::json!([{ "key": "dedicated", "operator": "Exists" }])
+    );
     let moved = cp.wait_for("ada's pod Running on the large pool", |cp| {
         running_pod(cp, ADA).filter(|p| p["spec"]["nodeName"] == "pool-large-0")
     });
@@ -434,8 +479,12 @@ fn real_api_server_no_kubelet_kwok_pods_a_human_approved_move_up_and_idle_back_d
         cp.get("pod", Some(NS), &first_name).is_none(),
         "the old pod is still there"
     );
-    let o = cp.kubectl_with(&ada, &["auth", "whoami"], None);
-    assert!(!o.status.success(), "the old pod's token still works");
+    // The token bound to the old pod dies with it (once the API server's
+    // cache of good tokens, 10 s, lets go of it).
+    cp.wait_for("the old pod's token to be refused", |cp| {
+        let o = cp.kubectl_with(&ada, &["auth", "whoami"], None);
+        (!o.status.success() && stderr(&o).contains("Unauthorized")).then_some(())
+    });
     let rec = t.audit_of(&r.id);
     assert_eq!(
         (rec.event.as_str(), rec.decision.as_str()),
@@ -452,6 +501,15 @@ fn real_api_server_no_kubelet_kwok_pods_a_human_approved_move_up_and_idle_back_d
         annotation(&d, "nuketown.dev/scaling-status")
             .unwrap()
             .starts_with("idle for"),
+        "{d}"
+    );
+    let template = &d["spec"]["template"]["spec"];
+    assert_eq!(
+        (&template["nodeSelector"], &template["tolerations"]),
+        (
+            &serde_json::json!({ "nuketown.test/pool": "spot" }),
+            &serde_json::json!([{ "key": "spot", "operator": "Exists" }])
+        ),
         "{d}"
     );
     let back = cp.wait_for("ada's pod Running on the idle pool", |cp| {

@@ -611,13 +611,17 @@ impl ControlPlane {
                 return t;
             }
             self.check_alive();
-            assert!(
-                started.elapsed() < DEADLINE,
-                "waited {DEADLINE:?} for {what}\n--- kube-controller-manager:\n{}\n--- kube-scheduler:\n{}\n--- kwok:\n{}",
-                self.log_tail("kube-controller-manager"),
-                self.log_tail("kube-scheduler"),
-                self.log_tail("kwok")
-            );
+            if started.elapsed() > DEADLINE {
+                let pods = self.kubectl(&["get", "pods", "-A", "-o", "wide"]);
+                let events = self.kubectl(&["get", "events", "-A", "--sort-by=.lastTimestamp"]);
+                panic!(
+                    "waited {DEADLINE:?} for {what}\n--- pods:\n{}\n--- events:\n{}\n--- kube-scheduler:\n{}\n--- kwok:\n{}",
+                    String::from_utf8_lossy(&pods.stdout),
+                    String::from_utf8_lossy(&events.stdout),
+                    self.log_tail("kube-scheduler"),
+                    self.log_tail("kwok")
+                );
+            }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(500));
         }
@@ -842,11 +846,15 @@ pub fn documents(cp: &ControlPlane, yaml: &str) -> Vec<Value> {
         Some(yaml),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    match v["kind"].as_str() {
-        Some("List") => v["items"].as_array().unwrap().clone(),
-        _ => vec![v],
-    }
+    // One JSON object per document, one after the other (a List for one `List`).
+    serde_json::Deserializer::from_slice(&o.stdout)
+        .into_iter::<Value>()
+        .map(Result::unwrap)
+        .flat_map(|v| match v["kind"].as_str() {
+            Some("List") => v["items"].as_array().unwrap().clone(),
+            _ => vec![v],
+        })
+        .collect()
 }
 
 impl ControlPlane {
