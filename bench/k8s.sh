@@ -10,4 +10,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/k8s.sh >/dev/null
-CARGO_INCREMENTAL=0 cargo test --release -p nuketown --test k8s_bench -- --ignored --nocapture 2>&1 | grep BENCH
+CARGO_INCREMENTAL=0 cargo test --release -p nuketown --no-default-features --features cloud --test k8s_bench -- --ignored --nocapture 2>&1 | grep BENCH

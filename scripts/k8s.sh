@@ -39,6 +39,9 @@ stage=$dest.partial
 mkdir -p "$stage/bin" "$stage/argocd/crds"
 
 t0=$SECONDS
+# Go's own chatter (hundreds of "go: downloading") goes to a log, shown when a step fails.
+golog=$work/go.log
+quiet() { "$@" 2>>"$golog" || { echo "scripts/k8s.sh: failed: $*" >&2; tail -n 40 "$golog" >&2; return 1; }; }
 step() { echo "scripts/k8s.sh: $1 ($((SECONDS - t0)) s so far)" >&2; }
 
 # A module of our own that requires the one we build: k8s.io/kubernetes and
@@ -54,7 +57,7 @@ wrapper() { # dir module-path
 step "Kubernetes $KUBERNETES: resolving modules"
 kdir=$work/kubernetes
 wrapper "$kdir" nuketown.test/kubernetes
-kmod=$(cd "$kdir" && go mod download -json "k8s.io/kubernetes@$KUBERNETES" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+kmod=$(cd "$kdir" && quiet go mod download -json "k8s.io/kubernetes@$KUBERNETES" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
 # Its staging modules (k8s.io/api, k8s.io/client-go, …) are published as v0.<minor>.<patch>.
 staging=v0.${KUBERNETES#v1.}
 {
@@ -72,7 +75,7 @@ ldflags="$ldflags -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES -X k8s.
 for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   [ -x "$stage/bin/$cmd" ] && continue
   step "building $cmd"
-  (cd "$kdir" && go build -trimpath -ldflags "$ldflags" -o "$stage/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+  (cd "$kdir" && quiet go build -trimpath -ldflags "$ldflags" -o "$stage/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
 done
 
 # --- etcd ---------------------------------------------------------------------
@@ -81,13 +84,13 @@ step "building etcd $ETCD"
 edir=$work/etcd
 wrapper "$edir" nuketown.test/etcd
 echo "require go.etcd.io/etcd/server/v3 $ETCD" >> "$edir/go.mod"
-(cd "$edir" && go build -trimpath -ldflags "-s -w" -o "$stage/bin/etcd" go.etcd.io/etcd/server/v3)
+(cd "$edir" && quiet go build -trimpath -ldflags "-s -w" -o "$stage/bin/etcd" go.etcd.io/etcd/server/v3)
 fi
 
 # --- kwok ---------------------------------------------------------------------
 if [ ! -x "$stage/bin/kwok" ]; then
   step "building kwok $KWOK"
-  go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK" "sigs.k8s.io/kwok/cmd/kwok@$KWOK"
+  quiet go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK" "sigs.k8s.io/kwok/cmd/kwok@$KWOK"
   cp "$GOPATH/bin/kwok" "$stage/bin/kwok"
 fi
 # Its stages (what a faked kubelet does, and when), as its module ships them:
