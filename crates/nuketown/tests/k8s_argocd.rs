@@ -11,42 +11,20 @@
 //! Not real: Argo CD itself does not run (no repo-server process, no CMP
 //! server hand-off of the repository tarball, no sync loop); no kubelet.
 
+mod argocd_plugin;
 mod control_plane;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use control_plane::{declared_in, documents, live, ControlPlane, Parts};
+use argocd_plugin::plugin_script;
+use control_plane::{declared_in, documents, live, repo, ControlPlane, Parts};
 
 const REVISION: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// The generate script of deploy/argocd/plugin.yaml: the block under `args: - |`.
-fn plugin_script() -> String {
-    let yaml = fs::read_to_string(repo().join("deploy/argocd/plugin.yaml")).unwrap();
-    let mut lines = yaml.lines().skip_while(|l| l.trim() != "- |").skip(1);
-    let first = lines.next().unwrap();
-    let indent = first.len() - first.trim_start().len();
-    let mut script = format!("{}\n", &first[indent..]);
-    for l in lines {
-        if !l.trim().is_empty() && l.len() - l.trim_start().len() < indent {
-            break;
-        }
-        script.push_str(l.get(indent..).unwrap_or(""));
-        script.push('\n');
-    }
-    script
 }
 
 #[test]
@@ -199,17 +177,7 @@ fn real_api_server_no_argocd_process_its_crds_accept_the_application_and_the_plu
         .unwrap();
     assert!(generated.status.success(), "{}", text(&generated.stderr));
     let yaml = text(&generated.stdout);
-    let o = cp.kubectl_with(
-        &cp.admin,
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=argocd-controller",
-            "-f",
-            "-",
-        ],
-        Some(&yaml),
-    );
+    let o = cp.apply_as("argocd-controller", &yaml);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     let objects = documents(&cp, &yaml);
     assert!(objects.len() > 10, "{}", objects.len());

@@ -6,30 +6,12 @@
 mod control_plane;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use control_plane::{kubectl_ref, live, render_and_apply, ControlPlane, Parts};
-use nuketown_town::Format;
-use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use control_plane::{kubectl_ref, live, render_and_apply, rendered, repo, ControlPlane, Parts};
 
 fn nuketown() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_nuketown"))
-}
-
-fn rendered(text: &str) -> Vec<Value> {
-    let town = nuketown_cloud::load(text, Format::Toml, "town.toml").unwrap();
-    nuketown_cloud::render(&town, None)
-        .unwrap()
-        .iter()
-        .map(|m| serde_json::to_value(m).unwrap())
-        .collect()
 }
 
 fn text(b: &[u8]) -> String {

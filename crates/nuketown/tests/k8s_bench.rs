@@ -130,17 +130,7 @@ fn bench_real_api_server_a_thousand_agents() {
 
     // 1. Server-side apply of the whole render, by kubectl.
     let started = Instant::now();
-    let o = cp.kubectl_with(
-        &cp.admin,
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=argocd-controller",
-            "-f",
-            "-",
-        ],
-        Some(&yaml),
-    );
+    let o = cp.apply_as("argocd-controller", &yaml);
     let took = started.elapsed();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let applied = String::from_utf8_lossy(&o.stdout).lines().count();
@@ -152,17 +142,7 @@ fn bench_real_api_server_a_thousand_agents() {
         objects as f64 / took.as_secs_f64()
     );
     let started = Instant::now();
-    let o = cp.kubectl_with(
-        &cp.admin,
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager=argocd-controller",
-            "-f",
-            "-",
-        ],
-        Some(&yaml),
-    );
+    let o = cp.apply_as("argocd-controller", &yaml);
     assert!(o.status.success());
     println!(
         "BENCH apply again (nothing changes): {:.1} s",

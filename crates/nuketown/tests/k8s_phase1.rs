@@ -11,29 +11,13 @@
 mod control_plane;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use control_plane::{declared_in, kubectl_ref, live, render_and_apply, ControlPlane, Parts};
-use nuketown_town::Format;
+use control_plane::{
+    declared_in, kubectl_ref, live, render_and_apply, rendered, repo, ControlPlane, Parts,
+};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// The example town's manifests as the library renders them, as JSON.
-fn rendered(text: &str) -> Vec<Value> {
-    let town = nuketown_cloud::load(text, Format::Toml, "cloud.toml").unwrap();
-    nuketown_cloud::render(&town, None)
-        .unwrap()
-        .iter()
-        .map(|m| serde_json::to_value(m).unwrap())
-        .collect()
-}
 
 fn kind_name(m: &Value) -> (String, Option<String>, String) {
     (

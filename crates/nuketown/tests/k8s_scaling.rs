@@ -20,21 +20,14 @@ mod control_plane;
 mod hall_fixture;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use control_plane::{ControlPlane, Parts};
+use control_plane::{repo, ControlPlane, Parts};
 use hall_fixture::{next_request, stderr, stdout, Options, TestTown, ADA, HUMAN, VOX};
 use serde_json::Value;
 
 const NS: &str = "nuketown";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// ada starts small, may be moved up to large by a human, and goes back
 /// after 30 s without activity; vox (also in the cluster) may ask too.

@@ -29,6 +29,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A cloud town's manifests as the library renders them, as JSON.
+pub fn rendered(text: &str) -> Vec<Value> {
+    let town = nuketown_cloud::load(text, nuketown_town::Format::Toml, "town.toml").unwrap();
+    nuketown_cloud::render(&town, None)
+        .unwrap()
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap())
+        .collect()
+}
+
 /// The versions `scripts/k8s.sh` builds (and the directory it installs them in).
 const VERSIONS: &str = include_str!("../../../../scripts/k8s-versions");
 
@@ -556,19 +574,20 @@ impl ControlPlane {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// `kubectl apply --server-side -f -` of `yaml` as the administrator,
+    /// as field manager `manager` (Argo CD's is `argocd-controller`).
+    pub fn apply_as(&self, manager: &str, yaml: &str) -> Output {
+        let manager = format!("--field-manager={manager}");
+        self.kubectl_with(
+            &self.admin,
+            &["apply", "--server-side", &manager, "-f", "-"],
+            Some(yaml),
+        )
+    }
+
     /// `kubectl apply --server-side -f -` of `yaml` as the administrator; must succeed.
     pub fn apply(&self, yaml: &str) -> String {
-        let o = self.kubectl_with(
-            &self.admin,
-            &[
-                "apply",
-                "--server-side",
-                "--field-manager=nuketown-test",
-                "-f",
-                "-",
-            ],
-            Some(yaml),
-        );
+        let o = self.apply_as("nuketown-test", yaml);
         assert!(
             o.status.success(),
             "kubectl apply: {}{}",
