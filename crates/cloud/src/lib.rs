@@ -67,7 +67,7 @@ pub enum Manifest {
     ),
     /// The policy, bound (`Deny`).
     ValidatingAdmissionPolicyBinding(
-        k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+        Box<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>,
     ),
 }
 

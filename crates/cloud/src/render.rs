@@ -915,7 +915,7 @@ fn request_policy(out: &mut Vec<Manifest>, meta: &Meta<'_>) {
         }),
         ..Default::default()
     })));
-    out.push(Manifest::ValidatingAdmissionPolicyBinding(
+    out.push(Manifest::ValidatingAdmissionPolicyBinding(Box::new(
         ValidatingAdmissionPolicyBinding {
             metadata: meta.object(REQUEST_POLICY, None, l, BTreeMap::new()),
             spec: Some(ValidatingAdmissionPolicyBindingSpec {
@@ -924,5 +924,5 @@ fn request_policy(out: &mut Vec<Manifest>, meta: &Meta<'_>) {
                 ..Default::default()
             }),
         },
-    ));
+    )));
 }

@@ -93,10 +93,10 @@ fn read_back(doc: serde_norway::Deserializer<'_>, kind: &str) -> Manifest {
             )
             .unwrap(),
         )),
-        "ValidatingAdmissionPolicyBinding" => Manifest::ValidatingAdmissionPolicyBinding(
+        "ValidatingAdmissionPolicyBinding" => Manifest::ValidatingAdmissionPolicyBinding(Box::new(
             k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding::deserialize(doc)
                 .unwrap(),
-        ),
+        )),
         other => panic!("unexpected kind {other}"),
     }
 }

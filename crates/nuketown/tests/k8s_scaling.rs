@@ -298,7 +298,7 @@ fn real_api_server_no_kubelet_kwok_pods_a_human_approved_move_up_and_idle_back_d
             "validatingadmissionpolicies.admissionregistration.k8s.io/nuketown-requests".into(),
         ),
     ] {
-        assert!(!can_i(&cp, &ada, &verb, &what, NS), "ada may {verb} {what}");
+        assert!(!can_i(&cp, &ada, verb, &what, NS), "ada may {verb} {what}");
     }
     // Its whole permission set: its request object, and asking who it is.
     let list = stdout(&cp.kubectl_with(&ada, &["auth", "can-i", "--list", "-n", NS], None));
