@@ -232,7 +232,6 @@ fn bench_real_api_server_a_thousand_agents() {
         // → the Deployment patched, timed from the relay's write to the
         // operator's patch arriving on a watch, one agent after the other.
         let mark = cp.audit_events().len();
-        let started = Instant::now();
         let watch_api: Api<Deployment> = Api::all(op.clone());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
         let mut seen = watcher(watch_api, watcher::Config::default().labels("app.kubernetes.io/managed-by=nuketown"))
@@ -253,7 +252,6 @@ fn bench_real_api_server_a_thousand_agents() {
             writes(&calls)
         );
         assert_eq!(writes(&calls), 0, "the controller's steady state wrote");
-        let _ = started;
         while rx.try_recv().is_ok() {}
         let mut reaction = Vec::new();
         for i in 0..200 {
