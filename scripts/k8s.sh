@@ -80,11 +80,11 @@ done
 
 # --- etcd ---------------------------------------------------------------------
 if [ ! -x "$stage/bin/etcd" ]; then
-step "building etcd $ETCD"
-edir=$work/etcd
-wrapper "$edir" nuketown.test/etcd
-echo "require go.etcd.io/etcd/server/v3 $ETCD" >> "$edir/go.mod"
-(cd "$edir" && quiet go build -trimpath -ldflags "-s -w" -o "$stage/bin/etcd" go.etcd.io/etcd/server/v3)
+  step "building etcd $ETCD"
+  edir=$work/etcd
+  wrapper "$edir" nuketown.test/etcd
+  echo "require go.etcd.io/etcd/server/v3 $ETCD" >> "$edir/go.mod"
+  (cd "$edir" && quiet go build -trimpath -ldflags "-s -w" -o "$stage/bin/etcd" go.etcd.io/etcd/server/v3)
 fi
 
 # --- kwok ---------------------------------------------------------------------
