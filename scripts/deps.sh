@@ -65,6 +65,15 @@ if [ "${1:-}" != "--runtime" ]; then
     "$aider/bin/pip" install -q aider-chat==0.86.2
   fi
   chmod -R a+rX "$clis" "$aider"
+  # A real Kubernetes control plane for the cloud tests (etcd, kube-apiserver,
+  # controller manager, scheduler, kubectl, kwok), built from Go modules at
+  # pinned versions and cached in /opt/nuketown-k8s (scripts/k8s.sh).
+  if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH=$PATH:/usr/local/go/bin; fi
+  if command -v go >/dev/null 2>&1; then
+    bash "$(dirname "$0")/k8s.sh" >/dev/null
+  else
+    echo "scripts/deps.sh: no Go here: the tests against a real Kubernetes control plane will skip (scripts/k8s.sh)" >&2
+  fi
   # The offline Kubernetes OpenAPI schema check of the cloud render.
   if [ ! -x /opt/kubernetes-validate-venv/bin/kubernetes-validate ]; then
     echo "installing kubernetes-validate into /opt/kubernetes-validate-venv"

@@ -33,7 +33,7 @@ pub use render::tier_resources;
 pub use render::{
     AGENT_LABEL, AUTO_APPROVE_ANNOTATION, DECLARATION_ANNOTATION, IDENTITY_DIR, IDLE_ANNOTATION,
     KEYS_DIR, MAX_TIER_ANNOTATION, PATH_ANNOTATION, PERSIST_DIR, REQUESTS_LABEL, REQUESTS_SUFFIX,
-    REVISION_ANNOTATION, TIER_ANNOTATION,
+    REQUEST_POLICY, REVISION_ANNOTATION, TIER_ANNOTATION,
 };
 
 /// One Kubernetes object of the render.
@@ -60,6 +60,15 @@ pub enum Manifest {
     Role(k8s_openapi::api::rbac::v1::Role),
     /// The Role, bound to the agent's ServiceAccount.
     RoleBinding(k8s_openapi::api::rbac::v1::RoleBinding),
+    /// What an agent's token may change in its request object (RBAC cannot
+    /// say it): `data.request` and `data.active` only. Cluster-wide, one a town.
+    ValidatingAdmissionPolicy(
+        Box<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy>,
+    ),
+    /// The policy, bound (`Deny`).
+    ValidatingAdmissionPolicyBinding(
+        Box<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>,
+    ),
 }
 
 impl Manifest {
@@ -76,6 +85,8 @@ impl Manifest {
             Manifest::Deployment(_) => "Deployment",
             Manifest::Role(_) => "Role",
             Manifest::RoleBinding(_) => "RoleBinding",
+            Manifest::ValidatingAdmissionPolicy(_) => "ValidatingAdmissionPolicy",
+            Manifest::ValidatingAdmissionPolicyBinding(_) => "ValidatingAdmissionPolicyBinding",
         }
     }
 
@@ -92,6 +103,8 @@ impl Manifest {
             Manifest::Deployment(o) => &o.metadata,
             Manifest::Role(o) => &o.metadata,
             Manifest::RoleBinding(o) => &o.metadata,
+            Manifest::ValidatingAdmissionPolicy(o) => &o.metadata,
+            Manifest::ValidatingAdmissionPolicyBinding(o) => &o.metadata,
         }
     }
 

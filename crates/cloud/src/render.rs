@@ -117,14 +117,23 @@ fn q(s: String) -> Quantity {
     Quantity(s)
 }
 
-/// Every manifest of the plan, in a stable order: namespaces, then per
-/// namespace its quota and limits and, agent by agent, the ServiceAccount,
+/// Every manifest of the plan, in a stable order: namespaces, the request
+/// objects' admission policy (when an agent may ask), then per namespace its quota and limits and, agent by agent, the ServiceAccount,
 /// ConfigMap, volume claims, NetworkPolicy and Deployment.
 pub fn manifests(town: &Town, plan: &Plan<'_>, revision: Option<&str>) -> Vec<Manifest> {
     let meta = Meta { revision };
     let mut out = Vec::with_capacity(plan.namespaces.len() * 3 + plan.agents.len() * 6);
     for ns in &plan.namespaces {
         out.push(Manifest::Namespace(namespace(&meta, ns)));
+    }
+    // Before any agent gets a token that may write its request object, the
+    // policy that keeps that token to the request itself.
+    if plan
+        .agents
+        .iter()
+        .any(|a| a.agent.cloud.scaling.max_resources.is_some())
+    {
+        request_policy(&mut out, &meta);
     }
     // A town without its agents: each agent's identity is projected from a
     // copy holding only that agent, so a thousand agents cost a thousand small copies.
@@ -816,4 +825,104 @@ fn request_object(out: &mut Vec<Manifest>, meta: &Meta<'_>, name: &str, namespac
             ..Default::default()
         }]),
     }));
+}
+
+/// The name of the admission policy and its binding that keep an agent's
+/// token to its own request (`data.request`, `data.active`).
+pub const REQUEST_POLICY: &str = "nuketown-requests";
+
+/// RBAC cannot reach inside an object: the Role lets an agent's token patch
+/// its request ConfigMap, so it could also write `data.decision` there, or
+/// drop the label the relay watches by. This ValidatingAdmissionPolicy
+/// (cluster-wide, for the render's namespaces) holds every service account
+/// of an agents' namespace to what a request needs: on a `<agent>-requests`
+/// object only `data.request` and `data.active` may change; creating one is
+/// refused (the render makes them). The relay, the operator and Argo CD are
+/// not service accounts of those namespaces, so they are not held by it.
+fn request_policy(out: &mut Vec<Manifest>, meta: &Meta<'_>) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MatchCondition, MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
+        ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
+        ValidatingAdmissionPolicySpec, Validation,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    let l = labels(None, "requests");
+    // Keys the agent may write; every other key of `data` is the relay's.
+    let own = format!("['{}', '{}']", "request", "active");
+    let rule = |expression: String, message: &str| Validation {
+        expression,
+        message: Some(message.to_string()),
+        reason: Some("Forbidden".into()),
+        ..Default::default()
+    };
+    out.push(Manifest::ValidatingAdmissionPolicy(Box::new(ValidatingAdmissionPolicy {
+        metadata: meta.object(REQUEST_POLICY, None, l.clone(), BTreeMap::new()),
+        spec: Some(ValidatingAdmissionPolicySpec {
+            failure_policy: Some("Fail".into()),
+            match_constraints: Some(MatchResources {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "nuketown".to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                resource_rules: Some(vec![NamedRuleWithOperations {
+                    api_groups: Some(vec![String::new()]),
+                    api_versions: Some(vec!["v1".into()]),
+                    operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
+                    resources: Some(vec!["configmaps".into()]),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            match_conditions: Some(vec![MatchCondition {
+                name: "an-agent-writes-a-request-object".into(),
+                expression: format!(
+                    "request.name.endsWith('{REQUESTS_SUFFIX}') && \
+                     ('system:serviceaccounts:' + request.namespace) in request.userInfo.groups"
+                ),
+            }]),
+            validations: Some(vec![
+                rule(
+                    "oldObject != null".into(),
+                    "an agent may not create a request object; the render makes it",
+                ),
+                rule(
+                    format!(
+                        "oldObject == null || (\
+                         object.?data.orValue({{}}).all(k, k in {own} || \
+                           (k in oldObject.?data.orValue({{}}) && oldObject.data[k] == object.data[k])) && \
+                         oldObject.?data.orValue({{}}).all(k, k in {own} || k in object.?data.orValue({{}})))"
+                    ),
+                    "an agent may write only data.request and data.active of its request object; \
+                     data.decision is the town hall's (nuketown cloud requests)",
+                ),
+                rule(
+                    "oldObject == null || (\
+                     object.metadata.?labels.orValue({}) == oldObject.metadata.?labels.orValue({}) && \
+                     object.metadata.?annotations.orValue({}) == oldObject.metadata.?annotations.orValue({}) && \
+                     object.metadata.?finalizers.orValue([]) == oldObject.metadata.?finalizers.orValue([]) && \
+                     object.metadata.?ownerReferences.orValue([]) == oldObject.metadata.?ownerReferences.orValue([]) && \
+                     object.?binaryData.orValue({}) == oldObject.?binaryData.orValue({}) && \
+                     object.?immutable.orValue(false) == oldObject.?immutable.orValue(false))"
+                        .into(),
+                    "an agent may not change its request object's labels, annotations, finalizers, \
+                     owners, binaryData or immutability",
+                ),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })));
+    out.push(Manifest::ValidatingAdmissionPolicyBinding(Box::new(
+        ValidatingAdmissionPolicyBinding {
+            metadata: meta.object(REQUEST_POLICY, None, l, BTreeMap::new()),
+            spec: Some(ValidatingAdmissionPolicyBindingSpec {
+                policy_name: Some(REQUEST_POLICY.into()),
+                validation_actions: Some(vec!["Deny".into()]),
+                ..Default::default()
+            }),
+        },
+    )));
 }

@@ -35,6 +35,10 @@ fn the_example_renders_these_objects_in_this_order() {
         [
             "Namespace -/nuketown",
             "Namespace -/research",
+            // vox may ask for a bigger tier: what its token may write is
+            // held to its request by an admission policy.
+            "ValidatingAdmissionPolicy -/nuketown-requests",
+            "ValidatingAdmissionPolicyBinding -/nuketown-requests",
             "ResourceQuota nuketown/nuketown",
             "LimitRange nuketown/nuketown",
             "ServiceAccount nuketown/ada",
@@ -83,6 +87,16 @@ fn read_back(doc: serde_norway::Deserializer<'_>, kind: &str) -> Manifest {
         "RoleBinding" => Manifest::RoleBinding(
             k8s_openapi::api::rbac::v1::RoleBinding::deserialize(doc).unwrap(),
         ),
+        "ValidatingAdmissionPolicy" => Manifest::ValidatingAdmissionPolicy(Box::new(
+            k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy::deserialize(
+                doc,
+            )
+            .unwrap(),
+        )),
+        "ValidatingAdmissionPolicyBinding" => Manifest::ValidatingAdmissionPolicyBinding(Box::new(
+            k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding::deserialize(doc)
+                .unwrap(),
+        )),
         other => panic!("unexpected kind {other}"),
     }
 }

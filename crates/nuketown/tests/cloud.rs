@@ -6,10 +6,13 @@
 //! `nix-build` with stand-ins for the few nixpkgs functions it calls.
 //! No Kubernetes and no Argo CD run here (docs/cloud.md).
 
+mod argocd_plugin;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use argocd_plugin::plugin_script;
 use nuketown_town::Format;
 
 const REVISION: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
@@ -117,23 +120,6 @@ fn render_a_town_without_cloud_agents_says_so() {
         "{}",
         text(&out.stderr)
     );
-}
-
-/// The generate script of deploy/argocd/plugin.yaml: the block under `args: - |`.
-fn plugin_script() -> String {
-    let yaml = fs::read_to_string(repo().join("deploy/argocd/plugin.yaml")).unwrap();
-    let mut lines = yaml.lines().skip_while(|l| l.trim() != "- |").skip(1);
-    let first = lines.next().unwrap();
-    let indent = first.len() - first.trim_start().len();
-    let mut script = format!("{}\n", &first[indent..]);
-    for l in lines {
-        if !l.trim().is_empty() && l.len() - l.trim_start().len() < indent {
-            break;
-        }
-        script.push_str(l.get(indent..).unwrap_or(""));
-        script.push('\n');
-    }
-    script
 }
 
 /// Run the plugin's generate step in `dir` as Argo CD would: the source

@@ -217,8 +217,55 @@ fn parse_secs(s: &str) -> Option<u64> {
     }
 }
 
+/// What the agent's pod template holds now that a move may have to take
+/// away: its node selector's keys, and the agent container's resource names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// `spec.template.spec.nodeSelector`'s keys.
+    pub node_selector: Vec<String>,
+    /// The agent container's `resources.limits` names.
+    pub limits: Vec<String>,
+    /// The agent container's `resources.requests` names.
+    pub requests: Vec<String>,
+}
+
+impl Held {
+    /// What `d`'s pod template holds.
+    pub fn of(d: &Deployment) -> Held {
+        let spec = d.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let resources = spec
+            .and_then(|s| s.containers.iter().find(|c| c.name == CONTAINER))
+            .and_then(|c| c.resources.as_ref());
+        let keys = |m: Option<
+            &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| { m.map(|m| m.keys().cloned().collect()).unwrap_or_default() };
+        Held {
+            node_selector: spec
+                .and_then(|s| s.node_selector.as_ref())
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+            limits: keys(resources.and_then(|r| r.limits.as_ref())),
+            requests: keys(resources.and_then(|r| r.requests.as_ref())),
+        }
+    }
+}
+
+/// `new`, with every key of `held` it does not set removed (`null`): a
+/// strategic merge that replaces a map whether or not the object has it.
+/// (`$patch: replace` does not: on a Deployment without a nodeSelector the
+/// API server drops the whole map, directive and keys — seen on a real one.)
+fn replacing(mut new: Value, held: &[String]) -> Value {
+    for k in held {
+        if new.get(k).is_none() {
+            new[k] = Value::Null;
+        }
+    }
+    new
+}
+
 /// The strategic-merge patch that moves a Deployment to `tier`: its
 /// container's resources, the node pool, and the operator's annotations.
+/// `held` is what the pod template holds now (see [`Held`]).
 pub fn move_patch(
     tier: &str,
     why: &str,
@@ -226,6 +273,7 @@ pub fn move_patch(
     idle: bool,
     pools: &Pools,
     now_ms: u64,
+    held: &Held,
 ) -> Value {
     let t = nuketown_cloud::TIERS
         .iter()
@@ -253,7 +301,7 @@ pub fn move_patch(
         limits[&res] = json!(n);
         requests[&res] = json!(n);
     }
-    let mut selector = json!({ "$patch": "replace" });
+    let mut selector = json!({});
     for (k, v) in &placement.node_selector {
         selector[k] = json!(v);
     }
@@ -278,9 +326,13 @@ pub fn move_patch(
         "spec": { "template": { "spec": {
             "containers": [{
                 "name": CONTAINER,
-                "resources": { "$patch": "replace", "limits": limits, "requests": requests },
+                "resources": {
+                    "limits": replacing(limits, &held.limits),
+                    "requests": replacing(requests, &held.requests),
+                },
             }],
-            "nodeSelector": selector,
+            "nodeSelector": replacing(selector, &held.node_selector),
+            // A list without a merge key: replaced whole.
             "tolerations": tolerations,
         }}}
     })
@@ -389,7 +441,15 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
             clear_request,
         } => {
             let idle = tier == o.declared && why.starts_with("idle");
-            let patch = move_patch(&tier, &why, clear_request, idle, &ctx.pools, now);
+            let patch = move_patch(
+                &tier,
+                &why,
+                clear_request,
+                idle,
+                &ctx.pools,
+                now,
+                &Held::of(&d),
+            );
             api.patch(&name, &pp, &Patch::Strategic(patch)).await?;
             tracing::info!(agent = %name, namespace = %ns, tier = %tier, "{why}");
             Ok(Action::await_change())
@@ -441,6 +501,43 @@ pub async fn run(client: Client, pools: Pools) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_move_takes_away_what_the_old_pool_and_tier_held() {
+        let pools = Pools::parse(
+            "[tiers.gpu]\nnodeSelector = { accel = \"l4\" }\n[idle]\nnodeSelector = { spot = \"true\" }\n",
+        )
+        .unwrap();
+        // From nothing: the keys only, no directive (a real API server drops
+        // a `$patch: replace` map the object does not have yet).
+        let up = move_patch("gpu", "why", true, false, &pools, 1, &Held::default());
+        let spec = &up["spec"]["template"]["spec"];
+        assert_eq!(spec["nodeSelector"], json!({ "accel": "l4" }));
+        assert_eq!(
+            spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
+            "1"
+        );
+        // Back down to the idle pool: the GPU pool's key and the GPU go.
+        let held = Held {
+            node_selector: vec!["accel".into()],
+            limits: vec!["cpu".into(), "memory".into(), "nvidia.com/gpu".into()],
+            requests: vec!["cpu".into(), "nvidia.com/gpu".into()],
+        };
+        let down = move_patch("small", "idle", false, true, &pools, 1, &held);
+        let spec = &down["spec"]["template"]["spec"];
+        assert_eq!(
+            spec["nodeSelector"],
+            json!({ "spot": "true", "accel": null })
+        );
+        let r = &spec["containers"][0]["resources"];
+        assert_eq!(r["limits"]["nvidia.com/gpu"], Value::Null);
+        assert!(r["limits"]
+            .as_object()
+            .unwrap()
+            .contains_key("nvidia.com/gpu"));
+        assert_eq!(r["limits"]["cpu"], "1");
+        assert_eq!(r["requests"]["nvidia.com/gpu"], Value::Null);
+    }
 
     #[test]
     fn cpu_quantities_read_as_millicores_and_a_bad_floor_is_refused_naming_the_key() {

@@ -15,8 +15,10 @@
 //!   manager `nuketown-hall`, the only writer the operator obeys, then the
 //!   decision into the ConfigMap for the agent to read.
 //!
-//! What the agent writes is a request, never a decision: its own
-//! `data.decision` only fools itself.
+//! What the agent writes is a request, never a decision: the render's
+//! admission policy (`nuketown-requests`) refuses its token any write to its
+//! request object but `data.request` and `data.active`, and the operator
+//! obeys only a tier request the hall's field manager wrote.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};

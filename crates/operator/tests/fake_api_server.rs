@@ -244,7 +244,7 @@ async fn fake_api_server_an_approved_request_moves_the_workload_to_the_tiers_poo
     assert_eq!(c["resources"]["requests"], c["resources"]["limits"]);
     assert_eq!(
         spec["nodeSelector"],
-        json!({ "$patch": "replace", "cloud.google.com/gke-nodepool": "large" })
+        json!({ "cloud.google.com/gke-nodepool": "large" })
     );
     assert_eq!(
         spec["tolerations"],
@@ -286,7 +286,7 @@ async fn fake_api_server_idle_goes_back_to_the_declared_tier_on_the_idle_pool() 
         );
         assert_eq!(
             patch["spec"]["template"]["spec"]["nodeSelector"],
-            json!({ "$patch": "replace", "cloud.google.com/gke-spot": "true" })
+            json!({ "cloud.google.com/gke-spot": "true" })
         );
     }
 }
