@@ -7,6 +7,7 @@
 //! (identity.toml, prompts, git config) is projected from.
 
 pub mod chat;
+pub mod credentials;
 pub mod display;
 mod identity;
 pub mod network;

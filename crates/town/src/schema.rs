@@ -174,6 +174,38 @@ pub struct Hall {
     /// Approvals in a Matrix room (`nuketown approvals matrix`).
     #[serde(default)]
     pub matrix: HallMatrix,
+    /// The credential gateway the hall runs when an agent has credentials.
+    #[serde(default)]
+    pub gateway: HallGateway,
+}
+
+/// Where the credential gateway listens and as whom it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HallGateway {
+    /// Its port on 127.0.0.1 (model APIs at `/<credential>`, and the HTTPS proxy).
+    #[serde(default = "default_gateway_port")]
+    pub port: u16,
+    /// The system user it runs as (never root, never an agent).
+    #[serde(default = "default_gateway_user")]
+    pub user: String,
+}
+
+fn default_gateway_port() -> u16 {
+    8399
+}
+
+fn default_gateway_user() -> String {
+    "nuketown-gateway".to_string()
+}
+
+impl Default for HallGateway {
+    fn default() -> Self {
+        HallGateway {
+            port: default_gateway_port(),
+            user: default_gateway_user(),
+        }
+    }
 }
 
 /// The Matrix approver: requests are posted to a room, decided there.
@@ -221,6 +253,7 @@ impl Default for Hall {
             approvers: Vec::new(),
             elevate_path: default_elevate_path(),
             matrix: HallMatrix::default(),
+            gateway: HallGateway::default(),
         }
     }
 }
@@ -281,6 +314,10 @@ pub struct Agent {
     /// Keys and other secrets.
     #[serde(default)]
     pub secrets: Secrets,
+    /// Credentials the agent uses through the town's gateway and never
+    /// holds (model API keys, tokens), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, Credential>,
     /// Devices the agent may use (udev ACLs).
     #[serde(default)]
     pub devices: Vec<Device>,
@@ -419,6 +456,92 @@ pub struct ExtraSecret {
     pub path: Option<String>,
     /// Octal file mode (`"0400"` unless written).
     pub mode: String,
+    /// Hand it to the town's gateway instead (`anthropic`, `openai`,
+    /// `github`, `http`): a credential of that API named as this entry,
+    /// never placed in the home. The one key that moves a secret out of
+    /// the agent's reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
+/// A credential the agent uses but never holds: the town keeps it sealed,
+/// and its gateway adds it to the agent's requests to the declared upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Credential {
+    /// Where the secret comes from: the name of a sops secret in `sopsFile`
+    /// (`"ada/anthropic-key"`) or the absolute path of a file root reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// Or a systemd credential handed to the town hall (`LoadCredential=`,
+    /// `LoadCredentialEncrypted=`), by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_credential: Option<String>,
+    /// What it is for: `anthropic`, `openai` (model APIs, reached at the
+    /// gateway's `/<name>`), `github` (git over HTTPS and the API, through
+    /// the gateway's HTTPS proxy) or `http` (any HTTPS API, `header`).
+    pub api: String,
+    /// A model API's base URL (default: the provider's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// For `github` and `http`: the hosts whose requests get the
+    /// credential (`github`: github.com and api.github.com unless written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// The request paths it may be used for (`*` matches any run of
+    /// characters); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// For model APIs: the models it may be used with (`claude-sonnet-*`);
+    /// empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// For `http`: the header that carries it (`Authorization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// For `http`: the word before it in the header (`Bearer`); none: the
+    /// secret alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// How much it may be used.
+    #[serde(default, skip_serializing_if = "CredentialLimits::is_empty")]
+    pub limits: CredentialLimits,
+    /// At a limit: `deny` (the CLI shows the gateway's error) or `ask`
+    /// (denied now, and a human is asked for one more window's worth).
+    #[serde(default = "default_on_limit")]
+    pub on_limit: String,
+    /// A CA (PEM file) trusted for this upstream besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ca: Option<PathBuf>,
+}
+
+fn default_on_limit() -> String {
+    "deny".to_string()
+}
+
+/// Rate and budget limits of a credential; none set: no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialLimits {
+    /// Requests in any hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_hour: Option<u64>,
+    /// Requests in any day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_day: Option<u64>,
+    /// Tokens (in and out, as the API reports them) in any hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_hour: Option<u64>,
+    /// Tokens in any day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+}
+
+impl CredentialLimits {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == CredentialLimits::default()
+    }
 }
 
 /// A device the agent may open, matched by udev.

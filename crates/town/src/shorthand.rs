@@ -62,6 +62,8 @@ struct SecretTable {
     path: Option<String>,
     #[serde(default = "default_secret_mode")]
     mode: String,
+    #[serde(default)]
+    gateway: Option<String>,
 }
 
 fn default_secret_mode() -> String {
@@ -81,6 +83,7 @@ impl<'de> Deserialize<'de> for ExtraSecret {
                     source: Some(PathBuf::from(v)),
                     path: None,
                     mode: default_secret_mode(),
+                    gateway: None,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ExtraSecret, A::Error> {
@@ -89,6 +92,7 @@ impl<'de> Deserialize<'de> for ExtraSecret {
                     source: t.source,
                     path: t.path,
                     mode: t.mode,
+                    gateway: t.gateway,
                 })
             }
         }

@@ -255,7 +255,9 @@ pub fn validate(town: &Town) -> Vec<Problem> {
         }
         check_agent(&mut c, &key, name, agent);
         check_secrets(&mut c, town, &key, name, agent);
+        check_credentials(&mut c, town, &key, name, agent);
     }
+    check_gateway(&mut c, town);
     check_shared_dirs(&mut c, town);
     check_agent_ids(&mut c, town);
     check_rooms(&mut c, town);
@@ -606,6 +608,135 @@ fn check_secrets(c: &mut Check, town: &Town, key: &str, name: &str, agent: &Agen
                 format!("{key}.keys.publicKey"),
                 "is not an SSH public key; give it as `ssh-keygen -y` prints it (`ssh-ed25519 AAAA… comment`)",
             );
+        }
+    }
+}
+
+/// The gateway's port and user.
+fn check_gateway(c: &mut Check, town: &Town) {
+    let g = &town.hall.gateway;
+    if g.port == 0 {
+        c.fail("hall.gateway.port", "must be a port (1–65535); 8399 unless written");
+    }
+    if !is_unix_name(&g.user) || g.user == "root" {
+        c.fail(
+            "hall.gateway.user",
+            format!("{:?} must be a system user name of its own (not root), e.g. \"nuketown-gateway\"", g.user),
+        );
+    } else if town.agents.contains_key(&g.user) || town.human_user.as_deref() == Some(&g.user) {
+        c.fail(
+            "hall.gateway.user",
+            format!("{:?} is a user of the town; the gateway runs as a user of its own (\"nuketown-gateway\")", g.user),
+        );
+    }
+}
+
+/// An agent's credentials (declared, and extra secrets handed to the gateway).
+fn check_credentials(c: &mut Check, town: &Town, key: &str, name: &str, agent: &Agent) {
+    use crate::credentials::{is_model_api, valid_name, valid_upstream, APIS};
+    let apis = APIS.join(", ");
+    for (sname, secret) in &agent.secrets.extra_secrets {
+        if let Some(api) = &secret.gateway {
+            let k = format!("{key}.secrets.extraSecrets.{sname}");
+            if !APIS.contains(&api.as_str()) {
+                c.fail(format!("{k}.gateway"), format!("{api:?} is not an API the gateway knows; use one of {apis} (an `http` credential needs agents.{name}.credentials to say its hosts)"));
+            } else if !is_model_api(api) && api != "github" {
+                c.fail(format!("{k}.gateway"), format!("an `{api}` credential needs its hosts and header; declare it as agents.{name}.credentials.{sname} instead"));
+            }
+            if !valid_name(sname) {
+                c.fail(&k, format!("{sname:?} cannot name a credential at the gateway (it is a URL path segment): use lowercase letters, digits and '-'"));
+            }
+            if agent.credentials.contains_key(sname) {
+                c.fail(format!("{k}.gateway"), format!("agents.{name}.credentials.{sname} is declared too; keep one"));
+            }
+        }
+    }
+    let mut model_apis: BTreeMap<&str, &str> = BTreeMap::new();
+    for (cname, cred) in &agent.credentials {
+        let k = format!("{key}.credentials.{cname}");
+        if !valid_name(cname) {
+            c.fail(&k, format!("{cname:?} cannot name a credential (it is the gateway's URL path segment): use at most 32 lowercase letters, digits and '-'"));
+        }
+        match (&cred.source, &cred.systemd_credential) {
+            (Some(src), None) => check_secret_source(c, town, &format!("{k}.source"), src),
+            (None, Some(sd)) => {
+                if sd.is_empty() || sd.contains('/') {
+                    c.fail(format!("{k}.systemdCredential"), format!("{sd:?} is not a systemd credential's name"));
+                }
+            }
+            (Some(_), Some(_)) => c.fail(&k, "declares both source and systemdCredential; keep one"),
+            (None, None) => c.fail(&k, format!("says nowhere where the secret comes from: set source (a sops secret's name like \"{name}/{cname}\", or a file only root reads) or systemdCredential")),
+        }
+        let api = cred.api.as_str();
+        if !APIS.contains(&api) {
+            c.fail(format!("{k}.api"), format!("{api:?} is not an API the gateway knows; use one of {apis}"));
+            continue;
+        }
+        if is_model_api(api) {
+            if let Some(other) = model_apis.insert(api, cname) {
+                c.fail(&k, format!("agents.{name}.credentials.{other} is {name}'s `{api}` credential already; the CLIs reach one {api} endpoint (ANTHROPIC_BASE_URL / OPENAI_BASE_URL): keep one"));
+            }
+            if !cred.hosts.is_empty() {
+                c.fail(format!("{k}.hosts"), format!("a model API ({api}) is reached at the gateway's /{cname}, never through its proxy; set upstream for another endpoint"));
+            }
+        } else if !cred.models.is_empty() {
+            c.fail(format!("{k}.models"), format!("only model APIs (anthropic, openai) have models; remove it from this `{api}` credential"));
+        }
+        if api == "http" {
+            if cred.hosts.is_empty() {
+                c.fail(format!("{k}.hosts"), "an `http` credential needs the hosts it is for, e.g. [\"api.example.com\"]");
+            }
+            if cred.header.as_deref().is_none_or(str::is_empty) {
+                c.fail(format!("{k}.header"), "an `http` credential needs the header that carries it, e.g. \"Authorization\" (with scheme = \"Bearer\")");
+            }
+        }
+        if let Some(h) = &cred.header {
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                c.fail(format!("{k}.header"), format!("{h:?} is not a header name"));
+            }
+        }
+        if let Some(s) = &cred.scheme {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                c.fail(format!("{k}.scheme"), format!("{s:?} is not an authorization scheme like \"Bearer\""));
+            }
+        }
+        for (i, h) in cred.hosts.iter().enumerate() {
+            let (host, port) = h.rsplit_once(':').map_or((h.as_str(), "443"), |(a, b)| (a, b));
+            if host.is_empty()
+                || port.parse::<u16>().is_err()
+                || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+            {
+                c.fail(format!("{k}.hosts[{i}]"), format!("{h:?} is not a host name (or host:port)"));
+            }
+        }
+        for (i, p) in cred.paths.iter().enumerate() {
+            if !p.starts_with('/') || p.split('/').any(|s| s == "..") {
+                c.fail(format!("{k}.paths[{i}]"), format!("{p:?} must be a path starting with '/' (a prefix, e.g. \"/v1/messages\")"));
+            }
+        }
+        if let Some(u) = &cred.upstream {
+            if !valid_upstream(u) {
+                c.fail(format!("{k}.upstream"), format!("{u:?} must be an https:// URL (http:// only to this machine's loopback)"));
+            }
+        }
+        if !matches!(cred.on_limit.as_str(), "deny" | "ask") {
+            c.fail(format!("{k}.onLimit"), format!("{:?} must be \"deny\" or \"ask\"", cred.on_limit));
+        }
+        if let Some(ca) = &cred.upstream_ca {
+            if !ca.is_absolute() {
+                c.fail(format!("{k}.upstreamCa"), format!("{} must be an absolute path of a PEM file", ca.display()));
+            }
+        }
+        let l = &cred.limits;
+        for (v, f) in [
+            (l.requests_per_hour, "requestsPerHour"),
+            (l.requests_per_day, "requestsPerDay"),
+            (l.tokens_per_hour, "tokensPerHour"),
+            (l.tokens_per_day, "tokensPerDay"),
+        ] {
+            if v == Some(0) {
+                c.fail(format!("{k}.limits.{f}"), "is 0: nothing could ever be asked; remove the credential, or `nuketown keys pause` the agent");
+            }
         }
     }
 }
