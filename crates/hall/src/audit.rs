@@ -91,6 +91,9 @@ pub struct Record {
     /// For a tool the agent's CLI asked to use (event `tool`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<crate::protocol::ToolView>,
+    /// For a call through the credential gateway (event `credential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<crate::protocol::CallView>,
     /// For a use of an agent's key: `signed`, or why nothing was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
@@ -130,6 +133,7 @@ impl Record {
             network: None,
             resources: None,
             tool: None,
+            credential: None,
             result: None,
             prev: None,
             hash: None,

@@ -49,6 +49,8 @@ pub struct Config {
     pub host_state: PathBuf,
     /// The account files trust is read from.
     pub accounts: Sources,
+    /// The `nuketown` program, run as the credential gateway (`nuketown gateway`).
+    pub nuketown: PathBuf,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             nftables_file: Some(crate::NFTABLES_FILE.into()),
             host_state: crate::HOST_STATE.into(),
             accounts: Sources::default(),
+            nuketown: std::env::current_exe().unwrap_or_else(|_| "nuketown".into()),
         }
     }
 }
@@ -207,6 +210,8 @@ pub struct Hall {
     pub(crate) followers: Hub,
     /// Temporary network elements and when their latest grant ends.
     pub(crate) network_ends: Ends,
+    /// The credential gateway the hall runs, and the agents' usage.
+    pub(crate) gateway: crate::gateway::GatewayState,
 }
 
 impl Hall {
@@ -223,6 +228,7 @@ impl Hall {
             askers: crate::connection::Connections::default(),
             followers: Hub::default(),
             network_ends: Ends::default(),
+            gateway: Default::default(),
         })
     }
 
@@ -245,6 +251,11 @@ impl Hall {
             );
         }
         self.followers.publish(r);
+    }
+
+    /// Where the audit log is.
+    pub(crate) fn audit_path(&self) -> &Path {
+        self.audit.path()
     }
 
     /// The town's key store, opened with the sealing key.

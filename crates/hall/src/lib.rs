@@ -15,7 +15,8 @@
 //! [`audit`] records; then [`hall`] (the shared
 //! core), the request kinds in [`requests`] (one a file) and the approvers'
 //! connections in [`approver`]; then [`server`], which owns the sockets.
-//! [`sudoers`] and [`units`] render the files `nuketown apply` installs.
+//! [`sudoers`] and [`units`] render the files `nuketown apply` installs;
+//! [`gateway`] runs the credential gateway as the hall's unprivileged child.
 
 pub mod approver;
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod client;
 pub mod connection;
 pub mod entry;
 pub mod files;
+pub mod gateway;
 pub mod hall;
 pub mod policy;
 pub mod proof;

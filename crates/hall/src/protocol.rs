@@ -215,6 +215,32 @@ pub struct RequestView {
     /// agent; `argv` is `[cli, tool, input]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<Box<ToolView>>,
+    /// Present when the agent asks for more of a credential past its limit
+    /// (`nuketown ask credential`): approving raises its allowance at the
+    /// gateway by exactly `more.requests` and `more.tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more: Option<Box<MoreView>>,
+}
+
+/// A request for more of a credential, as approvers see it and the audit
+/// log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MoreView {
+    /// The credential (`agents.<n>.credentials.<name>`).
+    pub credential: String,
+    /// Its API.
+    pub api: String,
+    /// The declared limits, in words.
+    pub limits: String,
+    /// What it used in the last hour and day, in words.
+    pub used: String,
+    /// Requests approving adds (0: none asked).
+    pub requests: u64,
+    /// Tokens approving adds.
+    pub tokens: u64,
+    /// Why, in the agent's words.
+    pub reason: String,
 }
 
 impl RequestView {
@@ -255,6 +281,7 @@ impl RequestView {
             network: None,
             resources: None,
             tool: None,
+            more: None,
         }
     }
 }
@@ -304,6 +331,54 @@ pub struct NetworkView {
     pub rule: String,
 }
 
+/// A call through the credential gateway, as the gateway reports it (the
+/// audit record of event `credential`). Known by the kernel: `uid` is the
+/// owner of the connecting socket, `agent` that uid's agent (or `uid N`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallView {
+    /// The agent (or `uid N` for a caller that is none).
+    pub agent: String,
+    /// The caller's uid, by the kernel.
+    pub uid: u32,
+    /// The credential used or asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// HTTP method (`CONNECT` for a refused tunnel).
+    pub method: String,
+    /// The upstream host.
+    #[serde(default)]
+    pub host: String,
+    /// The path, without its query.
+    #[serde(default)]
+    pub path: String,
+    /// The model asked for (model APIs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The status answered.
+    #[serde(default)]
+    pub status: u16,
+    /// `forwarded`, or `denied: <why>`.
+    pub decision: String,
+    /// Tokens in and out, as the API reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_in: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_out: Option<u64>,
+    /// Bytes of the request and of the answer.
+    #[serde(default)]
+    pub bytes_up: u64,
+    #[serde(default)]
+    pub bytes_down: u64,
+    /// From the request to the end of the answer, in ms.
+    #[serde(default)]
+    pub ms: f64,
+}
+
+// An audit record compares whole; a call's time is never NaN.
+impl Eq for CallView {}
+
+
 /// A tool the agent's own CLI asks permission to use (its permission-prompt
 /// tool, `nuketown mcp`): as approvers see it and the audit log keeps it.
 /// Approving lets the CLI run the tool once, as the agent — never as root.
@@ -351,6 +426,18 @@ pub enum FromAsker {
         tool: String,
         /// The tool's input, JSON text (at most [`MAX_TOOL_INPUT`] bytes).
         input: String,
+    },
+    /// More of the agent's credential `credential` past its limit: one more
+    /// window's worth of what its limits allow (a credential with
+    /// `onLimit = "ask"` only).
+    Credential {
+        /// Protocol version.
+        v: u32,
+        /// The credential's name.
+        credential: String,
+        /// Why, in the agent's words.
+        #[serde(default)]
+        reason: String,
     },
     /// Move agent `agent`'s cluster workload to `tier`. Only the hall's
     /// relay (root) sends it, for a request it read from the agent's own
@@ -423,6 +510,24 @@ pub fn parse_asker(line: &[u8]) -> Result<FromAsker, ProtocolError> {
             }
             if serde_json::from_str::<serde_json::Value>(input).is_err() {
                 return Err(ProtocolError::Invalid("a tool's input is JSON".into()));
+            }
+        }
+        FromAsker::Credential {
+            v,
+            credential,
+            reason,
+        } => {
+            check_version(*v)?;
+            check_strings([credential, reason])?;
+            if credential.is_empty() || credential.len() > 32 {
+                return Err(ProtocolError::Invalid(
+                    "credential must be 1 to 32 bytes".into(),
+                ));
+            }
+            if reason.len() > MAX_REASON {
+                return Err(ProtocolError::Invalid(format!(
+                    "a reason is at most {MAX_REASON} bytes"
+                )));
             }
         }
         FromAsker::Resources {

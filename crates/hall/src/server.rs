@@ -190,6 +190,7 @@ impl Listening {
             hall.cfg.approver_socket.display()
         );
         crate::requests::key_use::sync_key_sockets(&hall);
+        crate::gateway::sync(hall.clone()).await;
         sd_notify("READY=1\nSTATUS=accepting requests");
         tokio::pin!(stop);
         // New agents get their key socket without a restart of the hall.
@@ -197,7 +198,10 @@ impl Listening {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => crate::requests::key_use::sync_key_sockets(&hall),
+                _ = tick.tick() => {
+                    crate::requests::key_use::sync_key_sockets(&hall);
+                    tokio::spawn(crate::gateway::sync(hall.clone()));
+                }
                 r = requester.accept() => match r {
                     Ok((s, _)) => { tokio::spawn(crate::requests::sudo::serve(hall.clone(), s)); }
                     Err(e) => tracing::warn!("accept on the requester socket: {e}"),
@@ -219,6 +223,7 @@ impl Listening {
         drop(approver);
         drop(ask);
         crate::requests::key_use::close_key_sockets(&hall);
+        crate::gateway::stop(&hall).await;
         for p in &bound {
             let _ = std::fs::remove_file(p);
         }

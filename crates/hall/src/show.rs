@@ -41,6 +41,8 @@ pub fn asks(r: &RequestView) -> String {
         "asks to use its key".into()
     } else if let Some(t) = &r.tool {
         format!("asks, for its CLI ({}), to use a tool", clean(&t.cli))
+    } else if let Some(m) = &r.more {
+        format!("asks for more of its credential {}", show_str(&m.credential))
     } else {
         format!("asks to run a command as {}", show_str(&r.user))
     }
@@ -64,6 +66,9 @@ pub fn facts(r: &RequestView) -> Vec<(&'static str, String)> {
     }
     if let Some(t) = &r.tool {
         return tool_facts(r, t);
+    }
+    if let Some(m) = &r.more {
+        return more_facts(r, m);
     }
     let mut f = vec![
         ("run", show_argv(&r.argv)),
@@ -225,6 +230,37 @@ fn tool_facts(r: &RequestView, t: &crate::protocol::ToolView) -> Vec<(&'static s
         f.push(("WARNING", clean(w)));
     }
     f.push(("grant", "none: approving allows it this once".to_string()));
+    f
+}
+
+/// The facts of a request for more of a credential: which, its limits,
+/// what it used, why (the agent's words, escaped), and exactly what
+/// approving adds.
+fn more_facts(r: &RequestView, m: &crate::protocol::MoreView) -> Vec<(&'static str, String)> {
+    let agent = clean(&r.agent);
+    let mut add = Vec::new();
+    if m.requests > 0 {
+        add.push(format!("{} requests", m.requests));
+    }
+    if m.tokens > 0 {
+        add.push(format!("{} tokens", m.tokens));
+    }
+    let mut f = vec![
+        ("credential", format!("{} ({})", show_str(&m.credential), clean(&m.api))),
+        ("limits", clean(&m.limits)),
+        ("used", clean(&m.used)),
+        ("reason", show_str(&m.reason)),
+        (
+            "means",
+            format!(
+                "approving lets {agent} use it for {} more, until the day's window passes; the key itself stays the town's",
+                add.join(" and ")
+            ),
+        ),
+    ];
+    for w in &r.warnings {
+        f.push(("WARNING", clean(w)));
+    }
     f
 }
 

@@ -62,6 +62,7 @@ impl TestHall {
             nftables_file: None,
             host_state: dir.path().join("state.json"),
             accounts: Default::default(),
+            nuketown: "nuketown".into(),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

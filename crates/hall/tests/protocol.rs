@@ -232,6 +232,7 @@ proptest! {
             FromAsker::Resources { v: VERSION, agent: agent.clone(), tier: tier.clone(), current: "small".into(), reason: reason.clone(), origin: "ConfigMap x/y".into() },
             FromAsker::Network { v: VERSION, target: tier.clone(), secs: 60, reason: reason.clone() },
             FromAsker::Tool { v: VERSION, cli: "claude-code".into(), tool: agent.clone(), input: serde_json::json!({ "command": reason.clone() }).to_string() },
+            FromAsker::Credential { v: VERSION, credential: agent.clone(), reason: reason.clone() },
         ] {
             let mut line = encode(&msg);
             let i = pos.index(line.len());
@@ -253,6 +254,11 @@ proptest! {
                     prop_assert!(!cli.is_empty() && cli.len() <= 64 && !tool.is_empty() && tool.len() <= 256);
                     prop_assert!(input.len() <= MAX_TOOL_INPUT);
                     prop_assert!(serde_json::from_str::<serde_json::Value>(&input).is_ok());
+                }
+                Ok(FromAsker::Credential { v, credential, reason }) => {
+                    prop_assert_eq!(v, VERSION);
+                    prop_assert!(!credential.is_empty() && credential.len() <= 32 && !credential.contains('\0'));
+                    prop_assert!(reason.len() <= MAX_REASON);
                 }
                 Err(_) => {}
             }

@@ -29,6 +29,7 @@ fn view(id: &str, agent: &str, argv: &[&str]) -> RequestView {
         deadline_ms: now_ms() + 60_000,
         key_use: None,
         tool: None,
+        more: None,
         network: None,
         resources: None,
     }

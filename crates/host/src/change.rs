@@ -401,6 +401,26 @@ pub enum Change {
         from: Origin,
         remove: bool,
     },
+    /// `useradd --system` for a service of the town (the credential
+    /// gateway): no home, no shell, no subordinate ids.
+    CreateSystemUser { name: String, comment: String },
+    /// Seal a credential into the town's key store (read as root from its
+    /// source, never placed where the agent reads).
+    ImportCredential {
+        agent: String,
+        name: String,
+        store: PathBuf,
+        from: Origin,
+    },
+    /// Remove a sealed credential no longer declared.
+    ForgetCredential {
+        agent: String,
+        name: String,
+        store: PathBuf,
+    },
+    /// Remove a secret's copy the town once placed in the agent's tree and
+    /// now hands to the gateway instead.
+    ForgetSecretFile { at: At },
     /// Remove a private key file the town no longer keeps there (the home's
     /// `~/.ssh/id_ed25519`, a plain key in the store or persist dir).
     ForgetKeyFile { at: At },
@@ -520,6 +540,21 @@ impl fmt::Display for Change {
             }
             Change::ForgetKeyFile { at } => {
                 write!(f, "- private key file {at} (the town holds the key)")
+            }
+            Change::CreateSystemUser { name, comment } => {
+                write!(f, "+ system user {name} ({comment})")
+            }
+            Change::ImportCredential {
+                agent, name, from, ..
+            } => write!(
+                f,
+                "+ credential {name} of {agent} sealed in the town's key store from {from} (used through the gateway, never in {agent}'s reach)"
+            ),
+            Change::ForgetCredential { agent, name, .. } => {
+                write!(f, "- credential {name} of {agent} (no longer declared)")
+            }
+            Change::ForgetSecretFile { at } => {
+                write!(f, "- secret file {at} (the gateway holds it now)")
             }
             Change::ImportGpgKey { user, key } => write!(f, "+ gpg key {key} for {user}"),
             Change::ImportGpgPublic { user, agent, .. } => {
@@ -789,7 +824,50 @@ impl Change {
                     }
                 }
             }
-            Change::ForgetKeyFile { at } => at.tree()?.remove(&at.rel)?,
+            Change::ForgetKeyFile { at } | Change::ForgetSecretFile { at } => {
+                at.tree()?.remove(&at.rel)?
+            }
+            Change::CreateSystemUser { name, comment } => {
+                let nologin = ["/usr/sbin/nologin", "/sbin/nologin", "/run/current-system/sw/bin/nologin"]
+                    .into_iter()
+                    .find(|p| Path::new(p).exists())
+                    .unwrap_or("/bin/false");
+                run(
+                    "useradd",
+                    [
+                        "--system",
+                        "-M",
+                        "-d",
+                        "/nonexistent",
+                        "-s",
+                        nologin,
+                        "-c",
+                        comment,
+                        "-U",
+                        name,
+                    ],
+                )?;
+            }
+            Change::ImportCredential {
+                agent,
+                name,
+                store,
+                from,
+            } => {
+                let secret = zeroize::Zeroizing::new(from.read()?);
+                key_store(store)?
+                    .put_credential(agent, name, &secret)
+                    .map_err(|e| {
+                        HostError::Conflict(format!(
+                            "agents.{agent}.credentials.{name} ({from}): {e}"
+                        ))
+                    })?;
+            }
+            Change::ForgetCredential { agent, name, store } => {
+                key_store(store)?
+                    .remove_credential(agent, name)
+                    .map_err(|e| HostError::Conflict(format!("{agent}'s credential {name}: {e}")))?;
+            }
             Change::ImportGpgKey { user, key } => import_gpg_key(user, key)?,
             Change::ImportGpgPublic {
                 user, key, email, ..

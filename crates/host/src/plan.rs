@@ -150,6 +150,7 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
         return Ok(p.plan);
     }
     p.humans(town);
+    p.gateway_user(town);
     p.town_dirs(town);
     // Before any agent exists: a restricted agent never runs unrestricted.
     p.network(town, paths)?;
@@ -188,6 +189,17 @@ pub fn plan(town: &Town, paths: &HostPaths, opts: &Options) -> Result<Plan, Host
 
 /// The town-wide steps of [`plan`], one concern each.
 impl Planner {
+    /// The gateway's own system user, when an agent has credentials.
+    fn gateway_user(&mut self, town: &Town) {
+        let user = &town.hall.gateway.user;
+        if town.has_credentials() && system::user(user).is_none() {
+            self.push(Change::CreateSystemUser {
+                name: user.clone(),
+                comment: "nuketown credential gateway".into(),
+            });
+        }
+    }
+
     /// The human(s) first: they must exist to join the approvers group.
     fn humans(&mut self, town: &Town) {
         self.group(crate::plan::APPROVERS_GROUP, None, true);
@@ -1079,6 +1091,7 @@ impl Planner {
         let key = self.ssh_key(town, &cx)?;
         let signing = self.signing(town, &cx, &key)?;
         self.secrets(town, &cx)?;
+        self.credentials(town, &cx)?;
         if self.home_manager {
             // NixOS: home-manager's activation (restarted by reset) writes the rest.
             return Ok(());
@@ -1474,6 +1487,23 @@ impl Planner {
                 ));
                 continue;
             };
+            if let Some(api) = &secret.gateway {
+                // Handed to the gateway (imported by `credentials`): a copy
+                // placed in the agent's tree before goes.
+                if let Some(path) = &secret.path {
+                    for base in [&cx.home, &cx.persist] {
+                        let at = base.join(path);
+                        if matches!(meta(&at), Ok(Some(m)) if m.kind != Kind::Dir) {
+                            self.push(Change::ForgetSecretFile { at });
+                        }
+                    }
+                }
+                self.plan.notes.push(format!(
+                    "{key}: handed to the town's gateway ({api}); it is no longer placed where {name} reads, and {name}'s tools reach it through the gateway (127.0.0.1:{})",
+                    town.hall.gateway.port
+                ));
+                continue;
+            }
             let origin = secret_origin(town, src)?;
             if !origin.exists() {
                 return Err(HostError::Conflict(format!(
@@ -1495,6 +1525,58 @@ impl Planner {
                     self.file(&dst, copy, mode, cx.uid, cx.gid);
                 }
                 (None, _) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The agent's credentials, sealed into the town's key store (compared
+    /// with the sealed copy, imported when it differs); sealed ones no
+    /// longer declared are forgotten. A systemd credential is the hall's
+    /// to import when it starts (it is handed to the hall's unit).
+    fn credentials(&mut self, town: &Town, cx: &Ctx<'_>) -> Result<(), HostError> {
+        let name = cx.name;
+        let store = persist_agents(town).join(KEY_STORE);
+        let declared = town.credentials_of(name);
+        let sealing = nuketown_keys::SealingKey::load(&nuketown_keys::sealing::default_path()).ok();
+        let sealed = sealing.map(|k| nuketown_keys::Store::new(&store, k));
+        for (cname, cred) in &declared {
+            let key = if cred.source.is_some() && cx.agent.credentials.contains_key(cname) {
+                format!("agents.{name}.credentials.{cname}.source")
+            } else {
+                format!("agents.{name}.secrets.extraSecrets.{cname}.source")
+            };
+            let Some(src) = &cred.source else {
+                continue;
+            };
+            let origin = secret_origin(town, src)?;
+            if !origin.exists() {
+                return Err(HostError::Conflict(format!(
+                    "{key}: {origin} does not exist; point it at the secret (a sops secret's name, or a file only root reads)"
+                )));
+            }
+            let secret = zeroize::Zeroizing::new(origin.read()?);
+            if !sealed
+                .as_ref()
+                .is_some_and(|s| s.credential_is(name, cname, &secret))
+            {
+                self.push(Change::ImportCredential {
+                    agent: name.into(),
+                    name: cname.clone(),
+                    store: store.clone(),
+                    from: origin,
+                });
+            }
+        }
+        if let Some(s) = &sealed {
+            for old in s.credential_names(name) {
+                if !declared.contains_key(&old) {
+                    self.push(Change::ForgetCredential {
+                        agent: name.into(),
+                        name: old,
+                        store: store.clone(),
+                    });
+                }
             }
         }
         Ok(())
@@ -1524,14 +1606,16 @@ impl Planner {
             .then_some((shim_dir.as_path(), town.hall.elevate_path.as_path()));
         self.file(
             &cx.home.join(".profile"),
-            Source::Text(render::profile()),
+            Source::Text(render::profile() + &render::gateway_exports(&town.gateway_env(cx.name))),
             0o644,
             uid,
             gid,
         );
         self.file(
             &cx.home.join(".bashrc"),
-            Source::Text(render::bashrc(cx.name, shim)),
+            Source::Text(
+                render::bashrc(cx.name, shim) + &render::gateway_exports(&town.gateway_env(cx.name)),
+            ),
             0o644,
             uid,
             gid,

@@ -61,6 +61,23 @@ pub fn profile() -> String {
     )
 }
 
+/// The lines of `~/.profile` and `~/.bashrc` that point the agent's tools
+/// at the town's credential gateway (`Town::gateway_env`): base URLs,
+/// placeholder keys the gateway replaces, its HTTPS proxy and CA. Empty
+/// without credentials.
+pub fn gateway_exports(env: &[(String, String)]) -> String {
+    if env.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "# The agent's API keys and tokens are the town's: its tools reach them through the gateway, which adds them.\n",
+    );
+    for (k, v) in env {
+        let _ = writeln!(s, "export {k}={}", nuketown_town::display::sh_quote(v));
+    }
+    s
+}
+
 /// `~/.bashrc`: who the shell belongs to, and (with sudo) the `sudo` shim
 /// first on PATH (`shim` = the shim's directory and the entry point). In
 /// bash, and the bash commands it starts, `sudo` is also a function that

@@ -9,6 +9,8 @@
 //! <store>/<agent>/id_ed25519.pub      its public half (0644)
 //! <store>/<agent>/paused              present: every use is refused
 //! <store>/<agent>/retired/<time>.pub  public halves rotated away
+//! <store>/<agent>/credentials/<name>.sealed  a credential the gateway adds
+//!                                           to the agent's requests (0600)
 //! ```
 //!
 //! A sealed key is the OpenSSH private key encrypted with ChaCha20-Poly1305
@@ -47,6 +49,30 @@ const MAGIC: &[u8] = b"nuketown-sealed-key-v1\n";
 pub struct Store {
     dir: PathBuf,
     sealing: SealingKey,
+}
+
+/// The directory of an agent's sealed credentials.
+pub const CREDENTIALS: &str = "credentials";
+/// The largest credential the store takes (a token, an API key).
+pub const MAX_CREDENTIAL: usize = 16 * 1024;
+const CREDENTIAL_MAGIC: &[u8] = b"nuketown-sealed-credential-v1\n";
+
+fn credential_aad(agent: &str, name: &str) -> Vec<u8> {
+    format!("nuketown credential {name} of {agent}").into_bytes()
+}
+
+fn check_credential_name(name: &str) -> Result<(), KeyError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::Invalid(format!("{name:?} is not a credential name")))
+    }
 }
 
 fn aad(agent: &str) -> Vec<u8> {
@@ -323,6 +349,119 @@ impl Store {
         Ok((old, new))
     }
 
+    fn credential_path(&self, agent: &str, name: &str) -> Result<PathBuf, KeyError> {
+        check_name(agent)?;
+        check_credential_name(name)?;
+        Ok(self
+            .agent_dir(agent)
+            .join(CREDENTIALS)
+            .join(format!("{name}.sealed")))
+    }
+
+    /// Seal `secret` as `agent`'s credential `name` (surrounding white space,
+    /// a file's final newline, is not part of it). The agent's name and the
+    /// credential's are the associated data: a sealed file copied to another
+    /// slot does not open.
+    pub fn put_credential(&self, agent: &str, name: &str, secret: &[u8]) -> Result<(), KeyError> {
+        let path = self.credential_path(agent, name)?;
+        let secret = secret.trim_ascii();
+        if secret.is_empty() || secret.len() > MAX_CREDENTIAL {
+            return Err(KeyError::Invalid(format!(
+                "{agent}'s credential {name} is {} bytes; a credential is 1 to {MAX_CREDENTIAL} bytes (a token, an API key)",
+                secret.len()
+            )));
+        }
+        if secret.iter().any(|b| b.is_ascii_control()) {
+            return Err(KeyError::Invalid(format!(
+                "{agent}'s credential {name} has control characters (more than one line?); it goes into an HTTP header as it is"
+            )));
+        }
+        ensure_dir(&self.dir)?;
+        ensure_dir(&self.agent_dir(agent))?;
+        ensure_dir(&self.agent_dir(agent).join(CREDENTIALS))?;
+        let mut nonce = [0u8; 12];
+        crate::random(&mut nonce)?;
+        let cipher = ChaCha20Poly1305::new(self.sealing.bytes().into());
+        let sealed = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: secret,
+                    aad: &credential_aad(agent, name),
+                },
+            )
+            .map_err(|_| KeyError::Invalid("sealing failed".into()))?;
+        write_atomic(&path, &[CREDENTIAL_MAGIC, &nonce[..], &sealed].concat(), 0o600)
+    }
+
+    /// `agent`'s credential `name`, unsealed (for the gateway's
+    /// configuration, which only the hall hands over), if it has one.
+    pub fn credential(
+        &self,
+        agent: &str,
+        name: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, KeyError> {
+        let path = self.credential_path(agent, name)?;
+        let Some(bytes) = read_root_file(&path, 64 * 1024)? else {
+            return Ok(None);
+        };
+        let broken = || {
+            KeyError::Invalid(format!(
+                "{agent}'s sealed credential {name} does not open with this town's sealing key (another town's, or the file was changed); apply the town again to import it"
+            ))
+        };
+        let rest = bytes.strip_prefix(CREDENTIAL_MAGIC).ok_or_else(broken)?;
+        if rest.len() < 12 {
+            return Err(broken());
+        }
+        let (nonce, sealed) = rest.split_at(12);
+        let cipher = ChaCha20Poly1305::new(self.sealing.bytes().into());
+        cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &credential_aad(agent, name),
+                },
+            )
+            .map(|v| Some(Zeroizing::new(v)))
+            .map_err(|_| broken())
+    }
+
+    /// Whether `agent`'s sealed credential `name` is `secret` (as
+    /// [`Store::put_credential`] would seal it).
+    pub fn credential_is(&self, agent: &str, name: &str, secret: &[u8]) -> bool {
+        matches!(self.credential(agent, name), Ok(Some(s)) if s.as_slice() == secret.trim_ascii())
+    }
+
+    /// The names of `agent`'s sealed credentials.
+    pub fn credential_names(&self, agent: &str) -> Vec<String> {
+        let Ok(dir) = self.credential_path(agent, "x").map(|p| p.with_file_name("")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().into_string().ok()?;
+                let n = n.strip_suffix(".sealed")?.to_string();
+                check_credential_name(&n).ok().map(|_| n)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Forget `agent`'s credential `name` (no longer declared).
+    pub fn remove_credential(&self, agent: &str, name: &str) -> Result<(), KeyError> {
+        let p = self.credential_path(agent, name)?;
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(KeyError::io(&p, e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Forget `agent`'s keys entirely (the agent left the town, `--purge`).
     pub fn remove(&self, agent: &str) -> Result<(), KeyError> {
         check_name(agent)?;
@@ -367,6 +506,34 @@ mod tests {
         // Another town's sealing key does not open it either.
         let other = Store::new(s.dir(), SealingKey::from_bytes([8u8; 32]));
         assert!(other.check("ada").is_err());
+    }
+
+    #[test]
+    fn credentials_are_sealed_per_agent_and_name() {
+        let (_d, s) = store();
+        s.put_credential("ada", "anthropic", b"sk-ant-secret\n").unwrap();
+        let raw = fs::read(s.agent_dir("ada").join("credentials/anthropic.sealed")).unwrap();
+        assert!(!raw.windows(13).any(|w| w == b"sk-ant-secret"));
+        assert_eq!(
+            s.credential("ada", "anthropic").unwrap().unwrap().as_slice(),
+            b"sk-ant-secret"
+        );
+        assert!(s.credential_is("ada", "anthropic", b"sk-ant-secret"));
+        assert!(!s.credential_is("ada", "anthropic", b"other"));
+        assert_eq!(s.credential_names("ada"), ["anthropic"]);
+        // Copied to another agent's slot, or another name: it does not open.
+        fs::create_dir_all(s.agent_dir("vox").join("credentials")).unwrap();
+        fs::copy(
+            s.agent_dir("ada").join("credentials/anthropic.sealed"),
+            s.agent_dir("vox").join("credentials/anthropic.sealed"),
+        )
+        .unwrap();
+        assert!(s.credential("vox", "anthropic").is_err());
+        assert!(s.put_credential("ada", "x", b"two\nlines").is_err());
+        assert!(s.put_credential("ada", "../x", b"k").is_err());
+        assert!(s.put_credential("ada", "x", b"  ").is_err());
+        s.remove_credential("ada", "anthropic").unwrap();
+        assert!(s.credential("ada", "anthropic").unwrap().is_none());
     }
 
     #[test]

@@ -42,6 +42,7 @@ enum Command {
     Keys(cmd::keys::Args),
     Ask(cmd::ask::Args),
     Mcp(cmd::mcp::Args),
+    Gateway(cmd::gateway::Args),
     Run(cmd::run::Args),
     Cloud(cmd::cloud::Args),
 }
@@ -64,6 +65,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    #[cfg(feature = "cloud")]
+    nuketown_operator::tls_provider();
     let town = cli.town.as_deref();
     let result = match cli.command {
         Command::Apply(args) => cmd::apply::run(town, args),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Keys(args) => cmd::keys::run(town, args),
         Command::Ask(args) => cmd::ask::run(args),
         Command::Mcp(args) => cmd::mcp::run(args),
+        Command::Gateway(args) => cmd::gateway::run(args),
         Command::Run(args) => cmd::run::run(town, args),
         Command::Cloud(args) => cmd::cloud::run(town, args),
     };

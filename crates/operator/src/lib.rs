@@ -12,3 +12,11 @@
 pub mod controller;
 pub mod requests;
 pub mod scaling;
+
+/// Make ring the process's TLS provider before any kube client is built.
+/// kube's rustls picks the process default, and a binary that also links
+/// another provider (the workspace's Matrix client brings aws-lc-rs) has
+/// none by itself: every client would panic. Idempotent.
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -11,12 +11,16 @@ use crate::{Credential, CredentialLimits, Town};
 /// The APIs a credential may be for.
 pub const APIS: &[&str] = &["anthropic", "openai", "github", "http"];
 
-/// Where the gateway's CA certificate is published for the agents' tools
-/// (public; the key stays sealed in the town's key store).
-pub const CA_CERT: &str = "/run/nuketown/gateway/ca.pem";
+/// The gateway's CA certificate, published in `hall.gateway.runDir` for
+/// the agents' tools (public; the key stays sealed in the town's key store).
+pub const CA_CERT: &str = "ca.pem";
 /// The system's CA bundle with the town's CA added, for tools that read one
 /// file (`SSL_CERT_FILE`, `GIT_SSL_CAINFO`, `REQUESTS_CA_BUNDLE`).
-pub const CA_BUNDLE: &str = "/run/nuketown/gateway/ca-bundle.pem";
+pub const CA_BUNDLE: &str = "ca-bundle.pem";
+/// The directory of pause markers (`<agent>` present: refused at once).
+pub const PAUSED: &str = "paused";
+/// The directory of usage summaries (`<agent>.json`, readable by the agent).
+pub const USAGE: &str = "usage";
 
 /// The default upstream of a model API.
 pub fn default_upstream(api: &str) -> Option<&'static str> {
@@ -112,10 +116,12 @@ impl Town {
             for k in ["NO_PROXY", "no_proxy"] {
                 set(k, "localhost,127.0.0.1,::1".into());
             }
+            let run = &self.hall.gateway.run_dir;
+            let bundle = run.join(CA_BUNDLE).display().to_string();
             for k in ["SSL_CERT_FILE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"] {
-                set(k, CA_BUNDLE.into());
+                set(k, bundle.clone());
             }
-            set("NODE_EXTRA_CA_CERTS", CA_CERT.into());
+            set("NODE_EXTRA_CA_CERTS", run.join(CA_CERT).display().to_string());
         }
         env
     }

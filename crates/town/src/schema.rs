@@ -189,6 +189,14 @@ pub struct HallGateway {
     /// The system user it runs as (never root, never an agent).
     #[serde(default = "default_gateway_user")]
     pub user: String,
+    /// Where the hall publishes what the agents' tools read: the town's CA
+    /// (`ca.pem`, `ca-bundle.pem`), pause markers and usage.
+    #[serde(default = "default_gateway_run_dir")]
+    pub run_dir: PathBuf,
+}
+
+fn default_gateway_run_dir() -> PathBuf {
+    PathBuf::from("/run/nuketown/gateway")
 }
 
 fn default_gateway_port() -> u16 {
@@ -204,6 +212,7 @@ impl Default for HallGateway {
         HallGateway {
             port: default_gateway_port(),
             user: default_gateway_user(),
+            run_dir: default_gateway_run_dir(),
         }
     }
 }
@@ -488,8 +497,8 @@ pub struct Credential {
     /// credential (`github`: github.com and api.github.com unless written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
-    /// The request paths it may be used for (`*` matches any run of
-    /// characters); empty: any.
+    /// The request paths it may be used for, as prefixes (`/v1/messages`,
+    /// `/repos/forge/`); empty: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
     /// For model APIs: the models it may be used with (`claude-sonnet-*`);
@@ -499,8 +508,8 @@ pub struct Credential {
     /// For `http`: the header that carries it (`Authorization`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
-    /// For `http`: the word before it in the header (`Bearer`); none: the
-    /// secret alone.
+    /// The word before it in the header: `Bearer` unless written for
+    /// `http`; `""`: the secret alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
     /// How much it may be used.

@@ -618,6 +618,9 @@ fn check_gateway(c: &mut Check, town: &Town) {
     if g.port == 0 {
         c.fail("hall.gateway.port", "must be a port (1–65535); 8399 unless written");
     }
+    if !g.run_dir.is_absolute() {
+        c.fail("hall.gateway.runDir", format!("{} must be an absolute path (/run/nuketown/gateway unless written)", g.run_dir.display()));
+    }
     if !is_unix_name(&g.user) || g.user == "root" {
         c.fail(
             "hall.gateway.user",
@@ -696,7 +699,7 @@ fn check_credentials(c: &mut Check, town: &Town, key: &str, name: &str, agent: &
             }
         }
         if let Some(s) = &cred.scheme {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 c.fail(format!("{k}.scheme"), format!("{s:?} is not an authorization scheme like \"Bearer\""));
             }
         }

@@ -405,6 +405,7 @@ mod tests {
             deadline_ms: 2,
             key_use: None,
             tool: None,
+            more: None,
             network: None,
             resources: None,
         }

@@ -2,15 +2,17 @@
 //! entry point, root only), [`network`] (an agent asking for more network),
 //! [`resources`] (a bigger tier, brought from the cluster by the relay),
 //! [`key_use`] (a signature or login with the agent's key, from its key
-//! socket), [`tool`] (a tool the agent's own CLI asks to use) and
-//! [`follow`] (an agent following its own requests, which decides nothing).
+//! socket), [`tool`] (a tool the agent's own CLI asks to use),
+//! [`credential`] (more of a credential past its limit) and [`follow`] (an
+//! agent following its own requests, which decides nothing).
 //!
-//! Agents reach [`network`], [`tool`] and [`follow`] on the ask socket, which anyone
+//! Agents reach [`network`], [`tool`], [`credential`] and [`follow`] on the ask socket, which anyone
 //! may connect to: the hall asks the kernel who the peer is
 //! (`SO_PEERCRED`) and serves only an enabled agent of the town, for
 //! itself — or root, which is the relay. Nothing the peer says names
 //! another uid.
 
+pub mod credential;
 pub mod follow;
 pub mod key_use;
 pub mod network;
@@ -90,6 +92,21 @@ pub(crate) async fn serve_asker(hall: Arc<Hall>, stream: UnixStream) {
         let view = crate::protocol::ToolView { cli, tool, input };
         return ask.serve(view, &mut rd, &mut wr).await;
     }
+    if let Ok(FromAsker::Credential {
+        credential, reason, ..
+    }) = parsed
+    {
+        let ask = credential::Ask {
+            hall,
+            loaded: &loaded,
+            name,
+            agent,
+            uid,
+            id,
+            arrived,
+        };
+        return ask.serve(credential, reason, &mut rd, &mut wr).await;
+    }
     let mut rec = Record::new(&id, "network", &name, uid);
     rec.target = name.clone();
     let mut ask = network::Ask {
@@ -116,7 +133,7 @@ pub(crate) async fn serve_asker(hall: Arc<Hall>, stream: UnixStream) {
             ask.refuse(&mut wr, &Denial::hall(e)).await;
         }
         // Served above.
-        Ok(FromAsker::Tool { .. }) => {}
+        Ok(FromAsker::Tool { .. } | FromAsker::Credential { .. }) => {}
         Err(e) => {
             ask.refuse(&mut wr, &Denial::hall(format!("{e}; nothing was changed")))
                 .await

@@ -61,6 +61,19 @@ enum What {
         #[arg(long, value_name = "DURATION", default_value = "10m")]
         wait: String,
     },
+    /// More of one of this agent's credentials past its limit (a credential
+    /// declared with `onLimit = "ask"`): one more window's worth of its
+    /// limits, if a human approves. The gateway's error at the limit names
+    /// the credential.
+    ///
+    /// Example: nuketown ask credential anthropic --reason "the refactor needs a few more turns"
+    Credential {
+        /// The credential's name (agents.<name>.credentials.<credential>).
+        credential: String,
+        /// Why, in a sentence, for the human who decides.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Tell the scaling operator that this agent is working now, so that it
     /// stays at the tier it was moved to until `scaling.idleTimeout` after
     /// this. Run in the agent's pod; the chat bridge there runs it when a
@@ -92,6 +105,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let wait =
                 network::parse_duration(&wait).map_err(|e| anyhow::anyhow!("--wait: {e}"))?;
             return resources(&tier, &reason, std::time::Duration::from_secs(wait));
+        }
+        What::Credential { credential, reason } => {
+            if !nuketown_town::credentials::valid_name(&credential) {
+                bail!("{credential:?} is not a credential's name (lowercase letters, digits and '-')");
+            }
+            if reason.len() > protocol::MAX_REASON {
+                bail!("--reason: at most {} bytes", protocol::MAX_REASON);
+            }
+            FromAsker::Credential {
+                v: VERSION,
+                credential,
+                reason,
+            }
         }
         What::Network {
             target,

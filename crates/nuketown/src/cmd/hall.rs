@@ -81,6 +81,7 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         nftables_file: Some(args.nftables_file),
         host_state: args.state_dir.join("state.json"),
         accounts: Default::default(),
+        nuketown: std::env::current_exe().context("the nuketown program's path")?,
     };
     if !nuketown_town::network::is_table_name(&cfg.nft_table) {
         anyhow::bail!(

@@ -49,6 +49,31 @@ enum Action {
     },
 }
 
+/// The gateway's pause marker for `name` (`hall.gateway.runDir/paused`),
+/// read on every call: a pause stops the agent's credentials at once.
+fn gateway_pause(town: &Town, name: &str, paused: bool) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = town
+        .hall
+        .gateway
+        .run_dir
+        .join(nuketown_town::credentials::PAUSED);
+    let marker = dir.join(name);
+    if paused {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .with_context(|| dir.display().to_string())?;
+        std::fs::write(&marker, "paused\n").with_context(|| marker.display().to_string())?;
+    } else if let Err(e) = std::fs::remove_file(&marker) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(e).with_context(|| marker.display().to_string());
+        }
+    }
+    Ok(())
+}
+
 /// The town's key store, opened with its sealing key.
 pub fn store(town: &Town) -> Result<Store> {
     let path = nuketown_keys::sealing::default_path();
@@ -122,12 +147,14 @@ pub fn run(global: Option<&Path>, args: Args) -> Result<ExitCode> {
         Action::Pause { agent: name } => {
             agent(&town, &name)?;
             store.pause(&name)?;
-            println!("{name}'s keys are paused: every signature and login is refused until `nuketown keys resume {name}`");
+            gateway_pause(&town, &name, true)?;
+            println!("{name}'s keys are paused: every signature, login and use of its credentials is refused until `nuketown keys resume {name}`");
         }
         Action::Resume { agent: name } => {
             agent(&town, &name)?;
             store.resume(&name)?;
-            println!("{name}'s keys can be used again");
+            gateway_pause(&town, &name, false)?;
+            println!("{name}'s keys and credentials can be used again");
         }
         Action::Rotate { agent: name } => {
             agent(&town, &name)?;

@@ -9,6 +9,7 @@ pub mod cloud;
 pub mod devices;
 pub mod hall;
 pub mod keys;
+pub mod gateway;
 pub mod mcp;
 pub mod plan;
 pub mod portal;

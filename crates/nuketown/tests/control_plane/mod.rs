@@ -76,6 +76,8 @@ pub fn install_dir() -> PathBuf {
 /// The install directory when the control plane is there; `None` (and a
 /// message saying how to get it) when not. In CI its absence fails the test.
 pub fn available(test: &str) -> Option<PathBuf> {
+    // The test process links two TLS providers (the workspace's): choose.
+    nuketown_operator::tls_provider();
     let dir = install_dir();
     let parts = [
         "complete",

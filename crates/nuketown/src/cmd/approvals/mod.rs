@@ -324,6 +324,7 @@ mod tests {
             deadline_ms: now_ms() + 60_000,
             key_use: None,
             tool: None,
+            more: None,
             network: None,
             resources: None,
         };
