@@ -59,8 +59,11 @@ impl Clients {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        let mut tls = tls_client_config(extra)?;
+        // hyper-rustls sets ALPN itself and refuses a config that already has it.
+        tls.alpn_protocols.clear();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_client_config(extra)?)
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
