@@ -64,12 +64,14 @@ pub async fn upstream() -> Upstream {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "upstream test CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
     let names = ["127.0.0.1", "localhost", "github.test", "api.tokens.test"];
-    let leaf = CertificateParams::new(names.map(String::from).to_vec())
-        .unwrap()
+    let mut leaf_params = CertificateParams::new(names.map(String::from).to_vec()).unwrap();
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "upstream");
+    let leaf = leaf_params
         .signed_by(&leaf_key, &issuer)
         .unwrap();
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
