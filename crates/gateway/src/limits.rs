@@ -134,10 +134,38 @@ impl Windows {
             .iter()
             .fold((0, 0), |(r, t), g| (r + g.1, t + g.2));
         let checks = [
-            ("requests_per_hour", limits.requests_per_hour, granted_requests, totals.requests_hour, "requests", "hour"),
-            ("requests_per_day", limits.requests_per_day, granted_requests, totals.requests_day, "requests", "day"),
-            ("tokens_per_hour", limits.tokens_per_hour, granted_tokens, totals.tokens_hour, "tokens", "hour"),
-            ("tokens_per_day", limits.tokens_per_day, granted_tokens, totals.tokens_day, "tokens", "day"),
+            (
+                "requests_per_hour",
+                limits.requests_per_hour,
+                granted_requests,
+                totals.requests_hour,
+                "requests",
+                "hour",
+            ),
+            (
+                "requests_per_day",
+                limits.requests_per_day,
+                granted_requests,
+                totals.requests_day,
+                "requests",
+                "day",
+            ),
+            (
+                "tokens_per_hour",
+                limits.tokens_per_hour,
+                granted_tokens,
+                totals.tokens_hour,
+                "tokens",
+                "hour",
+            ),
+            (
+                "tokens_per_day",
+                limits.tokens_per_day,
+                granted_tokens,
+                totals.tokens_day,
+                "tokens",
+                "day",
+            ),
         ];
         let mut hit = None;
         for (key, limit, granted, used, unit, span) in checks {
@@ -180,7 +208,14 @@ impl Windows {
     }
 
     /// Raises the allowance of one credential for the next day.
-    pub(crate) fn grant(&mut self, agent: &str, credential: &str, requests: u64, tokens: u64, now: u64) {
+    pub(crate) fn grant(
+        &mut self,
+        agent: &str,
+        credential: &str,
+        requests: u64,
+        tokens: u64,
+        now: u64,
+    ) {
         self.map
             .entry((agent.to_owned(), credential.to_owned()))
             .or_default()
@@ -232,9 +267,15 @@ mod tests {
         let hit = w.admit("ada", "k", &l, 1002).unwrap_err();
         assert_eq!(hit.limit, "2 requests per hour");
         assert!(hit.first);
-        assert!(!w.admit("ada", "k", &l, 1003).unwrap_err().first, "reported once");
+        assert!(
+            !w.admit("ada", "k", &l, 1003).unwrap_err().first,
+            "reported once"
+        );
         assert!(w.admit("ada", "k", &l, 1000 + HOUR).is_ok());
-        assert!(w.admit("ada", "k", &l, 1000 + HOUR).is_err(), "1001 is still in the hour");
+        assert!(
+            w.admit("ada", "k", &l, 1000 + HOUR).is_err(),
+            "1001 is still in the hour"
+        );
     }
 
     #[test]
@@ -252,6 +293,9 @@ mod tests {
         assert_eq!(s[0].requests_day, 2);
         w.add_tokens("ada", "k", 200, 15);
         assert!(w.admit("ada", "k", &l, 16).is_err(), "the grant is used up");
-        assert!(w.admit("ada", "k", &l, 16 + DAY).is_ok(), "old tokens aged out too");
+        assert!(
+            w.admit("ada", "k", &l, 16 + DAY).is_ok(),
+            "old tokens aged out too"
+        );
     }
 }

@@ -259,7 +259,11 @@ event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_toke
             s.feed(&stream.as_bytes()[..split]);
             s.feed(&stream.as_bytes()[split..]);
             s.finish();
-            assert_eq!((s.tokens_in, s.tokens_out), (Some(25), Some(40)), "split at {split}");
+            assert_eq!(
+                (s.tokens_in, s.tokens_out),
+                (Some(25), Some(40)),
+                "split at {split}"
+            );
             assert_eq!(s.model.as_deref(), Some("claude-x"));
         }
     }

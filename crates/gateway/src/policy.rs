@@ -84,8 +84,9 @@ pub(crate) fn credential_header(cred: &Credential) -> Result<(HeaderName, Header
     } else {
         format!("{scheme} {secret}")
     };
-    let name = HeaderName::from_bytes(header.as_bytes())
-        .map_err(|_| format!("the credential's header name {header:?} is not a valid header name"))?;
+    let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+        format!("the credential's header name {header:?} is not a valid header name")
+    })?;
     let mut value = HeaderValue::from_str(&value)
         .map_err(|_| "the credential's secret cannot be sent in a header".to_owned())?;
     value.set_sensitive(true);
@@ -95,15 +96,27 @@ pub(crate) fn credential_header(cred: &Credential) -> Result<(HeaderName, Header
 /// Checks a raw (still percent-encoded) request path against `allowed`.
 pub(crate) fn check_path(path: &str, allowed: &[String]) -> Result<(), String> {
     let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "\\"].iter().any(|bad| lower.contains(bad)) {
+    if ["%2e", "%2f", "%5c", "\\"]
+        .iter()
+        .any(|bad| lower.contains(bad))
+    {
         return Err(format!(
             "the path {path} hides a dot, slash or backslash in percent-encoding; send it plainly"
         ));
     }
-    if path.split('/').any(|segment| segment == ".." || segment == ".") {
-        return Err(format!("the path {path} has a '.' or '..' segment; send the resolved path"));
+    if path
+        .split('/')
+        .any(|segment| segment == ".." || segment == ".")
+    {
+        return Err(format!(
+            "the path {path} has a '.' or '..' segment; send the resolved path"
+        ));
     }
-    if allowed.is_empty() || allowed.iter().any(|prefix| path.starts_with(prefix.as_str())) {
+    if allowed.is_empty()
+        || allowed
+            .iter()
+            .any(|prefix| path.starts_with(prefix.as_str()))
+    {
         Ok(())
     } else {
         Err(format!(
@@ -164,14 +177,20 @@ mod tests {
         let (n, v) = credential_header(&cred(Api::Anthropic)).unwrap();
         assert_eq!((n.as_str(), v.to_str().unwrap()), ("x-api-key", "s3cret"));
         let (n, v) = credential_header(&cred(Api::Openai)).unwrap();
-        assert_eq!((n.as_str(), v.to_str().unwrap()), ("authorization", "Bearer s3cret"));
+        assert_eq!(
+            (n.as_str(), v.to_str().unwrap()),
+            ("authorization", "Bearer s3cret")
+        );
         let (_, v) = credential_header(&cred(Api::Github)).unwrap();
         assert_eq!(v.to_str().unwrap(), "Basic eC1hY2Nlc3MtdG9rZW46czNjcmV0");
         let mut c = cred(Api::Http);
         c.header = Some("PRIVATE-TOKEN".into());
         c.scheme = Some(String::new());
         let (n, v) = credential_header(&c).unwrap();
-        assert_eq!((n.as_str(), v.to_str().unwrap()), ("private-token", "s3cret"));
+        assert_eq!(
+            (n.as_str(), v.to_str().unwrap()),
+            ("private-token", "s3cret")
+        );
         c.secret = Secret::new("bad\nvalue");
         assert!(credential_header(&c).is_err());
     }

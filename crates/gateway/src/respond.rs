@@ -36,7 +36,8 @@ pub(crate) fn error(shape: Shape, status: StatusCode, message: &str) -> Response
     let (content_type, body) = match shape {
         Shape::Anthropic => (
             "application/json",
-            serde_json::json!({"type": "error", "error": {"type": kind, "message": text}}).to_string(),
+            serde_json::json!({"type": "error", "error": {"type": kind, "message": text}})
+                .to_string(),
         ),
         Shape::Openai => {
             let code = match status.as_u16() {
@@ -49,7 +50,8 @@ pub(crate) fn error(shape: Shape, status: StatusCode, message: &str) -> Response
             };
             (
                 "application/json",
-                serde_json::json!({"error": {"message": text, "type": kind, "code": code}}).to_string(),
+                serde_json::json!({"error": {"message": text, "type": kind, "code": code}})
+                    .to_string(),
             )
         }
         Shape::Plain => ("text/plain; charset=utf-8", format!("{text}\n")),

@@ -111,11 +111,13 @@ impl Gateway {
 
     /// Raises one credential's limits by this much until the day window passes.
     pub fn grant_more(&self, agent: &str, credential: &str, requests: u64, tokens: u64) {
-        self.shared
-            .windows
-            .lock()
-            .expect("windows")
-            .grant(agent, credential, requests, tokens, now());
+        self.shared.windows.lock().expect("windows").grant(
+            agent,
+            credential,
+            requests,
+            tokens,
+            now(),
+        );
     }
 
     /// Requests and tokens per agent and credential in the last hour and day.
@@ -136,7 +138,11 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
@@ -311,14 +317,22 @@ impl Shared {
     }
 
     /// Records a refusal and answers it.
-    fn deny(&self, ctx: &CallCtx, shape: Shape, status: StatusCode, why: &str) -> Response<ResBody> {
+    fn deny(
+        &self,
+        ctx: &CallCtx,
+        shape: Shape,
+        status: StatusCode,
+        why: &str,
+    ) -> Response<ResBody> {
         self.emit(Event::Call(ctx.record(status, format!("denied: {why}"))));
         respond::error(shape, status, why)
     }
 
     /// Records a failure to reach the upstream and answers 502.
     fn failed(&self, ctx: &CallCtx, shape: Shape, why: &str) -> Response<ResBody> {
-        self.emit(Event::Call(ctx.record(StatusCode::BAD_GATEWAY, format!("error: {why}"))));
+        self.emit(Event::Call(
+            ctx.record(StatusCode::BAD_GATEWAY, format!("error: {why}")),
+        ));
         respond::error(shape, StatusCode::BAD_GATEWAY, why)
     }
 
@@ -329,7 +343,7 @@ impl Shared {
         uid: Option<u32>,
         ctx: &mut CallCtx,
         shape: Shape,
-    ) -> Result<&'s AgentSpec, Response<ResBody>> {
+    ) -> Result<&'s AgentSpec, Box<Response<ResBody>>> {
         match uid.and_then(|u| state.config.agents.get(&u)) {
             Some(agent) => {
                 ctx.agent = agent.name.clone();
@@ -342,7 +356,7 @@ impl Shared {
                     ),
                     None => "the gateway could not tell which user is calling".to_owned(),
                 };
-                Err(self.deny(ctx, shape, StatusCode::FORBIDDEN, &why))
+                Err(Box::new(self.deny(ctx, shape, StatusCode::FORBIDDEN, &why)))
             }
         }
     }
@@ -356,18 +370,18 @@ impl Shared {
         cred: &Credential,
         ctx: &CallCtx,
         model: Option<&str>,
-    ) -> Result<(), Response<ResBody>> {
+    ) -> Result<(), Box<Response<ResBody>>> {
         let shape = shape_of(cred.api);
         let who = &agent.name;
         if let Some(dir) = &state.config.pause_dir {
             if dir.join(who).exists() {
                 let why = format!("{who}'s credentials are paused (nuketown keys resume {who})");
-                return Err(self.deny(ctx, shape, StatusCode::FORBIDDEN, &why));
+                return Err(Box::new(self.deny(ctx, shape, StatusCode::FORBIDDEN, &why)));
             }
         }
         if let Err(why) = policy::check_path(&ctx.path, &cred.paths) {
             let why = format!("{who}'s credential '{name}' refuses this request: {why}");
-            return Err(self.deny(ctx, shape, StatusCode::FORBIDDEN, &why));
+            return Err(Box::new(self.deny(ctx, shape, StatusCode::FORBIDDEN, &why)));
         }
         if let Some(model) = model {
             if !policy::model_allowed(model, &cred.models) {
@@ -375,14 +389,14 @@ impl Shared {
                     "{who}'s credential '{name}' does not allow the model '{model}' (allowed: {}); pick one of those",
                     cred.models.join(", ")
                 );
-                return Err(self.deny(ctx, shape, StatusCode::FORBIDDEN, &why));
+                return Err(Box::new(self.deny(ctx, shape, StatusCode::FORBIDDEN, &why)));
             }
         }
-        let admitted =
-            self.windows
-                .lock()
-                .expect("windows")
-                .admit(who, name, &cred.limits, now());
+        let admitted = self
+            .windows
+            .lock()
+            .expect("windows")
+            .admit(who, name, &cred.limits, now());
         if let Err(hit) = admitted {
             if hit.first {
                 self.emit(Event::LimitReached {
@@ -400,17 +414,31 @@ impl Shared {
                 "{who}'s credential '{name}' reached its limit of {} (used {}); it frees up as calls age out of the {}; {next}",
                 hit.limit, hit.used, hit.window
             );
-            return Err(self.deny(ctx, shape, StatusCode::TOO_MANY_REQUESTS, &why));
+            return Err(Box::new(self.deny(
+                ctx,
+                shape,
+                StatusCode::TOO_MANY_REQUESTS,
+                &why,
+            )));
         }
         Ok(())
     }
 
-    async fn handle(self: Arc<Self>, uid: Option<u32>, req: Request<Incoming>) -> Response<ResBody> {
+    async fn handle(
+        self: Arc<Self>,
+        uid: Option<u32>,
+        req: Request<Incoming>,
+    ) -> Response<ResBody> {
         if req.method() == Method::CONNECT {
             return self.connect(uid, req).await;
         }
         if req.uri().scheme().is_some() {
-            let mut ctx = CallCtx::new(uid, req.method(), req.uri().host().unwrap_or(""), req.uri().path());
+            let mut ctx = CallCtx::new(
+                uid,
+                req.method(),
+                req.uri().host().unwrap_or(""),
+                req.uri().path(),
+            );
             let state = self.state();
             if let Ok(agent) = self.caller(&state, uid, &mut ctx, Shape::Plain) {
                 ctx.agent = agent.name.clone();
@@ -426,7 +454,11 @@ impl Shared {
     }
 
     /// `/<credential>/<rest>` → the credential's upstream `/<rest>`.
-    async fn reverse(self: Arc<Self>, uid: Option<u32>, req: Request<Incoming>) -> Response<ResBody> {
+    async fn reverse(
+        self: Arc<Self>,
+        uid: Option<u32>,
+        req: Request<Incoming>,
+    ) -> Response<ResBody> {
         let path = req.uri().path().to_owned();
         let (name, rest) = match path.trim_start_matches('/').split_once('/') {
             Some((name, rest)) => (name.to_owned(), format!("/{rest}")),
@@ -444,7 +476,7 @@ impl Shared {
         let state = self.state();
         let agent = match self.caller(&state, uid, &mut ctx, guessed) {
             Ok(agent) => agent,
-            Err(denied) => return denied,
+            Err(denied) => return *denied,
         };
         let Some(cred) = agent.credentials.get(&name) else {
             let why = format!("{} has no credential '{name}' at the gateway", agent.name);
@@ -452,7 +484,10 @@ impl Shared {
         };
         let shape = shape_of(cred.api);
         let Some(url) = cred.upstream.as_deref().or(default_upstream(cred.api)) else {
-            let why = format!("{}'s credential '{name}' has no upstream URL; the town config must give one", agent.name);
+            let why = format!(
+                "{}'s credential '{name}' has no upstream URL; the town config must give one",
+                agent.name
+            );
             return self.failed(&ctx, shape, &why);
         };
         let target = match Target::parse(url) {
@@ -469,26 +504,51 @@ impl Shared {
                 return self.deny(&ctx, shape, StatusCode::PAYLOAD_TOO_LARGE, &why);
             }
             Err(e) => {
-                return self.deny(&ctx, shape, StatusCode::BAD_REQUEST, &format!("cannot read the request body: {e}"))
+                return self.deny(
+                    &ctx,
+                    shape,
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read the request body: {e}"),
+                )
             }
         };
         ctx.model = model_of(&body);
         if let Err(denied) = self.admit(&state, agent, &name, cred, &ctx, ctx.model.as_deref()) {
-            return denied;
+            return *denied;
         }
 
         let query = parts.uri.query().map_or(String::new(), |q| format!("?{q}"));
-        let uri = format!("{}://{}{}{}{query}", target.scheme, target.authority(), target.base_path, rest);
+        let uri = format!(
+            "{}://{}{}{}{query}",
+            target.scheme,
+            target.authority(),
+            target.base_path,
+            rest
+        );
         let Ok(uri) = uri.parse::<Uri>() else {
-            return self.deny(&ctx, shape, StatusCode::BAD_REQUEST, "the request path is not a valid URL path");
+            return self.deny(
+                &ctx,
+                shape,
+                StatusCode::BAD_REQUEST,
+                "the request path is not a valid URL path",
+            );
         };
         let mut headers = parts.headers;
         policy::strip_request_headers(&mut headers);
         headers.remove(http::header::CONTENT_LENGTH);
-        headers.insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        headers.insert(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         match HeaderValue::from_str(&target.authority()) {
             Ok(host) => headers.insert(HOST, host),
-            Err(_) => return self.failed(&ctx, shape, "the upstream's host is not a valid Host header"),
+            Err(_) => {
+                return self.failed(
+                    &ctx,
+                    shape,
+                    "the upstream's host is not a valid Host header",
+                )
+            }
         };
         match policy::credential_header(cred) {
             Ok((header, value)) => headers.insert(header, value),
@@ -541,18 +601,31 @@ impl Shared {
     }
 
     /// `CONNECT host:port`: intercept declared hosts, tunnel or refuse the rest.
-    async fn connect(self: Arc<Self>, uid: Option<u32>, mut req: Request<Incoming>) -> Response<ResBody> {
+    async fn connect(
+        self: Arc<Self>,
+        uid: Option<u32>,
+        mut req: Request<Incoming>,
+    ) -> Response<ResBody> {
         let authority = req.uri().authority().cloned();
         let mut ctx = CallCtx::new(uid, req.method(), &req.uri().to_string(), "");
         let state = self.state();
         let agent = match self.caller(&state, uid, &mut ctx, Shape::Plain) {
             Ok(agent) => agent,
-            Err(denied) => return denied,
+            Err(denied) => return *denied,
         };
         let Some(authority) = authority else {
-            return self.deny(&ctx, Shape::Plain, StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+            return self.deny(
+                &ctx,
+                Shape::Plain,
+                StatusCode::BAD_REQUEST,
+                "CONNECT needs host:port",
+            );
         };
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = authority.port_u16().unwrap_or(443);
         let who = agent.name.clone();
         if let Some(dir) = &state.config.pause_dir {
@@ -603,7 +676,13 @@ impl Shared {
         }
         let remote = match TcpStream::connect((host.as_str(), port)).await {
             Ok(remote) => remote,
-            Err(e) => return self.failed(&ctx, Shape::Plain, &format!("cannot connect to {host}:{port}: {e}")),
+            Err(e) => {
+                return self.failed(
+                    &ctx,
+                    Shape::Plain,
+                    &format!("cannot connect to {host}:{port}: {e}"),
+                )
+            }
         };
         let upgrade = hyper::upgrade::on(&mut req);
         let shared = self.clone();
@@ -671,12 +750,17 @@ impl Intercept {
 
     async fn request(&self, req: Request<Incoming>) -> Response<ResBody> {
         let shared = &self.shared;
-        let mut ctx = CallCtx::new(Some(self.uid), req.method(), &self.authority(), req.uri().path());
+        let mut ctx = CallCtx::new(
+            Some(self.uid),
+            req.method(),
+            &self.authority(),
+            req.uri().path(),
+        );
         ctx.credential = Some(self.credential.clone());
         let state = shared.state();
         let agent = match shared.caller(&state, Some(self.uid), &mut ctx, Shape::Plain) {
             Ok(agent) => agent,
-            Err(denied) => return denied,
+            Err(denied) => return *denied,
         };
         // The config may have changed since the CONNECT.
         let cred = match agent.credentials.get(&self.credential) {
@@ -692,7 +776,7 @@ impl Intercept {
             }
         };
         if let Err(denied) = shared.admit(&state, agent, &self.credential, cred, &ctx, None) {
-            return denied;
+            return *denied;
         }
         let target = match cred.upstream.as_deref().map(Target::parse) {
             Some(Ok(target)) => target,
@@ -713,10 +797,21 @@ impl Intercept {
             Ok((header, value)) => parts.headers.insert(header, value),
             Err(why) => return shared.failed(&ctx, Shape::Plain, &why),
         };
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
         parts.uri = match path.parse() {
             Ok(uri) => uri,
-            Err(_) => return shared.deny(&ctx, Shape::Plain, StatusCode::BAD_REQUEST, "bad request path"),
+            Err(_) => {
+                return shared.deny(
+                    &ctx,
+                    Shape::Plain,
+                    StatusCode::BAD_REQUEST,
+                    "bad request path",
+                )
+            }
         };
         parts.version = Version::HTTP_11;
         let bytes_up = Arc::new(AtomicU64::new(0));
@@ -741,7 +836,11 @@ impl Intercept {
         match sent.await {
             Ok(response) => shared.clone().pass_back(ctx, response, bytes_up),
             Err(e) => {
-                let why = format!("the upstream for {} failed: {}", self.authority(), error_chain(&e));
+                let why = format!(
+                    "the upstream for {} failed: {}",
+                    self.authority(),
+                    error_chain(&e)
+                );
                 shared.failed(&ctx, Shape::Plain, &why)
             }
         }

@@ -83,7 +83,9 @@ pub async fn serve_stdio() -> Result<(), GatewayError> {
         }
         match serde_json::from_str::<Control>(&line) {
             Ok(Control::Update(config)) => gateway.update(*config),
-            Ok(Control::GrantMore(g)) => gateway.grant_more(&g.agent, &g.credential, g.requests, g.tokens),
+            Ok(Control::GrantMore(g)) => {
+                gateway.grant_more(&g.agent, &g.credential, g.requests, g.tokens)
+            }
             Ok(Control::Usage(_)) => {
                 let answer = serde_json::json!({ "usage": gateway.usage() });
                 let _ = out.send(answer.to_string() + "\n");
@@ -123,7 +125,8 @@ mod tests {
         .unwrap();
         let Control::GrantMore(g) = c else { panic!() };
         assert_eq!((g.requests, g.tokens), (5, 1000));
-        let c: Control = serde_json::from_str(r#"{"update":{"listen":"127.0.0.1:1","agents":{}}}"#).unwrap();
+        let c: Control =
+            serde_json::from_str(r#"{"update":{"listen":"127.0.0.1:1","agents":{}}}"#).unwrap();
         assert!(matches!(c, Control::Update(_)));
         assert!(serde_json::from_str::<Control>(r#"{"bogus":1}"#).is_err());
     }

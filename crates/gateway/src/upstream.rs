@@ -207,7 +207,10 @@ mod tests {
     #[test]
     fn targets() {
         let t = Target::parse("https://api.anthropic.com/base/").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.base_path.as_str()), ("api.anthropic.com", 443, "/base"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.base_path.as_str()),
+            ("api.anthropic.com", 443, "/base")
+        );
         assert_eq!(t.authority(), "api.anthropic.com");
         let t = Target::parse("http://127.0.0.1:9000").unwrap();
         assert_eq!((t.port, t.authority().as_str()), (9000, "127.0.0.1:9000"));

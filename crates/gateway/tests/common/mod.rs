@@ -64,16 +64,18 @@ pub async fn upstream() -> Upstream {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "upstream test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "upstream test CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
     let names = ["127.0.0.1", "localhost", "github.test", "api.tokens.test"];
     let mut leaf_params = CertificateParams::new(names.map(String::from).to_vec()).unwrap();
-    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "upstream");
-    let leaf = leaf_params
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
+    leaf_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "upstream");
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -94,16 +96,19 @@ pub async fn upstream() -> Upstream {
     let release_rx = Arc::new(Mutex::new(release_rx));
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             let seen_tx = seen_tx.clone();
             let release_rx = release_rx.clone();
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let service = service_fn(move |req| {
-                    answer(req, seen_tx.clone(), release_rx.clone())
-                });
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    service_fn(move |req| answer(req, seen_tx.clone(), release_rx.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
@@ -127,7 +132,11 @@ async fn answer(
     release: Arc<Mutex<mpsc::UnboundedReceiver<()>>>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path().to_owned();
     let _ = seen.send(Seen {
         method: parts.method.to_string(),
@@ -154,12 +163,16 @@ async fn answer(
     } else if path.ends_with("/v1/messages") {
         Response::builder()
             .header("content-type", "application/json")
-            .body(full(r#"{"model":"claude-test","usage":{"input_tokens":10,"output_tokens":5}}"#))
+            .body(full(
+                r#"{"model":"claude-test","usage":{"input_tokens":10,"output_tokens":5}}"#,
+            ))
             .unwrap()
     } else if path.ends_with("/v1/chat/completions") {
         Response::builder()
             .header("content-type", "application/json")
-            .body(full(r#"{"model":"gpt-test","usage":{"prompt_tokens":7,"completion_tokens":3}}"#))
+            .body(full(
+                r#"{"model":"gpt-test","usage":{"prompt_tokens":7,"completion_tokens":3}}"#,
+            ))
             .unwrap()
     } else {
         Response::new(full("hello from upstream"))
@@ -191,8 +204,18 @@ pub fn config(up: &Upstream, ca: Option<TownCa>) -> Config {
     for (name, api, secret, hosts) in [
         ("anthropic", Api::Anthropic, "sk-town-anthropic", vec![]),
         ("openai", Api::Openai, "sk-town-openai", vec![]),
-        ("github", Api::Github, "ghs-town", vec!["github.test".to_owned()]),
-        ("tokens", Api::Http, "tok-town", vec!["api.tokens.test:8443".to_owned()]),
+        (
+            "github",
+            Api::Github,
+            "ghs-town",
+            vec!["github.test".to_owned()],
+        ),
+        (
+            "tokens",
+            Api::Http,
+            "tok-town",
+            vec!["api.tokens.test:8443".to_owned()],
+        ),
     ] {
         let mut c = credential(api, secret);
         c.upstream = Some(up.url());
