@@ -687,13 +687,14 @@ impl Shared {
         let upgrade = hyper::upgrade::on(&mut req);
         let shared = self.clone();
         tokio::spawn(async move {
-            let mut remote = remote;
             let (up, down) = match upgrade.await {
                 Ok(upgraded) => {
-                    let mut client = TokioIo::new(upgraded);
-                    tokio::io::copy_bidirectional(&mut client, &mut remote)
-                        .await
-                        .unwrap_or((0, 0))
+                    let (client_read, client_write) = tokio::io::split(TokioIo::new(upgraded));
+                    let (remote_read, remote_write) = remote.into_split();
+                    tokio::join!(
+                        pump(client_read, remote_write),
+                        pump(remote_read, client_write)
+                    )
                 }
                 Err(_) => (0, 0),
             };
@@ -845,6 +846,26 @@ impl Intercept {
             }
         }
     }
+}
+
+/// Copies one direction of a tunnel until either side ends; returns the
+/// bytes copied (kept even when the copy ends in an error, unlike
+/// `copy_bidirectional`).
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        total += n as u64;
+    }
+    let _ = to.shutdown().await;
+    total
 }
 
 /// The model a JSON request body names, if any.
