@@ -333,6 +333,6 @@ fn identity_files_must_fit_in_a_config_map() {
     );
     refused(
         &text,
-        &["agents.ada.claudeCode: the identity files come to 1203720 bytes, more than a Kubernetes ConfigMap holds (1048576); shorten extraPrompt (it is in every prompt file) or extraAgents"],
+        &["agents.ada.claudeCode: the identity files come to 1204908 bytes, more than a Kubernetes ConfigMap holds (1048576); shorten extraPrompt (it is in every prompt file) or extraAgents"],
     );
 }

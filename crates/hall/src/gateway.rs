@@ -548,12 +548,13 @@ fn heard(hall: &Hall, line: &str) {
             rec.target = call.credential.clone().unwrap_or_default();
             rec.argv = vec![call.method.clone(), format!("{}{}", call.host, call.path)];
             let forwarded = call.decision.starts_with("forwarded");
-            rec.decision = if forwarded { "forwarded" } else { "denied" }.into();
-            rec.reason = call
-                .decision
-                .strip_prefix("denied: ")
-                .unwrap_or_default()
-                .to_string();
+            let (decision, reason) = call.decision.split_once(": ").unwrap_or((&call.decision, ""));
+            rec.decision = match decision {
+                "forwarded" | "error" => decision,
+                _ => "denied",
+            }
+            .into();
+            rec.reason = reason.to_string();
             rec.latency_ms = Some(call.ms as u64);
             if forwarded {
                 if let Some(c) = &call.credential {

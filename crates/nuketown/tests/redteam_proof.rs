@@ -341,9 +341,10 @@ fn what_runs_as_an_agent_never_holds_the_humans_terminal() {
         .output()
         .unwrap();
     let text = stdout(&o);
+    // sudo's own terminal may put a NUL before what the command printed.
     let ttys: Vec<&str> = text
         .lines()
-        .map(str::trim)
+        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\0'))
         .filter(|l| l.starts_with("/dev/pts/"))
         .collect();
     assert_eq!(ttys.len(), 2, "{text}{}", stderr(&o));
