@@ -92,6 +92,13 @@ pub struct HallLink {
     pub key_socket: PathBuf,
     /// The hall's ask socket, where `nuketown mcp` asks.
     pub ask_socket: PathBuf,
+    /// What points the CLI at the town's credential gateway (base URLs,
+    /// placeholder keys, proxy, CA: `Town::gateway_env`); empty without
+    /// credentials. The keys themselves never reach the CLI.
+    pub gateway: Vec<(String, String)>,
+    /// Where the hall publishes the agent's use of its credentials
+    /// (`!resources` reads it); none without credentials.
+    pub usage: Option<PathBuf>,
 }
 
 impl HallLink {
@@ -118,6 +125,14 @@ impl HallLink {
             ask_socket: std::env::var_os("NUKETOWN_ASK_SOCKET")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| nuketown_hall::ASK_SOCKET.into()),
+            gateway: town.gateway_env(name),
+            usage: town.has_credentials().then(|| {
+                town.hall
+                    .gateway
+                    .run_dir
+                    .join(nuketown_town::credentials::USAGE)
+                    .join(format!("{name}.json"))
+            }),
         })
     }
 
@@ -140,6 +155,7 @@ impl HallLink {
             };
             env.push(("PATH".to_string(), path));
         }
+        env.extend(self.gateway.iter().cloned());
         env
     }
 }
@@ -512,6 +528,8 @@ mod tests {
             shim: Some("/usr/local/libexec/nuketown/bin".into()),
             key_socket: "/run/nuketown/ssh/ada/agent.sock".into(),
             ask_socket: "/run/nuketown/ask.sock".into(),
+            gateway: Vec::new(),
+            usage: None,
         };
         let inv = invocation(
             &backend("claude-code", "own-tree"),

@@ -1064,7 +1064,16 @@ async fn run_command(
     let text = match cmd {
         Command::Help => converse::help(&cfg.agent),
         Command::Where => commands::where_text(&cfg.agent, &cfg.workdir),
-        Command::Resources => commands::resources_text(&cfg.agent, cfg.tier.as_deref()),
+        Command::Resources => {
+            let mut text = commands::resources_text(&cfg.agent, cfg.tier.as_deref());
+            if let Some(usage) = cfg.hall.as_ref().and_then(|h| h.usage.as_deref()) {
+                match commands::credentials_text(usage) {
+                    Some(c) => text = format!("{text}\n{c}"),
+                    None => text.push_str("\nno credential used through the town's gateway yet"),
+                }
+            }
+            text
+        }
         Command::Escalations if cfg.ask_socket.is_none() && cfg.follow_command.is_none() => format!(
             "{}: in the cluster, without a bigger tier to ask for (scaling.maxResources), I have nothing to escalate",
             cfg.agent

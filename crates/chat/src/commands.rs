@@ -124,6 +124,27 @@ pub fn resources_text(agent: &str, tier: Option<&str>) -> String {
     text
 }
 
+/// The agent's use of its credentials through the town's gateway, as the
+/// hall publishes it (`<runDir>/usage/<agent>.json`), one line per
+/// credential; `None` when there is nothing to say.
+pub fn credentials_text(usage: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(usage).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let creds = v.get("credentials")?.as_object()?;
+    let mut out = String::from("credentials through the town's gateway:");
+    for (name, u) in creds {
+        let n = |k: &str| u.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+        out.push_str(&format!(
+            "\n  {name}: {} requests and {} tokens in the last hour, {} and {} in the last day",
+            n("requestsHour"),
+            n("tokensHour"),
+            n("requestsDay"),
+            n("tokensDay")
+        ));
+    }
+    Some(out)
+}
+
 fn ago(since_ms: u64, now_ms: u64) -> String {
     format!("{} s", now_ms.saturating_sub(since_ms) / 1000)
 }

@@ -62,6 +62,16 @@ pub(crate) fn error(shape: Shape, status: StatusCode, message: &str) -> Response
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(content_type),
     );
+    // The town's verdict (a limit, a pause, a refusal) does not change by
+    // asking again: the providers' SDKs read this and show the error at
+    // once instead of retrying it with back-off. An upstream that could
+    // not be reached (502) may be retried.
+    if status != StatusCode::BAD_GATEWAY {
+        response.headers_mut().insert(
+            "x-should-retry",
+            http::HeaderValue::from_static("false"),
+        );
+    }
     response
 }
 

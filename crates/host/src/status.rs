@@ -62,6 +62,49 @@ fn ssh_public_key(town: &Town, name: &str, uid: u32) -> Option<String> {
     Some(clean(String::from_utf8_lossy(&bytes).trim()))
 }
 
+/// One credential of an agent and its use.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialStatus {
+    /// Its name.
+    pub name: String,
+    /// Its API.
+    pub api: String,
+    /// Requests and tokens in the last hour and day (zeros when unused).
+    pub requests_hour: u64,
+    pub tokens_hour: u64,
+    pub requests_day: u64,
+    pub tokens_day: u64,
+}
+
+/// The agent's credentials and their use (the hall's `usage/<agent>.json`).
+fn credentials_status(town: &Town, name: &str) -> Vec<CredentialStatus> {
+    let usage: serde_json::Value = std::fs::read(
+        town.hall
+            .gateway
+            .run_dir
+            .join(nuketown_town::credentials::USAGE)
+            .join(format!("{name}.json")),
+    )
+    .ok()
+    .and_then(|b| serde_json::from_slice(&b).ok())
+    .unwrap_or_default();
+    town.credentials_of(name)
+        .into_iter()
+        .map(|(cname, c)| {
+            let u = &usage["credentials"][&cname];
+            let n = |k: &str| u[k].as_u64().unwrap_or(0);
+            CredentialStatus {
+                api: clean(&c.api),
+                requests_hour: n("requestsHour"),
+                tokens_hour: n("tokensHour"),
+                requests_day: n("requestsDay"),
+                tokens_day: n("tokensDay"),
+                name: clean(&cname),
+            }
+        })
+        .collect()
+}
+
 /// The chat bridge's status file (written by the bridge, as the agent).
 fn chat_status(town: &Town, name: &str, uid: u32) -> Option<serde_json::Value> {
     let tree = Tree::open(&persist_agents(town)).ok()?;
@@ -166,6 +209,10 @@ pub struct AgentStatus {
     pub groups: Vec<String>,
     /// The chat bridge's last status (connected, rooms, last message), if it
     /// runs; every string escaped.
+    /// The agent's credentials (used through the gateway, never held) and
+    /// their use in the last hour and day, as the hall publishes it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialStatus>,
     pub chat: Option<serde_json::Value>,
 }
 
@@ -244,6 +291,7 @@ pub fn status(town: &Town) -> Status {
                     .collect(),
                 groups: system::groups_of(name),
                 chat: chat_status(town, name, agent.uid),
+                credentials: credentials_status(town, name),
             }
         })
         .collect();
@@ -385,6 +433,13 @@ impl fmt::Display for Status {
             }
             if !a.groups.is_empty() {
                 writeln!(f, "  groups   {}", a.groups.join(", "))?;
+            }
+            for c in &a.credentials {
+                writeln!(
+                    f,
+                    "  credential {} ({}, through the gateway): {} requests / {} tokens in the last hour, {} / {} in the last day",
+                    c.name, c.api, c.requests_hour, c.tokens_hour, c.requests_day, c.tokens_day
+                )?;
             }
         }
         for s in &self.shared {
