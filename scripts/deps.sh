@@ -4,7 +4,8 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "scripts/deps.sh: run as root (it installs packages)" >&2; exit 1; }
 want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux btrfs-progs nix-bin nftables
-      xvfb zenity xdotool libnotify-bin fzf ca-certificates openssh-server age systemd python3-venv)
+      xvfb zenity xdotool libnotify-bin fzf ca-certificates openssh-server age systemd python3-venv
+      openssl curl)
 [ "${1:-}" = "--runtime" ] && want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux nftables)
 missing=()
 for p in "${want[@]}"; do

@@ -239,11 +239,10 @@ fn config(hall: &Hall, town: &Town) -> Result<Value, String> {
     let (cert, key) = town_ca(hall, town, &store)?;
     let usage = hall.gateway.usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut agents = serde_json::Map::new();
+    // Every agent, with credentials or not: the gateway names each caller
+    // it refuses (an agent without this credential, not "uid N").
     for (name, agent) in town.host_agents() {
         let creds = town.credentials_of(name);
-        if creds.is_empty() {
-            continue;
-        }
         let mut out = serde_json::Map::new();
         for (cname, c) in &creds {
             if let Some(sd) = &c.systemd_credential {

@@ -129,6 +129,8 @@ pub struct Options {
     pub vox_network: String,
     /// TOML under `[agents.nktada]` itself, e.g. `cloud = { enable = true }`.
     pub ada_extra: String,
+    /// Top-level TOML lines (dotted keys), e.g. `hall.gateway = { … }`.
+    pub town_extra: String,
 }
 
 impl Default for Options {
@@ -141,6 +143,7 @@ impl Default for Options {
             ada_network: String::new(),
             vox_network: String::new(),
             ada_extra: String::new(),
+            town_extra: String::new(),
         }
     }
 }
@@ -230,10 +233,11 @@ impl TestTown {
             &town,
             format!(
                 "humanUser = \"{HUMAN}\"\nagentsDir = \"{home}\"\npersistDir = \"{persist}\"\n\
-                 hall.elevatePath = \"{elevate}\"\n\
+                 hall.elevatePath = \"{elevate}\"\n{}\n\
                  [agents.{ADA}]\nuid = {ADA_UID}\n{}\n[agents.{ADA}.network]\n{}\n[agents.{ADA}.keys]\n{}\n\
                  [agents.{ADA}.sudo]\nenable = true\ntimeout = {}\n{}\n\
                  [agents.{VOX}]\nuid = {VOX_UID}\n[agents.{VOX}.network]\n{}\n[agents.{VOX}.sudo]\nenable = true\ntimeout = {}\n",
+                opts.town_extra,
                 opts.ada_extra,
                 opts.ada_network,
                 opts.ada_keys,

@@ -17,9 +17,15 @@ title or a commit message) get a short answer. Every request is logged, one
 JSON line each, with its headers, so a test can see what reached the model.
 
 Usage: python3 server.py SCRIPT.json PORT_FILE LOG
+
+With SCRIPTED_TLS_CERT and SCRIPTED_TLS_KEY in its environment it speaks
+HTTPS (as the providers do); with SCRIPTED_REQUIRE_KEY it answers 401, as a
+provider would, to any request that does not carry that key (x-api-key or
+Authorization: Bearer) -- the credential-gateway tests' upstream.
 """
 
 import json
+import os
 import sys
 import threading
 import time
@@ -91,14 +97,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         return ev
 
+    def key_refused(self):
+        want = os.environ.get("SCRIPTED_REQUIRE_KEY")
+        if not want:
+            return False
+        got = self.headers.get("x-api-key") or ""
+        auth = self.headers.get("authorization") or ""
+        if got == want or auth == "Bearer " + want:
+            return False
+        self.reply_json({"type": "error", "error": {"type": "authentication_error",
+                                                     "message": "invalid x-api-key"}}, status=401)
+        return True
+
     def do_GET(self):
         log({"method": "GET", "path": self.path, "headers": dict(self.headers), "t": time.time()})
+        if self.key_refused():
+            return
         self.reply_json({"object": "list", "data": []})
 
     def do_POST(self):
         n = int(self.headers.get("content-length", 0))
         req = json.loads(self.rfile.read(n) or b"{}")
         log({"method": "POST", "path": self.path, "headers": dict(self.headers), "t": time.time(), "body": req})
+        if self.key_refused():
+            return
         path = self.path.split("?")[0]
         if path.endswith("/messages/count_tokens"):
             return self.reply_json({"input_tokens": 10})
@@ -203,8 +225,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if os.environ.get("SCRIPTED_TLS_CERT"):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.environ["SCRIPTED_TLS_CERT"], os.environ["SCRIPTED_TLS_KEY"])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 with open(port_file + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
-import os
 os.rename(port_file + ".tmp", port_file)
 server.serve_forever()
