@@ -204,6 +204,12 @@ struct Scene {
 
 impl Scene {
     fn new(script: Value) -> Scene {
+        Scene::with_limits(script, "")
+    }
+
+    /// With `limits` (TOML, e.g. `limits = { tokensPerHour = 1 }, `) on
+    /// the anthropic credential.
+    fn with_limits(script: Value, limits: &str) -> Scene {
         let tmp = tempfile::Builder::new().prefix("nuketown-gw-").tempdir().unwrap();
         let base = tmp.path().to_path_buf();
         // Passable (the gateway's run dir is in it), not listable; the
@@ -234,7 +240,7 @@ impl Scene {
                 run_dir.display()
             ),
             ada_extra: format!(
-                "credentials.anthropic = {{ api = \"anthropic\", source = \"{kf}\", upstream = \"https://127.0.0.1:{mp}\", upstreamCa = \"{ca}\" }}\n\
+                "credentials.anthropic = {{ api = \"anthropic\", source = \"{kf}\", {limits}upstream = \"https://127.0.0.1:{mp}\", upstreamCa = \"{ca}\" }}\n\
                  credentials.oai = {{ api = \"openai\", source = \"{kf}\", upstream = \"https://127.0.0.1:{mp}\", upstreamCa = \"{ca}\", limits = {{ requestsPerHour = 2 }}, onLimit = \"ask\" }}\n\
                  credentials.forge = {{ api = \"github\", source = \"{tf}\", hosts = [\"forge.test\"], upstream = \"https://127.0.0.1:{fp}\", upstreamCa = \"{ca}\" }}\n"
             ),
@@ -449,7 +455,10 @@ fn scripted_forge_git_over_https_and_its_api_get_the_token_ada_never_holds() {
 
 #[test]
 fn scripted_model_a_limit_is_a_clear_error_a_human_may_raise_and_the_audit_verifies() {
-    let mut s = Scene::new(serde_json::json!({"steps": [{"text": "ok"}]}));
+    let mut s = Scene::with_limits(
+        serde_json::json!({"steps": [{"text": "ok"}]}),
+        "limits = { tokensPerHour = 20 }, ",
+    );
     let store = s.t.key_store();
     for c in ["anthropic", "oai", "forge"] {
         store.put_credential(ADA, c, KEY.as_bytes()).unwrap();
@@ -490,17 +499,25 @@ fn scripted_model_a_limit_is_a_clear_error_a_human_may_raise_and_the_audit_verif
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&chat(1));
     assert!(out.trim_end().ends_with("200"), "{out}");
+    // claude-code at its limit: 15 tokens spent by one call, then the
+    // next is refused, and the CLI shows the gateway's words at once (it
+    // does not retry the town's verdict).
+    let o = s.as_user(ADA, &format!("curl -s -o /dev/null -H 'content-type: application/json' -H 'x-api-key: x' -d '{{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":10,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}' $ANTHROPIC_BASE_URL/v1/messages; curl -s -o /dev/null -H 'content-type: application/json' -d '{{}}' $ANTHROPIC_BASE_URL/v1/messages; timeout 120 {} -p 'hello' --output-format text", claude().display()));
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(!o.status.success(), "{said}");
+    assert!(said.contains("reached its limit of 20 tokens per hour"), "{said}");
     // Denied without a human: a credential whose limits are final.
     let o = s.as_user(
         ADA,
         &format!(
-            "NUKETOWN_ASK_SOCKET={} {} ask credential anthropic",
+            "NUKETOWN_ASK_SOCKET={} {} ask credential forge",
             s.t.ask_socket().display(),
             s.t.nuketown.display()
         ),
     );
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no limit") || stdout(&o).contains("no limit") || stderr(&o).contains("onLimit"), "{}{}", stdout(&o), stderr(&o));
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(said.contains("no limit to raise") || said.contains("onLimit"), "{said}");
 
     // A day's worth of calls (here: 10,000 refused ones, each audited)
     // keeps the chain whole.
