@@ -669,3 +669,69 @@ fn agents_get_no_subordinate_ids() {
     assert_eq!(ranges("/etc/subgid", "nksuada"), Vec::<String>::new());
     assert!(t.ok(&["apply", town]).contains("nothing to change"));
 }
+
+#[test]
+fn an_extra_secret_moves_to_the_gateway_with_one_key_and_plan_says_so_first() {
+    let t = TestTown::new(&["nkhch", "nkhcred", "nkhgw"], &[]);
+    let key = t.path("anthropic.key");
+    fs::write(&key, "sk-ant-moved-to-the-town\n").unwrap();
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let town_text = |gateway: &str| {
+        format!(
+            "{}hall.gateway = {{ user = \"nkhgw\", runDir = \"{}\" }}\n[agents.nkhcred]\nuid = 1927\n\
+             [agents.nkhcred.secrets.extraSecrets.anthropic]\nsource = \"{}\"\npath = \".config/anthropic/key\"\n{gateway}",
+            t.header("nkhch"),
+            t.path("gateway").display(),
+            key.display()
+        )
+    };
+    let town = t.write("town.toml", &town_text(""));
+    let town = town.to_str().unwrap();
+    t.ok(&["apply", town]);
+    let placed = t.agents_dir().join("nkhcred/.config/anthropic/key");
+    assert_eq!(fs::read_to_string(&placed).unwrap(), "sk-ant-moved-to-the-town\n");
+
+    // One key moves it: plan says what will happen, changing nothing.
+    t.write("town.toml", &town_text("gateway = \"anthropic\"\n"));
+    let planned = t.ok(&["plan", town]);
+    for line in [
+        format!("- secret file {} (the gateway holds it now)", placed.display()),
+        format!(
+            "+ credential anthropic of nkhcred sealed in the town's key store from {}",
+            key.display()
+        ),
+        "+ system user nkhgw (nuketown credential gateway)".to_string(),
+        "agents.nkhcred.secrets.extraSecrets.anthropic: handed to the town's gateway (anthropic)"
+            .to_string(),
+    ] {
+        assert!(planned.contains(&line), "{line}\n{planned}");
+    }
+    assert!(placed.exists(), "plan changes nothing");
+    t.ok(&["apply", town]);
+    assert!(!placed.exists(), "the key left the home");
+    assert!(id(&["-u"], "nkhgw").parse::<u32>().is_ok());
+    // Sealed in the store (root's), never in the clear there.
+    let store = t.persist_dir().join("agents/.nuketown-keys/nkhcred/credentials");
+    let sealed = fs::read(store.join("anthropic.sealed")).unwrap();
+    assert!(!sealed
+        .windows(b"sk-ant-moved".len())
+        .any(|w| w == b"sk-ant-moved"));
+    assert_eq!(stat("%U %a", &store.join("anthropic.sealed")), "root 600");
+    // The agent's shell finds the gateway instead.
+    let o = as_user("nkhcred", "bash -lc 'echo $ANTHROPIC_BASE_URL $ANTHROPIC_API_KEY'");
+    assert_eq!(
+        stdout(&o).trim(),
+        "http://127.0.0.1:8399/anthropic nuketown-gateway-anthropic"
+    );
+    assert!(fixture::tree_holds(&t.agents_dir().join("nkhcred"), b"sk-ant-moved").is_none());
+    assert!(t.ok(&["apply", town]).contains("nothing to change"));
+    // No longer declared: forgotten.
+    t.write("town.toml", &format!("{}[agents.nkhcred]\nuid = 1927\n", t.header("nkhch")));
+    let planned = t.ok(&["plan", town]);
+    assert!(
+        planned.contains("- credential anthropic of nkhcred (no longer declared)"),
+        "{planned}"
+    );
+    t.ok(&["apply", town]);
+    assert!(!store.join("anthropic.sealed").exists());
+}
