@@ -132,7 +132,8 @@ pub enum OnLimit {
     /// Refuse until calls age out of the window.
     #[default]
     Deny,
-    /// Refuse, and have the town hall ask a human whether to grant more.
+    /// Refuse, and tell the agent it may ask a human for more
+    /// (`nuketown ask credential NAME`).
     Ask,
 }
 

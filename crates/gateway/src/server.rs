@@ -407,8 +407,10 @@ impl Shared {
                 });
             }
             let next = match cred.on_limit {
-                OnLimit::Deny => "a human may grant more",
-                OnLimit::Ask => "the town hall is asking a human to grant more",
+                OnLimit::Deny => "the limit is final (onLimit = \"deny\")".to_string(),
+                OnLimit::Ask => format!(
+                    "ask a human for more: nuketown ask credential {name} --reason \"why\""
+                ),
             };
             let why = format!(
                 "{who}'s credential '{name}' reached its limit of {} (used {}); it frees up as calls age out of the {}; {next}",

@@ -305,7 +305,7 @@ async fn limits_refuse_in_the_apis_shape_until_granted() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["code"], "rate_limit_exceeded");
     assert!(body.contains("3 requests per day (used 3)"), "{body}");
-    assert!(body.contains("asking a human"), "{body}");
+    assert!(body.contains("nuketown ask credential"), "{body}");
     let usage = gw.usage();
     let openai = usage.iter().find(|u| u.credential == "openai").unwrap();
     assert_eq!((openai.requests_hour, openai.requests_day), (2, 3));
