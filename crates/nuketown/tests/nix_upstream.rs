@@ -138,6 +138,7 @@ fn minimal_town() {
     }
     assert_eq!(n["environment.persistence"], json!({}));
     assert_eq!(n["sops.secrets"], json!({}));
+    assert!(n["users.users"].get("nuketown-gateway").is_none());
     assert!(!n["services.udev.packages"]
         .to_string()
         .contains("nuketown-udev-rules"));
@@ -596,6 +597,174 @@ fn two_agents_with_same_named_extra_secrets() {
             .source
             .as_deref(),
         Some(Path::new("/run/secrets/vox/gh"))
+    );
+}
+
+/// #24: credentials through the town's gateway. town.json holds them as the
+/// Rust town reads them (sops secrets resolved to where sops-nix installs
+/// them); every secret the gateway uses is a sops secret of root's, never
+/// linked into the home; the agents' tools are pointed at the gateway with
+/// exactly the variables `nuketown apply` writes; the gateway's user exists.
+#[test]
+fn credentials_go_to_the_gateway_never_to_the_agent() {
+    use nuketown_town::{Credential, CredentialLimits, HallGateway};
+    let Some(v) = clean("credentials") else {
+        return;
+    };
+    let n = &v["nixos"];
+    let t = town(&v);
+    assert!(t.has_credentials());
+    assert_eq!(t.hall.gateway, HallGateway::default());
+
+    // The declared credentials and the extra secret switched over, as the hall reads them.
+    let ada = t.credentials_of("ada");
+    assert_eq!(
+        ada.keys().collect::<Vec<_>>(),
+        ["anthropic", "github", "search"]
+    );
+    assert_eq!(ada["anthropic"].api, "anthropic");
+    assert_eq!(
+        ada["anthropic"].source.as_deref(),
+        Some(Path::new("/run/secrets/ada/anthropic"))
+    );
+    assert_eq!(
+        t.agents["ada"].secrets.extra_secrets["anthropic"]
+            .gateway
+            .as_deref(),
+        Some("anthropic")
+    );
+    assert_eq!(
+        ada["github"].source.as_deref(),
+        Some(Path::new("/run/secrets/ada/gh-token"))
+    );
+    assert_eq!(ada["github"].paths, ["/repos/forge/"]);
+    let search = &ada["search"];
+    assert_eq!(search.source, None);
+    assert_eq!(search.systemd_credential.as_deref(), Some("ada-search"));
+    assert_eq!(search.hosts, ["api.search.example:8443"]);
+    assert_eq!(search.header.as_deref(), Some("X-Api-Key"));
+    assert_eq!(search.scheme.as_deref(), Some(""));
+    assert_eq!(
+        t.agents["vox"].credentials["claude"],
+        Credential {
+            source: Some("/run/secrets/vox/anthropic-key".into()),
+            systemd_credential: None,
+            api: "anthropic".into(),
+            upstream: Some("https://llm.example.org".into()),
+            hosts: vec![],
+            paths: vec![],
+            models: vec!["claude-sonnet-*".into()],
+            header: None,
+            scheme: None,
+            limits: CredentialLimits {
+                requests_per_hour: Some(200),
+                tokens_per_day: Some(2_000_000),
+                ..Default::default()
+            },
+            on_limit: "ask".into(),
+            upstream_ca: Some("/etc/ssl/forge-ca.pem".into()),
+        }
+    );
+
+    // sops-nix installs the gateway's secrets as root's alone; ada's gh token stays ada's.
+    let manifest: Vec<(&str, &str, &str, &str)> = v["sopsManifest"]["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["owner"].as_str().unwrap_or("root"),
+                s["group"].as_str().unwrap_or("root"),
+                s["mode"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for name in ["ada/anthropic", "ada/gh-token", "vox/anthropic-key"] {
+        assert!(
+            manifest.contains(&(name, "root", "root", "0400")),
+            "{name} is not root's alone: {manifest:?}"
+        );
+    }
+    assert!(manifest.contains(&("ada/gh", "ada", "ada", "0400")));
+
+    // home-manager links no file to the switched secret; the ordinary one stays.
+    let home = &v["home"]["ada"];
+    assert_eq!(
+        home["links"],
+        json!({ ".config/gh/hosts.yml": "/run/secrets/ada/gh" })
+    );
+    assert!(!strings(&home["fileTargets"])
+        .iter()
+        .any(|f| f.contains("anthropic")));
+
+    // The agents' tools use the gateway: the variables `apply` writes, in every login shell.
+    for name in ["ada", "vox"] {
+        let vars = &v["home"][name]["options"]["home.sessionVariables"];
+        let mut vars: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(vars.clone()).unwrap();
+        assert_eq!(vars.remove("NUKETOWN_AGENT").as_deref(), Some(name));
+        assert!(vars.remove("SSH_AUTH_SOCK").is_some());
+        assert_eq!(
+            vars,
+            t.gateway_env(name).into_iter().collect(),
+            "{name}'s session variables are not Town::gateway_env"
+        );
+    }
+    let profile = home["sessionVars"]["text"].as_str().unwrap();
+    assert!(profile.contains("export ANTHROPIC_BASE_URL=\"http://127.0.0.1:8399/anthropic\""));
+    assert!(profile.contains("export HTTPS_PROXY=\"http://127.0.0.1:8399\""));
+
+    // The gateway's system user, which the hall (root, unsandboxed) starts it as.
+    let gw = &n["users.users"]["nuketown-gateway"];
+    assert_eq!(gw["isSystemUser"], true);
+    assert_eq!(gw["isNormalUser"], false);
+    assert_eq!(gw["group"], "nuketown-gateway");
+    assert!(n["users.groups"]["nuketown-gateway"]["gid"].is_number());
+    let hall = &unit(&v, "nuketown-hall")["serviceConfig"];
+    for setting in [
+        "User",
+        "DynamicUser",
+        "NoNewPrivileges",
+        "CapabilityBoundingSet",
+        "RestrictSUIDSGID",
+        "ProtectSystem",
+    ] {
+        assert!(
+            hall.get(setting).is_none(),
+            "the hall sets {setting}: {hall}"
+        );
+    }
+    assert_eq!(hall["RuntimeDirectory"], "nuketown");
+    assert!(t.hall.gateway.run_dir.starts_with("/run/nuketown"));
+    // The systemd credential, handed to the hall by the configuration.
+    assert_eq!(
+        hall["LoadCredential"],
+        json!(["ada-search:/etc/nuketown/search-key"])
+    );
+}
+
+/// #24: a credential the agent could read, or the gateway could not use, is
+/// refused with the option named and the fix.
+#[test]
+fn credentials_the_agent_could_read_are_refused() {
+    let Some(failed) = refused("credentials-bad") else {
+        return;
+    };
+    assert_eq!(failed.len(), 4, "{failed:?}");
+    assert!(failed[0].starts_with("nuketown.hall.gateway.user is \"vox\""));
+    assert!(
+        failed[1].starts_with("nuketown.agents.ada.secrets.extraSecrets.search.gateway = \"http\"")
+    );
+    assert!(failed[1].contains("declare it as nuketown.agents.ada.credentials.search"));
+    assert!(
+        failed[2].starts_with("nuketown.agents.ada.credentials.both: set exactly one of source")
+    );
+    assert!(
+        failed[3].starts_with(
+            "nuketown.agents.ada.credentials.github.source: the sops secret \"ada/gh\" is also nuketown.agents.ada.secrets.extraSecrets.gh, which ada reads"
+        ),
+        "{failed:?}"
     );
 }
 

@@ -28,18 +28,72 @@ let
     if a.claudeCode.agentName != null then a.claudeCode.agentName
     else "${name}-${lib.replaceStrings [ " " "/" ] [ "-" "-" ] a.role}";
 
+  # The sops secrets an agent reads: a secret the gateway uses must not be one of them.
+  agentReadable = concatMap
+    (name: let a = agents.${name}; in concatMap
+      (sname: let s = a.secrets.extraSecrets.${sname}; n = c.extraSopsName name sname s; in
+        lib.optional (s.gateway == null && n != null) { inherit name sname n; })
+      (attrNames a.secrets.extraSecrets))
+    (attrNames agents);
+
+  # Assertions about an agent's credentials (the Rust validator refuses the
+  # same when the build renders the home; here the option is named).
+  credentialAssertions = name: a:
+    let
+      key = "nuketown.agents.${name}";
+      validName = n: builtins.match "[a-z0-9][a-z0-9-]{0,31}" n != null;
+      readBy = sops: lib.findFirst (r: r.n == sops) null agentReadable;
+      notReadable = k: sops:
+        let r = readBy sops; in lib.optional (r != null) {
+          assertion = false;
+          message = "${k}: the sops secret \"${sops}\" is also nuketown.agents.${r.name}.secrets.extraSecrets.${r.sname}, which ${r.name} reads; the gateway's key must be root's alone: give it a sops secret of its own, or set gateway on that extra secret instead.";
+        };
+      gatewaySecrets = filterAttrs (_: s: s.gateway != null) a.secrets.extraSecrets;
+      modelApis = api: attrNames (filterAttrs (_: cr: cr.api == api) a.credentials);
+    in
+    concatMap
+      (sname:
+        let s = gatewaySecrets.${sname}; k = "${key}.secrets.extraSecrets.${sname}"; n = c.extraSopsName name sname s; in
+        [
+          { assertion = builtins.elem s.gateway [ "anthropic" "openai" "github" ]; message = "${k}.gateway = \"${s.gateway}\": an extra secret goes to the gateway as \"anthropic\", \"openai\" or \"github\"; an `http` credential needs its hosts and header: declare it as ${key}.credentials.${sname} instead."; }
+          { assertion = validName sname; message = "${k}: \"${sname}\" cannot name a credential at the gateway (it is a URL path segment): use at most 32 lowercase letters, digits and '-'."; }
+          { assertion = !(a.credentials ? ${sname}); message = "${k}.gateway: ${key}.credentials.${sname} is declared too; keep one."; }
+        ] ++ lib.optionals (n != null) (notReadable "${k}.gateway" n))
+      (attrNames gatewaySecrets)
+    ++ concatMap
+      (cname:
+        let cr = a.credentials.${cname}; k = "${key}.credentials.${cname}"; in
+        [
+          { assertion = validName cname; message = "${k}: \"${cname}\" cannot name a credential (it is the gateway's URL path segment): use at most 32 lowercase letters, digits and '-'."; }
+          { assertion = (cr.source == null) != (cr.systemdCredential == null); message = "${k}: set exactly one of source (a sops secret's name like \"${name}/${cname}\", or a file only root reads) and systemdCredential (handed to the hall with systemd.services.nuketown-hall.serviceConfig.LoadCredential)."; }
+          { assertion = cr.api != "http" || (cr.hosts != [ ] && cr.header != null); message = "${k}: an `http` credential needs the hosts it is for and the header that carries it, e.g. hosts = [ \"api.example.com\" ]; header = \"Authorization\";."; }
+          { assertion = !(builtins.elem cr.api [ "anthropic" "openai" ]) || cr.hosts == [ ]; message = "${k}.hosts: a model API (${cr.api}) is reached at the gateway's /${cname}, never through its proxy; remove hosts (set upstream for another endpoint)."; }
+        ]
+        ++ lib.optionals (cr.source != null) (secretAssertions name "credentials.${cname}.source" cr.source)
+        ++ lib.optionals (cr.source != null && !(isFile cr.source)) (notReadable "${k}.source" cr.source))
+      (attrNames a.credentials)
+    ++ map
+      (api: {
+        assertion = builtins.length (modelApis api) <= 1;
+        message = "${key}: ${lib.concatStringsSep " and " (modelApis api)} are both ${name}'s `${api}` credential; the CLIs reach one ${api} endpoint: keep one.";
+      })
+      [ "anthropic" "openai" ];
+
+  # A key or secret: a sops secret's name (needs sops-nix), or a file outside the store.
+  secretAssertions = name: what: p:
+    let key = "nuketown.agents.${name}"; in
+    if isFile p then [{ assertion = !(lib.hasPrefix builtins.storeDir p); message = "${key}.${what}: \"${p}\" is in the Nix store, which every user can read; keep secrets outside it (a sops secret's name, /run/keys, …)."; }]
+    else [
+      { assertion = hasSops; message = "${key}.${what}: \"${p}\" names a sops secret: import sops-nix (nuketown.nixosModules.default does), or give the absolute path of the file."; }
+      { assertion = builtins.match "[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*" p != null && !(lib.hasInfix ".." p); message = "${key}.${what}: \"${p}\" is neither an absolute path nor a sops secret name (words of letters, digits, '.', '_' and '-' joined by '/', e.g. \"${name}/ssh-key\")."; }
+    ];
+
   # Assertions about one agent.
   agentAssertions = name:
     let
       a = agents.${name};
       key = "nuketown.agents.${name}";
-      # A key or secret: a sops secret's name (needs sops-nix), or a file outside the store.
-      secret = what: p:
-        if isFile p then [{ assertion = !(lib.hasPrefix builtins.storeDir p); message = "${key}.${what}: \"${p}\" is in the Nix store, which every user can read; keep secrets outside it (a sops secret's name, /run/keys, …)."; }]
-        else [
-          { assertion = hasSops; message = "${key}.${what}: \"${p}\" names a sops secret: import sops-nix (nuketown.nixosModules.default does), or give the absolute path of the file."; }
-          { assertion = builtins.match "[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*" p != null && !(lib.hasInfix ".." p); message = "${key}.${what}: \"${p}\" is neither an absolute path nor a sops secret name (words of letters, digits, '.', '_' and '-' joined by '/', e.g. \"${name}/ssh-key\")."; }
-        ];
+      secret = secretAssertions name;
     in
     map (p: { assertion = !(lib.hasPrefix "/" p) && !(lib.hasInfix ".." p); message = "${key}.persist: \"${p}\" must be relative to the home and stay inside it."; })
       (a.persist.directories ++ a.persist.files)
@@ -55,6 +109,7 @@ let
         if s.source != null then secret "secrets.extraSecrets.${sname}.source" s.source
         else [{ assertion = hasSops; message = "${key}.secrets.extraSecrets.${sname} has no source: import sops-nix (nuketown.nixosModules.default does) to install the sops secret \"${name}/${sname}\", or set its source."; }])
       (attrNames a.secrets.extraSecrets)
+    ++ credentialAssertions name a
     ++ lib.optional (a.sudo.commands != [ ]) {
       assertion = a.sudo.enable;
       message = "${key}.sudo.commands lists the commands the agent may ask for, but sudo.enable is false, so it may ask for none; set sudo.enable = true, or remove commands.";
@@ -138,9 +193,13 @@ in
           imports = [ a.extraHomeConfig ];
           home.stateVersion = lib.mkDefault systemStateVersion;
           home.packages = cfg.basePackages ++ a.packages;
-          home.sessionVariables.NUKETOWN_AGENT = name;
-          # The agent's keys are the town's: ssh, git push and git signing use them through the hall.
-          home.sessionVariables.SSH_AUTH_SOCK = "/run/nuketown/ssh/${name}/agent.sock";
+          home.sessionVariables = {
+            NUKETOWN_AGENT = name;
+            # The agent's keys are the town's: ssh, git push and git signing use them through the hall.
+            SSH_AUTH_SOCK = "/run/nuketown/ssh/${name}/agent.sock";
+          }
+          # Its API keys and tokens too: its tools reach them through the gateway, which adds them.
+          // c.gatewayEnv name;
           home.sessionPath = optional a.sudo.enable "${sudoShim}/bin";
           home.file =
             mapAttrs' (path: _: nameValuePair path { source = "${renderedHome name}/${path}"; })
@@ -152,10 +211,11 @@ in
                 ".codex/AGENTS.md"
               ] ++ optionals a.claudeCode.enable (map (n: ".claude/agents/${n}.md") (attrNames a.claudeCode.extraAgents))) (_: null))
             # Secrets stay where they are installed (outside the levelled
-            # home); the home gets a link, laid again after every round.
+            # home); the home gets a link, laid again after every round. One
+            # handed to the gateway gets none: it is root's.
             // lib.mapAttrs' (sname: s: nameValuePair s.path {
               source = config.lib.file.mkOutOfStoreSymlink (c.sourceOf name sname s);
-            }) (filterAttrs (_: s: s.path != null) a.secrets.extraSecrets);
+            }) (filterAttrs (_: s: s.path != null && s.gateway == null) a.secrets.extraSecrets);
           programs.git = {
             enable = true;
             settings.user = {
@@ -189,7 +249,7 @@ in
     })
 
     (optionalAttrs hasSops {
-      # The sops secrets the town names: the agents' keys (root's) and extra secrets (the agent's).
+      # The sops secrets the town names: the agents' keys and the gateway's secrets (root's), and extra secrets (the agent's).
       sops.secrets = c.sopsSecrets;
     })
 

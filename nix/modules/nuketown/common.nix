@@ -39,15 +39,52 @@ rec {
     else cfg.btrfsDevice;
 
   # The sops secrets the town names, by sops name, each with what sops-nix
-  # needs: the agent's keys (root's alone, sops-nix's default: nuketown
-  # reads and imports them, never into a home) and its extra secrets (the
-  # agent's own). An extra secret without a source is the sops secret
-  # `<agent>/<name>`.
+  # needs: the agent's keys and the secrets its gateway uses (root's alone:
+  # nuketown reads and seals them, never into a home) and its other extra
+  # secrets (the agent's own). An extra secret without a source is the
+  # sops secret `<agent>/<name>`.
   extraSopsName = agent: sname: s:
     if s.source == null then "${agent}/${sname}"
     else if isFile s.source then null
     else s.source;
   sopsFileOf = optionalAttrs (cfg.sopsFile != null) { sopsFile = lib.mkDefault cfg.sopsFile; };
+  # Spelled out, not sops-nix's default: a definition elsewhere giving the
+  # secret to someone else conflicts instead of quietly winning.
+  rootOnly = { owner = "root"; group = "root"; mode = "0400"; };
+
+  # An agent's credentials at the gateway, as Town::credentials_of has them
+  # (crates/town/src/credentials.rs): the declared ones, and its extra
+  # secrets with `gateway` set, named as the entry (only `api` is read here).
+  credentialsOf = a:
+    mapAttrs (_: s: { api = s.gateway; }) (filterAttrs (_: s: s.gateway != null) a.secrets.extraSecrets)
+    // a.credentials;
+  # The agents of this machine with a credential: the hall runs the gateway for them.
+  gatewayAgents = filterAttrs (_: a: credentialsOf a != { }) agents;
+
+  # What the agent's tools need to use the gateway, exactly as
+  # Town::gateway_env renders it for `nuketown apply` (the first credential,
+  # by name, sets a variable; tested against it in nix_upstream.rs).
+  gatewayEnv = name:
+    let
+      creds = credentialsOf cfg.agents.${name};
+      base = "http://127.0.0.1:${toString cfg.hall.gateway.port}";
+      run = cfg.hall.gateway.runDir;
+      apis = map (cname: creds.${cname}.api) (attrNames creds);
+      proxied = lib.any (api: api != "anthropic" && api != "openai") apis;
+      forCredential = cname:
+        let api = creds.${cname}.api; placeholder = "nuketown-gateway-${cname}"; in
+        if api == "anthropic" then { ANTHROPIC_BASE_URL = "${base}/${cname}"; ANTHROPIC_API_KEY = placeholder; }
+        else if api == "openai" then { OPENAI_BASE_URL = "${base}/${cname}/v1"; OPENAI_API_BASE = "${base}/${cname}/v1"; OPENAI_API_KEY = placeholder; }
+        else if api == "github" then { GH_TOKEN = placeholder; }
+        else { };
+      proxy = lib.optionalAttrs proxied ({
+        HTTPS_PROXY = base; https_proxy = base;
+        NO_PROXY = "localhost,127.0.0.1,::1"; no_proxy = "localhost,127.0.0.1,::1";
+        NODE_EXTRA_CA_CERTS = "${run}/ca.pem";
+      } // lib.genAttrs [ "SSL_CERT_FILE" "GIT_SSL_CAINFO" "REQUESTS_CA_BUNDLE" "CURL_CA_BUNDLE" ] (_: "${run}/ca-bundle.pem"));
+    in
+    # `//` keeps the right side's: fold from the last credential so the first wins.
+    lib.foldr (cname: acc: acc // forCredential cname) { } (attrNames creds) // proxy;
   sopsSecrets = builtins.addErrorContext
     "while nuketown declares the sops secrets its agents name (secrets.sshKey = \"ada/ssh-key\"; a key written as config.sops.secrets.\"…\".path makes this circular: write the sops secret's name instead, nuketown declares it)"
     (builtins.listToAttrs (concatMap
@@ -58,8 +95,14 @@ rec {
       ++ concatMap
         (sname:
           let s = a.secrets.extraSecrets.${sname}; n = extraSopsName name sname s; in
-          lib.optional (n != null) (lib.nameValuePair n ({ owner = name; inherit (s) mode; } // sopsFileOf)))
-        (attrNames a.secrets.extraSecrets))
+          lib.optional (n != null) (lib.nameValuePair n
+            ((if s.gateway != null then rootOnly else { owner = name; inherit (s) mode; }) // sopsFileOf)))
+        (attrNames a.secrets.extraSecrets)
+      ++ concatMap
+        (cname:
+          let src = a.credentials.${cname}.source; in
+          lib.optional (src != null && !(isFile src)) (lib.nameValuePair src (rootOnly // sopsFileOf)))
+        (attrNames a.credentials))
     (attrNames agents)));
 
   # Where a key or secret is on this machine: a file where it is, a sops
@@ -87,6 +130,7 @@ rec {
           gpgKey = pathOf a.secrets.gpgKey;
           extraSecrets = mapAttrs (sname: s: s // { source = sourceOf name sname s; }) a.secrets.extraSecrets;
         };
+        credentials = mapAttrs (_: cr: cr // { source = pathOf cr.source; }) a.credentials;
       })
       cfg.agents;
   });

@@ -8,6 +8,7 @@ let
   c = import ./common.nix args;
   inherit (c) cfg agents sudoAgents elevate nuketown;
 
+  gw = cfg.hall.gateway;
   restrictedAgents = filterAttrs (_: a: a.network.egress != "all") agents;
   egressRules = a: if builtins.isList a.network.egress then a.network.egress else [ ];
   # The agents' egress rules, the same ruleset `nuketown apply` renders
@@ -106,6 +107,13 @@ in
         '';
       };
 
+      # The hall runs as root without sandboxing on purpose: it starts the
+      # credential gateway as `hall.gateway.user` (setuid/setgid: no
+      # CapabilityBoundingSet without CAP_SETUID and CAP_SETGID) and makes
+      # `hall.gateway.runDir` (/run/nuketown/gateway, inside its
+      # RuntimeDirectory). A credential's `systemdCredential` is read from
+      # $CREDENTIALS_DIRECTORY: the user hands it over with
+      # `serviceConfig.LoadCredential` (or LoadCredentialEncrypted) here.
       systemd.services.nuketown-hall = {
         description = "Nuketown town hall: human approval of agent escalations";
         wantedBy = [ "multi-user.target" ];
@@ -153,6 +161,23 @@ in
         serviceConfig = { Type = "oneshot"; RemainAfterExit = true; ExecStart = "${nuketown} reset --all --town /etc/nuketown/town.json"; };
       };
     }
+
+    (mkIf (c.gatewayAgents != { }) {
+      assertions = [{
+        assertion = gw.user != "root" && !(cfg.agents ? ${gw.user}) && !(builtins.elem gw.user c.humans);
+        message = "nuketown.hall.gateway.user is \"${gw.user}\": the credential gateway runs as a system user of its own (never root, an agent or a human), e.g. \"nuketown-gateway\".";
+      }];
+      # The gateway's own user, which the hall starts it as. Fixed ids
+      # (mkDefault) for the same reason as the groups': impermanence warns
+      # about users without one.
+      users.users.${gw.user} = {
+        isSystemUser = true;
+        group = gw.user;
+        uid = lib.mkDefault 31102;
+        description = "nuketown credential gateway";
+      };
+      users.groups.${gw.user}.gid = lib.mkDefault 31102;
+    })
 
     (mkIf (restrictedAgents != { }) {
       # What each agent may reach, by uid; the human and root are never matched.

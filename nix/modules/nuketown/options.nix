@@ -117,6 +117,84 @@ let
       };
       path = mkOption { type = types.nullOr types.str; default = null; description = "Where the secret appears, relative to the home (a link to the source); null leaves it at its source (/run/secrets/… for a sops secret)."; example = ".config/gh/hosts.yml"; };
       mode = mkOption { type = types.strMatching "[0-7]{3,4}"; default = "0400"; description = "Octal file mode (of the sops secret)."; };
+      gateway = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = ''
+          Hand the secret to the town's credential gateway instead, as a
+          credential of this API (`"anthropic"`, `"openai"` or `"github"`)
+          named as this entry: the agent never reads it again. Its sops secret
+          becomes root's (0400), home-manager no longer links it into the
+          home (`path` only says where an old copy is removed), the boot
+          round seals it into the town's key store, and the agent's tools
+          reach the API through the gateway (home-manager's session
+          variables: `ANTHROPIC_BASE_URL`, … ). An `http` credential needs
+          hosts and a header: declare it in `agents.<name>.credentials`.
+        '';
+        example = "anthropic";
+      };
+    };
+  };
+
+  # A credential the agent uses through the town's gateway and never holds
+  # (crates/town/src/schema.rs, Credential).
+  credential = types.submodule {
+    options = {
+      source = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = ''
+          Where the secret comes from: the name of a sops secret
+          (`"ada/anthropic-key"`, in `sopsFile`), which the module declares
+          for sops-nix owned by root (0400), never by the agent; or the
+          absolute path of a file only root reads. town.json records the
+          path; the boot round (`nuketown reset --all`) and `nuketown reset
+          <agent>` seal it into the town's key store, where only the gateway
+          uses it (a switch starts no round: after one that adds or changes
+          it, run `nuketown reset <agent>`). Set this or `systemdCredential`.
+        '';
+        example = "ada/anthropic-key";
+      };
+      systemdCredential = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = ''
+          Or the name of a systemd credential handed to the town hall, which
+          reads `$CREDENTIALS_DIRECTORY/<name>` when it starts and seals it.
+          Hand it over yourself:
+          `systemd.services.nuketown-hall.serviceConfig.LoadCredential = [ "<name>:/path/to/secret" ];`
+          (or `LoadCredentialEncrypted`, for `systemd-creds encrypt`ed files).
+        '';
+        example = "ada-anthropic";
+      };
+      api = mkOption {
+        type = types.enum [ "anthropic" "openai" "github" "http" ];
+        description = ''
+          What it is for: `anthropic`, `openai` (model APIs, reached at the
+          gateway's `http://127.0.0.1:<port>/<name>`), `github` (git over
+          HTTPS and the API, through the gateway's HTTPS proxy) or `http`
+          (any HTTPS API: `hosts` and `header`).
+        '';
+        example = "anthropic";
+      };
+      upstream = mkOption { type = types.nullOr types.str; default = null; description = "A model API's base URL (default: the provider's own); https, or http to this machine's loopback."; example = "https://llm-proxy.example.org"; };
+      hosts = mkOption { type = types.listOf types.str; default = [ ]; description = "For `github` and `http`: the hosts (`host` or `host:port`) whose requests get the credential (`github`: github.com and api.github.com unless written)."; example = [ "api.example.com" ]; };
+      paths = mkOption { type = types.listOf types.str; default = [ ]; description = "The request paths it may be used for, as prefixes; empty: any."; example = [ "/v1/messages" ]; };
+      models = mkOption { type = types.listOf types.str; default = [ ]; description = "For model APIs: the models it may be used with (`*` matches any text); empty: any."; example = [ "claude-sonnet-*" ]; };
+      header = mkOption { type = types.nullOr types.str; default = null; description = "For `http`: the header that carries it."; example = "Authorization"; };
+      scheme = mkOption { type = types.nullOr types.str; default = null; description = "The word before it in the header: `Bearer` unless written for `http`; `\"\"`: the secret alone."; example = "Bearer"; };
+      limits = {
+        requestsPerHour = mkOption { type = types.nullOr types.ints.positive; default = null; description = "Most requests in any hour; null: no limit."; example = 200; };
+        requestsPerDay = mkOption { type = types.nullOr types.ints.positive; default = null; description = "Most requests in any day; null: no limit."; };
+        tokensPerHour = mkOption { type = types.nullOr types.ints.positive; default = null; description = "Most tokens (in and out, as the API reports them) in any hour; null: no limit."; };
+        tokensPerDay = mkOption { type = types.nullOr types.ints.positive; default = null; description = "Most tokens in any day; null: no limit."; example = 2000000; };
+      };
+      onLimit = mkOption {
+        type = types.enum [ "deny" "ask" ];
+        default = "deny";
+        description = "At a limit: `deny` (the agent's CLI shows the gateway's error) or `ask` (denied now, and a human is asked for one more window's worth).";
+      };
+      upstreamCa = mkOption { type = types.nullOr types.str; default = null; description = "The absolute path of a CA (PEM file) trusted for this upstream besides the system's; public, so the store is fine."; example = literalExpression ''"''${./forge-ca.pem}"''; };
     };
   };
 
@@ -180,9 +258,28 @@ let
         extraSecrets = mkOption {
           type = types.attrsOf (types.coercedTo types.str (source: { inherit source; }) extraSecret);
           default = { };
-          description = "Further secrets by name: a sops secret's name (the module guide's form), or `{ source; path; mode; }`.";
+          description = "Further secrets by name: a sops secret's name (the module guide's form), or `{ source; path; mode; gateway; }`.";
           example = literalExpression ''{ gh = "ada/gh-token"; npm = { path = ".npmrc"; }; }'';
         };
+      };
+      credentials = mkOption {
+        type = types.attrsOf credential;
+        default = { };
+        description = ''
+          Credentials (API keys, tokens) the agent uses through the town's
+          gateway and never holds, by name (lowercase letters, digits and
+          `-`: the gateway's URL path segment). The town hall runs the
+          gateway as `hall.gateway.user` when any agent has one; the agent's
+          tools find it through home-manager's session variables
+          (`ANTHROPIC_BASE_URL`, `OPENAI_BASE_URL`, `HTTPS_PROXY`, the
+          town's CA) with a placeholder key the gateway replaces.
+        '';
+        example = literalExpression ''
+          {
+            anthropic = { api = "anthropic"; source = "ada/anthropic-key"; limits.tokensPerDay = 2000000; onLimit = "ask"; };
+            gh = { api = "github"; source = "ada/gh-token"; paths = [ "/repos/forge/" ]; };
+          }
+        '';
       };
       devices = mkOption { type = types.listOf device; default = [ ]; description = "Devices the agent may open (udev ACLs)."; };
       sudo = {
@@ -436,6 +533,16 @@ in
         passwordFile = mkOption { type = types.nullOr types.str; default = null; description = "File holding that account's password."; };
         room = mkOption { type = types.nullOr types.str; default = null; description = "The approval room (id or alias)."; };
         approvers = mkOption { type = types.listOf types.str; default = [ ]; description = "Matrix ids whose replies and reactions decide."; };
+      };
+      # The credential gateway, a child of the hall run when an agent has credentials.
+      gateway = {
+        port = mkOption { type = types.ints.between 1 65535; default = 8399; description = "The gateway's port on 127.0.0.1: model APIs at `/<credential>`, and the HTTPS proxy."; };
+        user = mkOption {
+          type = types.str;
+          default = "nuketown-gateway";
+          description = "The system user the hall runs the gateway as (never root, an agent or the human); the module declares it, with a group of the same name, when an agent of this machine has a credential.";
+        };
+        runDir = mkOption { type = types.str; default = "/run/nuketown/gateway"; description = "Where the hall publishes what the agents' tools read: the town's CA (`ca.pem`, `ca-bundle.pem`), pause markers and usage."; };
       };
     };
     rebuild = {

@@ -104,6 +104,29 @@ in
     why = "every persisted directory exists under persistDir/agents/<name>";
   };
 
+  # The secrets the gateway uses (declared credentials, extra secrets with
+  # `gateway`) are never the agent's: root's sops secrets, no link in the home.
+  credentials = {
+    ok = lib.all
+      (name:
+        let
+          a = agents.${name};
+          sopsOf = s: if s == null || lib.hasPrefix "/" s then null else s;
+          gatewaySecrets = lib.filterAttrs (_: s: s.gateway != null) a.secrets.extraSecrets;
+          sopsNames = lib.filter (n: n != null)
+            (lib.mapAttrsToList (sname: s: if s.source == null then "${name}/${sname}" else sopsOf s.source) gatewaySecrets
+              ++ lib.mapAttrsToList (_: cr: sopsOf cr.source) a.credentials);
+          rootOnly = n: let s = config.sops.secrets.${n} or null; in
+            s == null || ((s.owner == null || s.owner == "root") && s.uid == 0 && (s.group == null || s.group == "root") && s.mode == "0400");
+        in
+        lib.all rootOnly sopsNames
+        && lib.all (s: s.path == null || !(hm.${name}.home.file ? ${s.path})) (lib.attrValues gatewaySecrets))
+      names
+    && (lib.any (a: a.credentials != { } || lib.any (s: s.gateway != null) (lib.attrValues a.secrets.extraSecrets)) (lib.attrValues agents)
+      -> (config.users.users.${cfg.hall.gateway.user}.isSystemUser or false));
+    why = "the secrets the gateway uses are root's sops secrets (0400) and never placed in a home, and its system user (hall.gateway.user) exists when an agent of the machine has a credential";
+  };
+
   town = {
     ok = config.environment.etc ? "nuketown/town.json";
     why = "/etc/nuketown/town.json is written";
