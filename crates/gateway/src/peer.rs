@@ -44,8 +44,8 @@ fn diag_uid(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Option<u32>
     req[id + 4..id + 8].copy_from_slice(&src.octets());
     req[id + 20..id + 24].copy_from_slice(&dst.octets());
     req[id + 40..id + 48].copy_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
-    // Safety: plain socket calls on a descriptor owned here, buffers of
-    // the lengths given.
+                                                       // Safety: plain socket calls on a descriptor owned here, buffers of
+                                                       // the lengths given.
     unsafe {
         let fd = libc::socket(
             libc::AF_NETLINK,

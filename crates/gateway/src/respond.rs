@@ -67,10 +67,9 @@ pub(crate) fn error(shape: Shape, status: StatusCode, message: &str) -> Response
     // once instead of retrying it with back-off. An upstream that could
     // not be reached (502) may be retried.
     if status != StatusCode::BAD_GATEWAY {
-        response.headers_mut().insert(
-            "x-should-retry",
-            http::HeaderValue::from_static("false"),
-        );
+        response
+            .headers_mut()
+            .insert("x-should-retry", http::HeaderValue::from_static("false"));
     }
     response
 }

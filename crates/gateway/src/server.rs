@@ -408,9 +408,9 @@ impl Shared {
             }
             let next = match cred.on_limit {
                 OnLimit::Deny => "the limit is final (onLimit = \"deny\")".to_string(),
-                OnLimit::Ask => format!(
-                    "ask a human for more: nuketown ask credential {name} --reason \"why\""
-                ),
+                OnLimit::Ask => {
+                    format!("ask a human for more: nuketown ask credential {name} --reason \"why\"")
+                }
             };
             let why = format!(
                 "{who}'s credential '{name}' reached its limit of {} (used {}); it frees up as calls age out of the {}; {next}",

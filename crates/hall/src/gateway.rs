@@ -64,6 +64,9 @@ enum Event {
     },
 }
 
+/// (agent, credential) → (unix seconds, tokens) of each call in the last day.
+type Usage = HashMap<(String, String), Vec<(u64, u64)>>;
+
 /// The running gateway and what it was last told.
 pub(crate) struct Running {
     child: Child,
@@ -77,7 +80,7 @@ pub(crate) struct Running {
 pub(crate) struct GatewayState {
     running: tokio::sync::Mutex<Option<Running>>,
     /// (agent, credential) → (unix seconds, tokens) of the last day's calls.
-    usage: Mutex<HashMap<(String, String), Vec<(u64, u64)>>>,
+    usage: Mutex<Usage>,
     /// Whether the usage was read back from the audit log yet.
     seeded: Mutex<bool>,
     /// Whether the usage changed since it was last published.
@@ -97,7 +100,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.chunks(2)
@@ -160,7 +163,10 @@ fn town_ca(
     store: &nuketown_keys::Store,
 ) -> Result<(String, String), String> {
     let open = |name: &str| -> Result<Option<String>, String> {
-        match store.credential(TOWN_SLOT, name).map_err(|e| e.to_string())? {
+        match store
+            .credential(TOWN_SLOT, name)
+            .map_err(|e| e.to_string())?
+        {
             Some(v) => Ok(Some(
                 String::from_utf8(unhex(&v).ok_or("the sealed CA is not hex")?)
                     .map_err(|e| e.to_string())?,
@@ -172,7 +178,11 @@ fn town_ca(
         (Some(c), Some(k)) => (c, k),
         _ => {
             let out = std::process::Command::new(&hall.cfg.nuketown)
-                .args(["gateway", "--make-ca", &format!("{} town CA", town.domain())])
+                .args([
+                    "gateway",
+                    "--make-ca",
+                    &format!("{} town CA", town.domain()),
+                ])
                 .stdin(Stdio::null())
                 .stderr(Stdio::inherit())
                 .output()
@@ -196,10 +206,13 @@ fn town_ca(
     root_dir(run, 0o755).map_err(|e| format!("{}: {e}", run.display()))?;
     publish(&run.join(CA_CERT), cert.as_bytes(), 0o644, None)
         .map_err(|e| format!("{}: {e}", run.join(CA_CERT).display()))?;
-    let system = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
-        .iter()
-        .find_map(|p| std::fs::read(p).ok())
-        .unwrap_or_default();
+    let system = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read(p).ok())
+    .unwrap_or_default();
     let mut bundle = system;
     if !bundle.is_empty() && !bundle.ends_with(b"\n") {
         bundle.push(b'\n');
@@ -233,11 +246,65 @@ fn systemd_credential(
     Ok(())
 }
 
+/// A credential whose source is a file (on NixOS, where sops-nix installs
+/// it): sealed by the hall itself when it differs from the sealed copy, so
+/// a switch that adds or changes one needs no round. Only a regular file of
+/// root's, outside every agent's tree, is read (never through a link).
+fn seal_file(
+    store: &nuketown_keys::Store,
+    town: &Town,
+    agent: &str,
+    cname: &str,
+    src: &std::path::Path,
+) -> Result<(), String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    if src.starts_with(&town.agents_dir) || src.starts_with(town.persist_dir.join("agents")) {
+        return Err(format!(
+            "{} lies in an agent's tree; refused",
+            src.display()
+        ));
+    }
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(src)
+    {
+        Ok(f) => f,
+        // Not there (yet): apply or sops-nix installs it; the store keeps what it had.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", src.display())),
+    };
+    let m = f.metadata().map_err(|e| e.to_string())?;
+    if !m.is_file() || m.uid() != 0 || m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is not a regular file only root writes; refused",
+            src.display()
+        ));
+    }
+    let mut secret = zeroize::Zeroizing::new(Vec::new());
+    f.take(nuketown_keys::store::MAX_CREDENTIAL as u64 + 1024)
+        .read_to_end(&mut secret)
+        .map_err(|e| e.to_string())?;
+    if !store.credential_is(agent, cname, &secret) {
+        store
+            .put_credential(agent, cname, &secret)
+            .map_err(|e| e.to_string())?;
+        tracing::info!("sealed {agent}'s credential {cname} from {}", src.display());
+    }
+    Ok(())
+}
+
 /// The gateway's whole configuration, secrets included (never logged).
 fn config(hall: &Hall, town: &Town) -> Result<Value, String> {
     let store = hall.key_store(town)?;
     let (cert, key) = town_ca(hall, town, &store)?;
-    let usage = hall.gateway.usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let usage = hall
+        .gateway
+        .usage
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let mut agents = serde_json::Map::new();
     // Every agent, with credentials or not: the gateway names each caller
     // it refuses (an agent without this credential, not "uid N").
@@ -247,7 +314,14 @@ fn config(hall: &Hall, town: &Town) -> Result<Value, String> {
         for (cname, c) in &creds {
             if let Some(sd) = &c.systemd_credential {
                 if let Err(e) = systemd_credential(&store, name, cname, sd) {
-                    hall.gateway.say(format!("agents.{name}.credentials.{cname}: {e}"));
+                    hall.gateway
+                        .say(format!("agents.{name}.credentials.{cname}: {e}"));
+                }
+            }
+            if let Some(src) = c.source.as_deref().filter(|p| p.is_absolute()) {
+                if let Err(e) = seal_file(&store, town, name, cname, src) {
+                    hall.gateway
+                        .say(format!("agents.{name}.credentials.{cname}.source: {e}"));
                 }
             }
             let secret = match store.credential(name, cname) {
@@ -259,7 +333,8 @@ fn config(hall: &Hall, town: &Town) -> Result<Value, String> {
                     continue;
                 }
                 Err(e) => {
-                    hall.gateway.say(format!("agents.{name}.credentials.{cname}: {e}"));
+                    hall.gateway
+                        .say(format!("agents.{name}.credentials.{cname}: {e}"));
                     continue;
                 }
             };
@@ -356,7 +431,11 @@ fn sync_pauses(town: &Town, store: &nuketown_keys::Store) {
 
 /// Read the last day's calls back from the audit log (once).
 fn seed_usage(hall: &Hall) {
-    let mut seeded = hall.gateway.seeded.lock().unwrap_or_else(|p| p.into_inner());
+    let mut seeded = hall
+        .gateway
+        .seeded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if *seeded {
         return;
     }
@@ -368,16 +447,18 @@ fn seed_usage(hall: &Hall) {
     let mut usage = hall.gateway.usage.lock().unwrap_or_else(|p| p.into_inner());
     for r in records {
         let Some(call) = r.credential else { continue };
-        let Some(cred) = call.credential.clone() else { continue };
+        let Some(cred) = call.credential.clone() else {
+            continue;
+        };
         if !call.decision.starts_with("forwarded") {
             continue;
         }
         let at = crate::time::parse_rfc3339(&r.time).map_or(0, |ms| ms / 1000);
         if at >= since {
-            usage
-                .entry((call.agent.clone(), cred))
-                .or_default()
-                .push((at, call.tokens_in.unwrap_or(0) + call.tokens_out.unwrap_or(0)));
+            usage.entry((call.agent.clone(), cred)).or_default().push((
+                at,
+                call.tokens_in.unwrap_or(0) + call.tokens_out.unwrap_or(0),
+            ));
         }
     }
 }
@@ -398,7 +479,12 @@ fn publish_usage(hall: &Hall, town: &Town) {
         return;
     }
     let now = now_secs();
-    let usage = hall.gateway.usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let usage = hall
+        .gateway
+        .usage
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let mut per: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
     for ((agent, cred), calls) in &usage {
         let window = |secs: u64| {
@@ -412,7 +498,9 @@ fn publish_usage(hall: &Hall, town: &Town) {
         );
     }
     for (name, agent) in town.host_agents() {
-        let Some(creds) = per.remove(name) else { continue };
+        let Some(creds) = per.remove(name) else {
+            continue;
+        };
         let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(agent.uid))
             .ok()
             .flatten()
@@ -433,7 +521,8 @@ pub(crate) async fn sync(hall: Arc<Hall>) {
     let mut running = hall.gateway.running.lock().await;
     if let Some(r) = running.as_mut() {
         if r.child.try_wait().ok().flatten().is_some() {
-            hall.gateway.say("the credential gateway stopped; starting it again".into());
+            hall.gateway
+                .say("the credential gateway stopped; starting it again".into());
             *running = None;
         }
     }
@@ -451,7 +540,8 @@ pub(crate) async fn sync(hall: Arc<Hall>) {
     let cfg = match config(hall, town) {
         Ok(c) => c,
         Err(e) => {
-            hall.gateway.say(format!("the credential gateway is not running: {e}"));
+            hall.gateway
+                .say(format!("the credential gateway is not running: {e}"));
             return;
         }
     };
@@ -473,7 +563,9 @@ pub(crate) async fn sync(hall: Arc<Hall>) {
                 r.digest = digest;
                 *running = Some(r);
             }
-            Err(e) => hall.gateway.say(format!("the credential gateway is not running: {e}")),
+            Err(e) => hall
+                .gateway
+                .say(format!("the credential gateway is not running: {e}")),
         },
     }
 }
@@ -488,7 +580,9 @@ async fn spawn(hall: &Arc<Hall>, town: &Town, line: &str) -> Result<Running, Str
         ));
     };
     if u.uid.is_root() || town.agents.values().any(|a| a.uid == u.uid.as_raw()) {
-        return Err(format!("its user {user} is root or an agent; give it a user of its own"));
+        return Err(format!(
+            "its user {user} is root or an agent; give it a user of its own"
+        ));
     }
     let mut cmd = tokio::process::Command::new(&hall.cfg.nuketown);
     cmd.arg("gateway")
@@ -522,7 +616,11 @@ async fn spawn(hall: &Arc<Hall>, town: &Town, line: &str) -> Result<Running, Str
         "credential gateway started as {user} on 127.0.0.1:{}",
         town.hall.gateway.port
     );
-    hall.gateway.said.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    hall.gateway
+        .said
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
     Ok(Running {
         child,
         stdin,
@@ -547,7 +645,10 @@ fn heard(hall: &Hall, line: &str) {
             rec.target = call.credential.clone().unwrap_or_default();
             rec.argv = vec![call.method.clone(), format!("{}{}", call.host, call.path)];
             let forwarded = call.decision.starts_with("forwarded");
-            let (decision, reason) = call.decision.split_once(": ").unwrap_or((&call.decision, ""));
+            let (decision, reason) = call
+                .decision
+                .split_once(": ")
+                .unwrap_or((&call.decision, ""));
             rec.decision = match decision {
                 "forwarded" | "error" => decision,
                 _ => "denied",
@@ -586,7 +687,9 @@ fn heard(hall: &Hall, line: &str) {
             rec.reason = format!(
                 "{agent}'s credential {credential} reached its limit: {limit}{}",
                 if on_limit.as_str() == Some("ask") {
-                    format!(" (it may ask a human for more: `nuketown ask credential {credential}`)")
+                    format!(
+                        " (it may ask a human for more: `nuketown ask credential {credential}`)"
+                    )
                 } else {
                     String::new()
                 }

@@ -378,7 +378,6 @@ pub struct CallView {
 // An audit record compares whole; a call's time is never NaN.
 impl Eq for CallView {}
 
-
 /// A tool the agent's own CLI asks permission to use (its permission-prompt
 /// tool, `nuketown mcp`): as approvers see it and the audit log keeps it.
 /// Approving lets the CLI run the tool once, as the agent — never as root.

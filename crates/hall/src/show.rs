@@ -42,7 +42,10 @@ pub fn asks(r: &RequestView) -> String {
     } else if let Some(t) = &r.tool {
         format!("asks, for its CLI ({}), to use a tool", clean(&t.cli))
     } else if let Some(m) = &r.more {
-        format!("asks for more of its credential {}", show_str(&m.credential))
+        format!(
+            "asks for more of its credential {}",
+            show_str(&m.credential)
+        )
     } else {
         format!("asks to run a command as {}", show_str(&r.user))
     }

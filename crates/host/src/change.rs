@@ -828,10 +828,14 @@ impl Change {
                 at.tree()?.remove(&at.rel)?
             }
             Change::CreateSystemUser { name, comment } => {
-                let nologin = ["/usr/sbin/nologin", "/sbin/nologin", "/run/current-system/sw/bin/nologin"]
-                    .into_iter()
-                    .find(|p| Path::new(p).exists())
-                    .unwrap_or("/bin/false");
+                let nologin = [
+                    "/usr/sbin/nologin",
+                    "/sbin/nologin",
+                    "/run/current-system/sw/bin/nologin",
+                ]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .unwrap_or("/bin/false");
                 run(
                     "useradd",
                     [
@@ -866,7 +870,9 @@ impl Change {
             Change::ForgetCredential { agent, name, store } => {
                 key_store(store)?
                     .remove_credential(agent, name)
-                    .map_err(|e| HostError::Conflict(format!("{agent}'s credential {name}: {e}")))?;
+                    .map_err(|e| {
+                        HostError::Conflict(format!("{agent}'s credential {name}: {e}"))
+                    })?;
             }
             Change::ImportGpgKey { user, key } => import_gpg_key(user, key)?,
             Change::ImportGpgPublic {

@@ -1614,7 +1614,8 @@ impl Planner {
         self.file(
             &cx.home.join(".bashrc"),
             Source::Text(
-                render::bashrc(cx.name, shim) + &render::gateway_exports(&town.gateway_env(cx.name)),
+                render::bashrc(cx.name, shim)
+                    + &render::gateway_exports(&town.gateway_env(cx.name)),
             ),
             0o644,
             uid,

@@ -71,7 +71,9 @@ fn check_credential_name(name: &str) -> Result<(), KeyError> {
     if ok {
         Ok(())
     } else {
-        Err(KeyError::Invalid(format!("{name:?} is not a credential name")))
+        Err(KeyError::Invalid(format!(
+            "{name:?} is not a credential name"
+        )))
     }
 }
 
@@ -391,7 +393,11 @@ impl Store {
                 },
             )
             .map_err(|_| KeyError::Invalid("sealing failed".into()))?;
-        write_atomic(&path, &[CREDENTIAL_MAGIC, &nonce[..], &sealed].concat(), 0o600)
+        write_atomic(
+            &path,
+            &[CREDENTIAL_MAGIC, &nonce[..], &sealed].concat(),
+            0o600,
+        )
     }
 
     /// `agent`'s credential `name`, unsealed (for the gateway's
@@ -436,7 +442,10 @@ impl Store {
 
     /// The names of `agent`'s sealed credentials.
     pub fn credential_names(&self, agent: &str) -> Vec<String> {
-        let Ok(dir) = self.credential_path(agent, "x").map(|p| p.with_file_name("")) else {
+        let Ok(dir) = self
+            .credential_path(agent, "x")
+            .map(|p| p.with_file_name(""))
+        else {
             return Vec::new();
         };
         let mut names: Vec<String> = fs::read_dir(dir)
@@ -511,11 +520,15 @@ mod tests {
     #[test]
     fn credentials_are_sealed_per_agent_and_name() {
         let (_d, s) = store();
-        s.put_credential("ada", "anthropic", b"sk-ant-secret\n").unwrap();
+        s.put_credential("ada", "anthropic", b"sk-ant-secret\n")
+            .unwrap();
         let raw = fs::read(s.agent_dir("ada").join("credentials/anthropic.sealed")).unwrap();
         assert!(!raw.windows(13).any(|w| w == b"sk-ant-secret"));
         assert_eq!(
-            s.credential("ada", "anthropic").unwrap().unwrap().as_slice(),
+            s.credential("ada", "anthropic")
+                .unwrap()
+                .unwrap()
+                .as_slice(),
             b"sk-ant-secret"
         );
         assert!(s.credential_is("ada", "anthropic", b"sk-ant-secret"));

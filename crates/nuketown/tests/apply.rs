@@ -689,13 +689,19 @@ fn an_extra_secret_moves_to_the_gateway_with_one_key_and_plan_says_so_first() {
     let town = town.to_str().unwrap();
     t.ok(&["apply", town]);
     let placed = t.agents_dir().join("nkhcred/.config/anthropic/key");
-    assert_eq!(fs::read_to_string(&placed).unwrap(), "sk-ant-moved-to-the-town\n");
+    assert_eq!(
+        fs::read_to_string(&placed).unwrap(),
+        "sk-ant-moved-to-the-town\n"
+    );
 
     // One key moves it: plan says what will happen, changing nothing.
     t.write("town.toml", &town_text("gateway = \"anthropic\"\n"));
     let planned = t.ok(&["plan", town]);
     for line in [
-        format!("- secret file {} (the gateway holds it now)", placed.display()),
+        format!(
+            "- secret file {} (the gateway holds it now)",
+            placed.display()
+        ),
         format!(
             "+ credential anthropic of nkhcred sealed in the town's key store from {}",
             key.display()
@@ -711,14 +717,19 @@ fn an_extra_secret_moves_to_the_gateway_with_one_key_and_plan_says_so_first() {
     assert!(!placed.exists(), "the key left the home");
     assert!(id(&["-u"], "nkhgw").parse::<u32>().is_ok());
     // Sealed in the store (root's), never in the clear there.
-    let store = t.persist_dir().join("agents/.nuketown-keys/nkhcred/credentials");
+    let store = t
+        .persist_dir()
+        .join("agents/.nuketown-keys/nkhcred/credentials");
     let sealed = fs::read(store.join("anthropic.sealed")).unwrap();
     assert!(!sealed
         .windows(b"sk-ant-moved".len())
         .any(|w| w == b"sk-ant-moved"));
     assert_eq!(stat("%U %a", &store.join("anthropic.sealed")), "root 600");
     // The agent's shell finds the gateway instead.
-    let o = as_user("nkhcred", "bash -lc 'echo $ANTHROPIC_BASE_URL $ANTHROPIC_API_KEY'");
+    let o = as_user(
+        "nkhcred",
+        "bash -lc 'echo $ANTHROPIC_BASE_URL $ANTHROPIC_API_KEY'",
+    );
     assert_eq!(
         stdout(&o).trim(),
         "http://127.0.0.1:8399/anthropic nuketown-gateway-anthropic"
@@ -726,7 +737,10 @@ fn an_extra_secret_moves_to_the_gateway_with_one_key_and_plan_says_so_first() {
     assert!(fixture::tree_holds(&t.agents_dir().join("nkhcred"), b"sk-ant-moved").is_none());
     assert!(t.ok(&["apply", town]).contains("nothing to change"));
     // No longer declared: forgotten.
-    t.write("town.toml", &format!("{}[agents.nkhcred]\nuid = 1927\n", t.header("nkhch")));
+    t.write(
+        "town.toml",
+        &format!("{}[agents.nkhcred]\nuid = 1927\n", t.header("nkhch")),
+    );
     let planned = t.ok(&["plan", town]);
     assert!(
         planned.contains("- credential anthropic of nkhcred (no longer declared)"),

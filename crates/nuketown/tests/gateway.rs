@@ -46,14 +46,24 @@ impl GatewayUser {
     fn make() -> GatewayUser {
         GatewayUser::remove();
         let o = Command::new("useradd")
-            .args(["--system", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", GW_USER])
+            .args([
+                "--system",
+                "-M",
+                "-d",
+                "/nonexistent",
+                "-s",
+                "/usr/sbin/nologin",
+                GW_USER,
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         GatewayUser
     }
     fn remove() {
-        let _ = Command::new("pkill").args(["-KILL", "-u", GW_USER]).output();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-u", GW_USER])
+            .output();
         let _ = Command::new("userdel").arg(GW_USER).output();
         let _ = Command::new("groupdel").arg(GW_USER).output();
     }
@@ -80,14 +90,59 @@ struct Certs {
 fn certs(dir: &Path) -> Certs {
     fs::create_dir_all(dir).unwrap();
     let p = |n: &str| dir.join(n);
-    run(Command::new("openssl").args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=nuketown test upstreams CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout"]).arg(p("ca.key")).arg("-out").arg(p("ca.pem")));
-    run(Command::new("openssl").args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=forge.test", "-keyout"]).arg(p("leaf.key")).arg("-out").arg(p("leaf.csr")));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=nuketown test upstreams CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+        ])
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.pem")));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=forge.test",
+            "-keyout",
+        ])
+        .arg(p("leaf.key"))
+        .arg("-out")
+        .arg(p("leaf.csr")));
     fs::write(
         p("ext.cnf"),
         "subjectAltName=DNS:forge.test,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n",
     )
     .unwrap();
-    run(Command::new("openssl").args(["x509", "-req", "-days", "2", "-CAcreateserial", "-in"]).arg(p("leaf.csr")).arg("-CA").arg(p("ca.pem")).arg("-CAkey").arg(p("ca.key")).arg("-extfile").arg(p("ext.cnf")).arg("-out").arg(p("leaf.pem")));
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-CAcreateserial", "-in"])
+        .arg(p("leaf.csr"))
+        .arg("-CA")
+        .arg(p("ca.pem"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .arg("-extfile")
+        .arg(p("ext.cnf"))
+        .arg("-out")
+        .arg(p("leaf.pem")));
     for f in ["ca.pem", "leaf.pem", "leaf.key"] {
         fs::set_permissions(p(f), fs::Permissions::from_mode(0o644)).unwrap();
     }
@@ -129,7 +184,10 @@ fn model(dir: &Path, certs: &Certs, script: &Value) -> (Kill, u16, PathBuf) {
         .spawn()
         .unwrap();
     let child = Kill(child);
-    let port = wait_for_file(&dir.join("port"), "the scripted model").trim().parse().unwrap();
+    let port = wait_for_file(&dir.join("port"), "the scripted model")
+        .trim()
+        .parse()
+        .unwrap();
     (child, port, log)
 }
 
@@ -137,14 +195,38 @@ fn model(dir: &Path, certs: &Certs, script: &Value) -> (Kill, u16, PathBuf) {
 fn forge(dir: &Path, certs: &Certs) -> (Kill, u16, PathBuf) {
     let repos = dir.join("repos");
     fs::create_dir_all(&repos).unwrap();
-    run(Command::new("git").args(["init", "-q", "--bare", "-b", "main"]).arg(repos.join("town.git")));
-    run(Command::new("git").arg("-C").arg(repos.join("town.git")).args(["config", "http.receivepack", "true"]));
+    run(Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(repos.join("town.git")));
+    run(Command::new("git")
+        .arg("-C")
+        .arg(repos.join("town.git"))
+        .args(["config", "http.receivepack", "true"]));
     let seed = dir.join("seed");
-    run(Command::new("git").args(["init", "-q", "-b", "main"]).arg(&seed));
+    run(Command::new("git")
+        .args(["init", "-q", "-b", "main"])
+        .arg(&seed));
     fs::write(seed.join("README"), "the town's repository\n").unwrap();
-    run(Command::new("git").arg("-C").arg(&seed).args(["add", "README"]));
-    run(Command::new("git").arg("-C").arg(&seed).args(["-c", "user.name=seed", "-c", "user.email=seed@test", "commit", "-qm", "seed"]));
-    run(Command::new("git").arg("-C").arg(&seed).arg("push").arg("-q").arg(repos.join("town.git")).arg("main"));
+    run(Command::new("git")
+        .arg("-C")
+        .arg(&seed)
+        .args(["add", "README"]));
+    run(Command::new("git").arg("-C").arg(&seed).args([
+        "-c",
+        "user.name=seed",
+        "-c",
+        "user.email=seed@test",
+        "commit",
+        "-qm",
+        "seed",
+    ]));
+    run(Command::new("git")
+        .arg("-C")
+        .arg(&seed)
+        .arg("push")
+        .arg("-q")
+        .arg(repos.join("town.git"))
+        .arg("main"));
     let log = dir.join("forge.jsonl");
     let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/forge/server.py");
     let child = Command::new("python3")
@@ -161,12 +243,19 @@ fn forge(dir: &Path, certs: &Certs) -> (Kill, u16, PathBuf) {
         .spawn()
         .unwrap();
     let child = Kill(child);
-    let port = wait_for_file(&dir.join("port"), "the scripted forge").trim().parse().unwrap();
+    let port = wait_for_file(&dir.join("port"), "the scripted forge")
+        .trim()
+        .parse()
+        .unwrap();
     (child, port, log)
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn lines(p: &Path) -> Vec<Value> {
@@ -210,7 +299,10 @@ impl Scene {
     /// With `limits` (TOML, e.g. `limits = { tokensPerHour = 1 }, `) on
     /// the anthropic credential.
     fn with_limits(script: Value, limits: &str) -> Scene {
-        let tmp = tempfile::Builder::new().prefix("nuketown-gw-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nuketown-gw-")
+            .tempdir()
+            .unwrap();
         let base = tmp.path().to_path_buf();
         // Passable (the gateway's run dir is in it), not listable; the
         // upstreams' own files (their logs hold what they were sent) are
@@ -293,38 +385,63 @@ impl Scene {
     }
 
     fn gateway_pid(&self) -> u32 {
-        let o = Command::new("pgrep").args(["-u", GW_USER, "-f", "nuketown gateway"]).output().unwrap();
-        stdout(&o).lines().next().expect("the gateway runs").trim().parse().unwrap()
+        let o = Command::new("pgrep")
+            .args(["-u", GW_USER, "-f", "nuketown gateway"])
+            .output()
+            .unwrap();
+        stdout(&o)
+            .lines()
+            .next()
+            .expect("the gateway runs")
+            .trim()
+            .parse()
+            .unwrap()
     }
 }
 
 #[test]
 fn scripted_model_claude_code_talks_through_the_gateway_and_nothing_ada_reads_holds_the_key() {
     if !claude().exists() {
-        panic!("claude-code is not installed at {} (scripts/deps.sh installs it)", claude().display());
+        panic!(
+            "claude-code is not installed at {} (scripts/deps.sh installs it)",
+            claude().display()
+        );
     }
-    let mut s = Scene::new(serde_json::json!({"steps": [{"text": "answered through the town's gateway"}]}));
+    let mut s =
+        Scene::new(serde_json::json!({"steps": [{"text": "answered through the town's gateway"}]}));
     // apply's plan seals what is declared: both credentials named.
     let plan = s.t.root_nuketown(&["plan"]);
     let plan_text = stdout(&plan);
     for c in ["anthropic", "forge", "oai"] {
         assert!(
-            plan_text.contains(&format!("+ credential {c} of {ADA} sealed in the town's key store")),
+            plan_text.contains(&format!(
+                "+ credential {c} of {ADA} sealed in the town's key store"
+            )),
             "{plan_text}{}",
             stderr(&plan)
         );
     }
     // …as apply's change does (the hall-test town is not applied).
     let store = s.t.key_store();
-    store.put_credential(ADA, "anthropic", format!("{KEY}\n").as_bytes()).unwrap();
+    store
+        .put_credential(ADA, "anthropic", format!("{KEY}\n").as_bytes())
+        .unwrap();
     store.put_credential(ADA, "oai", KEY.as_bytes()).unwrap();
-    store.put_credential(ADA, "forge", TOKEN.as_bytes()).unwrap();
+    store
+        .put_credential(ADA, "forge", TOKEN.as_bytes())
+        .unwrap();
     let plan = stdout(&s.t.root_nuketown(&["plan"]));
     assert!(!plan.contains("+ credential"), "sealed already: {plan}");
     s.start();
 
     // The real claude-code, as ada, through the gateway.
-    let o = s.as_user(ADA, &format!("timeout 120 {} -p 'hello, town' --output-format text", claude().display()));
+    let o = s.as_user(
+        ADA,
+        &format!(
+            "timeout 120 {} -p 'hello, town' --output-format text",
+            claude().display()
+        ),
+    );
     assert!(
         stdout(&o).contains("answered through the town's gateway"),
         "{}{}\n{}",
@@ -335,22 +452,37 @@ fn scripted_model_claude_code_talks_through_the_gateway_and_nothing_ada_reads_ho
     let seen = lines(&s.model_log);
     assert!(!seen.is_empty());
     for r in &seen {
-        assert_eq!(r["headers"]["x-api-key"], KEY, "the model saw the town's key: {r}");
-        assert!(!r.to_string().contains("nuketown-gateway-anthropic"), "no placeholder upstream: {r}");
+        assert_eq!(
+            r["headers"]["x-api-key"], KEY,
+            "the model saw the town's key: {r}"
+        );
+        assert!(
+            !r.to_string().contains("nuketown-gateway-anthropic"),
+            "no placeholder upstream: {r}"
+        );
     }
     // Every call is in the audit chain, by the kernel's uid.
-    let calls: Vec<_> = s
-        .t
-        .audit()
-        .into_iter()
-        .filter(|r| r.event == "credential" && r.decision == "forwarded")
-        .collect();
+    let calls: Vec<_> =
+        s.t.audit()
+            .into_iter()
+            .filter(|r| r.event == "credential" && r.decision == "forwarded")
+            .collect();
     assert!(calls.len() >= seen.len().min(1), "{calls:?}");
-    let c = calls.iter().find(|r| r.credential.as_ref().is_some_and(|c| c.path.ends_with("/v1/messages"))).expect("a messages call audited");
+    let c = calls
+        .iter()
+        .find(|r| {
+            r.credential
+                .as_ref()
+                .is_some_and(|c| c.path.ends_with("/v1/messages"))
+        })
+        .expect("a messages call audited");
     assert_eq!(c.agent, ADA);
     let call = c.credential.as_ref().unwrap();
     assert_eq!(call.credential.as_deref(), Some("anthropic"));
-    assert!(call.tokens_in.is_some() && call.tokens_out.is_some(), "{call:?}");
+    assert!(
+        call.tokens_in.is_some() && call.tokens_out.is_some(),
+        "{call:?}"
+    );
 
     // Nothing ada can read holds the key. ada lists what she can read —
     // her environment as the town sets it, her home, persist dir, /tmp, the
@@ -399,8 +531,16 @@ fn scripted_model_claude_code_talks_through_the_gateway_and_nothing_ada_reads_ho
         assert!(out.ends_with("\n403"), "{who}: {out}");
         assert!(out.contains("nuketown gateway"), "{out}");
     }
-    assert_eq!(lines(&s.model_log).len(), before, "nothing reached the model for them");
-    let denied: Vec<_> = s.t.audit().into_iter().filter(|r| r.event == "credential" && r.decision == "denied").collect();
+    assert_eq!(
+        lines(&s.model_log).len(),
+        before,
+        "nothing reached the model for them"
+    );
+    let denied: Vec<_> =
+        s.t.audit()
+            .into_iter()
+            .filter(|r| r.event == "credential" && r.decision == "denied")
+            .collect();
     assert!(denied.iter().any(|r| r.agent == VOX), "{denied:?}");
 
     // Paused: refused at once; resumed: works.
@@ -418,8 +558,12 @@ fn scripted_model_claude_code_talks_through_the_gateway_and_nothing_ada_reads_ho
 fn scripted_forge_git_over_https_and_its_api_get_the_token_ada_never_holds() {
     let mut s = Scene::new(serde_json::json!({"steps": [{"text": "ok"}]}));
     let store = s.t.key_store();
-    store.put_credential(ADA, "forge", TOKEN.as_bytes()).unwrap();
-    store.put_credential(ADA, "anthropic", KEY.as_bytes()).unwrap();
+    store
+        .put_credential(ADA, "forge", TOKEN.as_bytes())
+        .unwrap();
+    store
+        .put_credential(ADA, "anthropic", KEY.as_bytes())
+        .unwrap();
     store.put_credential(ADA, "oai", KEY.as_bytes()).unwrap();
     s.start();
     let o = s.as_user(
@@ -430,27 +574,47 @@ fn scripted_forge_git_over_https_and_its_api_get_the_token_ada_never_holds() {
          curl -sf https://forge.test/api/user",
     );
     let out = stdout(&o);
-    assert!(o.status.success(), "{out}{}\n{}", stderr(&o), s.t.hall_log());
+    assert!(
+        o.status.success(),
+        "{out}{}\n{}",
+        stderr(&o),
+        s.t.hall_log()
+    );
     assert!(out.contains("refs/heads/ada/gateway"), "{out}");
     assert!(out.contains("\"token_seen\": true"), "{out}");
     let seen = lines(&s.forge_log);
     assert!(seen.len() >= 4, "{seen:?}");
-    assert!(seen.iter().all(|r| r["token"] == true), "every request carried the town's token: {seen:?}");
-    assert!(seen.iter().any(|r| r["method"] == "POST" && r["path"].as_str().unwrap().ends_with("git-receive-pack")));
+    assert!(
+        seen.iter().all(|r| r["token"] == true),
+        "every request carried the town's token: {seen:?}"
+    );
+    assert!(seen.iter().any(
+        |r| r["method"] == "POST" && r["path"].as_str().unwrap().ends_with("git-receive-pack")
+    ));
     // The token is nowhere ada reads (listed by ada, searched by root).
     let o = s.as_user(
         ADA,
-        &format!("env > \"$HOME/.env-now\"; find \"$HOME\" /tmp {} -readable -type f 2>/dev/null", s.run_dir.display()),
+        &format!(
+            "env > \"$HOME/.env-now\"; find \"$HOME\" /tmp {} -readable -type f 2>/dev/null",
+            s.run_dir.display()
+        ),
     );
     for f in stdout(&o).lines() {
         if let Ok(bytes) = fs::read(f) {
-            assert!(!bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()), "ada can read the token in {f}");
+            assert!(
+                !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+                "ada can read the token in {f}"
+            );
         }
     }
     // Audited: the forge's host and paths, by ada.
     let audit = s.t.audit();
     assert!(audit.iter().any(|r| r.event == "credential"
-        && r.credential.as_ref().is_some_and(|c| c.host.starts_with("forge.test") && c.path.ends_with("git-receive-pack") && c.decision == "forwarded")));
+        && r.credential
+            .as_ref()
+            .is_some_and(|c| c.host.starts_with("forge.test")
+                && c.path.ends_with("git-receive-pack")
+                && c.decision == "forwarded")));
 }
 
 #[test]
@@ -476,10 +640,18 @@ fn scripted_model_a_limit_is_a_clear_error_a_human_may_raise_and_the_audit_verif
     let out = stdout(&chat(3));
     let codes: Vec<&str> = out.lines().filter(|l| l.len() == 3).collect();
     assert_eq!(codes, ["200", "200", "429"], "{out}");
-    assert!(out.contains("reached its limit of 2 requests per hour"), "{out}");
+    assert!(
+        out.contains("reached its limit of 2 requests per hour"),
+        "{out}"
+    );
     assert!(out.contains("nuketown gateway"), "{out}");
     let audit = s.t.audit();
-    assert!(audit.iter().any(|r| r.event == "credential" && r.decision == "limit" && r.target == "oai"), "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.event == "credential" && r.decision == "limit" && r.target == "oai"),
+        "{audit:?}"
+    );
     // ada asks for more; a human approves; it works again.
     let mut watch = s.t.watch();
     let ask = s.t.spawn_agent(
@@ -494,7 +666,9 @@ fn scripted_model_a_limit_is_a_clear_error_a_human_may_raise_and_the_audit_verif
     let more = req.more.as_ref().expect("a request for more");
     assert_eq!(more.credential, "oai");
     assert_eq!(more.requests, 2);
-    hall_fixture::decider(&s.t).decide(&req, true, None, "terminal").unwrap();
+    hall_fixture::decider(&s.t)
+        .decide(&req, true, None, "terminal")
+        .unwrap();
     let o = hall_fixture::finish(ask);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&chat(1));
@@ -505,7 +679,10 @@ fn scripted_model_a_limit_is_a_clear_error_a_human_may_raise_and_the_audit_verif
     let o = s.as_user(ADA, &format!("curl -s -o /dev/null -H 'content-type: application/json' -H 'x-api-key: x' -d '{{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":10,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}' $ANTHROPIC_BASE_URL/v1/messages; curl -s -o /dev/null -H 'content-type: application/json' -d '{{}}' $ANTHROPIC_BASE_URL/v1/messages; timeout 120 {} -p 'hello' --output-format text", claude().display()));
     let said = format!("{}{}", stdout(&o), stderr(&o));
     assert!(!o.status.success(), "{said}");
-    assert!(said.contains("reached its limit of 20 tokens per hour"), "{said}");
+    assert!(
+        said.contains("reached its limit of 20 tokens per hour"),
+        "{said}"
+    );
     // Denied without a human: a credential whose limits are final.
     let o = s.as_user(
         ADA,
@@ -517,7 +694,10 @@ fn scripted_model_a_limit_is_a_clear_error_a_human_may_raise_and_the_audit_verif
     );
     assert!(!o.status.success());
     let said = format!("{}{}", stdout(&o), stderr(&o));
-    assert!(said.contains("no limit to raise") || said.contains("onLimit"), "{said}");
+    assert!(
+        said.contains("no limit to raise") || said.contains("onLimit"),
+        "{said}"
+    );
 
     // A day's worth of calls (here: 10,000 refused ones, each audited)
     // keeps the chain whole.
@@ -528,13 +708,22 @@ fn scripted_model_a_limit_is_a_clear_error_a_human_may_raise_and_the_audit_verif
     assert!(o.status.success(), "{}", stderr(&o));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let n = s.t.audit().iter().filter(|r| r.agent == VOX && r.event == "credential").count();
+        let n =
+            s.t.audit()
+                .iter()
+                .filter(|r| r.agent == VOX && r.event == "credential")
+                .count();
         if n >= 10_000 {
             break;
         }
         assert!(Instant::now() < deadline, "{n} of 10,000 calls audited");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let o = s.t.root_nuketown(&["audit", "--verify", "--log", &s.t.audit_log().display().to_string()]);
+    let o = s.t.root_nuketown(&[
+        "audit",
+        "--verify",
+        "--log",
+        &s.t.audit_log().display().to_string(),
+    ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }

@@ -118,10 +118,18 @@ impl Town {
             }
             let run = &self.hall.gateway.run_dir;
             let bundle = run.join(CA_BUNDLE).display().to_string();
-            for k in ["SSL_CERT_FILE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"] {
+            for k in [
+                "SSL_CERT_FILE",
+                "GIT_SSL_CAINFO",
+                "REQUESTS_CA_BUNDLE",
+                "CURL_CA_BUNDLE",
+            ] {
                 set(k, bundle.clone());
             }
-            set("NODE_EXTRA_CA_CERTS", run.join(CA_CERT).display().to_string());
+            set(
+                "NODE_EXTRA_CA_CERTS",
+                run.join(CA_CERT).display().to_string(),
+            );
         }
         env
     }

@@ -616,15 +616,27 @@ fn check_secrets(c: &mut Check, town: &Town, key: &str, name: &str, agent: &Agen
 fn check_gateway(c: &mut Check, town: &Town) {
     let g = &town.hall.gateway;
     if g.port == 0 {
-        c.fail("hall.gateway.port", "must be a port (1–65535); 8399 unless written");
+        c.fail(
+            "hall.gateway.port",
+            "must be a port (1–65535); 8399 unless written",
+        );
     }
     if !g.run_dir.is_absolute() {
-        c.fail("hall.gateway.runDir", format!("{} must be an absolute path (/run/nuketown/gateway unless written)", g.run_dir.display()));
+        c.fail(
+            "hall.gateway.runDir",
+            format!(
+                "{} must be an absolute path (/run/nuketown/gateway unless written)",
+                g.run_dir.display()
+            ),
+        );
     }
     if !is_unix_name(&g.user) || g.user == "root" {
         c.fail(
             "hall.gateway.user",
-            format!("{:?} must be a system user name of its own (not root), e.g. \"nuketown-gateway\"", g.user),
+            format!(
+                "{:?} must be a system user name of its own (not root), e.g. \"nuketown-gateway\"",
+                g.user
+            ),
         );
     } else if town.agents.contains_key(&g.user) || town.human_user.as_deref() == Some(&g.user) {
         c.fail(
@@ -650,11 +662,21 @@ fn check_credentials(c: &mut Check, town: &Town, key: &str, name: &str, agent: &
                 c.fail(&k, format!("{sname:?} cannot name a credential at the gateway (it is a URL path segment): use lowercase letters, digits and '-'"));
             }
             if agent.credentials.contains_key(sname) {
-                c.fail(format!("{k}.gateway"), format!("agents.{name}.credentials.{sname} is declared too; keep one"));
+                c.fail(
+                    format!("{k}.gateway"),
+                    format!("agents.{name}.credentials.{sname} is declared too; keep one"),
+                );
             }
         }
     }
     let mut model_apis: BTreeMap<&str, &str> = BTreeMap::new();
+    for (sname, secret) in &agent.secrets.extra_secrets {
+        if let Some(api) = secret.gateway.as_deref().filter(|a| is_model_api(a)) {
+            if let Some(other) = model_apis.insert(api, sname) {
+                c.fail(format!("{key}.secrets.extraSecrets.{sname}.gateway"), format!("agents.{name}.secrets.extraSecrets.{other} is {name}'s `{api}` credential already; the CLIs reach one {api} endpoint: keep one"));
+            }
+        }
+    }
     for (cname, cred) in &agent.credentials {
         let k = format!("{key}.credentials.{cname}");
         if !valid_name(cname) {
@@ -672,7 +694,10 @@ fn check_credentials(c: &mut Check, town: &Town, key: &str, name: &str, agent: &
         }
         let api = cred.api.as_str();
         if !APIS.contains(&api) {
-            c.fail(format!("{k}.api"), format!("{api:?} is not an API the gateway knows; use one of {apis}"));
+            c.fail(
+                format!("{k}.api"),
+                format!("{api:?} is not an API the gateway knows; use one of {apis}"),
+            );
             continue;
         }
         if is_model_api(api) {
@@ -687,7 +712,10 @@ fn check_credentials(c: &mut Check, town: &Town, key: &str, name: &str, agent: &
         }
         if api == "http" {
             if cred.hosts.is_empty() {
-                c.fail(format!("{k}.hosts"), "an `http` credential needs the hosts it is for, e.g. [\"api.example.com\"]");
+                c.fail(
+                    format!("{k}.hosts"),
+                    "an `http` credential needs the hosts it is for, e.g. [\"api.example.com\"]",
+                );
             }
             if cred.header.as_deref().is_none_or(str::is_empty) {
                 c.fail(format!("{k}.header"), "an `http` credential needs the header that carries it, e.g. \"Authorization\" (with scheme = \"Bearer\")");
@@ -700,34 +728,60 @@ fn check_credentials(c: &mut Check, town: &Town, key: &str, name: &str, agent: &
         }
         if let Some(s) = &cred.scheme {
             if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                c.fail(format!("{k}.scheme"), format!("{s:?} is not an authorization scheme like \"Bearer\""));
+                c.fail(
+                    format!("{k}.scheme"),
+                    format!("{s:?} is not an authorization scheme like \"Bearer\""),
+                );
             }
         }
         for (i, h) in cred.hosts.iter().enumerate() {
-            let (host, port) = h.rsplit_once(':').map_or((h.as_str(), "443"), |(a, b)| (a, b));
+            let (host, port) = h
+                .rsplit_once(':')
+                .map_or((h.as_str(), "443"), |(a, b)| (a, b));
             if host.is_empty()
                 || port.parse::<u16>().is_err()
-                || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
             {
-                c.fail(format!("{k}.hosts[{i}]"), format!("{h:?} is not a host name (or host:port)"));
+                c.fail(
+                    format!("{k}.hosts[{i}]"),
+                    format!("{h:?} is not a host name (or host:port)"),
+                );
             }
         }
         for (i, p) in cred.paths.iter().enumerate() {
             if !p.starts_with('/') || p.split('/').any(|s| s == "..") {
-                c.fail(format!("{k}.paths[{i}]"), format!("{p:?} must be a path starting with '/' (a prefix, e.g. \"/v1/messages\")"));
+                c.fail(
+                    format!("{k}.paths[{i}]"),
+                    format!(
+                        "{p:?} must be a path starting with '/' (a prefix, e.g. \"/v1/messages\")"
+                    ),
+                );
             }
         }
         if let Some(u) = &cred.upstream {
             if !valid_upstream(u) {
-                c.fail(format!("{k}.upstream"), format!("{u:?} must be an https:// URL (http:// only to this machine's loopback)"));
+                c.fail(
+                    format!("{k}.upstream"),
+                    format!(
+                        "{u:?} must be an https:// URL (http:// only to this machine's loopback)"
+                    ),
+                );
             }
         }
         if !matches!(cred.on_limit.as_str(), "deny" | "ask") {
-            c.fail(format!("{k}.onLimit"), format!("{:?} must be \"deny\" or \"ask\"", cred.on_limit));
+            c.fail(
+                format!("{k}.onLimit"),
+                format!("{:?} must be \"deny\" or \"ask\"", cred.on_limit),
+            );
         }
         if let Some(ca) = &cred.upstream_ca {
             if !ca.is_absolute() {
-                c.fail(format!("{k}.upstreamCa"), format!("{} must be an absolute path of a PEM file", ca.display()));
+                c.fail(
+                    format!("{k}.upstreamCa"),
+                    format!("{} must be an absolute path of a PEM file", ca.display()),
+                );
             }
         }
         let l = &cred.limits;

@@ -143,6 +143,11 @@ fn bad_credentials_are_refused_naming_the_key_and_the_fix() {
             "unknown key `limit`; remove it or use one of",
         ),
         (
+            "[agents.vox.credentials.k]\napi = \"anthropic\"\nsource = \"/run/keys/k\"\n[agents.vox.secrets.extraSecrets.j]\nsource = \"/run/keys/j\"\ngateway = \"anthropic\"\n",
+            "agents.vox.credentials.k",
+            "keep one",
+        ),
+        (
             "[hall.gateway]\nuser = \"root\"\n",
             "hall.gateway.user",
             "not root",

@@ -108,7 +108,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         What::Credential { credential, reason } => {
             if !nuketown_town::credentials::valid_name(&credential) {
-                bail!("{credential:?} is not a credential's name (lowercase letters, digits and '-')");
+                bail!(
+                    "{credential:?} is not a credential's name (lowercase letters, digits and '-')"
+                );
             }
             if reason.len() > protocol::MAX_REASON {
                 bail!("--reason: at most {} bytes", protocol::MAX_REASON);
