@@ -95,6 +95,14 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Requests and tokens of `calls` in the last `secs` before `now`.
+fn window(calls: &[(u64, u64)], now: u64, secs: u64) -> (usize, u64) {
+    calls
+        .iter()
+        .filter(|(at, _)| *at + secs > now)
+        .fold((0, 0), |(n, t), (_, tokens)| (n + 1, t + tokens))
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -487,11 +495,7 @@ fn publish_usage(hall: &Hall, town: &Town) {
         .clone();
     let mut per: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
     for ((agent, cred), calls) in &usage {
-        let window = |secs: u64| {
-            let c: Vec<&(u64, u64)> = calls.iter().filter(|(at, _)| *at + secs > now).collect();
-            (c.len(), c.iter().map(|(_, t)| t).sum::<u64>())
-        };
-        let ((rh, th), (rd, td)) = (window(3600), window(DAY_SECS));
+        let ((rh, th), (rd, td)) = (window(calls, now, 3600), window(calls, now, DAY_SECS));
         per.entry(agent.clone()).or_default().insert(
             cred.clone(),
             json!({"requestsHour": rh, "tokensHour": th, "requestsDay": rd, "tokensDay": td}),
@@ -707,11 +711,7 @@ pub(crate) fn used_text(hall: &Hall, agent: &str, credential: &str) -> String {
         .get(&(agent.to_string(), credential.to_string()))
         .cloned()
         .unwrap_or_default();
-    let window = |secs: u64| {
-        let c: Vec<&(u64, u64)> = calls.iter().filter(|(at, _)| *at + secs > now).collect();
-        (c.len(), c.iter().map(|(_, t)| t).sum::<u64>())
-    };
-    let ((rh, th), (rd, td)) = (window(3600), window(DAY_SECS));
+    let ((rh, th), (rd, td)) = (window(&calls, now, 3600), window(&calls, now, DAY_SECS));
     format!("{rh} requests and {th} tokens in the last hour; {rd} requests and {td} tokens in the last day")
 }
 

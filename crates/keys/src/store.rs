@@ -181,23 +181,42 @@ impl Store {
         self.dir.join(agent)
     }
 
-    fn seal(&self, agent: &str, key: &PrivateKey) -> Result<Vec<u8>, KeyError> {
-        let pem = key
-            .to_openssh(LineEnding::LF)
-            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+    /// `magic`, a fresh nonce, and `msg` sealed under the town's key with `aad`.
+    fn seal_bytes(&self, magic: &[u8], aad: &[u8], msg: &[u8]) -> Result<Vec<u8>, KeyError> {
         let mut nonce = [0u8; 12];
         crate::random(&mut nonce)?;
         let cipher = ChaCha20Poly1305::new(self.sealing.bytes().into());
         let sealed = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: pem.as_bytes(),
-                    aad: &aad(agent),
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg, aad })
             .map_err(|_| KeyError::Invalid("sealing failed".into()))?;
-        Ok([MAGIC, &nonce[..], &sealed].concat())
+        Ok([magic, &nonce[..], &sealed].concat())
+    }
+
+    /// What [`Store::seal_bytes`] sealed, or `broken` when it does not open.
+    fn unseal_bytes(
+        &self,
+        magic: &[u8],
+        aad: &[u8],
+        bytes: &[u8],
+        broken: impl Fn() -> KeyError,
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let rest = bytes.strip_prefix(magic).ok_or_else(&broken)?;
+        if rest.len() < 12 {
+            return Err(broken());
+        }
+        let (nonce, sealed) = rest.split_at(12);
+        let cipher = ChaCha20Poly1305::new(self.sealing.bytes().into());
+        cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+            .map(Zeroizing::new)
+            .map_err(|_| broken())
+    }
+
+    fn seal(&self, agent: &str, key: &PrivateKey) -> Result<Vec<u8>, KeyError> {
+        let pem = key
+            .to_openssh(LineEnding::LF)
+            .map_err(|e| KeyError::Invalid(e.to_string()))?;
+        self.seal_bytes(MAGIC, &aad(agent), pem.as_bytes())
     }
 
     fn unseal(&self, agent: &str, bytes: &[u8]) -> Result<PrivateKey, KeyError> {
@@ -206,23 +225,7 @@ impl Store {
                 "{agent}'s sealed key does not open with this town's sealing key (another town's key, or the file was changed)"
             ))
         };
-        let rest = bytes.strip_prefix(MAGIC).ok_or_else(broken)?;
-        if rest.len() < 12 {
-            return Err(broken());
-        }
-        let (nonce, sealed) = rest.split_at(12);
-        let cipher = ChaCha20Poly1305::new(self.sealing.bytes().into());
-        let pem = Zeroizing::new(
-            cipher
-                .decrypt(
-                    Nonce::from_slice(nonce),
-                    Payload {
-                        msg: sealed,
-                        aad: &aad(agent),
-                    },
-                )
-                .map_err(|_| broken())?,
-        );
+        let pem = self.unseal_bytes(MAGIC, &aad(agent), bytes, broken)?;
         PrivateKey::from_openssh(&pem[..]).map_err(|e| KeyError::Invalid(e.to_string()))
     }
 
@@ -381,23 +384,8 @@ impl Store {
         ensure_dir(&self.dir)?;
         ensure_dir(&self.agent_dir(agent))?;
         ensure_dir(&self.agent_dir(agent).join(CREDENTIALS))?;
-        let mut nonce = [0u8; 12];
-        crate::random(&mut nonce)?;
-        let cipher = ChaCha20Poly1305::new(self.sealing.bytes().into());
-        let sealed = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: secret,
-                    aad: &credential_aad(agent, name),
-                },
-            )
-            .map_err(|_| KeyError::Invalid("sealing failed".into()))?;
-        write_atomic(
-            &path,
-            &[CREDENTIAL_MAGIC, &nonce[..], &sealed].concat(),
-            0o600,
-        )
+        let sealed = self.seal_bytes(CREDENTIAL_MAGIC, &credential_aad(agent, name), secret)?;
+        write_atomic(&path, &sealed, 0o600)
     }
 
     /// `agent`'s credential `name`, unsealed (for the gateway's
@@ -416,22 +404,13 @@ impl Store {
                 "{agent}'s sealed credential {name} does not open with this town's sealing key (another town's, or the file was changed); apply the town again to import it"
             ))
         };
-        let rest = bytes.strip_prefix(CREDENTIAL_MAGIC).ok_or_else(broken)?;
-        if rest.len() < 12 {
-            return Err(broken());
-        }
-        let (nonce, sealed) = rest.split_at(12);
-        let cipher = ChaCha20Poly1305::new(self.sealing.bytes().into());
-        cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &credential_aad(agent, name),
-                },
-            )
-            .map(|v| Some(Zeroizing::new(v)))
-            .map_err(|_| broken())
+        self.unseal_bytes(
+            CREDENTIAL_MAGIC,
+            &credential_aad(agent, name),
+            &bytes,
+            broken,
+        )
+        .map(Some)
     }
 
     /// Whether `agent`'s sealed credential `name` is `secret` (as

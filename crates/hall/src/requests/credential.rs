@@ -18,8 +18,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use crate::audit::Record;
 use crate::connection::send;
 use crate::hall::{Denial, Hall};
-use crate::protocol::{MoreView, RequestView, ToRequester};
-use crate::state::{GrantKey, Outcome};
+use crate::protocol::{MoreView, RequestView};
+use crate::state::Outcome;
 use crate::town::Loaded;
 
 /// One request for more of a credential on the ask socket.
@@ -109,8 +109,6 @@ impl Ask<'_> {
                 return;
             }
         };
-        rec.decided_by = Some(outcome.by.clone());
-        rec.mock = mock;
         let mut outcome = outcome;
         if outcome.approved
             && !crate::gateway::grant_more(
@@ -128,30 +126,7 @@ impl Ask<'_> {
                 outcome.reason
             );
         }
-        rec.reason = outcome.reason.clone();
-        rec.decision = if outcome.by.channel == "requester" {
-            "cancelled"
-        } else if outcome.approved {
-            "approved"
-        } else {
-            "denied"
-        }
-        .into();
-        self.hall.append(&rec);
-        if outcome.by.channel == "requester" {
-            return;
-        }
-        let _ = send(
-            wr,
-            &ToRequester::Decision {
-                id: self.id.clone(),
-                approved: outcome.approved,
-                by: outcome.by,
-                reason: outcome.reason,
-                mock,
-            },
-        )
-        .await;
+        super::conclude(&self.hall, rec, outcome, mock, wr).await;
     }
 
     /// The mock file, or a human on every channel.
@@ -162,14 +137,6 @@ impl Ask<'_> {
         rd: &mut BufReader<OwnedReadHalf>,
         wr: &mut OwnedWriteHalf,
     ) -> Result<(Outcome, bool, MoreView), Denial> {
-        if let Some(a) = self.hall.mock(self.loaded) {
-            let o = Outcome {
-                approved: a.approved,
-                by: a.by,
-                reason: a.reason,
-            };
-            return Ok((o, true, view));
-        }
         let mut rv = RequestView::asked(
             &self.id,
             &self.name,
@@ -178,22 +145,16 @@ impl Ask<'_> {
             self.agent.sudo.timeout,
         );
         rv.more = Some(Box::new(view.clone()));
-        let key = GrantKey {
-            program: (0, 0),
-            cwd: (0, 0),
-            grantable: false,
-        };
-        let o = self
-            .hall
-            .wait_for_human(
-                rv,
-                key,
-                self.agent.sudo.max_pending,
-                rd,
-                wr,
-                "nuketown ask went away before the decision; nothing was raised",
-            )
-            .await?;
-        Ok((o, false, view))
+        let (o, mock) = super::mock_or_human(
+            &self.hall,
+            self.loaded,
+            rv,
+            self.agent.sudo.max_pending,
+            rd,
+            wr,
+            "nuketown ask went away before the decision; nothing was raised",
+        )
+        .await?;
+        Ok((o, mock, view))
     }
 }

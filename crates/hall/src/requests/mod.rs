@@ -140,3 +140,74 @@ pub(crate) async fn serve_asker(hall: Arc<Hall>, stream: UnixStream) {
         }
     }
 }
+
+/// The end of a request an agent asked on the ask socket and a human (or
+/// the mock file) decided: the decision recorded in `rec` and the audit
+/// log, then told to the asker — unless the asker withdrew it
+/// (`cancelled`), when there is nobody to tell.
+pub(crate) async fn conclude(
+    hall: &Hall,
+    mut rec: Record,
+    outcome: crate::state::Outcome,
+    mock: bool,
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+) {
+    rec.decided_by = Some(outcome.by.clone());
+    rec.mock = mock;
+    rec.reason = outcome.reason.clone();
+    let cancelled = outcome.by.channel == "requester";
+    rec.decision = if cancelled {
+        "cancelled"
+    } else if outcome.approved {
+        "approved"
+    } else {
+        "denied"
+    }
+    .into();
+    hall.append(&rec);
+    if cancelled {
+        return;
+    }
+    let _ = send(
+        wr,
+        &crate::protocol::ToRequester::Decision {
+            id: rec.id.clone(),
+            approved: outcome.approved,
+            by: outcome.by,
+            reason: outcome.reason,
+            mock,
+        },
+    )
+    .await;
+}
+
+/// The mock file's answer, or a human's on every channel, for a request
+/// that grants nothing lasting (`rv` says what it is); `gone` is what the
+/// audit says when the asker leaves first.
+pub(crate) async fn mock_or_human(
+    hall: &Hall,
+    loaded: &crate::town::Loaded,
+    rv: crate::protocol::RequestView,
+    max_pending: u32,
+    rd: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    gone: &str,
+) -> Result<(crate::state::Outcome, bool), Denial> {
+    if let Some(a) = hall.mock(loaded) {
+        let o = crate::state::Outcome {
+            approved: a.approved,
+            by: a.by,
+            reason: a.reason,
+        };
+        return Ok((o, true));
+    }
+    let key = crate::state::GrantKey {
+        program: (0, 0),
+        cwd: (0, 0),
+        grantable: false,
+    };
+    let o = hall
+        .wait_for_human(rv, key, max_pending, rd, wr, gone)
+        .await?;
+    Ok((o, false))
+}

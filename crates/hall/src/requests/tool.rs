@@ -18,8 +18,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use crate::audit::Record;
 use crate::connection::send;
 use crate::hall::{Denial, Hall};
-use crate::protocol::{RequestView, ToRequester, ToolView};
-use crate::state::{GrantKey, Outcome};
+use crate::protocol::{RequestView, ToolView};
+use crate::state::Outcome;
 use crate::town::Loaded;
 
 /// One tool request on the ask socket.
@@ -58,32 +58,7 @@ impl Ask<'_> {
                 return;
             }
         };
-        rec.decided_by = Some(outcome.by.clone());
-        rec.mock = mock;
-        rec.reason = outcome.reason.clone();
-        rec.decision = if outcome.by.channel == "requester" {
-            "cancelled"
-        } else if outcome.approved {
-            "approved"
-        } else {
-            "denied"
-        }
-        .into();
-        self.hall.append(&rec);
-        if outcome.by.channel == "requester" {
-            return;
-        }
-        let _ = send(
-            wr,
-            &ToRequester::Decision {
-                id: self.id.clone(),
-                approved: outcome.approved,
-                by: outcome.by,
-                reason: outcome.reason,
-                mock,
-            },
-        )
-        .await;
+        super::conclude(&self.hall, rec, outcome, mock, wr).await;
     }
 
     /// The mock file, or a human on every channel.
@@ -94,14 +69,6 @@ impl Ask<'_> {
         rd: &mut BufReader<OwnedReadHalf>,
         wr: &mut OwnedWriteHalf,
     ) -> Result<(Outcome, bool), Denial> {
-        if let Some(a) = self.hall.mock(self.loaded) {
-            let o = Outcome {
-                approved: a.approved,
-                by: a.by,
-                reason: a.reason,
-            };
-            return Ok((o, true));
-        }
         let mut rv = RequestView::asked(
             &self.id,
             &self.name,
@@ -110,22 +77,15 @@ impl Ask<'_> {
             self.agent.sudo.timeout,
         );
         rv.tool = Some(Box::new(view.clone()));
-        let key = GrantKey {
-            program: (0, 0),
-            cwd: (0, 0),
-            grantable: false,
-        };
-        let o = self
-            .hall
-            .wait_for_human(
-                rv,
-                key,
-                self.agent.sudo.max_pending,
-                rd,
-                wr,
-                "the CLI went away before the decision; the tool was not used",
-            )
-            .await?;
-        Ok((o, false))
+        super::mock_or_human(
+            &self.hall,
+            self.loaded,
+            rv,
+            self.agent.sudo.max_pending,
+            rd,
+            wr,
+            "the CLI went away before the decision; the tool was not used",
+        )
+        .await
     }
 }
