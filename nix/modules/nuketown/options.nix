@@ -150,8 +150,9 @@ let
           absolute path of a file only root reads. town.json records the
           path; the boot round (`nuketown reset --all`) and `nuketown reset
           <agent>` seal it into the town's key store, where only the gateway
-          uses it (a switch starts no round: after one that adds or changes
-          it, run `nuketown reset <agent>`). Set this or `systemdCredential`.
+          uses it; the town hall also seals it itself whenever the file
+          differs from the sealed copy, so a switch that adds or changes one
+          needs no round. Set this or `systemdCredential`.
         '';
         example = "ada/anthropic-key";
       };
