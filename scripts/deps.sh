@@ -3,6 +3,19 @@
 # Only what is missing is installed; safe to run again.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "scripts/deps.sh: run as root (it installs packages)" >&2; exit 1; }
+# A real Kubernetes control plane for the cloud tests (etcd, kube-apiserver,
+# controller manager, scheduler, kubectl, kwok), built from Go modules at
+# pinned versions and cached in /opt/nuketown-k8s (scripts/k8s.sh).
+# `deps.sh --k8s` builds it alone.
+control_plane() {
+  if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH=$PATH:/usr/local/go/bin; fi
+  if command -v go >/dev/null 2>&1; then
+    bash "$(dirname "$0")/k8s.sh" >/dev/null
+  else
+    echo "scripts/deps.sh: no Go here: the tests against a real Kubernetes control plane will skip (scripts/k8s.sh)" >&2
+  fi
+}
+if [ "${1:-}" = "--k8s" ]; then control_plane; exit 0; fi
 want=(passwd util-linux procps acl sudo openssh-client gnupg git udev tmux btrfs-progs nix-bin nftables
       xvfb zenity xdotool libnotify-bin fzf ca-certificates openssh-server age systemd python3-venv
       openssl curl)
@@ -66,15 +79,8 @@ if [ "${1:-}" != "--runtime" ]; then
     "$aider/bin/pip" install -q aider-chat==0.86.2
   fi
   chmod -R a+rX "$clis" "$aider"
-  # A real Kubernetes control plane for the cloud tests (etcd, kube-apiserver,
-  # controller manager, scheduler, kubectl, kwok), built from Go modules at
-  # pinned versions and cached in /opt/nuketown-k8s (scripts/k8s.sh).
-  if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH=$PATH:/usr/local/go/bin; fi
-  if command -v go >/dev/null 2>&1; then
-    bash "$(dirname "$0")/k8s.sh" >/dev/null
-  else
-    echo "scripts/deps.sh: no Go here: the tests against a real Kubernetes control plane will skip (scripts/k8s.sh)" >&2
-  fi
+  # (scripts/test.sh builds it beside the Rust build instead: NUKETOWN_K8S_LATER.)
+  [ -n "${NUKETOWN_K8S_LATER:-}" ] || control_plane
   # The offline Kubernetes OpenAPI schema check of the cloud render.
   if [ ! -x /opt/kubernetes-validate-venv/bin/kubernetes-validate ]; then
     echo "installing kubernetes-validate into /opt/kubernetes-validate-venv"

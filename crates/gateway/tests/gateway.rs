@@ -271,7 +271,7 @@ async fn limits_refuse_in_the_apis_shape_until_granted() {
     assert_eq!(v["error"]["type"], "rate_limit_error");
     assert_eq!(
         v["error"]["message"],
-        "nuketown gateway: ada's credential 'anthropic' reached its limit of 20 tokens per hour (used 30); it frees up as calls age out of the hour; a human may grant more"
+        "nuketown gateway: ada's credential 'anthropic' reached its limit of 20 tokens per hour (used 30); it frees up as calls age out of the hour; the limit is final (onLimit = \"deny\")"
     );
     assert_eq!(msg(&c).await.0, 429);
     let seen = drain(&mut events).await;
