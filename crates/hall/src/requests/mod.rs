@@ -76,37 +76,37 @@ pub(crate) async fn serve_asker(hall: Arc<Hall>, stream: UnixStream) {
         return follow::serve(hall, uid, name, asked, rd, wr).await;
     }
     let parsed = protocol::parse_asker(&line);
+    let asked = Asked {
+        hall,
+        loaded: &loaded,
+        name,
+        agent,
+        uid,
+        id,
+        arrived,
+    };
     if let Ok(FromAsker::Tool {
         cli, tool, input, ..
     }) = parsed
     {
-        let ask = tool::Ask {
-            hall,
-            loaded: &loaded,
-            name,
-            agent,
-            uid,
-            id,
-            arrived,
-        };
         let view = crate::protocol::ToolView { cli, tool, input };
-        return ask.serve(view, &mut rd, &mut wr).await;
+        return tool::serve(asked, view, &mut rd, &mut wr).await;
     }
     if let Ok(FromAsker::Credential {
         credential, reason, ..
     }) = parsed
     {
-        let ask = credential::Ask {
-            hall,
-            loaded: &loaded,
-            name,
-            agent,
-            uid,
-            id,
-            arrived,
-        };
-        return ask.serve(credential, reason, &mut rd, &mut wr).await;
+        return credential::serve(asked, credential, reason, &mut rd, &mut wr).await;
     }
+    let Asked {
+        hall,
+        name,
+        agent,
+        uid,
+        id,
+        arrived,
+        ..
+    } = asked;
     let mut rec = Record::new(&id, "network", &name, uid);
     rec.target = name.clone();
     let mut ask = network::Ask {
@@ -141,73 +141,109 @@ pub(crate) async fn serve_asker(hall: Arc<Hall>, stream: UnixStream) {
     }
 }
 
-/// The end of a request an agent asked on the ask socket and a human (or
-/// the mock file) decided: the decision recorded in `rec` and the audit
-/// log, then told to the asker — unless the asker withdrew it
-/// (`cancelled`), when there is nobody to tell.
-pub(crate) async fn conclude(
-    hall: &Hall,
-    mut rec: Record,
-    outcome: crate::state::Outcome,
-    mock: bool,
-    wr: &mut tokio::net::unix::OwnedWriteHalf,
-) {
-    rec.decided_by = Some(outcome.by.clone());
-    rec.mock = mock;
-    rec.reason = outcome.reason.clone();
-    let cancelled = outcome.by.channel == "requester";
-    rec.decision = if cancelled {
-        "cancelled"
-    } else if outcome.approved {
-        "approved"
-    } else {
-        "denied"
-    }
-    .into();
-    hall.append(&rec);
-    if cancelled {
-        return;
-    }
-    let _ = send(
-        wr,
-        &crate::protocol::ToRequester::Decision {
-            id: rec.id.clone(),
-            approved: outcome.approved,
-            by: outcome.by,
-            reason: outcome.reason,
-            mock,
-        },
-    )
-    .await;
+/// An agent's request on the ask socket, known by `SO_PEERCRED`: what
+/// every kind the agent may ask (network, tool, credential) starts from.
+pub(crate) struct Asked<'a> {
+    pub(crate) hall: Arc<Hall>,
+    pub(crate) loaded: &'a crate::town::Loaded,
+    pub(crate) name: String,
+    pub(crate) agent: nuketown_town::Agent,
+    pub(crate) uid: u32,
+    pub(crate) id: String,
+    pub(crate) arrived: Instant,
 }
 
-/// The mock file's answer, or a human's on every channel, for a request
-/// that grants nothing lasting (`rv` says what it is); `gone` is what the
-/// audit says when the asker leaves first.
-pub(crate) async fn mock_or_human(
-    hall: &Hall,
-    loaded: &crate::town::Loaded,
-    rv: crate::protocol::RequestView,
-    max_pending: u32,
-    rd: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
-    wr: &mut tokio::net::unix::OwnedWriteHalf,
-    gone: &str,
-) -> Result<(crate::state::Outcome, bool), Denial> {
-    if let Some(a) = hall.mock(loaded) {
-        let o = crate::state::Outcome {
-            approved: a.approved,
-            by: a.by,
-            reason: a.reason,
+type Reader = BufReader<tokio::net::unix::OwnedReadHalf>;
+type Writer = tokio::net::unix::OwnedWriteHalf;
+
+impl Asked<'_> {
+    /// The mock file's answer, or a human's on every channel, for a request
+    /// that grants nothing lasting: `argv` in the asker's words, `what`
+    /// adds what it is about; `gone` is what the audit says when the asker
+    /// leaves first.
+    pub(crate) async fn mock_or_human(
+        &self,
+        argv: Vec<String>,
+        what: impl FnOnce(&mut crate::protocol::RequestView),
+        rd: &mut Reader,
+        wr: &mut Writer,
+        gone: &str,
+    ) -> Result<(crate::state::Outcome, bool), Denial> {
+        if let Some(a) = self.hall.mock(self.loaded) {
+            let o = crate::state::Outcome {
+                approved: a.approved,
+                by: a.by,
+                reason: a.reason,
+            };
+            return Ok((o, true));
+        }
+        let mut rv = crate::protocol::RequestView::asked(
+            &self.id,
+            &self.name,
+            self.uid,
+            argv,
+            self.agent.sudo.timeout,
+        );
+        what(&mut rv);
+        let key = crate::state::GrantKey {
+            program: (0, 0),
+            cwd: (0, 0),
+            grantable: false,
         };
-        return Ok((o, true));
+        let o = self
+            .hall
+            .wait_for_human(rv, key, self.agent.sudo.max_pending, rd, wr, gone)
+            .await?;
+        Ok((o, false))
     }
-    let key = crate::state::GrantKey {
-        program: (0, 0),
-        cwd: (0, 0),
-        grantable: false,
-    };
-    let o = hall
-        .wait_for_human(rv, key, max_pending, rd, wr, gone)
-        .await?;
-    Ok((o, false))
+
+    /// A request refused before or instead of a decision: recorded, told.
+    pub(crate) async fn refused(&self, mut rec: Record, d: Denial, wr: &mut Writer) {
+        rec.latency_ms = Some(self.arrived.elapsed().as_millis() as u64);
+        rec.decision = "denied".into();
+        rec.reason = d.reason.clone();
+        rec.decided_by = Some(d.by.clone());
+        self.hall.append(&rec);
+        let _ = send(wr, &d.to_requester(&self.id)).await;
+    }
+
+    /// The end of a decided request: the decision recorded in `rec` and
+    /// the audit log, then told to the asker — unless the asker withdrew
+    /// it (`cancelled`), when there is nobody to tell.
+    pub(crate) async fn conclude(
+        &self,
+        mut rec: Record,
+        outcome: crate::state::Outcome,
+        mock: bool,
+        wr: &mut Writer,
+    ) {
+        rec.latency_ms = Some(self.arrived.elapsed().as_millis() as u64);
+        rec.decided_by = Some(outcome.by.clone());
+        rec.mock = mock;
+        rec.reason = outcome.reason.clone();
+        let cancelled = outcome.by.channel == "requester";
+        rec.decision = if cancelled {
+            "cancelled"
+        } else if outcome.approved {
+            "approved"
+        } else {
+            "denied"
+        }
+        .into();
+        self.hall.append(&rec);
+        if cancelled {
+            return;
+        }
+        let _ = send(
+            wr,
+            &crate::protocol::ToRequester::Decision {
+                id: self.id.clone(),
+                approved: outcome.approved,
+                by: outcome.by,
+                reason: outcome.reason,
+                mock,
+            },
+        )
+        .await;
+    }
 }
