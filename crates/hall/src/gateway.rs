@@ -212,16 +212,25 @@ fn town_ca(
     };
     let run = &town.hall.gateway.run_dir;
     root_dir(run, 0o755).map_err(|e| format!("{}: {e}", run.display()))?;
+    let same_cert = std::fs::read(run.join(CA_CERT)).is_ok_and(|c| c == cert.as_bytes());
     publish(&run.join(CA_CERT), cert.as_bytes(), 0o644, None)
         .map_err(|e| format!("{}: {e}", run.join(CA_CERT).display()))?;
     let system = [
         "/etc/ssl/certs/ca-certificates.crt",
         "/etc/pki/tls/certs/ca-bundle.crt",
     ]
-    .iter()
-    .find_map(|p| std::fs::read(p).ok())
-    .unwrap_or_default();
-    let mut bundle = system;
+    .into_iter()
+    .find(|p| Path::new(p).is_file());
+    // Every tick asks: read the system's bundle again only when it, or the
+    // town's CA, changed since the bundle was written.
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let written = modified(&run.join(CA_BUNDLE));
+    if same_cert && written.is_some() && written >= system.and_then(|p| modified(Path::new(p))) {
+        return Ok((cert, key));
+    }
+    let mut bundle = system
+        .and_then(|p| std::fs::read(p).ok())
+        .unwrap_or_default();
     if !bundle.is_empty() && !bundle.ends_with(b"\n") {
         bundle.push(b'\n');
     }
