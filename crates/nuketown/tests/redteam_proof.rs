@@ -341,11 +341,12 @@ fn what_runs_as_an_agent_never_holds_the_humans_terminal() {
         .output()
         .unwrap();
     let text = stdout(&o);
-    // sudo's own terminal may put a NUL before what the command printed.
+    // sudo's own terminal may put a NUL before what the command printed,
+    // which the outer terminal echoes as `^@`: each line's tty is where
+    // `/dev/pts/` starts.
     let ttys: Vec<&str> = text
         .lines()
-        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\0'))
-        .filter(|l| l.starts_with("/dev/pts/"))
+        .filter_map(|l| l.find("/dev/pts/").map(|i| l[i..].trim()))
         .collect();
     assert_eq!(ttys.len(), 2, "{text}{}", stderr(&o));
     assert_ne!(
